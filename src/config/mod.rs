@@ -1,0 +1,302 @@
+//! Typed configuration: embedded defaults, an optional TOML file, `ENRICHD_<SECTION>__<KEY>` env overrides.
+//!
+//! Every key is optional and unknown keys are refused with their name. Secrets never live in the TOML:
+//! sources name the env var that holds their key (`api_key_env`).
+
+mod env;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::domain::Region;
+use crate::sources::SourceOverrides;
+use crate::sources::registry::{self, SourceConfig, SourceConfigError};
+
+/// The embedded retention policy (`policies/retention.toml`).
+pub const RETENTION_POLICY: &str = include_str!("../../policies/retention.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub lookup: LookupConfig,
+    pub tenants: TenantConfig,
+    pub retention: Retention,
+    pub sources: BTreeMap<String, SourceOverrides>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Largest JSON request body accepted, in bytes.
+    pub max_json_bytes: usize,
+    /// Requests in flight before new ones get 503.
+    pub max_in_flight: usize,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookupConfig {
+    pub default_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    /// How many times the fan-out follows identifiers that sources reported.
+    pub max_hops: u32,
+    /// ISO region for national phone numbers (`"FR"`); unset means numbers must be international.
+    pub default_region: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// Lookups per minute per tenant before 429.
+    pub rate_per_minute: u32,
+    /// Lookups a tenant may make at once above its steady rate.
+    pub burst: u32,
+}
+
+/// Retention settings; defaults come from the embedded `policies/retention.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub batch_results_days: u32,
+    pub source_cache_seconds: u64,
+    pub exclusion_days: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            max_json_bytes: 64 * 1024,
+            max_in_flight: 1024,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        Self {
+            default_timeout_ms: 3_000,
+            max_timeout_ms: 15_000,
+            max_hops: 2,
+            default_region: None,
+        }
+    }
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_minute: 600,
+            burst: 60,
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        // The embedded file is part of the build and covered by a test; a parse failure is a build defect.
+        toml::from_str(RETENTION_POLICY).unwrap_or(Self {
+            batch_results_days: 30,
+            source_cache_seconds: 300,
+            exclusion_days: 1095,
+        })
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            lookup: LookupConfig::default(),
+            tenants: TenantConfig::default(),
+            retention: Retention::default(),
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why the configuration is refused. Each message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {key} {problem}")]
+    Invalid { key: &'static str, problem: String },
+    #[error("invalid configuration: {0}")]
+    Source(#[from] SourceConfigError),
+}
+
+/// A loaded, validated configuration with the sources resolved.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub sources: BTreeMap<&'static str, SourceConfig>,
+    pub region: Option<Region>,
+}
+
+impl Config {
+    /// Loads the file (if any), applies env overrides from `vars`, validates.
+    pub fn load(path: Option<&Path>, vars: &[(String, String)]) -> Result<Loaded, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.into(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Self::from_toml(&text, vars)
+    }
+
+    /// Parses TOML text, applies env overrides, validates. Used by `load` and by tests.
+    pub fn from_toml(text: &str, vars: &[(String, String)]) -> Result<Loaded, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_string()))?;
+        env::apply_overrides(&mut table, vars)?;
+        let config: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Parse(e.message().to_string()))?;
+        let lookup_env = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let sources = registry::resolve(&config.sources, &lookup_env)?;
+        let region = config.validate()?;
+        Ok(Loaded {
+            config,
+            sources,
+            region,
+        })
+    }
+
+    fn validate(&self) -> Result<Option<Region>, ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_string(),
+            })
+        };
+        if self.retention.batch_results_days == 0 || self.retention.batch_results_days > 30 {
+            return invalid(
+                "retention.batch_results_days",
+                "must be between 1 and 30: batch results never live longer than 30 days",
+            );
+        }
+        let l = &self.lookup;
+        if l.default_timeout_ms == 0 || l.max_timeout_ms < l.default_timeout_ms {
+            return invalid(
+                "lookup.default_timeout_ms",
+                "must be above 0 and at most lookup.max_timeout_ms",
+            );
+        }
+        if self.tenants.rate_per_minute == 0 {
+            return invalid("tenants.rate_per_minute", "must be above 0");
+        }
+        if self.server.max_in_flight == 0 {
+            return invalid("server.max_in_flight", "must be above 0");
+        }
+        if !matches!(self.server.log_format.as_str(), "text" | "json") {
+            return invalid("server.log_format", "must be \"text\" or \"json\"");
+        }
+        match &self.lookup.default_region {
+            None => Ok(None),
+            Some(r) => {
+                r.parse()
+                    .map(Some)
+                    .map_err(|e: crate::domain::Invalid| ConfigError::Invalid {
+                        key: "lookup.default_region",
+                        problem: e.to_string(),
+                    })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let loaded = Config::from_toml("", &[]).expect("defaults are valid");
+        assert_eq!(loaded.config.retention.batch_results_days, 30);
+        assert!(loaded.sources.contains_key("gravatar"));
+        let parsed: Retention = toml::from_str(RETENTION_POLICY).expect("embedded policy parses");
+        assert_eq!(parsed.batch_results_days, 30);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err =
+            Config::from_toml("[server]\nlisten_addr = \"x\"\n", &[]).expect_err("unknown key");
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+        let err =
+            Config::from_toml("[sources.nope]\nenabled = true\n", &[]).expect_err("unknown source");
+        assert!(err.to_string().contains("nope"), "{err}");
+        let err = Config::from_toml("[sources.github]\nbase = \"x\"\n", &[])
+            .expect_err("unknown source key");
+        assert!(err.to_string().contains("base"), "{err}");
+    }
+
+    #[test]
+    fn retention_above_thirty_days_is_refused() {
+        let err = Config::from_toml(
+            "[retention]\nbatch_results_days = 31\nsource_cache_seconds = 1\nexclusion_days = 1\n",
+            &[],
+        )
+        .expect_err("31 days");
+        assert!(err.to_string().contains("batch_results_days"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_any_key() {
+        let loaded = Config::from_toml(
+            "[lookup]\nmax_hops = 1\n",
+            &vars(&[
+                ("ENRICHD_LOOKUP__MAX_HOPS", "3"),
+                ("ENRICHD_SOURCES__GITHUB__BASE_URL", "http://127.0.0.1:9"),
+                ("ENRICHD_SERVER__LOG_FORMAT", "json"),
+                ("ENRICHD_EXCLUSION_KEY", "not a config key"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(loaded.config.lookup.max_hops, 3);
+        assert_eq!(loaded.sources["github"].base_url, "http://127.0.0.1:9");
+        assert_eq!(loaded.config.server.log_format, "json");
+    }
+
+    #[test]
+    fn env_override_of_unknown_key_is_named() {
+        let err =
+            Config::from_toml("", &vars(&[("ENRICHD_LOOKUP__MAX_HOOPS", "3")])).expect_err("typo");
+        assert!(err.to_string().contains("max_hoops"), "{err}");
+    }
+
+    #[test]
+    fn api_keys_come_from_the_environment() {
+        let loaded =
+            Config::from_toml("", &vars(&[("GITHUB_TOKEN", "ghp_secret")])).expect("valid");
+        assert!(loaded.sources["github"].api_key.is_some());
+        assert!(
+            !format!("{loaded:?}").contains("ghp_secret"),
+            "secrets never print"
+        );
+    }
+}

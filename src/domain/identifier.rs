@@ -1,0 +1,70 @@
+use super::{DomainName, Email, OrgName, PersonName, PhoneE164, ProfileUrl};
+
+/// One thing a source can look a person up by, or that a source reported and the fan-out may follow.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Identifier {
+    Email(Email),
+    Phone(PhoneE164),
+    Profile(ProfileUrl),
+    /// A person's name at an organisation.
+    NameAtCompany(PersonName, OrgName),
+    /// A person's name at a web domain.
+    NameAtDomain(PersonName, DomainName),
+    /// A company's domain: not personal, never excluded on its own.
+    Domain(DomainName),
+}
+
+/// The kind of an identifier: keys per-kind hashing, metrics labels and source capabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IdentifierKind {
+    Email,
+    Phone,
+    ProfileUrl,
+    NameCompany,
+    NameDomain,
+    Domain,
+}
+
+impl IdentifierKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Phone => "phone",
+            Self::ProfileUrl => "profile_url",
+            Self::NameCompany => "name_company",
+            Self::NameDomain => "name_domain",
+            Self::Domain => "domain",
+        }
+    }
+}
+
+impl Identifier {
+    pub fn kind(&self) -> IdentifierKind {
+        match self {
+            Self::Email(_) => IdentifierKind::Email,
+            Self::Phone(_) => IdentifierKind::Phone,
+            Self::Profile(_) => IdentifierKind::ProfileUrl,
+            Self::NameAtCompany(..) => IdentifierKind::NameCompany,
+            Self::NameAtDomain(..) => IdentifierKind::NameDomain,
+            Self::Domain(_) => IdentifierKind::Domain,
+        }
+    }
+
+    /// Whether this identifies a person (and so may be on the exclusion list).
+    pub fn is_personal(&self) -> bool {
+        !matches!(self, Self::Domain(_))
+    }
+
+    /// A stable text form: normalised value, no scheme, folded names. Two spellings of the same
+    /// identifier give the same text. Hash it; never log it.
+    pub fn canonical(&self) -> String {
+        match self {
+            Self::Email(e) => e.as_str().to_string(),
+            Self::Phone(p) => p.as_str().to_string(),
+            Self::Profile(p) => p.canonical().to_string(),
+            Self::NameAtCompany(n, c) => format!("{}|{}", n.folded(), c.folded()),
+            Self::NameAtDomain(n, d) => format!("{}|{}", n.folded(), d.as_str()),
+            Self::Domain(d) => d.as_str().to_string(),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! enrichd: a self-hosted, real-time OSINT contact-enrichment proxy that keeps no contact database.
+//!
+//! See `ARCHITECTURE.md` for the map. In short: [`domain`] parses identifiers at the edge, [`sources`]
+//! are upstream plugins, [`pipeline`] fans a query out and merges answers in memory ([`profile`]),
+//! [`exclusion`] withholds opted-out people, [`http`] serves it all.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod domain;
+pub mod exclusion;
+pub mod profile;
+pub mod sources;

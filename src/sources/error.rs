@@ -1,0 +1,45 @@
+use std::time::Duration;
+
+use super::SourceStatus;
+
+/// Why a source could not answer. The fan-out adds the source's name when it logs one.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    #[error("the upstream is rate limiting us")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("the upstream answered HTTP {status}")]
+    Status { status: u16 },
+    #[error("the upstream's answer is malformed: {0}")]
+    Malformed(String),
+    #[error("the upstream could not be reached: {0}")]
+    Transport(String),
+    /// The upstream says the person objected to processing (HTTP 451): the whole result is withheld.
+    #[error("the upstream reports that the person objected to processing")]
+    Objected,
+    /// Refused before any request (breaker open, out of budget, guard refused the target).
+    #[error("the call was not made: {0}")]
+    NotAttempted(&'static str),
+}
+
+impl SourceError {
+    /// Whether trying again later may help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Timeout | Self::RateLimited { .. } | Self::Transport(_) => true,
+            Self::Status { status } => *status >= 500 || *status == 408,
+            Self::Malformed(_) | Self::Objected | Self::NotAttempted(_) => false,
+        }
+    }
+
+    pub fn status(&self) -> SourceStatus {
+        match self {
+            Self::Timeout => SourceStatus::Timeout,
+            Self::RateLimited { .. } => SourceStatus::RateLimited,
+            Self::NotAttempted(_) => SourceStatus::Skipped,
+            Self::Objected => SourceStatus::Miss,
+            Self::Status { .. } | Self::Malformed(_) | Self::Transport(_) => SourceStatus::Error,
+        }
+    }
+}

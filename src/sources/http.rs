@@ -1,0 +1,177 @@
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+
+use super::SourceError;
+
+/// Bodies above this are refused as malformed: no profile API answers with megabytes.
+const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// An HTTP upstream: a base URL, a shared client, optional credentials, a body cap.
+///
+/// Paths appended to `base` are the real API's documented paths, so pointing `base` at a local server
+/// that speaks the same API works.
+#[derive(Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    base: String,
+    headers: HeaderMap,
+    secret_header: Option<(&'static str, SecretString, &'static str)>,
+    max_body: usize,
+}
+
+/// What an upstream answered: a JSON document, or "not found".
+pub enum Fetched<T> {
+    Found(T),
+    NotFound,
+}
+
+impl Upstream {
+    pub fn new(client: reqwest::Client, base: &str) -> Self {
+        Self {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            headers: HeaderMap::new(),
+            secret_header: None,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// A fixed header sent with every request (`Accept`, an API version...).
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.insert(name, HeaderValue::from_static(value));
+        self
+    }
+
+    /// A secret header such as `Authorization: Bearer <key>`; never logged.
+    pub fn with_secret(
+        mut self,
+        name: &'static str,
+        prefix: &'static str,
+        secret: Option<SecretString>,
+    ) -> Self {
+        self.secret_header = secret.map(|s| (name, s, prefix));
+        self
+    }
+
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// GETs `base + path` (path already percent-encoded) and decodes a JSON body.
+    /// 404 and 410 are `NotFound`; 429 and 403-with-rate-limit headers are `RateLimited`.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Fetched<T>, SourceError> {
+        match self.get_bytes(path, &["json"]).await? {
+            Fetched::NotFound => Ok(Fetched::NotFound),
+            Fetched::Found(body) => serde_json::from_slice(&body)
+                .map(Fetched::Found)
+                .map_err(|e| SourceError::Malformed(format!("invalid JSON: {e}"))),
+        }
+    }
+
+    /// GETs `base + path` and returns the capped body when its content type contains one of `types`.
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        types: &[&str],
+    ) -> Result<Fetched<Vec<u8>>, SourceError> {
+        let mut req = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .headers(self.headers.clone());
+        if let Some((name, secret, prefix)) = &self.secret_header {
+            req = req.header(*name, format!("{prefix}{}", secret.expose_secret()));
+        }
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => {}
+            404 | 410 => return Ok(Fetched::NotFound),
+            451 => return Err(SourceError::Objected),
+            429 => {
+                return Err(SourceError::RateLimited {
+                    retry_after: retry_after(resp.headers()),
+                });
+            }
+            403 if resp
+                .headers()
+                .get("x-ratelimit-remaining")
+                .is_some_and(|v| v == "0") =>
+            {
+                return Err(SourceError::RateLimited {
+                    retry_after: retry_after(resp.headers()),
+                });
+            }
+            _ => return Err(SourceError::Status { status }),
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !types.iter().any(|t| content_type.contains(t)) {
+            return Err(SourceError::Malformed(format!(
+                "unexpected content type '{content_type}'"
+            )));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.max_body as u64)
+        {
+            return Err(SourceError::Malformed(format!(
+                "body larger than {} bytes",
+                self.max_body
+            )));
+        }
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(transport)?;
+            if body.len() + chunk.len() > self.max_body {
+                return Err(SourceError::Malformed(format!(
+                    "body larger than {} bytes",
+                    self.max_body
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched::Found(body))
+    }
+}
+
+fn transport(e: reqwest::Error) -> SourceError {
+    if e.is_timeout() {
+        SourceError::Timeout
+    } else {
+        // reqwest's Display includes the URL, which may carry an identifier: keep only the kind.
+        let kind = if e.is_connect() {
+            "connection failed"
+        } else if e.is_body() || e.is_decode() {
+            "body interrupted"
+        } else {
+            "request failed"
+        };
+        SourceError::Transport(kind.to_string())
+    }
+}
+
+/// `Retry-After` as delta-seconds (HTTP dates are rare on APIs and read as absent).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}

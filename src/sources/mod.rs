@@ -1,0 +1,97 @@
+//! Upstream sources behind one trait.
+//!
+//! The fan-out knows nothing about any one source: it asks each registered source whether it
+//! [`accepts`](Source::accepts) an identifier and calls [`lookup`](Source::lookup) under a timeout. Adding a
+//! source is adding a file here and one line in [`registry::BUILTIN`].
+
+mod error;
+pub mod github;
+pub mod gravatar;
+mod http;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+pub use error::SourceError;
+pub use http::{Fetched, Upstream};
+pub use registry::{SourceConfig, SourceOverrides, SourceSet};
+
+use crate::domain::Identifier;
+use crate::profile::Observation;
+
+/// An upstream the fan-out can ask about an identifier.
+pub trait Source: Send + Sync {
+    /// The configured name (`gravatar`, `github`, ...); used in responses, metrics and logs.
+    fn name(&self) -> &str;
+
+    /// Whether this source can look anything up from `id`.
+    fn accepts(&self, id: &Identifier) -> bool;
+
+    /// Looks `id` up. An empty list is a miss. The fan-out applies the timeout; a source need not.
+    fn lookup<'a>(
+        &'a self,
+        id: &'a Identifier,
+    ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>>;
+}
+
+/// A source with the settings the fan-out applies around it.
+#[derive(Clone)]
+pub struct Registered {
+    pub source: Arc<dyn Source>,
+    pub timeout: Duration,
+    /// Prior reliability in (0, 1), used by the merge.
+    pub weight: f64,
+}
+
+impl Registered {
+    pub fn name(&self) -> &str {
+        self.source.name()
+    }
+}
+
+/// What became of one source during one lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceStatus {
+    Hit,
+    Miss,
+    Timeout,
+    Error,
+    RateLimited,
+    Skipped,
+}
+
+impl SourceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+            Self::RateLimited => "rate_limited",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// When a source was called several times in one lookup (hops), the status it reports overall.
+    pub fn combine(self, other: Self) -> Self {
+        use SourceStatus::*;
+        let rank = |s: Self| match s {
+            Hit => 0,
+            Miss => 1,
+            RateLimited => 2,
+            Timeout => 3,
+            Error => 4,
+            Skipped => 5,
+        };
+        if rank(self) <= rank(other) {
+            self
+        } else {
+            other
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The built-in sources, their configuration and how a set of them is built.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::{Registered, Source, github, gravatar};
+
+/// One built-in source: its name, its defaults, and how to build it from its resolved config.
+pub struct Spec {
+    pub name: &'static str,
+    pub defaults: fn() -> SourceConfig,
+    pub build: fn(&SourceConfig, &Deps) -> Arc<dyn Source>,
+}
+
+/// The built-in sources. Adding one is adding its file and one line here.
+pub const BUILTIN: &[Spec] = &[gravatar::SPEC, github::SPEC];
+
+/// What a source may need to build itself.
+pub struct Deps {
+    pub http: reqwest::Client,
+}
+
+/// A source's resolved settings (`[sources.<name>]` over the source's defaults).
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub enabled: bool,
+    pub base_url: String,
+    pub timeout_ms: u64,
+    pub rate_per_minute: u32,
+    pub concurrency: usize,
+    pub weight: f64,
+    /// Name of the env var that holds the API key, if the source takes one.
+    pub api_key_env: Option<String>,
+    /// The key itself, read from `api_key_env` at load time.
+    pub api_key: Option<SecretString>,
+}
+
+impl SourceConfig {
+    pub fn new(base_url: &str, timeout_ms: u64, rate_per_minute: u32, weight: f64) -> Self {
+        Self {
+            enabled: true,
+            base_url: base_url.to_string(),
+            timeout_ms,
+            rate_per_minute,
+            concurrency: 32,
+            weight,
+            api_key_env: None,
+            api_key: None,
+        }
+    }
+
+    pub fn with_key_env(mut self, var: &str) -> Self {
+        self.api_key_env = Some(var.to_string());
+        self
+    }
+}
+
+/// `[sources.<name>]` as written in the TOML: every key optional, unknown keys refused.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceOverrides {
+    pub enabled: Option<bool>,
+    pub base_url: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub rate_per_minute: Option<u32>,
+    pub concurrency: Option<usize>,
+    pub weight: Option<f64>,
+    pub api_key_env: Option<String>,
+}
+
+/// Why the sources' configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceConfigError {
+    #[error("[sources.{0}] is not a known source; known sources are: {1}")]
+    Unknown(String, String),
+    #[error("[sources.{name}] {key} {problem}")]
+    Invalid {
+        name: String,
+        key: &'static str,
+        problem: String,
+    },
+}
+
+/// Resolves every built-in source's config from the overrides and the environment.
+pub fn resolve(
+    overrides: &BTreeMap<String, SourceOverrides>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<&'static str, SourceConfig>, SourceConfigError> {
+    if let Some(unknown) = overrides
+        .keys()
+        .find(|k| !BUILTIN.iter().any(|s| s.name == k.as_str()))
+    {
+        let known: Vec<&str> = BUILTIN.iter().map(|s| s.name).collect();
+        return Err(SourceConfigError::Unknown(
+            unknown.clone(),
+            known.join(", "),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for spec in BUILTIN {
+        let mut c = (spec.defaults)();
+        if let Some(o) = overrides.get(spec.name) {
+            apply(&mut c, o);
+        }
+        let invalid = |key, problem: &str| SourceConfigError::Invalid {
+            name: spec.name.to_string(),
+            key,
+            problem: problem.to_string(),
+        };
+        if url::Url::parse(&c.base_url)
+            .map(|u| !matches!(u.scheme(), "http" | "https"))
+            .unwrap_or(true)
+        {
+            return Err(invalid("base_url", "must be an absolute http(s) URL"));
+        }
+        if c.timeout_ms == 0 {
+            return Err(invalid("timeout_ms", "must be above 0"));
+        }
+        if c.concurrency == 0 {
+            return Err(invalid("concurrency", "must be above 0"));
+        }
+        if !(c.weight > 0.0 && c.weight < 1.0) {
+            return Err(invalid("weight", "must be between 0 and 1, exclusive"));
+        }
+        c.api_key = c
+            .api_key_env
+            .as_deref()
+            .and_then(env)
+            .filter(|k| !k.is_empty())
+            .map(SecretString::from);
+        out.insert(spec.name, c);
+    }
+    Ok(out)
+}
+
+fn apply(c: &mut SourceConfig, o: &SourceOverrides) {
+    if let Some(v) = o.enabled {
+        c.enabled = v;
+    }
+    if let Some(v) = &o.base_url {
+        c.base_url.clone_from(v);
+    }
+    if let Some(v) = o.timeout_ms {
+        c.timeout_ms = v;
+    }
+    if let Some(v) = o.rate_per_minute {
+        c.rate_per_minute = v;
+    }
+    if let Some(v) = o.concurrency {
+        c.concurrency = v;
+    }
+    if let Some(v) = o.weight {
+        c.weight = v;
+    }
+    if let Some(v) = &o.api_key_env {
+        c.api_key_env = Some(v.clone());
+    }
+}
+
+/// The enabled sources, built and ready for the fan-out.
+#[derive(Clone, Default)]
+pub struct SourceSet {
+    pub sources: Vec<Registered>,
+}
+
+impl SourceSet {
+    pub fn build(configs: &BTreeMap<&'static str, SourceConfig>, deps: &Deps) -> Self {
+        let sources = BUILTIN
+            .iter()
+            .filter_map(|spec| {
+                let c = configs.get(spec.name).filter(|c| c.enabled)?;
+                Some(Registered {
+                    source: (spec.build)(c, deps),
+                    timeout: Duration::from_millis(c.timeout_ms),
+                    weight: c.weight,
+                })
+            })
+            .collect();
+        Self { sources }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sources.iter().map(Registered::name)
+    }
+}
