@@ -6,8 +6,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod exclusion;
+pub mod http;
+pub mod pipeline;
 pub mod profile;
 pub mod sources;
+pub mod telemetry;

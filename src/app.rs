@@ -1,0 +1,98 @@
+//! Builds the running service from a loaded configuration: the one place where parts are wired.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::auth::{KeyError, KeyStore, TenantLimiter};
+use crate::config::Loaded;
+use crate::exclusion::{ExclusionCheck, NoExclusions};
+use crate::http::{self, AppState};
+use crate::pipeline::{Limits, Pipeline};
+use crate::sources::SourceSet;
+use crate::sources::registry::Deps;
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+/// The built service: its state and the pieces the CLI needs.
+pub struct App {
+    pub state: AppState,
+    pub data_dir: PathBuf,
+}
+
+/// The outbound HTTP client shared by every source: bounded connect time, few redirects, a clear agent.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("enrichd/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+}
+
+/// The lookup pipeline alone, for the CLI's in-process commands and the service.
+pub fn pipeline(
+    loaded: &Loaded,
+    exclusion: Arc<dyn ExclusionCheck>,
+    metrics: Arc<Metrics>,
+) -> Result<Pipeline, AppError> {
+    let deps = Deps {
+        http: http_client()?,
+    };
+    let sources = SourceSet::build(&loaded.sources, &deps);
+    let l = &loaded.config.lookup;
+    let limits = Limits {
+        default_timeout: Duration::from_millis(l.default_timeout_ms),
+        max_timeout: Duration::from_millis(l.max_timeout_ms),
+        max_hops: l.max_hops,
+    };
+    Ok(Pipeline::new(sources, exclusion, limits, metrics))
+}
+
+impl App {
+    pub fn build(loaded: &Loaded, data_dir: &Path) -> Result<Self, AppError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| AppError::DataDir {
+            path: data_dir.into(),
+            source,
+        })?;
+        let metrics = Arc::new(Metrics::new());
+        let exclusion: Arc<dyn ExclusionCheck> = Arc::new(NoExclusions);
+        let pipeline = pipeline(loaded, exclusion, metrics.clone())?;
+        let c = &loaded.config;
+        let state = AppState {
+            pipeline,
+            keys: Arc::new(KeyStore::open(data_dir)?),
+            limiter: Arc::new(TenantLimiter::new(
+                c.tenants.rate_per_minute,
+                c.tenants.burst,
+            )),
+            metrics,
+            region: loaded.region,
+            in_flight: Arc::new(Semaphore::new(c.server.max_in_flight)),
+            max_json_bytes: c.server.max_json_bytes,
+            max_timeout_ms: c.lookup.max_timeout_ms,
+        };
+        Ok(Self {
+            state,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+}

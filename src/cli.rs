@@ -1,0 +1,250 @@
+//! Command-line interface: argument parsing and the commands' bodies. `main` only dispatches.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, App};
+use crate::auth::{KeyStore, Role};
+use crate::config::{Config, Loaded};
+use crate::domain::{Query, QueryInput};
+use crate::exclusion::NoExclusions;
+use crate::pipeline::LookupOptions;
+use crate::telemetry::{self, Metrics};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "enrichd",
+    version,
+    about = "Real-time OSINT contact enrichment that keeps no contact database"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve {
+        #[arg(long, env = "ENRICHD_LISTEN")]
+        listen: Option<SocketAddr>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Look one person up through the same pipeline, in-process; JSON on stdout.
+    Lookup {
+        #[command(flatten)]
+        query: LookupArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create an API key; only its hash is stored. The key is printed once, alone on the last line.
+    New {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// TOML configuration file (every key optional).
+    #[arg(long, env = "ENRICHD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where keys, the exclusion log and batch results live.
+    #[arg(long, env = "ENRICHD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LookupArgs {
+    #[arg(long)]
+    pub email: Option<String>,
+    #[arg(long)]
+    pub phone: Option<String>,
+    #[arg(long)]
+    pub profile_url: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub company: Option<String>,
+    #[arg(long)]
+    pub domain: Option<String>,
+}
+
+/// A command's failure: one clear sentence on stderr, and the exit code (2 usage, 1 runtime).
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    fn runtime(e: impl std::fmt::Display) -> Self {
+        Self {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+
+    fn usage(e: impl std::fmt::Display) -> Self {
+        Self {
+            code: 2,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn env_vars() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}
+
+fn load(common: &Common) -> Result<(Loaded, PathBuf), Failure> {
+    let loaded = Config::load(common.config.as_deref(), &env_vars()).map_err(Failure::usage)?;
+    let data_dir = common
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| loaded.config.server.data_dir.clone());
+    Ok((loaded, data_dir))
+}
+
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve { listen, common } => serve(listen, &common).await,
+        Command::Lookup { query, common } => lookup(&query, &common).await,
+        Command::Keys {
+            command:
+                KeysCommand::New {
+                    tenant,
+                    admin,
+                    common,
+                },
+        } => {
+            let (_, data_dir) = load(&common)?;
+            let store = KeyStore::open(&data_dir).map_err(Failure::runtime)?;
+            let role = if admin { Role::Admin } else { Role::Tenant };
+            let key = store.create(&tenant, role).map_err(Failure::usage)?;
+            println!(
+                "Created {} key {} for tenant '{}'. It is shown once:",
+                role_name(role),
+                key.key_id,
+                key.tenant
+            );
+            println!("{}", key.key);
+            Ok(())
+        }
+    }
+}
+
+fn stderr_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "admin",
+        Role::Tenant => "tenant",
+    }
+}
+
+async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failure> {
+    let (loaded, data_dir) = load(common)?;
+    telemetry::init(
+        loaded.config.server.log_format == "json",
+        stderr_is_terminal(),
+        std::io::stderr,
+    );
+    let addr = listen.unwrap_or(loaded.config.server.listen);
+    let app = App::build(&loaded, &data_dir).map_err(Failure::runtime)?;
+    if app.state.keys.is_empty() {
+        let key = app
+            .state
+            .keys
+            .create("default", Role::Admin)
+            .map_err(Failure::runtime)?;
+        println!(
+            "No tenant was configured: created admin key {} for tenant 'default'. It is shown once:",
+            key.key_id
+        );
+        println!("{}", key.key);
+        let _ = std::io::stdout().flush();
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(Failure::runtime)?;
+    tracing::info!(addr = %local, sources = ?app.state.pipeline.source_names(), "enrichd is listening.");
+    crate::http::serve(listener, app.router(), shutdown_signal())
+        .await
+        .map_err(Failure::runtime)?;
+    tracing::info!("enrichd stopped.");
+    Ok(())
+}
+
+async fn lookup(args: &LookupArgs, common: &Common) -> Result<(), Failure> {
+    let (loaded, _) = load(common)?;
+    telemetry::init(false, stderr_is_terminal(), std::io::stderr);
+    let input = QueryInput {
+        email: args.email.clone(),
+        phone: args.phone.clone(),
+        profile_url: args.profile_url.clone(),
+        name: args.name.clone(),
+        company: args.company.clone(),
+        domain: args.domain.clone(),
+        ..QueryInput::default()
+    };
+    let query = Query::parse(&input, loaded.region).map_err(|errors| {
+        Failure::usage(
+            errors
+                .into_iter()
+                .map(|e| e.message)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let pipeline = app::pipeline(&loaded, Arc::new(NoExclusions), Arc::new(Metrics::new()))
+        .map_err(Failure::runtime)?;
+    let result = pipeline.lookup(&query, LookupOptions::default()).await;
+    let json = serde_json::to_string_pretty(&result).map_err(Failure::runtime)?;
+    println!("{json}");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("Shutdown signal received; draining requests.");
+}

@@ -1,0 +1,82 @@
+//! Body and query-string extractors whose failures are problem+json with the offending field named.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, AppState};
+
+/// A JSON body: 415 without a JSON content type, 413 past the size limit, 422 naming what is wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType {
+                expected: "application/json",
+            });
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge {
+                limit: state.max_json_bytes,
+            },
+            other => ApiError::invalid("body", other.body_text()),
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::invalid(field_of(&e.to_string()), format!("body is not valid: {e}"))
+        })
+    }
+}
+
+/// Decodes a query string, naming the offending parameter when serde does.
+pub fn query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+        ApiError::invalid(
+            field_of(&e.to_string()),
+            format!("query string is not valid: {e}"),
+        )
+    })
+}
+
+/// Best effort: the field a serde message is about (`unknown field `x``, `invalid type ... for key `x``).
+fn field_of(msg: &str) -> &'static str {
+    const KNOWN: [&str; 12] = [
+        "email",
+        "phone",
+        "profile_url",
+        "name",
+        "first_name",
+        "last_name",
+        "company",
+        "domain",
+        "sources",
+        "timeout_ms",
+        "want",
+        "text",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| msg.contains(&format!("`{k}`")))
+        .copied()
+        .unwrap_or("body")
+}

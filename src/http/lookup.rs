@@ -1,0 +1,247 @@
+//! `POST /v1/lookup` (JSON) and `GET /v1/lookup` (query string): one answer, or a stream of progress
+//! events then the result when the client accepts `application/x-ndjson` or `text/event-stream`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::body::{JsonBody, query};
+use super::{ApiError, AppState, Tenant};
+use crate::domain::{Query, QueryInput};
+use crate::pipeline::{Lookup, LookupOptions};
+
+/// The JSON body of `POST /v1/lookup`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    email: Option<String>,
+    phone: Option<String>,
+    profile_url: Option<String>,
+    name: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    company: Option<String>,
+    domain: Option<String>,
+    sources: Option<Vec<String>>,
+    timeout_ms: Option<u64>,
+}
+
+/// The query string of `GET /v1/lookup`: the same fields, `sources` comma-separated.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupParams {
+    email: Option<String>,
+    phone: Option<String>,
+    profile_url: Option<String>,
+    name: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    company: Option<String>,
+    domain: Option<String>,
+    sources: Option<String>,
+    timeout_ms: Option<String>,
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    Tenant(_): Tenant,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<LookupRequest>,
+) -> Result<Response, ApiError> {
+    let input = QueryInput {
+        email: req.email,
+        phone: req.phone,
+        profile_url: req.profile_url,
+        name: req.name,
+        first_name: req.first_name,
+        last_name: req.last_name,
+        company: req.company,
+        domain: req.domain,
+    };
+    answer(&state, &headers, &input, req.sources, req.timeout_ms).await
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Tenant(_): Tenant,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p: LookupParams = query(raw.as_deref())?;
+    let timeout_ms = match p
+        .timeout_ms
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        None => None,
+        Some(s) => Some(s.parse().map_err(|_| {
+            ApiError::invalid(
+                "timeout_ms",
+                "timeout_ms must be a whole number of milliseconds",
+            )
+        })?),
+    };
+    let sources = p.sources.map(|s| {
+        s.split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect()
+    });
+    let input = QueryInput {
+        email: p.email,
+        phone: p.phone,
+        profile_url: p.profile_url,
+        name: p.name,
+        first_name: p.first_name,
+        last_name: p.last_name,
+        company: p.company,
+        domain: p.domain,
+    };
+    answer(&state, &headers, &input, sources, timeout_ms).await
+}
+
+async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    input: &QueryInput,
+    sources: Option<Vec<String>>,
+    timeout_ms: Option<u64>,
+) -> Result<Response, ApiError> {
+    let (query, opts) = validate(state, input, sources, timeout_ms)?;
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mode = if accept.contains("application/x-ndjson") {
+        Some(Framing::Ndjson)
+    } else if accept.contains("text/event-stream") {
+        Some(Framing::Sse)
+    } else {
+        None
+    };
+    match mode {
+        None => Ok(axum::Json(state.pipeline.lookup(&query, opts).await).into_response()),
+        Some(framing) => Ok(stream(state, query, opts, framing)),
+    }
+}
+
+fn validate(
+    state: &AppState,
+    input: &QueryInput,
+    sources: Option<Vec<String>>,
+    timeout_ms: Option<u64>,
+) -> Result<(Query, LookupOptions), ApiError> {
+    let (query, mut errors) = match Query::parse(input, state.region) {
+        Ok(q) => (Some(q), Vec::new()),
+        Err(errors) => (None, errors),
+    };
+    if let Some(ms) = timeout_ms
+        && (ms == 0 || ms > state.max_timeout_ms)
+    {
+        errors.push(crate::domain::FieldError::new(
+            "timeout_ms",
+            format!("timeout_ms must be between 1 and {}", state.max_timeout_ms),
+        ));
+    }
+    if let Some(names) = &sources {
+        let known = state.pipeline.source_names();
+        if let Some(bad) = names.iter().find(|n| !known.contains(n)) {
+            let bad: String = bad.chars().take(40).collect();
+            errors.push(crate::domain::FieldError::new(
+                "sources",
+                format!(
+                    "sources names '{bad}', which is not an enabled source ({})",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    let query = match query {
+        Some(q) if errors.is_empty() => q,
+        _ => return Err(ApiError::Invalid(errors)),
+    };
+    Ok((
+        query,
+        LookupOptions {
+            timeout: timeout_ms.map(Duration::from_millis),
+            sources,
+            events: None,
+        },
+    ))
+}
+
+#[derive(Clone, Copy)]
+enum Framing {
+    Ndjson,
+    Sse,
+}
+
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    inner: &'a T,
+}
+
+fn frame<T: Serialize>(framing: Framing, kind: &'static str, value: &T) -> Bytes {
+    let json =
+        serde_json::to_string(&Tagged { kind, inner: value }).unwrap_or_else(|_| "{}".into());
+    Bytes::from(match framing {
+        Framing::Ndjson => format!("{json}\n"),
+        Framing::Sse => format!("event: {kind}\ndata: {json}\n\n"),
+    })
+}
+
+/// Aborts the fan-out when the response body is dropped (the client went away).
+struct AbortOnDrop(JoinHandle<Lookup>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn stream(state: &AppState, query: Query, mut opts: LookupOptions, framing: Framing) -> Response {
+    let (tx, rx) = mpsc::unbounded_channel();
+    opts.events = Some(tx);
+    let pipeline = state.pipeline.clone();
+    let task = AbortOnDrop(tokio::spawn(
+        async move { pipeline.lookup(&query, opts).await },
+    ));
+    let body = futures::stream::unfold(Some((rx, task)), move |st| async move {
+        let (mut rx, mut task) = st?;
+        match rx.recv().await {
+            Some(event) => Some((
+                Ok::<_, Infallible>(frame(framing, "source", &event)),
+                Some((rx, task)),
+            )),
+            // The sender is dropped when the lookup ends: the merged, filtered result comes last.
+            None => match (&mut task.0).await {
+                Ok(lookup) => Some((Ok(frame(framing, "result", &lookup)), None)),
+                Err(err) => {
+                    tracing::error!(error = %err, "Streaming lookup task failed.");
+                    None
+                }
+            },
+        }
+    });
+    let content_type = match framing {
+        Framing::Ndjson => "application/x-ndjson",
+        Framing::Sse => "text/event-stream",
+    };
+    let mut resp = Body::from_stream(body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}

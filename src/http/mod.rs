@@ -1,0 +1,92 @@
+//! The HTTP service: routes, extractors, middleware. Handlers validate input, call the pipeline (or the
+//! batch and exclusion services) and shape responses; they never call an upstream directly.
+
+mod auth;
+mod body;
+mod lookup;
+mod ops;
+mod problem;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use auth::{Admin, Tenant};
+pub use problem::ApiError;
+
+use crate::auth::{KeyStore, TenantLimiter};
+use crate::domain::Region;
+use crate::pipeline::Pipeline;
+use crate::telemetry::Metrics;
+
+/// Everything a handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub keys: Arc<KeyStore>,
+    pub limiter: Arc<TenantLimiter>,
+    pub metrics: Arc<Metrics>,
+    pub region: Option<Region>,
+    pub in_flight: Arc<Semaphore>,
+    pub max_json_bytes: usize,
+    pub max_timeout_ms: u64,
+}
+
+/// The full router. Tests and `serve` both build it from an [`AppState`].
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/v1/lookup", get(lookup::get).post(lookup::post))
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(state.max_json_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Wraps every request: refuses at once with 503 when too many are in flight, and records metrics by
+/// route template (never by raw path, which may hold an identifier).
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.overloaded();
+        let resp = ApiError::Overloaded.into_response();
+        state
+            .metrics
+            .http_request(&route, &method, resp.status().as_u16(), start.elapsed());
+        return resp;
+    };
+    state.metrics.in_flight(1);
+    let resp = next.run(req).await;
+    state.metrics.in_flight(-1);
+    state
+        .metrics
+        .http_request(&route, &method, resp.status().as_u16(), start.elapsed());
+    resp
+}

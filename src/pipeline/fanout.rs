@@ -1,0 +1,262 @@
+//! The concurrent fan-out: every enabled source that can use an identifier is called at once, each under
+//! its own timeout and all under one deadline; identifiers that sources report are followed (hops) within
+//! the same deadline. Partial results are kept: a slow or broken source never breaks the lookup.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Inner, Lookup, SourceEvent, SourceReport};
+use crate::domain::{Identifier, Query};
+use crate::profile::{self, Observation, Reported};
+use crate::sources::{Registered, SourceError, SourceStatus};
+
+/// What one source did over the whole lookup (it may be called once per identifier it accepts).
+struct Progress {
+    status: SourceStatus,
+    first_start: Option<Instant>,
+    last_end: Option<Instant>,
+    observations: Vec<Observation>,
+    in_flight: usize,
+}
+
+struct CallResult {
+    source: usize,
+    hop: u32,
+    started: Instant,
+    result: Result<Vec<Observation>, SourceError>,
+}
+
+pub(super) async fn run(
+    inner: &Inner,
+    query: &Query,
+    timeout: Duration,
+    only: Option<&[String]>,
+    events: Option<mpsc::UnboundedSender<SourceEvent>>,
+) -> Lookup {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let sources = &inner.sources.sources;
+    let selected: Vec<bool> = sources
+        .iter()
+        .map(|s| only.is_none_or(|names| names.iter().any(|n| n == s.name())))
+        .collect();
+    let mut progress: Vec<Progress> = sources
+        .iter()
+        .map(|_| Progress {
+            status: SourceStatus::Skipped,
+            first_start: None,
+            last_end: None,
+            observations: Vec::new(),
+            in_flight: 0,
+        })
+        .collect();
+
+    let initial = query.identifiers();
+    if inner.exclusion.any_excluded(&initial) {
+        // Nobody is asked. The answer mirrors a miss from every source that would have been asked.
+        for (i, s) in sources.iter().enumerate() {
+            if selected[i] && initial.iter().any(|id| s.source.accepts(id)) {
+                progress[i].status = SourceStatus::Miss;
+            }
+        }
+        return finish(inner, sources, progress, start, true);
+    }
+
+    let mut seen: HashSet<Identifier> = HashSet::new();
+    let mut tried: HashSet<(usize, Identifier)> = HashSet::new();
+    let mut calls = FuturesUnordered::new();
+    let mut frontier: Vec<(Identifier, u32)> = initial.into_iter().map(|id| (id, 0)).collect();
+    let mut withheld = false;
+
+    loop {
+        for (id, hop) in frontier.drain(..) {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            for (i, s) in sources.iter().enumerate() {
+                if selected[i] && s.source.accepts(&id) && tried.insert((i, id.clone())) {
+                    progress[i].in_flight += 1;
+                    progress[i].first_start.get_or_insert_with(Instant::now);
+                    calls.push(call(i, s, id.clone(), hop, deadline));
+                }
+            }
+        }
+        let next = tokio::time::timeout_at(deadline, calls.next()).await;
+        let Ok(Some(done)) = next else { break };
+        let p = &mut progress[done.source];
+        let source = &sources[done.source];
+        let now = Instant::now();
+        p.in_flight -= 1;
+        p.last_end = Some(now);
+        let latency = now.duration_since(done.started);
+        inner
+            .metrics
+            .source_call(source.name(), status_of(&done.result), latency);
+        let observations = match done.result {
+            Ok(obs) => obs,
+            Err(SourceError::Objected) => {
+                tracing::info!(
+                    source = source.name(),
+                    "Upstream reports an objection (451); withholding the result."
+                );
+                withheld = true;
+                break;
+            }
+            Err(err) => {
+                tracing::warn!(source = source.name(), retryable = err.retryable(), error = %err, "Upstream call failed.");
+                p.status = p.status_or(err.status());
+                emit(&events, source, err.status(), latency, 0);
+                continue;
+            }
+        };
+        let status = if observations.is_empty() {
+            SourceStatus::Miss
+        } else {
+            SourceStatus::Hit
+        };
+        p.status = p.status_or(status);
+        let found: Vec<Identifier> = observations
+            .iter()
+            .filter_map(Observation::identifier)
+            .collect();
+        // Check every identifier a source produced before it is followed or any value leaves.
+        if inner.exclusion.any_excluded(&found) {
+            withheld = true;
+            break;
+        }
+        emit(&events, source, status, latency, observations.len());
+        p.observations.extend(observations);
+        if done.hop < inner.limits.max_hops {
+            frontier.extend(found.into_iter().map(|id| (id, done.hop + 1)));
+        }
+    }
+
+    // Whatever is still running at the deadline timed out; it is dropped (and so cancelled) here. When the
+    // answer is withheld the calls were cut short on purpose and read as misses.
+    let cut = if withheld {
+        SourceStatus::Miss
+    } else {
+        SourceStatus::Timeout
+    };
+    for p in progress.iter_mut().filter(|p| p.in_flight > 0) {
+        p.status = p.status_or(cut);
+        p.last_end = Some(deadline.min(Instant::now()));
+    }
+    drop(calls);
+    finish(inner, sources, progress, start, withheld)
+}
+
+impl Progress {
+    /// Skipped is replaced by anything; otherwise the better of the two statuses wins.
+    fn status_or(&self, new: SourceStatus) -> SourceStatus {
+        if self.status == SourceStatus::Skipped {
+            new
+        } else {
+            self.status.combine(new)
+        }
+    }
+}
+
+async fn call(i: usize, s: &Registered, id: Identifier, hop: u32, deadline: Instant) -> CallResult {
+    let started = Instant::now();
+    let until = deadline.min(started + s.timeout);
+    let result = match tokio::time::timeout_at(until, s.source.lookup(&id)).await {
+        Ok(r) => r,
+        Err(_) => Err(SourceError::Timeout),
+    };
+    CallResult {
+        source: i,
+        hop,
+        started,
+        result,
+    }
+}
+
+fn status_of(r: &Result<Vec<Observation>, SourceError>) -> SourceStatus {
+    match r {
+        Ok(o) if o.is_empty() => SourceStatus::Miss,
+        Ok(_) => SourceStatus::Hit,
+        Err(e) => e.status(),
+    }
+}
+
+fn emit(
+    events: &Option<mpsc::UnboundedSender<SourceEvent>>,
+    s: &Registered,
+    status: SourceStatus,
+    latency: Duration,
+    fields: usize,
+) {
+    if let Some(tx) = events {
+        // A closed receiver means the client left; the fan-out is about to be dropped anyway.
+        let _ = tx.send(SourceEvent {
+            name: s.name().to_string(),
+            status,
+            latency_ms: millis(latency),
+            fields,
+        });
+    }
+}
+
+fn finish(
+    inner: &Inner,
+    sources: &[Registered],
+    progress: Vec<Progress>,
+    start: Instant,
+    mut withheld: bool,
+) -> Lookup {
+    let reported: Vec<Reported<'_>> = sources
+        .iter()
+        .zip(&progress)
+        .map(|(s, p)| Reported {
+            source: s.name(),
+            weight: s.weight,
+            observations: &p.observations,
+        })
+        .collect();
+    let mut profile = if withheld {
+        None
+    } else {
+        profile::merge(&reported)
+    };
+    if profile
+        .as_ref()
+        .is_some_and(|p| inner.exclusion.any_excluded(&p.identifiers()))
+    {
+        withheld = true;
+        profile = None;
+    }
+    let sources = sources
+        .iter()
+        .zip(&progress)
+        .map(|(s, p)| SourceReport {
+            name: s.name().to_string(),
+            // A withheld answer must read like a miss: no source may claim a hit.
+            status: if withheld && p.status == SourceStatus::Hit {
+                SourceStatus::Miss
+            } else {
+                p.status
+            },
+            latency_ms: match (p.first_start, p.last_end) {
+                (Some(a), Some(b)) => millis(b.saturating_duration_since(a)),
+                _ => 0,
+            },
+        })
+        .collect();
+    Lookup {
+        found: profile.is_some(),
+        profile,
+        sources,
+        took_ms: millis(start.elapsed()),
+        withheld,
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,97 @@
+//! The lookup pipeline: exclusion check, concurrent fan-out with hops, in-memory merge, final filter.
+//!
+//! Handlers, the CLI and batch jobs all call [`Pipeline::lookup`]; none of them calls an upstream directly.
+
+mod fanout;
+mod outcome;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+pub use outcome::{Lookup, SourceEvent, SourceReport};
+
+use crate::domain::Query;
+use crate::exclusion::ExclusionCheck;
+use crate::sources::SourceSet;
+use crate::telemetry::Metrics;
+
+/// Deadline and hop limits for every lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub default_timeout: Duration,
+    pub max_timeout: Duration,
+    pub max_hops: u32,
+}
+
+/// Per-lookup options.
+#[derive(Debug, Default)]
+pub struct LookupOptions {
+    /// Overall deadline; clamped to the configured maximum.
+    pub timeout: Option<Duration>,
+    /// Restrict the fan-out to these sources (validated by the caller against [`Pipeline::source_names`]).
+    pub sources: Option<Vec<String>>,
+    /// Progress events, one per finished source call, carrying no values.
+    pub events: Option<mpsc::UnboundedSender<SourceEvent>>,
+}
+
+/// The shared lookup pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sources: SourceSet,
+    exclusion: Arc<dyn ExclusionCheck>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    pub fn new(
+        sources: SourceSet,
+        exclusion: Arc<dyn ExclusionCheck>,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sources,
+                exclusion,
+                limits,
+                metrics,
+            }),
+        }
+    }
+
+    /// Names of the enabled sources, in fan-out order.
+    pub fn source_names(&self) -> Vec<String> {
+        self.inner.sources.names().map(str::to_string).collect()
+    }
+
+    pub fn exclusion(&self) -> &Arc<dyn ExclusionCheck> {
+        &self.inner.exclusion
+    }
+
+    /// Looks a person up. Never fails: sources that fail are reported with their status, and a query or
+    /// result that touches the exclusion list answers exactly like a miss.
+    pub async fn lookup(&self, query: &Query, opts: LookupOptions) -> Lookup {
+        let limits = &self.inner.limits;
+        let timeout = opts
+            .timeout
+            .unwrap_or(limits.default_timeout)
+            .min(limits.max_timeout);
+        let lookup = fanout::run(
+            &self.inner,
+            query,
+            timeout,
+            opts.sources.as_deref(),
+            opts.events,
+        )
+        .await;
+        self.inner.metrics.lookup_finished(lookup.outcome_label());
+        lookup
+    }
+}

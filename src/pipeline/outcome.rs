@@ -1,0 +1,44 @@
+use serde::Serialize;
+
+use crate::profile::Profile;
+use crate::sources::SourceStatus;
+
+/// What became of one source in one lookup.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceReport {
+    pub name: String,
+    pub status: SourceStatus,
+    pub latency_ms: u64,
+}
+
+/// A progress event: which source finished, how, how fast, how many values. Never the values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceEvent {
+    pub name: String,
+    pub status: SourceStatus,
+    pub latency_ms: u64,
+    pub fields: usize,
+}
+
+/// The answer to one lookup, already filtered through the exclusion list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lookup {
+    pub found: bool,
+    pub profile: Option<Profile>,
+    pub sources: Vec<SourceReport>,
+    pub took_ms: u64,
+    /// Whether the answer was withheld for the exclusion list. Never serialised: an excluded answer
+    /// must look exactly like a miss. Used for metrics only.
+    #[serde(skip)]
+    pub withheld: bool,
+}
+
+impl Lookup {
+    pub(super) fn outcome_label(&self) -> &'static str {
+        match (self.withheld, self.found) {
+            (true, _) => "excluded",
+            (false, true) => "found",
+            (false, false) => "miss",
+        }
+    }
+}

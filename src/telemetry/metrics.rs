@@ -1,0 +1,175 @@
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::sources::SourceStatus;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceName {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The service's Prometheus metrics. Labels are low-cardinality: route templates, source names, statuses.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: HistogramFamily<RouteLabels>,
+    source_calls: Family<SourceLabels, Counter>,
+    source_duration: HistogramFamily<SourceName>,
+    lookups: Family<OutcomeLabels, Counter>,
+    optouts: Counter,
+    in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
+    overloaded: Counter<u64, AtomicU64>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("enrichd");
+        let m = Self {
+            registry: Registry::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+            source_calls: Family::default(),
+            source_duration: Family::new_with_constructor(latency_histogram),
+            lookups: Family::default(),
+            optouts: Counter::default(),
+            in_flight: Gauge::default(),
+            overloaded: Counter::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template",
+            m.http_duration.clone(),
+        );
+        registry.register(
+            "source_requests",
+            "Upstream source calls by source and status",
+            m.source_calls.clone(),
+        );
+        registry.register(
+            "source_duration_seconds",
+            "Upstream source call latency by source",
+            m.source_duration.clone(),
+        );
+        registry.register(
+            "lookups",
+            "Finished lookups by outcome (found, miss, excluded)",
+            m.lookups.clone(),
+        );
+        registry.register(
+            "optouts",
+            "Opt-out requests acknowledged",
+            m.optouts.clone(),
+        );
+        registry.register(
+            "http_in_flight_requests",
+            "HTTP requests being served",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "overload_rejections",
+            "Requests refused with 503 because too many were in flight",
+            m.overloaded.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let route = route.to_string();
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.clone(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels { route })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn source_call(&self, source: &str, status: SourceStatus, took: Duration) {
+        self.source_calls
+            .get_or_create(&SourceLabels {
+                source: source.to_string(),
+                status: status.as_str(),
+            })
+            .inc();
+        self.source_duration
+            .get_or_create(&SourceName {
+                source: source.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn lookup_finished(&self, outcome: &'static str) {
+        self.lookups.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn optout(&self) {
+        self.optouts.inc();
+    }
+
+    pub fn in_flight(&self, delta: i64) {
+        self.in_flight.inc_by(delta);
+    }
+
+    pub fn overloaded(&self) {
+        self.overloaded.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
