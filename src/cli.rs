@@ -166,6 +166,7 @@ fn role_name(role: Role) -> &'static str {
 async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failure> {
     let (loaded, data_dir) = load(common)?;
     telemetry::init(
+        None,
         loaded.config.server.log_format == "json",
         stderr_is_terminal(),
         std::io::stderr,
@@ -199,7 +200,7 @@ async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failur
 
 async fn lookup(args: &LookupArgs, common: &Common) -> Result<(), Failure> {
     let (loaded, _) = load(common)?;
-    telemetry::init(false, stderr_is_terminal(), std::io::stderr);
+    telemetry::init(None, false, stderr_is_terminal(), std::io::stderr);
     let input = QueryInput {
         email: args.email.clone(),
         phone: args.phone.clone(),

@@ -18,7 +18,7 @@ use crate::sources::registry::{self, SourceConfig, SourceConfigError};
 /// The embedded retention policy (`policies/retention.toml`).
 pub const RETENTION_POLICY: &str = include_str!("../../policies/retention.toml");
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -110,18 +110,6 @@ impl Default for Retention {
             source_cache_seconds: 300,
             exclusion_days: 1095,
         })
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            lookup: LookupConfig::default(),
-            tenants: TenantConfig::default(),
-            retention: Retention::default(),
-            sources: BTreeMap::new(),
-        }
     }
 }
 

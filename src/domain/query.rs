@@ -174,9 +174,15 @@ mod tests {
             .collect()
     }
 
+    /// Query pairs, then the fields the refusal must name.
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+
     #[test]
     fn each_invalid_field_is_named() {
-        let cases: [(&[(&str, &str)], &[&str]); 7] = [
+        let cases: [Case; 7] = [
             (&[("email", "nope")], &["email"]),
             (&[("email", "a@b.com"), ("phone", "12")], &["phone"]),
             (&[("profile_url", "ftp://x")], &["profile_url"]),

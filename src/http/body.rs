@@ -58,7 +58,8 @@ pub fn query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
     })
 }
 
-/// Best effort: the field a serde message is about (`unknown field `x``, `invalid type ... for key `x``).
+/// Best effort: the field a serde message is about. An unknown field is reported as `body` (the detail
+/// names it); a known field is named when the message quotes it.
 fn field_of(msg: &str) -> &'static str {
     const KNOWN: [&str; 12] = [
         "email",
@@ -74,6 +75,9 @@ fn field_of(msg: &str) -> &'static str {
         "want",
         "text",
     ];
+    if msg.starts_with("unknown field") {
+        return "body";
+    }
     KNOWN
         .iter()
         .find(|k| msg.contains(&format!("`{k}`")))

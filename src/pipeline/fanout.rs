@@ -131,6 +131,8 @@ pub(super) async fn run(
         }
         emit(&events, source, status, latency, observations.len());
         p.observations.extend(observations);
+        // A source is never asked again about what it reported itself.
+        tried.extend(found.iter().map(|id| (done.source, id.clone())));
         if done.hop < inner.limits.max_hops {
             frontier.extend(found.into_iter().map(|id| (id, done.hop + 1)));
         }

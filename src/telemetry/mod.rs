@@ -10,15 +10,20 @@ pub use metrics::Metrics;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Installs the global subscriber: `ENRICHD_LOG` (or `RUST_LOG`) filter, default `info`; text or JSON lines
-/// on `writer` (colours only when `ansi`). Returns false if a subscriber was already installed (tests call this more than once).
-pub fn init<W>(json: bool, ansi: bool, writer: W) -> bool
+/// Installs the global subscriber: the `filter` directive if given, else `ENRICHD_LOG` (or `RUST_LOG`),
+/// default `info`; text or JSON lines on `writer` (colours only when `ansi`). Returns false if a subscriber
+/// was already installed.
+pub fn init<W>(filter: Option<&str>, json: bool, ansi: bool, writer: W) -> bool
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = std::env::var("ENRICHD_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
+    let filter = filter
+        .map(str::to_string)
+        .or_else(|| {
+            std::env::var("ENRICHD_LOG")
+                .or_else(|_| std::env::var("RUST_LOG"))
+                .ok()
+        })
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

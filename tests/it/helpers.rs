@@ -1,0 +1,366 @@
+//! Test harness: the real server on 127.0.0.1:0, upstream fakes over real HTTP on loopback that speak
+//! the real APIs' formats and fail the way real services fail, and a log capture.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use enrichd::app::App;
+use enrichd::auth::Role;
+use enrichd::config::Config;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// What a fake answers on one path (path and query, exactly as the real client sends it).
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn json(body: serde_json::Value) -> Self {
+        Self {
+            status: 200,
+            content_type: "application/json; charset=utf-8",
+            body: body.to_string().into_bytes(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn status(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: body.as_bytes().to_vec(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn raw(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            content_type,
+            body,
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+#[derive(Default)]
+struct FakeState {
+    replies: HashMap<String, Reply>,
+    hits: HashMap<String, usize>,
+    default: Option<Reply>,
+}
+
+/// A loopback HTTP server standing in for one upstream API.
+#[derive(Clone)]
+pub struct Fake {
+    pub url: String,
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl Fake {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(FakeState::default()));
+        let app = axum::Router::new()
+            .fallback(answer)
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, state }
+    }
+
+    /// Answers `reply` on `path_and_query`.
+    pub fn on(&self, path_and_query: &str, reply: Reply) -> &Self {
+        self.state
+            .lock()
+            .expect("fake lock")
+            .replies
+            .insert(path_and_query.to_string(), reply);
+        self
+    }
+
+    /// Answers `reply` on every path without a specific reply (default: 404).
+    pub fn otherwise(&self, reply: Reply) -> &Self {
+        self.state.lock().expect("fake lock").default = Some(reply);
+        self
+    }
+
+    pub fn hits(&self, path_and_query: &str) -> usize {
+        self.state
+            .lock()
+            .expect("fake lock")
+            .hits
+            .get(path_and_query)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total_hits(&self) -> usize {
+        self.state.lock().expect("fake lock").hits.values().sum()
+    }
+}
+
+async fn answer(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Response {
+    let key = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let reply = {
+        let mut s = state.lock().expect("fake lock");
+        *s.hits.entry(key.clone()).or_default() += 1;
+        s.replies.get(&key).cloned().or_else(|| s.default.clone())
+    };
+    let reply = reply.unwrap_or_else(|| Reply::status(404, r#"{"error":"Not Found"}"#));
+    tokio::time::sleep(reply.delay).await;
+    Response::builder()
+        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, reply.content_type)
+        .body(Body::from(reply.body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A loopback port that accepts connections and closes them without answering, like a crashing upstream.
+pub async fn closing_upstream() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    url
+}
+
+/// Gravatar v3 and GitHub fakes with helpers that register real-format answers.
+pub struct Upstreams {
+    pub gravatar: Fake,
+    pub github: Fake,
+}
+
+impl Upstreams {
+    pub async fn start() -> Self {
+        Self {
+            gravatar: Fake::start().await,
+            github: Fake::start().await,
+        }
+    }
+
+    pub fn config(&self) -> String {
+        format!(
+            "[sources.gravatar]\nbase_url = \"{}\"\ntimeout_ms = 1500\n[sources.github]\nbase_url = \"{}\"\ntimeout_ms = 1500\n",
+            self.gravatar.url, self.github.url
+        )
+    }
+
+    pub fn gravatar_path(email: &str) -> String {
+        format!(
+            "/profiles/{}",
+            hex::encode(Sha256::digest(email.trim().to_lowercase().as_bytes()))
+        )
+    }
+
+    pub fn github_search_path(email: &str) -> String {
+        let q: String =
+            url::form_urlencoded::byte_serialize(format!("author-email:{email}").as_bytes())
+                .collect();
+        format!("/search/commits?q={q}&per_page=5")
+    }
+
+    /// A Gravatar v3 profile as documented (snake_case fields, verified_accounts, contact_info).
+    pub fn gravatar_profile(
+        &self,
+        email: &str,
+        name: &str,
+        company: &str,
+        github_login: Option<&str>,
+    ) -> Reply {
+        let accounts: Vec<serde_json::Value> = github_login
+            .map(|l| serde_json::json!({"service_type": "github", "service_label": "GitHub",
+                "service_icon": "https://gravatar.com/icons/github.svg", "url": format!("https://github.com/{l}"), "is_hidden": false}))
+            .into_iter()
+            .collect();
+        let reply = Reply::json(serde_json::json!({
+            "hash": hex::encode(Sha256::digest(email.as_bytes())),
+            "display_name": name,
+            "profile_url": "https://gravatar.com/someone",
+            "avatar_url": "https://0.gravatar.com/avatar/abc",
+            "avatar_alt_text": "",
+            "location": "London, UK",
+            "description": "",
+            "job_title": "Principal Engineer",
+            "company": company,
+            "verified_accounts": accounts,
+            "pronunciation": "",
+            "pronouns": ""
+        }));
+        self.gravatar.on(&Self::gravatar_path(email), reply.clone());
+        reply
+    }
+
+    /// GitHub commit search finding `login` for `email`, and the user document.
+    pub fn github_user(&self, email: &str, login: &str, name: &str, company: &str) {
+        self.github.on(
+            &Self::github_search_path(email),
+            Reply::json(serde_json::json!({"total_count": 1, "incomplete_results": false, "items": [{
+                "url": "https://api.github.com/repos/o/r/commits/abc", "sha": "abc",
+                "commit": {"author": {"name": name, "email": email, "date": "2024-01-01T00:00:00Z"}, "message": "m"},
+                "author": {"login": login, "id": 1, "type": "User"}, "repository": {"full_name": "o/r"}, "score": 1.0}]})),
+        );
+        self.github.on(
+            &format!("/users/{login}"),
+            Self::github_user_doc(login, name, company),
+        );
+    }
+
+    pub fn github_user_doc(login: &str, name: &str, company: &str) -> Reply {
+        Reply::json(serde_json::json!({
+            "login": login, "id": 1, "node_id": "MDQ6VXNlcjE=", "avatar_url": "https://avatars.githubusercontent.com/u/1",
+            "html_url": format!("https://github.com/{login}"), "type": "User", "site_admin": false,
+            "name": name, "company": format!("@{company}"), "blog": "", "location": "London",
+            "email": null, "hireable": null, "bio": null, "twitter_username": null,
+            "public_repos": 3, "public_gists": 0, "followers": 5, "following": 1,
+            "created_at": "2015-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z"
+        }))
+    }
+}
+
+/// The real service on 127.0.0.1:0 with its own data dir and one tenant key.
+pub struct Server {
+    pub url: String,
+    pub key: String,
+    pub admin_key: String,
+    pub http: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    pub async fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        capture_logs();
+        let vars: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let loaded = Config::from_toml(config, &vars).expect("test config is valid");
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let app = App::build(&loaded, data_dir.path()).expect("app builds");
+        let key = app
+            .state
+            .keys
+            .create("tenant-a", Role::Tenant)
+            .expect("key")
+            .key;
+        let admin_key = app.state.keys.create("ops", Role::Admin).expect("key").key;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let router = app.router();
+        let task = tokio::spawn(enrichd::http::serve(listener, router, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            url,
+            key,
+            admin_key,
+            http: reqwest::Client::new(),
+            data_dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+    }
+
+    /// POST /v1/lookup with a JSON body; returns status and JSON.
+    pub async fn lookup(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = self
+            .post("/v1/lookup")
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json body"))
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs, once per test binary, a subscriber at `trace` for every crate that writes into a buffer
+/// (and to stderr with `TEST_LOG=1`).
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogWriter(buf.clone());
+        enrichd::telemetry::init(Some("trace"), false, false, move || writer.clone());
+        buf
+    });
+}
+
+/// Everything logged so far by every test in this binary.
+pub fn captured_logs() -> String {
+    LOGS.get()
+        .map(|b| String::from_utf8_lossy(&b.lock().expect("log lock")).into_owned())
+        .unwrap_or_default()
+}
