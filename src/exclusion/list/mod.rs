@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::ExclusionCheck;
 use super::entry::{Hashed, Origin};
 use super::key::{ExclusionKey, Subkeys};
-use super::log::{ExclusionLog, LogError, Record};
+use super::log::{ExclusionLog, LOG_FILE_NAME, LogError, Record};
 use super::normalize::exclusion_text;
 use super::set::HashSet128;
 use crate::domain::Identifier;
@@ -119,7 +119,9 @@ impl ExclusionList {
         now: SystemTime,
     ) -> Result<(Self, OpenReport), ExclusionError> {
         let cutoff = cutoff(now, retention_days);
-        let mut set = HashSet128::new();
+        // Size the set for the records on disk up front: one allocation instead of repeated growth.
+        let on_disk = std::fs::metadata(dir.join(LOG_FILE_NAME)).map_or(0, |m| m.len());
+        let mut set = HashSet128::with_capacity(usize::try_from(on_disk / 56).unwrap_or(0));
         let mut report = OpenReport::default();
         let mut counted = Vec::new();
         let (log, opened) = ExclusionLog::open(dir, key.key_id(), |record| {
