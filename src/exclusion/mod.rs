@@ -1,6 +1,26 @@
 //! The opt-out exclusion list: keyed blake3 hashes of normalised identifiers.
 //!
 //! The pipeline sees it only through [`ExclusionCheck`]: a pure, in-memory membership test.
+//! [`ExclusionList`] is the real implementation. Code map:
+//! - [`normalize`]: the exact text hashed for an identifier (pure);
+//! - [`key`]: the secret, per-kind subkeys and the key fingerprint;
+//! - `entry`: [`Hashed`], [`Origin`] and the admin hash-import text form ([`parse_hash_lines`]);
+//! - [`set`]: the compact in-memory hash set;
+//! - [`log`]: the append-only, checksummed, fsynced log file;
+//! - `list`: [`ExclusionList`], tying them together.
+//!
+//! Invariant: no raw identifier is ever written to disk or logs; only keyed hashes and their prefixes.
+
+mod entry;
+pub mod key;
+mod list;
+pub mod log;
+pub mod normalize;
+pub mod set;
+
+pub use entry::{HashLineError, Hashed, Origin, parse_hash_lines};
+pub use key::{ExclusionKey, KeyError, KeySource};
+pub use list::{DEFAULT_RETENTION_DAYS, ExclusionError, ExclusionList, OpenReport, Receipt, Stats};
 
 use crate::domain::Identifier;
 

@@ -1,0 +1,400 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::*;
+use crate::domain::{
+    DomainName, Email, IdentifierKind, OrgName, PersonName, PhoneE164, ProfileUrl,
+};
+use crate::exclusion::log::LOG_FILE_NAME;
+
+const T0: u64 = 1_750_000_000;
+
+fn key() -> ExclusionKey {
+    ExclusionKey::from_bytes([42; 32])
+}
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn open(dir: &Path) -> (ExclusionList, OpenReport) {
+    ExclusionList::open(dir, key(), DEFAULT_RETENTION_DAYS, at(T0)).expect("open list")
+}
+
+fn email(raw: &str) -> Identifier {
+    Identifier::Email(Email::parse(raw).expect("valid email"))
+}
+
+fn phone(raw: &str) -> Identifier {
+    Identifier::Phone(PhoneE164::parse(raw, None).expect("valid phone"))
+}
+
+fn profile(raw: &str) -> Identifier {
+    Identifier::Profile(ProfileUrl::parse(raw).expect("valid profile URL"))
+}
+
+fn name_at(name: &str, company: &str) -> Identifier {
+    Identifier::NameAtCompany(
+        PersonName::parse(name).expect("valid name"),
+        OrgName::parse(company).expect("valid company"),
+    )
+}
+
+fn domain(raw: &str) -> Identifier {
+    Identifier::Domain(DomainName::parse(raw).expect("valid domain"))
+}
+
+#[test]
+fn added_identifiers_are_excluded_in_any_spelling() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    let receipt = list
+        .add(
+            &[
+                email("Ada.Lovelace+news@googlemail.com"),
+                phone("+33 6 12 34 56 78"),
+                profile("https://fr.linkedin.com/in/Ada-L/"),
+            ],
+            Origin::Api,
+        )
+        .expect("add");
+    assert_eq!((receipt.added, receipt.already_present), (3, 0));
+    assert_eq!(receipt.id.len(), 32);
+    for id in [
+        email("adalovelace@gmail.com"),
+        email("ADA.LOVE.LACE@gmail.com"),
+        phone("0033612345678"),
+        profile("linkedin.com/in/ada-l"),
+    ] {
+        assert!(list.is_excluded(&id), "{:?} should be excluded", id.kind());
+    }
+    assert!(!list.is_excluded(&email("ada.lovelace@example.com")));
+    assert!(!list.is_excluded(&phone("+33 6 12 34 56 79")));
+}
+
+#[test]
+fn domains_are_skipped_and_duplicates_counted_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    let ids = [
+        email("ada@example.com"),
+        email("ADA@example.com"),
+        domain("example.com"),
+    ];
+    let first = list.add(&ids, Origin::Cli).expect("add");
+    assert_eq!((first.added, first.already_present), (1, 0));
+    assert!(!list.is_excluded(&domain("example.com")));
+    assert!(!list.any_excluded(&[domain("example.com")]));
+    let again = list.add(&ids, Origin::Cli).expect("add again");
+    assert_eq!((again.added, again.already_present), (0, 1));
+    assert_ne!(first.id, again.id, "receipt ids are random");
+    assert_eq!(list.stats().entries, 1);
+    assert_eq!(list.hash(&domain("example.com")), None);
+    assert_eq!(list.hash_prefix(&domain("example.com")), "-");
+}
+
+#[test]
+fn hashes_are_per_kind_and_keyed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    let other_dir = tempfile::tempdir().expect("temp dir");
+    let (other, _) = ExclusionList::open(
+        other_dir.path(),
+        ExclusionKey::from_bytes([7; 32]),
+        1,
+        at(T0),
+    )
+    .expect("open with another key");
+    let id = email("ada@example.com");
+    let h = list.hash(&id).expect("personal");
+    assert_ne!(Some(h), other.hash(&id), "another key gives another hash");
+    assert_eq!(list.hash_prefix(&id), h.prefix());
+    assert_eq!(list.hash_prefix(&id).len(), 8);
+    let by_company = list
+        .hash(&name_at("Ada Lovelace", "Acme"))
+        .expect("personal");
+    let by_domain = list
+        .hash(&Identifier::NameAtDomain(
+            PersonName::parse("Ada Lovelace").expect("valid"),
+            DomainName::parse("acme.io").expect("valid domain"),
+        ))
+        .expect("personal");
+    assert_ne!(by_company.digest(), by_domain.digest());
+    // Same text under two kinds: an email's text and a profile URL whose canonical text is identical.
+    let text_email = list.subkeys.hash(IdentifierKind::Email, "x.com/ada");
+    let text_profile = list.subkeys.hash(IdentifierKind::ProfileUrl, "x.com/ada");
+    assert_ne!(text_email, text_profile);
+}
+
+#[test]
+fn entries_survive_reopen_with_their_counts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (list, report) = open(dir.path());
+        assert!(report.created);
+        list.add(
+            &[email("ada@example.com"), phone("+14155552671")],
+            Origin::PublicForm,
+        )
+        .expect("add");
+        list.add(&[name_at("Zoë O'Brien", "Acme Inc")], Origin::Expansion)
+            .expect("add");
+    }
+    let (list, report) = open(dir.path());
+    assert_eq!(
+        (report.created, report.records, report.entries),
+        (false, 3, 3)
+    );
+    assert!(list.is_excluded(&email("ada@example.com")));
+    assert!(
+        !list.is_excluded(&name_at("zoe obrien", "ACME")),
+        "punctuation folds to a space"
+    );
+    assert!(list.is_excluded(&name_at("ZOE O BRIEN", "acme, inc.")));
+    let stats = list.stats();
+    assert_eq!(stats.entries, 3);
+    assert_eq!(stats.by_kind.get("email"), Some(&1));
+    assert_eq!(stats.by_kind.get("phone"), Some(&1));
+    assert_eq!(stats.by_kind.get("name_company"), Some(&1));
+    assert_eq!(stats.by_origin.get("public_form"), Some(&2));
+    assert_eq!(stats.by_origin.get("expansion"), Some(&1));
+    assert_eq!(stats.log_bytes, 32 + 3 * 56);
+}
+
+#[test]
+fn a_torn_last_opt_out_leaves_earlier_ones_enforced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (list, _) = open(dir.path());
+        list.add(&[email("a@example.com")], Origin::Api)
+            .expect("add");
+        list.add(&[email("b@example.com")], Origin::Api)
+            .expect("add");
+    }
+    let path = dir.path().join(LOG_FILE_NAME);
+    let bytes = std::fs::read(&path).expect("read");
+    std::fs::write(&path, &bytes[..bytes.len() - 10]).expect("tear");
+    let (list, report) = open(dir.path());
+    assert_eq!((report.torn_records, report.entries), (1, 1));
+    assert!(list.is_excluded(&email("a@example.com")));
+    assert!(!list.is_excluded(&email("b@example.com")));
+}
+
+#[test]
+fn a_corrupted_middle_record_is_refused_naming_file_and_offset() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (list, _) = open(dir.path());
+        for who in ["a", "b", "c"] {
+            list.add(&[email(&format!("{who}@example.com"))], Origin::Api)
+                .expect("add");
+        }
+    }
+    let path = dir.path().join(LOG_FILE_NAME);
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[32 + 56 + 3] ^= 0x40;
+    std::fs::write(&path, &bytes).expect("corrupt");
+    let err = ExclusionList::open(dir.path(), key(), 1095, at(T0)).expect_err("corrupt");
+    let msg = err.to_string();
+    assert!(msg.contains("byte offset 88"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn starting_with_another_key_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (list, _) = open(dir.path());
+        list.add(&[email("ada@example.com")], Origin::Api)
+            .expect("add");
+    }
+    let other = ExclusionKey::from_bytes([1; 32]);
+    let other_id = other.key_id_hex();
+    let err = ExclusionList::open(dir.path(), other, 1095, at(T0)).expect_err("wrong key");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&key().key_id_hex()) && msg.contains(&other_id),
+        "{msg}"
+    );
+    assert!(msg.contains("ENRICHD_EXCLUSION_KEY"), "{msg}");
+}
+
+#[test]
+fn compaction_drops_only_entries_past_retention_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(AtomicU64::new(T0));
+    let (list, _) = ExclusionList::open(dir.path(), key(), 30, at(T0)).expect("open");
+    let list = list.with_clock({
+        let clock = Arc::clone(&clock);
+        move || at(clock.load(Ordering::SeqCst))
+    });
+    list.add(
+        &[email("old@example.com"), email("renewed@example.com")],
+        Origin::Api,
+    )
+    .expect("add old");
+    clock.store(T0 + 20 * 86_400, Ordering::SeqCst);
+    list.add(
+        &[email("new@example.com"), email("renewed@example.com")],
+        Origin::Cli,
+    )
+    .expect("add new");
+
+    let removed = list.compact(at(T0 + 31 * 86_400)).expect("compact");
+
+    assert_eq!(removed, 2, "the two records written at T0");
+    assert!(!list.is_excluded(&email("old@example.com")));
+    assert!(list.is_excluded(&email("new@example.com")));
+    assert!(list.is_excluded(&email("renewed@example.com")));
+    assert_eq!(list.stats().entries, 2);
+    assert_eq!(list.stats().log_bytes, 32 + 2 * 56);
+    list.add(&[email("later@example.com")], Origin::Api)
+        .expect("add after compaction");
+    drop(list);
+    let (list, report) =
+        ExclusionList::open(dir.path(), key(), 30, at(T0 + 31 * 86_400)).expect("reopen");
+    assert_eq!((report.records, report.entries, report.expired), (3, 3, 0));
+    assert!(list.is_excluded(&email("later@example.com")));
+    assert!(!list.is_excluded(&email("old@example.com")));
+}
+
+#[test]
+fn expired_entries_are_not_loaded_at_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (list, _) = open(dir.path());
+        let list = list.with_clock(|| at(T0));
+        list.add(&[email("ada@example.com")], Origin::Api)
+            .expect("add");
+    }
+    let (list, report) =
+        ExclusionList::open(dir.path(), key(), 10, at(T0 + 11 * 86_400)).expect("reopen");
+    assert_eq!((report.records, report.expired, report.entries), (1, 1, 0));
+    assert!(!list.is_excluded(&email("ada@example.com")));
+}
+
+#[test]
+fn imported_hashes_exclude_the_matching_identifiers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    let full = list.hash(&email("ada@example.com")).expect("personal");
+    let short = list.hash(&phone("+14155552671")).expect("personal");
+    let text = format!(
+        "# exported\n{}\nphone:{}\n",
+        full.to_line(),
+        &short.to_hex()[..32]
+    );
+    let parsed = parse_hash_lines_for_test(&text);
+    let receipt = list
+        .add_hashes(&parsed, Origin::AdminImport)
+        .expect("import");
+    assert_eq!(receipt.added, 2);
+    assert!(list.is_excluded(&email("ADA@example.com")));
+    assert!(list.is_excluded(&phone("+1 415 555 2671")));
+    drop(list);
+    let (list, _) = open(dir.path());
+    assert!(
+        list.is_excluded(&phone("+1 415 555 2671")),
+        "truncated hashes survive reopen"
+    );
+    assert_eq!(list.stats().by_origin.get("admin_import"), Some(&2));
+}
+
+fn parse_hash_lines_for_test(text: &str) -> Vec<Hashed> {
+    crate::exclusion::parse_hash_lines(text).expect("valid import text")
+}
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("list dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(all_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_data_dir_never_holds_raw_identifiers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    let raws = [
+        "ada.lovelace@example.com",
+        "adalovelace@gmail.com",
+        "+14155552671",
+        "linkedin.com/in/ada-lovelace",
+        "ada lovelace|acme",
+    ];
+    list.add(
+        &[
+            email(raws[0]),
+            email("Ada.Lovelace+x@gmail.com"),
+            phone(raws[2]),
+            profile("https://www.linkedin.com/in/ada-lovelace/"),
+            name_at("Ada Lovelace", "Acme"),
+        ],
+        Origin::PublicForm,
+    )
+    .expect("add");
+    list.compact(at(T0)).expect("compact");
+    let files = all_files(dir.path());
+    assert!(!files.is_empty());
+    for file in files {
+        let bytes = std::fs::read(&file).expect("read file");
+        let lower = String::from_utf8_lossy(&bytes).to_lowercase();
+        for raw in raws
+            .iter()
+            .chain(&["ada.lovelace", "lovelace", "4155552671", "ada-lovelace"])
+        {
+            assert!(!lower.contains(raw), "{} holds {raw}", file.display());
+        }
+    }
+}
+
+#[test]
+fn concurrent_adds_from_eight_threads_lose_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    let list = Arc::new(list);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let list = Arc::clone(&list);
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let id = email(&format!("user{t}-{i}@example.com"));
+                    list.add(&[id], Origin::Api).expect("concurrent add");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread finished");
+    }
+    assert_eq!(list.stats().entries, 200);
+    drop(list);
+    let (list, report) = open(dir.path());
+    assert_eq!(
+        (report.records, report.entries, report.torn_records),
+        (200, 200, 0)
+    );
+    for t in 0..8 {
+        for i in 0..25 {
+            assert!(list.is_excluded(&email(&format!("user{t}-{i}@example.com"))));
+        }
+    }
+}
+
+#[test]
+fn the_list_is_shareable_across_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<ExclusionList>();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    let check: Arc<dyn ExclusionCheck> = Arc::new(list);
+    assert!(!check.is_excluded(&email("ada@example.com")));
+}
