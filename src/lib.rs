@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
+pub mod blob;
 pub mod config;
 pub mod domain;
 pub mod exclusion;
