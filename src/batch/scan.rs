@@ -177,7 +177,12 @@ impl Scanner {
 
     /// Runs the parser over `input` (empty = end of input).
     fn parse(&mut self, mut input: &[u8], out: &mut VecDeque<RawRecord>) -> Result<(), BatchError> {
+        // An empty input means end of file to csv-core: only `finish` may pass one.
+        let at_end = input.is_empty();
         loop {
+            if input.is_empty() && !at_end {
+                return Ok(());
+            }
             let State::Parsing(reader) = &mut self.state else {
                 return Ok(());
             };
