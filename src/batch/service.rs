@@ -265,7 +265,7 @@ impl BatchService {
                 Err(e) => return Err(e.into()),
             }
         }
-        out.sort_by(|a, b| b.stamp.created_at.cmp(&a.stamp.created_at));
+        out.sort_by_key(|m| std::cmp::Reverse(m.stamp.created_at));
         Ok(out.iter().map(BatchMeta::summary).collect())
     }
 
