@@ -316,3 +316,70 @@ fn not_found_or(key: &BatchKey, e: object_store::Error) -> BlobError {
         e => store_err(key, e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{BatchId, ManualClock};
+
+    fn store(dir: &std::path::Path, clock: Arc<ManualClock>) -> BlobStore {
+        BlobStore::local(dir, clock).expect("blob dir")
+    }
+
+    #[tokio::test]
+    async fn unfinished_streamed_write_is_invisible_and_abandoned_uploads_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let blobs = store(dir.path(), clock.clone());
+        let key = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        let mut w = blobs.writer(&key, "input").await.expect("writer");
+        w.write(Bytes::from_static(b"email\n"))
+            .await
+            .expect("write");
+        w.abort().await;
+        assert!(matches!(
+            blobs.get(&key, "input").await,
+            Err(BlobError::NotFound(_))
+        ));
+        blobs
+            .put(&key, "input", Bytes::from_static(b"x"))
+            .await
+            .expect("put");
+        assert_eq!(
+            blobs
+                .sweep(clock.now())
+                .await
+                .expect("sweep")
+                .batches_removed,
+            0
+        );
+        clock.advance(ORPHAN_GRACE + Duration::from_secs(60));
+        let report = blobs.sweep(clock.now()).await.expect("sweep");
+        assert_eq!(
+            report,
+            SweepReport {
+                batches_removed: 1,
+                objects_removed: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn live_meta_refuses_expired_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let clock = Arc::new(ManualClock::new(start));
+        let blobs = store(dir.path(), clock.clone());
+        let key = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        blobs
+            .put_meta(&key, &Stamp::new(start, 1))
+            .await
+            .expect("meta");
+        assert!(blobs.live_meta::<Stamp>(&key).await.is_ok());
+        clock.advance(Duration::from_secs(24 * 3600));
+        assert!(matches!(
+            blobs.live_meta::<Stamp>(&key).await,
+            Err(BlobError::Expired(_))
+        ));
+    }
+}
