@@ -10,6 +10,7 @@
 
 mod columns;
 mod error;
+mod ingest;
 mod job;
 mod meta;
 mod output;
@@ -28,4 +29,4 @@ pub use meta::{BatchMeta, BatchStatus, BatchSummary};
 pub use output::{ENRICH_COLUMNS, Enrichment, Format, StoredRow, neutralise};
 pub use purge::{PurgeReport, RowHasher};
 pub use scan::{BatchLimits, Encoding};
-pub use service::{BatchOptions, BatchService, Concurrency, Enricher, RowOutcome};
+pub use service::{BatchConfig, BatchOptions, BatchService, Concurrency, Enricher, RowOutcome};

@@ -17,13 +17,12 @@ use crate::blob::{BatchId, BatchKey, BlobStore, Stamp, SweepReport, TenantKey};
 use crate::domain::{Query, Region};
 use crate::profile::Profile;
 
-use super::columns::ColumnMap;
-use super::meta::{BatchMeta, BatchStatus, BatchSummary, InputFormat};
+use super::meta::{BatchMeta, BatchStatus, BatchSummary};
 #[cfg(test)]
 use super::output::StoredRow;
 use super::output::{Format, Renderer};
 use super::purge::{KeyIndex, PurgeReport, RowHasher};
-use super::scan::{BatchLimits, Encoding, Scanner};
+use super::scan::{BatchLimits, Encoding};
 use super::{BatchError, job};
 
 /// Object name of the stored upload.
@@ -219,13 +218,14 @@ impl BatchService {
         let inner = &self.inner;
         let key = Self::key(tenant, BatchId::random());
         let mut writer = inner.blobs.writer(&key, INPUT).await?;
-        let ingested = match ingest(body, &mut writer, inner.config.limits, &options).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                writer.abort().await;
-                return Err(e);
-            }
-        };
+        let ingested =
+            match super::ingest::ingest(body, &mut writer, inner.config.limits, &options).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    writer.abort().await;
+                    return Err(e);
+                }
+            };
         writer.finish().await?;
         let meta = BatchMeta {
             id: key.id.to_string(),
@@ -425,71 +425,6 @@ impl BatchService {
         report.batches_touched = touched.len();
         Ok(report)
     }
-}
-
-/// What the upload pass learnt.
-struct Ingested {
-    rows: u64,
-    format: InputFormat,
-}
-
-/// Streams the upload into `writer` while scanning it: limits, encoding, delimiter, header mapping.
-async fn ingest<S, E>(
-    body: S,
-    writer: &mut crate::blob::BlobWriter,
-    limits: BatchLimits,
-    options: &BatchOptions,
-) -> Result<Ingested, BatchError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Send,
-    E: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut body = std::pin::pin!(body);
-    let mut scanner = Scanner::new(limits, None);
-    let mut records = std::collections::VecDeque::new();
-    let mut header: Option<Vec<Vec<u8>>> = None;
-    let mut bytes: u64 = 0;
-    let mut check_header = |records: &mut std::collections::VecDeque<Vec<Vec<u8>>>| {
-        if header.is_none()
-            && let Some(h) = records.pop_front()
-        {
-            let names: Vec<String> = h.iter().map(|c| Encoding::guess(c).decode(c)).collect();
-            ColumnMap::new(&names, &options.columns)?;
-            header = Some(h);
-        }
-        records.clear();
-        Ok::<_, BatchError>(())
-    };
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| BatchError::Upload(e.into()))?;
-        bytes += chunk.len() as u64;
-        if bytes > limits.max_bytes {
-            return Err(BatchError::TooLarge(super::Limit::Bytes(limits.max_bytes)));
-        }
-        scanner.feed(&chunk, &mut records)?;
-        check_header(&mut records)?;
-        writer.write(chunk).await?;
-    }
-    scanner.finish(&mut records)?;
-    check_header(&mut records)?;
-    let Some(header) = header else {
-        return Err(BatchError::EmptyFile);
-    };
-    let encoding = scanner.encoding();
-    let headers: Vec<String> = header.iter().map(|c| encoding.decode(c)).collect();
-    let columns = ColumnMap::new(&headers, &options.columns)?;
-    Ok(Ingested {
-        rows: scanner.records().saturating_sub(1),
-        format: InputFormat {
-            encoding,
-            bom: scanner.had_bom(),
-            delimiter: scanner.delimiter(),
-            headers,
-            columns,
-            region: options.region.clone(),
-            bytes,
-        },
-    })
 }
 
 /// Rows already rendered, for tests.
