@@ -8,6 +8,8 @@
 
 pub mod app;
 pub mod auth;
+pub mod batch;
+pub mod blob;
 pub mod cli;
 pub mod config;
 pub mod domain;

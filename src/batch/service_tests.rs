@@ -1,0 +1,429 @@
+//! BatchService behaviour on a temporary directory with a fake, instant enricher.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+
+use super::service::{BatchConfig, stored_rows};
+use super::*;
+use crate::blob::{BatchId, BatchKey, BlobStore, ManualClock, TenantKey};
+use crate::domain::{Identifier, Query};
+use crate::profile::{Profile, Ranked, Sourced};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Answers from a map keyed by email. With `stalled` set, `stall@...` never answers and reports that it
+/// was reached.
+#[derive(Default)]
+struct FakeEnricher {
+    profiles: HashMap<String, Profile>,
+    calls: AtomicUsize,
+    stalled: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
+}
+
+impl Enricher for FakeEnricher {
+    fn enrich(&self, q: Query) -> BoxFuture<'static, RowOutcome> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let email = q.email.map(|e| e.as_str().to_string()).unwrap_or_default();
+        if email.starts_with("stall@")
+            && let Some(tx) = self.stalled.lock().expect("lock").as_ref()
+        {
+            let _ = tx.send(());
+            return Box::pin(futures::future::pending());
+        }
+        let out = match self.profiles.get(&email) {
+            Some(p) => RowOutcome::found(p.clone()),
+            None => RowOutcome::miss(),
+        };
+        Box::pin(async move { out })
+    }
+}
+
+struct FakeHasher;
+
+impl RowHasher for FakeHasher {
+    fn row_keys(&self, id: &Identifier) -> Option<[u8; 16]> {
+        Some(key_of(id))
+    }
+}
+
+fn key_of(id: &Identifier) -> [u8; 16] {
+    let h = blake3::hash(format!("{:?}|{}", id.kind(), id.canonical()).as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.as_bytes()[..16]);
+    out
+}
+
+fn sourced(v: &str, detail: Option<&str>) -> Sourced {
+    Sourced {
+        value: v.into(),
+        confidence: 0.9,
+        sources: vec!["fake".into()],
+        detail: detail.map(str::to_string),
+    }
+}
+
+fn ada() -> Profile {
+    Profile {
+        name: Some(Ranked {
+            best: sourced("Ada Lovelace", None),
+            alternatives: vec![],
+        }),
+        emails: vec![sourced("ada@analytical.org", Some("valid"))],
+        phones: vec![sourced("+33612345678", None)],
+        ..Profile::default()
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    clock: Arc<ManualClock>,
+    svc: BatchService,
+    enricher: Arc<FakeEnricher>,
+}
+
+fn env_at(dir: tempfile::TempDir, clock: Arc<ManualClock>, enricher: FakeEnricher) -> Env {
+    let root = dir.path().to_path_buf();
+    let blobs = BlobStore::local(&root, clock.clone()).expect("blob dir");
+    let enricher = Arc::new(enricher);
+    let config = BatchConfig {
+        part_rows: 2,
+        ..BatchConfig::default()
+    };
+    let svc = BatchService::new(blobs, enricher.clone(), Arc::new(FakeHasher), config);
+    Env {
+        _dir: dir,
+        root,
+        clock,
+        svc,
+        enricher,
+    }
+}
+
+fn env() -> Env {
+    let mut enricher = FakeEnricher::default();
+    enricher.profiles.insert("ada@example.com".into(), ada());
+    let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + 20_000 * DAY));
+    env_at(tempfile::tempdir().expect("tempdir"), clock, enricher)
+}
+
+fn body(text: &[u8]) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = text
+        .chunks(7)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::stream::iter(chunks)
+}
+
+impl Env {
+    async fn upload(&self, tenant: &str, text: &[u8]) -> BatchId {
+        let meta = self
+            .svc
+            .create(tenant, body(text), BatchOptions::default())
+            .await
+            .expect("upload accepted");
+        BatchId::parse(&meta.id).expect("id")
+    }
+
+    async fn run(&self, tenant: &str, id: BatchId) {
+        let key = BatchKey::new(TenantKey::of(tenant), id);
+        super::job::run(&self.svc.inner, &key).await;
+    }
+
+    async fn result_text(&self, tenant: &str, id: BatchId, format: Format) -> String {
+        let mut stream = self.svc.result(tenant, id, format).await.expect("result");
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.expect("chunk"));
+        }
+        String::from_utf8(out).expect("utf8")
+    }
+
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root.join("blobs"), &mut out);
+        out
+    }
+}
+
+const SAMPLE: &[u8] = b"Email;Soci\xC3\xA9t\xC3\xA9;Note\r\nada@example.com;Acme;=SUM(1)\r\nnobody@example.com;Acme;\r\n;Acme;no id\r\nnot-an-email;Acme;\r\n";
+
+#[tokio::test]
+async fn csv_result_keeps_input_then_enrichment_one_row_each() {
+    let env = env();
+    let id = env.upload("t1", SAMPLE).await;
+    env.run("t1", id).await;
+    let meta = env.svc.get("t1", id).await.expect("meta");
+    assert_eq!(
+        (
+            meta.status,
+            meta.rows_total,
+            meta.rows_done,
+            meta.rows_found
+        ),
+        (BatchStatus::Done, 4, 4, 1)
+    );
+    let text = env.result_text("t1", id, Format::Csv).await;
+    let lines: Vec<&str> = text.trim_end().split("\r\n").collect();
+    assert_eq!(
+        lines[0],
+        format!("Email;Société;Note;{}", ENRICH_COLUMNS.join(";"))
+    );
+    assert_eq!(
+        lines[1],
+        "ada@example.com;Acme;'=SUM(1);found;Ada Lovelace;;;;ada@analytical.org (valid);'+33612345678;;;0.90"
+    );
+    assert_eq!(lines[2], "nobody@example.com;Acme;;not_found;;;;;;;;;");
+    assert_eq!(lines[3], ";Acme;no id;skipped;;;;;;;;;");
+    assert_eq!(lines[4], "not-an-email;Acme;;invalid:email;;;;;;;;;");
+    assert_eq!(lines.len(), 5);
+}
+
+#[tokio::test]
+async fn ndjson_result_has_one_object_per_row_with_exact_values() {
+    let env = env();
+    let id = env.upload("t1", SAMPLE).await;
+    env.run("t1", id).await;
+    let text = env.result_text("t1", id, Format::Ndjson).await;
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0]["input"]["Note"], "=SUM(1)");
+    assert_eq!(rows[0]["enrichment"]["phones"][0], "+33612345678");
+    assert_eq!(rows[2]["status"], "skipped");
+}
+
+#[tokio::test]
+async fn upload_without_identifier_column_is_refused_and_leaves_nothing() {
+    let env = env();
+    let err = env
+        .svc
+        .create("t1", body(b"Notes,Company\nx,y\n"), BatchOptions::default())
+        .await
+        .expect_err("no identifier");
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert!(err.to_string().contains("Notes, Company"), "{err}");
+    assert!(env.files().is_empty(), "{:?}", env.files());
+}
+
+#[tokio::test]
+async fn upload_above_byte_limit_is_too_large_and_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH));
+    let blobs = BlobStore::local(dir.path(), clock).expect("blobs");
+    let config = BatchConfig {
+        limits: BatchLimits {
+            max_bytes: 20,
+            ..BatchLimits::default()
+        },
+        ..BatchConfig::default()
+    };
+    let svc = BatchService::new(
+        blobs,
+        Arc::new(FakeEnricher::default()),
+        Arc::new(FakeHasher),
+        config,
+    );
+    let err = svc
+        .create(
+            "t1",
+            body(b"email\na@example.com\nb@example.com\n"),
+            BatchOptions::default(),
+        )
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, BatchError::TooLarge(Limit::Bytes(20))),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    assert!(svc.list("t1").await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn interrupted_job_resumes_at_the_next_part_without_losing_or_repeating_rows() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let first = FakeEnricher {
+        stalled: Mutex::new(Some(tx)),
+        ..FakeEnricher::default()
+    };
+    let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + 20_000 * DAY));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let env1 = env_at(dir, clock.clone(), first);
+    let csv = b"email\nr1@example.com\nr2@example.com\nstall@example.com\nr4@example.com\nr5@example.com\n";
+    let id = env1.upload("t1", csv).await;
+    let key = BatchKey::new(TenantKey::of("t1"), id);
+    let inner = env1.svc.inner.clone();
+    let job = tokio::spawn(async move { super::job::run(&inner, &key).await });
+    rx.recv().await.expect("job reached the stalling row");
+    job.abort();
+    let _ = job.await;
+    let before = env1.svc.get("t1", id).await.expect("meta");
+    assert_eq!(
+        (before.status, before.parts_done, before.rows_done),
+        (BatchStatus::Running, 1, 2)
+    );
+    drop(env1.svc);
+
+    // A new service on the same directory, as after a restart; this enricher answers every row.
+    let blobs = BlobStore::local(&path, clock).expect("blobs");
+    let second = Arc::new(FakeEnricher::default());
+    let svc = BatchService::new(
+        blobs,
+        second.clone(),
+        Arc::new(FakeHasher),
+        BatchConfig {
+            part_rows: 2,
+            ..BatchConfig::default()
+        },
+    );
+    assert_eq!(svc.resume_all().await.expect("resume"), 1);
+    super::job::run(&svc.inner, &BatchKey::new(TenantKey::of("t1"), id)).await;
+    let rows = stored_rows(&svc, "t1", id).await;
+    let numbers: Vec<u64> = rows.iter().map(|r| r.row).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5]);
+    assert_eq!(
+        second.calls.load(Ordering::SeqCst),
+        3,
+        "rows 1-2 were not enriched again"
+    );
+    let meta = svc.get("t1", id).await.expect("meta");
+    assert_eq!((meta.status, meta.rows_done), (BatchStatus::Done, 5));
+    drop(env1.enricher);
+}
+
+#[tokio::test]
+async fn result_is_served_on_day_29_and_expired_then_swept_on_day_30() {
+    let env = env();
+    let id = env.upload("t1", SAMPLE).await;
+    env.run("t1", id).await;
+    env.clock.advance(29 * DAY);
+    assert!(env.svc.get("t1", id).await.is_ok());
+    assert!(env.svc.result("t1", id, Format::Csv).await.is_ok());
+    assert!(!env.files().is_empty());
+    env.clock.advance(DAY);
+    assert!(matches!(
+        env.svc.get("t1", id).await,
+        Err(BatchError::Expired)
+    ));
+    assert!(matches!(
+        env.svc.result("t1", id, Format::Csv).await.err(),
+        Some(BatchError::Expired)
+    ));
+    let report = env.svc.sweep().await.expect("sweep");
+    assert_eq!(report.batches_removed, 1);
+    assert!(env.files().is_empty(), "{:?}", env.files());
+}
+
+#[tokio::test]
+async fn another_tenants_id_is_not_found_everywhere() {
+    let env = env();
+    let id = env.upload("t1", SAMPLE).await;
+    env.run("t1", id).await;
+    assert!(matches!(
+        env.svc.get("t2", id).await,
+        Err(BatchError::NotFound)
+    ));
+    assert!(matches!(
+        env.svc.result("t2", id, Format::Csv).await.err(),
+        Some(BatchError::NotFound)
+    ));
+    assert!(matches!(
+        env.svc.delete("t2", id).await,
+        Err(BatchError::NotFound)
+    ));
+    assert!(env.svc.list("t2").await.expect("list").is_empty());
+    assert_eq!(env.svc.list("t1").await.expect("list").len(), 1);
+    assert!(
+        env.svc.get("t1", id).await.is_ok(),
+        "still there for its owner"
+    );
+}
+
+#[tokio::test]
+async fn delete_erases_every_object_now() {
+    let env = env();
+    let id = env.upload("t1", SAMPLE).await;
+    env.run("t1", id).await;
+    assert!(!env.files().is_empty());
+    env.svc.delete("t1", id).await.expect("deleted");
+    assert!(env.files().is_empty(), "{:?}", env.files());
+    assert!(matches!(
+        env.svc.get("t1", id).await,
+        Err(BatchError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn purge_removes_exactly_the_persons_rows() {
+    let env = env();
+    let csv = b"email,phone\nada@example.com,\nbob@example.com,\nbob2@example.com,+33612345678\ncarol@example.com,\n";
+    let id = env.upload("t1", csv).await;
+    env.run("t1", id).await;
+    // Ada's found phone is the same person as the phone in row 3's input.
+    let phone = crate::domain::PhoneE164::parse("+33612345678", None).expect("phone");
+    let keys = [key_of(&Identifier::Phone(phone))];
+    let report = env.svc.purge(&keys).await.expect("purge");
+    assert_eq!(
+        report,
+        PurgeReport {
+            batches_touched: 1,
+            rows_removed: 2
+        }
+    );
+    let rows: Vec<u64> = stored_rows(&env.svc, "t1", id)
+        .await
+        .iter()
+        .map(|r| r.row)
+        .collect();
+    assert_eq!(rows, [2, 4]);
+    let again = env.svc.purge(&keys).await.expect("purge again");
+    assert_eq!(again.rows_removed, 0);
+    let text = env.result_text("t1", id, Format::Csv).await;
+    assert!(!text.contains("ada@") && !text.contains("bob2@"), "{text}");
+    assert_eq!(env.enricher.calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn column_override_and_bad_region_are_checked_at_upload() {
+    let env = env();
+    let options = BatchOptions {
+        columns: BTreeMap::from([("Contact".to_string(), "email".to_string())]),
+        region: None,
+    };
+    let meta = env
+        .svc
+        .create("t1", body(b"Contact\nada@example.com\n"), options)
+        .await
+        .expect("override accepted");
+    assert_eq!(meta.input.columns.by_index, [Some(Column::Email)]);
+    let bad = BatchOptions {
+        region: Some("Atlantis".into()),
+        ..BatchOptions::default()
+    };
+    let err = env
+        .svc
+        .create("t1", body(b"email\na@b.com\n"), bad)
+        .await
+        .expect_err("bad region");
+    assert!(matches!(err, BatchError::InvalidRegion { .. }), "{err}");
+}
