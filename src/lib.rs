@@ -9,5 +9,6 @@
 pub mod config;
 pub mod domain;
 pub mod exclusion;
+pub mod extract;
 pub mod profile;
 pub mod sources;

@@ -12,9 +12,14 @@ use super::{Registered, Source, github, gravatar};
 /// One built-in source: its name, its defaults, and how to build it from its resolved config.
 pub struct Spec {
     pub name: &'static str,
+    /// URL schemes `base_url` may use ([`HTTP`] for web APIs); `{placeholders}` in it are allowed.
+    pub schemes: &'static [&'static str],
     pub defaults: fn() -> SourceConfig,
     pub build: fn(&SourceConfig, &Deps) -> Arc<dyn Source>,
 }
+
+/// The schemes of an HTTP API's `base_url`.
+pub const HTTP: &[&str] = &["http", "https"];
 
 /// The built-in sources. Adding one is adding its file and one line here.
 pub const BUILTIN: &[Spec] = &[gravatar::SPEC, github::SPEC];
@@ -111,11 +116,14 @@ pub fn resolve(
             key,
             problem: problem.to_string(),
         };
-        if url::Url::parse(&c.base_url)
-            .map(|u| !matches!(u.scheme(), "http" | "https"))
-            .unwrap_or(true)
-        {
-            return Err(invalid("base_url", "must be an absolute http(s) URL"));
+        if !base_url_allowed(&c.base_url, spec.schemes) {
+            return Err(invalid(
+                "base_url",
+                &format!(
+                    "must be an absolute URL with scheme {}",
+                    spec.schemes.join(" or ")
+                ),
+            ));
         }
         if c.timeout_ms == 0 {
             return Err(invalid("timeout_ms", "must be above 0"));
@@ -135,6 +143,14 @@ pub fn resolve(
         out.insert(spec.name, c);
     }
     Ok(out)
+}
+
+/// Whether `base` parses as an absolute URL with one of `schemes` once `{placeholders}` are filled in.
+fn base_url_allowed(base: &str, schemes: &[&str]) -> bool {
+    let filled = base
+        .replace("{domain}", "example.com")
+        .replace("{host}", "example.com");
+    url::Url::parse(&filled).is_ok_and(|u| schemes.contains(&u.scheme()) && u.has_host())
 }
 
 fn apply(c: &mut SourceConfig, o: &SourceOverrides) {
