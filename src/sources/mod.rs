@@ -4,11 +4,15 @@
 //! [`accepts`](Source::accepts) an identifier and calls [`lookup`](Source::lookup) under a timeout. Adding a
 //! source is adding a file here and one line in [`registry::BUILTIN`].
 
+pub mod dns;
 mod error;
+#[cfg(test)]
+mod fake;
 pub mod github;
 pub mod gravatar;
 mod http;
 pub mod registry;
+pub mod ssrf;
 
 use std::sync::Arc;
 use std::time::Duration;
