@@ -13,6 +13,7 @@ pub mod gravatar;
 mod http;
 pub mod registry;
 pub mod ssrf;
+pub mod website;
 
 use std::sync::Arc;
 use std::time::Duration;
