@@ -11,6 +11,7 @@ mod fake;
 pub mod github;
 pub mod gravatar;
 mod http;
+pub mod openpgp;
 pub mod registry;
 pub mod ssrf;
 pub mod website;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{Registered, Source, dns, github, gravatar, website};
+use super::{Registered, Source, dns, github, gravatar, openpgp, website};
 
 /// One built-in source: its name, its defaults, and how to build it from its resolved config.
 pub struct Spec {
@@ -22,7 +22,13 @@ pub struct Spec {
 pub const HTTP: &[&str] = &["http", "https"];
 
 /// The built-in sources. Adding one is adding its file and one line here.
-pub const BUILTIN: &[Spec] = &[gravatar::SPEC, github::SPEC, dns::SPEC, website::SPEC];
+pub const BUILTIN: &[Spec] = &[
+    gravatar::SPEC,
+    github::SPEC,
+    dns::SPEC,
+    website::SPEC,
+    openpgp::SPEC,
+];
 
 /// What a source may need to build itself.
 pub struct Deps {
