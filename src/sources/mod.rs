@@ -12,6 +12,7 @@ pub mod github;
 pub mod gravatar;
 mod http;
 pub mod openpgp;
+pub mod rdap;
 pub mod registry;
 pub mod ssrf;
 pub mod website;
