@@ -11,6 +11,7 @@ mod fake;
 pub mod github;
 pub mod gravatar;
 mod http;
+pub mod keybase;
 pub mod openpgp;
 pub mod rdap;
 pub mod registry;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{Registered, Source, dns, github, gravatar, openpgp, rdap, website};
+use super::{Registered, Source, dns, github, gravatar, keybase, openpgp, rdap, website};
 
 /// One built-in source: its name, its defaults, and how to build it from its resolved config.
 pub struct Spec {
