@@ -166,13 +166,23 @@ fn observations(u: User) -> Vec<Observation> {
         text(Field::Location, p.location);
         text(Field::Bio, p.bio);
     }
-    text(Field::Photo, u.pictures.and_then(|p| p.primary).and_then(|p| p.url));
+    text(
+        Field::Photo,
+        u.pictures.and_then(|p| p.primary).and_then(|p| p.url),
+    );
     let proofs = u.proofs_summary.map(|s| s.all).unwrap_or_default();
-    for proof in proofs.into_iter().filter(|p| p.state.is_none_or(|s| s == 1)) {
+    for proof in proofs
+        .into_iter()
+        .filter(|p| p.state.is_none_or(|s| s == 1))
+    {
         let detail = "keybase proof";
         match proof.proof_type.as_str() {
-            "github" => out.push(Observation::profile(&ProfileUrl::github(&proof.nametag)).with_detail(detail)),
-            "twitter" => out.push(Observation::profile(&ProfileUrl::x(&proof.nametag)).with_detail(detail)),
+            "github" => out.push(
+                Observation::profile(&ProfileUrl::github(&proof.nametag)).with_detail(detail),
+            ),
+            "twitter" => {
+                out.push(Observation::profile(&ProfileUrl::x(&proof.nametag)).with_detail(detail))
+            }
             "generic_web_site" | "dns" => {
                 if let Ok(d) = DomainName::parse(&proof.nametag) {
                     let url = proof

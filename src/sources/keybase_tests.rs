@@ -48,16 +48,27 @@ async fn keybase() -> Keybase {
     let addr = fake::serve(Router::new().route(
         "/_/api/1.0/user/lookup.json",
         get(|Query(q): Query<HashMap<String, String>>| async move {
-            assert!(q.get("fields").is_some_and(|f| f.contains("proofs_summary")));
+            assert!(
+                q.get("fields")
+                    .is_some_and(|f| f.contains("proofs_summary"))
+            );
             let json = "application/json; charset=utf-8";
-            let key = ["usernames", "github", "twitter"].iter().find_map(|k| q.get(*k).map(|v| (*k, v.as_str())));
+            let key = ["usernames", "github", "twitter"]
+                .iter()
+                .find_map(|k| q.get(*k).map(|v| (*k, v.as_str())));
             match key {
-                Some(("usernames", "chris") | ("github", "malgorithms") | ("twitter", "malgorithms")) => {
-                    fake::reply(200, json, CHRIS)
-                }
-                Some(("usernames", "ghost")) => fake::reply(200, json, r#"{"status":{"code":0,"name":"OK"},"them":[null]}"#),
+                Some(
+                    ("usernames", "chris") | ("github", "malgorithms") | ("twitter", "malgorithms"),
+                ) => fake::reply(200, json, CHRIS),
+                Some(("usernames", "ghost")) => fake::reply(
+                    200,
+                    json,
+                    r#"{"status":{"code":0,"name":"OK"},"them":[null]}"#,
+                ),
                 Some(("usernames", "garbage")) => fake::reply(200, json, "<html>"),
-                Some(("usernames", "badinput")) => fake::reply(200, json, r#"{"status":{"code":100,"name":"INPUT_ERROR"}}"#),
+                Some(("usernames", "badinput")) => {
+                    fake::reply(200, json, r#"{"status":{"code":100,"name":"INPUT_ERROR"}}"#)
+                }
                 Some(("usernames", "slow")) => fake::slow(Duration::from_secs(10)).await,
                 Some(("usernames", "down")) => fake::reply(500, json, "{}"),
                 _ => fake::reply(404, json, NOT_FOUND_BODY),
@@ -76,7 +87,11 @@ fn profile(url: &str) -> Identifier {
 
 #[tokio::test]
 async fn keybase_user_yields_name_location_and_proved_accounts() {
-    let obs = keybase().await.lookup(&profile("https://keybase.io/chris")).await.expect("answered");
+    let obs = keybase()
+        .await
+        .lookup(&profile("https://keybase.io/chris"))
+        .await
+        .expect("answered");
     let has = |f: Field, v: &str| obs.iter().any(|o| o.field == f && o.value == v);
     assert!(has(Field::FullName, "Chris Coyne"));
     assert!(has(Field::Location, "New York, NY"));
@@ -84,23 +99,40 @@ async fn keybase_user_yields_name_location_and_proved_accounts() {
     assert!(has(Field::Profile, "https://github.com/malgorithms"));
     assert!(has(Field::Profile, "https://x.com/malgorithms"));
     assert!(has(Field::Website, "https://chriscoyne.com"));
-    assert!(!obs.iter().any(|o| o.value.contains("revoked")), "proofs not in state 1 are ignored");
+    assert!(
+        !obs.iter().any(|o| o.value.contains("revoked")),
+        "proofs not in state 1 are ignored"
+    );
 }
 
 #[tokio::test]
 async fn github_and_x_profiles_find_the_keybase_user() {
     let src = keybase().await;
-    for url in ["https://github.com/malgorithms", "https://x.com/malgorithms"] {
+    for url in [
+        "https://github.com/malgorithms",
+        "https://x.com/malgorithms",
+    ] {
         let obs = src.lookup(&profile(url)).await.expect("answered");
-        assert!(obs.iter().any(|o| o.value == "https://keybase.io/chris"), "{url}");
+        assert!(
+            obs.iter().any(|o| o.value == "https://keybase.io/chris"),
+            "{url}"
+        );
     }
 }
 
 #[tokio::test]
 async fn unknown_users_are_misses() {
     let src = keybase().await;
-    for url in ["https://keybase.io/nobody", "https://keybase.io/ghost", "https://github.com/nobody"] {
-        assert_eq!(src.lookup(&profile(url)).await.expect("answered"), [], "{url}");
+    for url in [
+        "https://keybase.io/nobody",
+        "https://keybase.io/ghost",
+        "https://github.com/nobody",
+    ] {
+        assert_eq!(
+            src.lookup(&profile(url)).await.expect("answered"),
+            [],
+            "{url}"
+        );
     }
 }
 
@@ -109,15 +141,23 @@ async fn malformed_slow_and_failing_answers() {
     let src = keybase().await;
     for url in ["https://keybase.io/garbage", "https://keybase.io/badinput"] {
         let got = src.lookup(&profile(url)).await;
-        assert!(matches!(got, Err(SourceError::Malformed(_))), "{url}: {got:?}");
+        assert!(
+            matches!(got, Err(SourceError::Malformed(_))),
+            "{url}: {got:?}"
+        );
     }
     assert!(fake::times_out(src.lookup(&profile("https://keybase.io/slow"))).await);
-    assert!(fake::is_status(&src.lookup(&profile("https://keybase.io/down")).await, 500));
+    assert!(fake::is_status(
+        &src.lookup(&profile("https://keybase.io/down")).await,
+        500
+    ));
 }
 
 #[test]
 fn accepts_keybase_github_and_x_profiles_only() {
-    let src = Keybase { upstream: Upstream::new(reqwest::Client::new(), "http://127.0.0.1:9") };
+    let src = Keybase {
+        upstream: Upstream::new(reqwest::Client::new(), "http://127.0.0.1:9"),
+    };
     assert!(src.accepts(&profile("https://keybase.io/chris")));
     assert!(src.accepts(&profile("https://twitter.com/chris")));
     assert!(!src.accepts(&profile("https://linkedin.com/in/chris")));

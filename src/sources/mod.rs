@@ -16,6 +16,7 @@ pub mod openpgp;
 pub mod rdap;
 pub mod registry;
 pub mod ssrf;
+pub mod webfinger;
 pub mod website;
 
 use std::sync::Arc;

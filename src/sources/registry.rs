@@ -7,7 +7,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{Registered, Source, dns, github, gravatar, keybase, openpgp, rdap, website};
+use super::{
+    Registered, Source, dns, github, gravatar, keybase, openpgp, rdap, webfinger, website,
+};
 
 /// One built-in source: its name, its defaults, and how to build it from its resolved config.
 pub struct Spec {
@@ -28,6 +30,9 @@ pub const BUILTIN: &[Spec] = &[
     dns::SPEC,
     website::SPEC,
     openpgp::SPEC,
+    rdap::SPEC,
+    keybase::SPEC,
+    webfinger::SPEC,
 ];
 
 /// What a source may need to build itself.
