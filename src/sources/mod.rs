@@ -8,6 +8,7 @@ pub mod dns;
 mod error;
 #[cfg(test)]
 mod fake;
+pub mod finder;
 pub mod github;
 pub mod gravatar;
 mod http;

@@ -8,13 +8,14 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::{
-    Registered, Source, dns, github, gravatar, keybase, openpgp, rdap, webfinger, website,
+    Registered, Source, dns, finder, github, gravatar, keybase, openpgp, rdap, webfinger, website,
 };
 
 /// One built-in source: its name, its defaults, and how to build it from its resolved config.
 pub struct Spec {
     pub name: &'static str,
     /// URL schemes `base_url` may use ([`HTTP`] for web APIs); `{placeholders}` in it are allowed.
+    /// Empty for a source that calls nothing (its `base_url` is ignored).
     pub schemes: &'static [&'static str],
     pub defaults: fn() -> SourceConfig,
     pub build: fn(&SourceConfig, &Deps) -> Arc<dyn Source>,
@@ -33,6 +34,7 @@ pub const BUILTIN: &[Spec] = &[
     rdap::SPEC,
     keybase::SPEC,
     webfinger::SPEC,
+    finder::SPEC,
 ];
 
 /// What a source may need to build itself.
@@ -158,6 +160,9 @@ pub fn resolve(
 
 /// Whether `base` parses as an absolute URL with one of `schemes` once `{placeholders}` are filled in.
 fn base_url_allowed(base: &str, schemes: &[&str]) -> bool {
+    if schemes.is_empty() {
+        return true;
+    }
     let filled = base
         .replace("{domain}", "example.com")
         .replace("{host}", "example.com");
