@@ -9,7 +9,7 @@
 //! redirect target (at most [`MAX_REDIRECTS`]).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,7 +207,7 @@ pub fn guarded_client(
             return attempt.error(TooManyRedirects);
         }
         let host = attempt.url().host_str().unwrap_or("").to_string();
-        if for_redirects.iter().any(|t| *t == host) {
+        if for_redirects.contains(&host) {
             return attempt.follow();
         }
         match check_url(attempt.url().as_str()) {
@@ -256,6 +256,8 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use std::net::Ipv6Addr;
+
     use crate::sources::fake::TableResolver;
 
     #[test]

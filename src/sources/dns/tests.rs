@@ -56,7 +56,7 @@ fn answer(zone: &Zone, query: &Message) -> Message {
         let name = q.name().to_ascii().to_lowercase();
         if zone.servfail {
             reply.set_response_code(ResponseCode::ServFail);
-        } else if zone.nx.iter().any(|n| *n == name) {
+        } else if zone.nx.contains(&name) {
             reply.set_response_code(ResponseCode::NXDomain);
         } else if let Some(rdatas) = zone.records.get(&(name, q.query_type())) {
             for r in rdatas {
@@ -246,4 +246,27 @@ fn mx_hosts_map_to_providers() {
     for (host, want) in cases {
         assert_eq!(mail_provider(host), want, "{host}");
     }
+}
+
+#[test]
+fn registry_accepts_nameserver_urls_for_dns_only() {
+    use std::collections::BTreeMap;
+
+    use crate::sources::registry::{SourceOverrides, resolve};
+
+    let env = |_: &str| None;
+    let with = |source: &str, base: &str| {
+        let o = SourceOverrides {
+            base_url: Some(base.to_string()),
+            ..SourceOverrides::default()
+        };
+        resolve(&BTreeMap::from([(source.to_string(), o)]), &env)
+    };
+    let defaults = resolve(&BTreeMap::new(), &env).expect("every built-in default is valid");
+    assert_eq!(defaults["dns"].base_url, "dns://1.1.1.1:53");
+    assert_eq!(defaults["website"].base_url, "https://{domain}/");
+    assert!(with("dns", "udp://127.0.0.1:5353").is_ok());
+    assert!(with("dns", "https://1.1.1.1/dns-query").is_err());
+    assert!(with("github", "dns://1.1.1.1:53").is_err());
+    assert!(with("website", "http://127.0.0.1:8081/{domain}").is_ok());
 }
