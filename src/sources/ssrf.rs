@@ -42,14 +42,18 @@ pub fn forbidden_range(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_v4(v4);
-            }
             let first = v6.segments()[0];
             if v6.is_loopback() {
                 Some("loopback")
             } else if v6.is_unspecified() {
                 Some("unspecified")
+            } else if let Some(v4) = v6.to_ipv4() {
+                // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) addresses.
+                forbidden_v4(v4)
+            } else if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // NAT64 (64:ff9b::/96) reaches the embedded IPv4 address.
+                let [.., a, b, c, d] = v6.octets();
+                forbidden_v4(Ipv4Addr::new(a, b, c, d))
             } else if v6.is_multicast() {
                 Some("multicast")
             } else if first & 0xffc0 == 0xfe80 {
@@ -277,6 +281,11 @@ mod tests {
             ("http://0.0.0.0/", "unspecified"),
             ("http://224.0.0.1/", "multicast or reserved"),
             ("http://localhost:8080/", "loopback"),
+            // Numeric host spellings that browsers and resolvers read as 127.0.0.1.
+            ("http://2130706433/", "loopback"),
+            ("http://0x7f.1/", "loopback"),
+            ("http://[::127.0.0.1]/", "loopback"),
+            ("http://[64:ff9b::a9fe:a9fe]/", "link-local"),
         ];
         for (url, range) in cases {
             assert_eq!(check_url(url), Err(SsrfError::Forbidden(range)), "{url}");
