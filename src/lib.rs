@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod exclusion;
+pub mod extract;
 pub mod http;
 pub mod pipeline;
 pub mod profile;

@@ -15,6 +15,7 @@ use crate::profile::{Field, Observation};
 
 pub const SPEC: Spec = Spec {
     name: "github",
+    schemes: super::registry::HTTP,
     defaults: || {
         SourceConfig::new("https://api.github.com", 2_500, 30, 0.6).with_key_env("GITHUB_TOKEN")
     },

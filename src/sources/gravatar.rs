@@ -17,6 +17,7 @@ use crate::profile::{Field, Observation};
 
 pub const SPEC: Spec = Spec {
     name: "gravatar",
+    schemes: super::registry::HTTP,
     defaults: || {
         SourceConfig::new("https://api.gravatar.com/v3", 2_000, 16, 0.7)
             .with_key_env("GRAVATAR_API_KEY")

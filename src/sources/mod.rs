@@ -4,11 +4,21 @@
 //! [`accepts`](Source::accepts) an identifier and calls [`lookup`](Source::lookup) under a timeout. Adding a
 //! source is adding a file here and one line in [`registry::BUILTIN`].
 
+pub mod dns;
 mod error;
+#[cfg(test)]
+mod fake;
+pub mod finder;
 pub mod github;
 pub mod gravatar;
 mod http;
+pub mod keybase;
+pub mod openpgp;
+pub mod rdap;
 pub mod registry;
+pub mod ssrf;
+pub mod webfinger;
+pub mod website;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,17 +7,35 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{Registered, Source, github, gravatar};
+use super::{
+    Registered, Source, dns, finder, github, gravatar, keybase, openpgp, rdap, webfinger, website,
+};
 
 /// One built-in source: its name, its defaults, and how to build it from its resolved config.
 pub struct Spec {
     pub name: &'static str,
+    /// URL schemes `base_url` may use ([`HTTP`] for web APIs); `{placeholders}` in it are allowed.
+    /// Empty for a source that calls nothing (its `base_url` is ignored).
+    pub schemes: &'static [&'static str],
     pub defaults: fn() -> SourceConfig,
     pub build: fn(&SourceConfig, &Deps) -> Arc<dyn Source>,
 }
 
+/// The schemes of an HTTP API's `base_url`.
+pub const HTTP: &[&str] = &["http", "https"];
+
 /// The built-in sources. Adding one is adding its file and one line here.
-pub const BUILTIN: &[Spec] = &[gravatar::SPEC, github::SPEC];
+pub const BUILTIN: &[Spec] = &[
+    gravatar::SPEC,
+    github::SPEC,
+    dns::SPEC,
+    website::SPEC,
+    openpgp::SPEC,
+    rdap::SPEC,
+    keybase::SPEC,
+    webfinger::SPEC,
+    finder::SPEC,
+];
 
 /// What a source may need to build itself.
 pub struct Deps {
@@ -111,11 +129,14 @@ pub fn resolve(
             key,
             problem: problem.to_string(),
         };
-        if url::Url::parse(&c.base_url)
-            .map(|u| !matches!(u.scheme(), "http" | "https"))
-            .unwrap_or(true)
-        {
-            return Err(invalid("base_url", "must be an absolute http(s) URL"));
+        if !base_url_allowed(&c.base_url, spec.schemes) {
+            return Err(invalid(
+                "base_url",
+                &format!(
+                    "must be an absolute URL with scheme {}",
+                    spec.schemes.join(" or ")
+                ),
+            ));
         }
         if c.timeout_ms == 0 {
             return Err(invalid("timeout_ms", "must be above 0"));
@@ -135,6 +156,17 @@ pub fn resolve(
         out.insert(spec.name, c);
     }
     Ok(out)
+}
+
+/// Whether `base` parses as an absolute URL with one of `schemes` once `{placeholders}` are filled in.
+fn base_url_allowed(base: &str, schemes: &[&str]) -> bool {
+    if schemes.is_empty() {
+        return true;
+    }
+    let filled = base
+        .replace("{domain}", "example.com")
+        .replace("{host}", "example.com");
+    url::Url::parse(&filled).is_ok_and(|u| schemes.contains(&u.scheme()) && u.has_host())
 }
 
 fn apply(c: &mut SourceConfig, o: &SourceOverrides) {
