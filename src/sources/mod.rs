@@ -5,9 +5,11 @@
 //! source is adding a file here and one line in [`registry::BUILTIN`].
 
 mod error;
+pub mod etiquette;
 pub mod github;
 pub mod gravatar;
 mod http;
+pub mod provider;
 pub mod registry;
 
 use std::sync::Arc;
