@@ -301,12 +301,16 @@ impl Inner {
                 .unwrap_or(self.cfg.breaker_cooldown)
                 .min(MAX_PAUSE);
             *lock(&self.paused_until) = Some(now + pause);
+            tracing::info!(source = %self.name, pause_s = pause.as_secs(), "The upstream asked us to slow down; pausing the source.");
         }
         let health = match &result {
             Err(e) if e.retryable() => Health::Failing,
             _ => Health::Alive,
         };
-        ticket.record(health, now);
+        let (before, after) = ticket.record(health, now);
+        if before != after {
+            tracing::warn!(source = %self.name, from = ?before, to = ?after, "The circuit breaker changed state.");
+        }
         result
     }
 
@@ -322,10 +326,14 @@ struct Ticket<'a> {
 }
 
 impl Ticket<'_> {
-    fn record(mut self, health: Health, now: Instant) {
+    /// Records the outcome; returns the breaker's state before and after.
+    fn record(mut self, health: Health, now: Instant) -> (BreakerState, BreakerState) {
+        let mut breaker = lock(self.breaker);
+        let before = breaker.state(now);
         if let Some(a) = self.admission.take() {
-            lock(self.breaker).record(a, health, now);
+            breaker.record(a, health, now);
         }
+        (before, breaker.state(now))
     }
 }
 
