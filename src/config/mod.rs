@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::domain::Region;
 use crate::sources::SourceOverrides;
+use crate::sources::provider::{self, ProviderConfig, ProviderError};
 use crate::sources::registry::{self, SourceConfig, SourceConfigError};
 
 /// The embedded retention policy (`policies/retention.toml`).
@@ -26,6 +27,8 @@ pub struct Config {
     pub tenants: TenantConfig,
     pub retention: Retention,
     pub sources: BTreeMap<String, SourceOverrides>,
+    /// Bring-your-own-key HTTP providers (`[[providers]]`), see `examples/providers.toml`.
+    pub providers: Vec<ProviderConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +130,8 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
     #[error("invalid configuration: {0}")]
     Source(#[from] SourceConfigError),
+    #[error("invalid configuration: {0}")]
+    Provider(#[from] ProviderError),
 }
 
 /// A loaded, validated configuration with the sources resolved.
@@ -159,6 +164,7 @@ impl Config {
             .map_err(|e| ConfigError::Parse(e.message().to_string()))?;
         let lookup_env = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let sources = registry::resolve(&config.sources, &lookup_env)?;
+        provider::validate(&config.providers)?;
         let region = config.validate()?;
         Ok(Loaded {
             config,

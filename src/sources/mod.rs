@@ -6,6 +6,7 @@
 
 pub mod dns;
 mod error;
+pub mod etiquette;
 #[cfg(test)]
 mod fake;
 pub mod finder;
@@ -14,6 +15,7 @@ pub mod gravatar;
 mod http;
 pub mod keybase;
 pub mod openpgp;
+pub mod provider;
 pub mod rdap;
 pub mod registry;
 pub mod ssrf;

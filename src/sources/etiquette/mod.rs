@@ -1,0 +1,366 @@
+//! Upstream etiquette: a [`Guarded`] source wraps any [`Source`] and is itself one, so the fan-out does
+//! not change.
+//!
+//! Layers, in call order:
+//! 1. **cache + coalescing** ([`SourceCache`]): a fresh answer (hit or miss) is served from memory;
+//!    concurrent identical lookups share one upstream call, run as its own tokio task so a caller that
+//!    goes away cannot cancel it. Errors are shared with the callers waiting at the time, never cached.
+//! 2. **pause**: after an upstream `429`/`Retry-After`, calls fail fast as `RateLimited` until then.
+//! 3. **circuit breaker**: after `breaker_failures` consecutive retryable failures, calls fail fast
+//!    with `NotAttempted("circuit open")` for `breaker_cooldown`; then one probe decides.
+//! 4. **rate limit** (governor, see [`limit`]): over `rate_per_minute`, `RateLimited` without a call.
+//! 5. **bulkhead**: at most `concurrency` calls in flight; others wait for a permit.
+//! 6. the upstream call itself, bounded by `call_timeout`.
+//!
+//! The breaker is consulted before the rate limiter so that an open circuit spends no rate budget; a
+//! probe refused by the limiter hands its slot back. All time is tokio time (`tokio::time::pause` in
+//! tests).
+
+mod breaker;
+mod cache;
+mod limit;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+pub use breaker::BreakerState;
+pub use cache::{DEFAULT_MAX_ENTRIES, SourceCache};
+
+use self::breaker::{Admission, Breaker, Health};
+use self::cache::CacheKey;
+use self::limit::Limiter;
+use super::registry::SourceConfig;
+use super::{Source, SourceError};
+use crate::domain::Identifier;
+use crate::profile::Observation;
+
+/// The longest an upstream's `Retry-After` may pause a source: a broken header must not silence it for
+/// days.
+pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
+
+/// How one source is guarded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardConfig {
+    /// Steady calls per minute; 0 means no limit of our own.
+    pub rate_per_minute: u32,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+    /// Consecutive retryable failures that open the circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls; also the pause after a `429` without `Retry-After`.
+    pub breaker_cooldown: Duration,
+    /// How long an answer is reused (`policies/retention.toml` `source_cache_seconds`); zero disables it.
+    pub cache_ttl: Duration,
+    /// Bound on one upstream call including the wait for a permit; the spawned call outlives its
+    /// callers, so it needs its own deadline.
+    pub call_timeout: Duration,
+}
+
+impl GuardConfig {
+    pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+    pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+
+    pub fn new(
+        rate_per_minute: u32,
+        concurrency: usize,
+        cache_ttl: Duration,
+        call_timeout: Duration,
+    ) -> Self {
+        Self {
+            rate_per_minute,
+            concurrency,
+            breaker_failures: Self::DEFAULT_BREAKER_FAILURES,
+            breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
+            cache_ttl,
+            call_timeout,
+        }
+    }
+
+    /// A built-in source's guard: its rate, concurrency and timeout, the retention policy's cache TTL.
+    pub fn for_source(c: &SourceConfig, cache_ttl: Duration) -> Self {
+        Self::new(
+            c.rate_per_minute,
+            c.concurrency,
+            cache_ttl,
+            Duration::from_millis(c.timeout_ms),
+        )
+    }
+}
+
+/// A guarded source's state, for `enrichd sources`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardState {
+    pub breaker: BreakerState,
+    /// Until when an upstream `Retry-After` pauses the source.
+    pub paused_until: Option<Instant>,
+    /// Live cached answers for this source.
+    pub cache_entries: u64,
+}
+
+/// A source behind the etiquette layers. See the module docs.
+pub struct Guarded {
+    inner: Arc<Inner>,
+}
+
+/// What a shared upstream call ends with; errors are shared by reference and rebuilt per caller.
+type Outcome = Result<Arc<Vec<Observation>>, Arc<SourceError>>;
+
+struct Flight {
+    generation: u64,
+    serial: u64,
+    answer: Shared<BoxFuture<'static, Outcome>>,
+}
+
+struct Inner {
+    source: Arc<dyn Source>,
+    name: Arc<str>,
+    cfg: GuardConfig,
+    cache: SourceCache,
+    flights: Mutex<HashMap<CacheKey, Flight>>,
+    serial: AtomicU64,
+    limiter: Option<Limiter>,
+    paused_until: Mutex<Option<Instant>>,
+    bulkhead: Semaphore,
+    breaker: Mutex<Breaker>,
+}
+
+impl Guarded {
+    pub fn new(source: Arc<dyn Source>, cfg: GuardConfig, cache: SourceCache) -> Self {
+        let name: Arc<str> = Arc::from(source.name());
+        let inner = Inner {
+            name,
+            limiter: Limiter::new(cfg.rate_per_minute),
+            bulkhead: Semaphore::new(cfg.concurrency.max(1)),
+            breaker: Mutex::new(Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown)),
+            paused_until: Mutex::new(None),
+            flights: Mutex::new(HashMap::new()),
+            serial: AtomicU64::new(0),
+            source,
+            cfg,
+            cache,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn state(&self) -> GuardState {
+        let now = Instant::now();
+        GuardState {
+            breaker: lock(&self.inner.breaker).state(now),
+            paused_until: self.inner.paused_until(now),
+            cache_entries: self.inner.cache.entries_for(&self.inner.name),
+        }
+    }
+
+    /// Forgets every cached answer (of every source sharing this cache) and every call in flight.
+    pub fn invalidate_all(&self) {
+        self.inner.cache.invalidate_all();
+    }
+
+    pub fn config(&self) -> &GuardConfig {
+        &self.inner.cfg
+    }
+}
+
+impl Source for Guarded {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn accepts(&self, id: &Identifier) -> bool {
+        self.inner.source.accepts(id)
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        id: &'a Identifier,
+    ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
+        async move {
+            let key = self.inner.cache.key(&self.inner.name, id);
+            if let Some(answer) = self.inner.cache.get(&key).await {
+                return Ok(answer.as_ref().clone());
+            }
+            match Inner::join_or_start(&self.inner, key, id).await {
+                Ok(answer) => Ok(answer.as_ref().clone()),
+                Err(e) => Err(duplicate(&e)),
+            }
+        }
+        .boxed()
+    }
+}
+
+impl Inner {
+    /// Joins the call in flight for `key`, or starts one as a detached task.
+    fn join_or_start(
+        this: &Arc<Self>,
+        key: CacheKey,
+        id: &Identifier,
+    ) -> Shared<BoxFuture<'static, Outcome>> {
+        let generation = this.cache.generation();
+        let mut flights = lock(&this.flights);
+        if let Some(f) = flights.get(&key).filter(|f| f.generation == generation) {
+            return f.answer.clone();
+        }
+        let serial = this.serial.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(Self::fetch(
+            Arc::clone(this),
+            key.clone(),
+            id.clone(),
+            generation,
+            serial,
+        ));
+        let answer = async move {
+            task.await.unwrap_or_else(|_| {
+                Err(Arc::new(SourceError::NotAttempted("the call was aborted")))
+            })
+        }
+        .boxed()
+        .shared();
+        flights.insert(
+            key,
+            Flight {
+                generation,
+                serial,
+                answer: answer.clone(),
+            },
+        );
+        answer
+    }
+
+    /// The detached upstream call: runs the guards, caches a success, then leaves the flight table.
+    async fn fetch(
+        this: Arc<Self>,
+        key: CacheKey,
+        id: Identifier,
+        generation: u64,
+        serial: u64,
+    ) -> Outcome {
+        let outcome = match this.guarded_call(&id).await {
+            Ok(observations) => {
+                let observations = Arc::new(observations);
+                this.cache
+                    .insert(
+                        key.clone(),
+                        Arc::clone(&observations),
+                        this.cfg.cache_ttl,
+                        generation,
+                    )
+                    .await;
+                Ok(observations)
+            }
+            Err(e) => Err(Arc::new(e)),
+        };
+        let mut flights = lock(&this.flights);
+        if flights.get(&key).is_some_and(|f| f.serial == serial) {
+            flights.remove(&key);
+        }
+        outcome
+    }
+
+    async fn guarded_call(&self, id: &Identifier) -> Result<Vec<Observation>, SourceError> {
+        let start = Instant::now();
+        let deadline = start + self.cfg.call_timeout;
+        if let Some(until) = self.paused_until(start) {
+            return Err(SourceError::RateLimited {
+                retry_after: Some(until - start),
+            });
+        }
+        let admission = lock(&self.breaker)
+            .admit(start)
+            .ok_or(SourceError::NotAttempted("circuit open"))?;
+        let ticket = Ticket {
+            breaker: &self.breaker,
+            admission: Some(admission),
+        };
+        if let Some(limiter) = &self.limiter {
+            limiter.check().map_err(|wait| SourceError::RateLimited {
+                retry_after: Some(wait),
+            })?;
+        }
+        let _permit = match tokio::time::timeout_at(deadline, self.bulkhead.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(SourceError::NotAttempted("source is shut down")),
+            Err(_) => return Err(SourceError::Timeout),
+        };
+        let result = tokio::time::timeout_at(deadline, self.source.lookup(id))
+            .await
+            .unwrap_or(Err(SourceError::Timeout));
+        let now = Instant::now();
+        if let Err(SourceError::RateLimited { retry_after }) = &result {
+            let pause = retry_after
+                .unwrap_or(self.cfg.breaker_cooldown)
+                .min(MAX_PAUSE);
+            *lock(&self.paused_until) = Some(now + pause);
+            tracing::info!(source = %self.name, pause_s = pause.as_secs(), "The upstream asked us to slow down; pausing the source.");
+        }
+        let health = match &result {
+            Err(e) if e.retryable() => Health::Failing,
+            _ => Health::Alive,
+        };
+        let (before, after) = ticket.record(health, now);
+        if before != after {
+            tracing::warn!(source = %self.name, from = ?before, to = ?after, "The circuit breaker changed state.");
+        }
+        result
+    }
+
+    fn paused_until(&self, now: Instant) -> Option<Instant> {
+        lock(&self.paused_until).filter(|until| *until > now)
+    }
+}
+
+/// An admitted breaker slot: recorded once, or handed back when dropped unrecorded.
+struct Ticket<'a> {
+    breaker: &'a Mutex<Breaker>,
+    admission: Option<Admission>,
+}
+
+impl Ticket<'_> {
+    /// Records the outcome; returns the breaker's state before and after.
+    fn record(mut self, health: Health, now: Instant) -> (BreakerState, BreakerState) {
+        let mut breaker = lock(self.breaker);
+        let before = breaker.state(now);
+        if let Some(a) = self.admission.take() {
+            breaker.record(a, health, now);
+        }
+        (before, breaker.state(now))
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.admission.take() {
+            lock(self.breaker).cancel(a);
+        }
+    }
+}
+
+/// Short critical sections only, never across an `.await`; a panic elsewhere does not poison them.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A copy of a shared error for one caller (`SourceError` is not `Clone`).
+fn duplicate(e: &SourceError) -> SourceError {
+    match e {
+        SourceError::Timeout => SourceError::Timeout,
+        SourceError::RateLimited { retry_after } => SourceError::RateLimited {
+            retry_after: *retry_after,
+        },
+        SourceError::Status { status } => SourceError::Status { status: *status },
+        SourceError::Malformed(m) => SourceError::Malformed(m.clone()),
+        SourceError::Transport(m) => SourceError::Transport(m.clone()),
+        SourceError::Objected => SourceError::Objected,
+        SourceError::NotAttempted(why) => SourceError::NotAttempted(why),
+    }
+}
