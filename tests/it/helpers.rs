@@ -263,7 +263,9 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let loaded = Config::from_toml(config, &vars).expect("test config is valid");
+        let loaded =
+            Config::from_toml(&loopback_only(config), &vars).expect("test config is valid");
+        assert_loopback(&loaded);
         let data_dir = tempfile::tempdir().expect("tempdir");
         let app = App::build(&loaded, data_dir.path()).expect("app builds");
         let key = app
@@ -322,6 +324,31 @@ impl Server {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+/// `config` with every built-in source it does not configure turned off, so no test reaches past loopback.
+pub fn loopback_only(config: &str) -> String {
+    let mut out = config.to_string();
+    for spec in enrichd::sources::registry::BUILTIN {
+        if !config.contains(&format!("[sources.{}]", spec.name)) {
+            out.push_str(&format!("\n[sources.{}]\nenabled = false\n", spec.name));
+        }
+    }
+    out
+}
+
+/// Refuses a test configuration with an enabled source whose base URL is not on loopback.
+pub fn assert_loopback(loaded: &enrichd::config::Loaded) {
+    for (name, c) in &loaded.sources {
+        let local = ["http://127.0.0.1:", "dns://127.0.0.1:", "http://[::1]:"]
+            .iter()
+            .any(|p| c.base_url.starts_with(p));
+        assert!(
+            !c.enabled || local || name == &"finder",
+            "test config leaves source {name} enabled on {}",
+            c.base_url
+        );
     }
 }
 
