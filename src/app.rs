@@ -8,7 +8,10 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{KeyError, KeyStore, TenantLimiter};
 use crate::config::Loaded;
-use crate::exclusion::{ExclusionCheck, NoExclusions};
+use crate::exclusion::{
+    ExclusionCheck, ExclusionError, ExclusionKey, ExclusionList, KeyError as ExclusionKeyError,
+    KeySource, OptOutHook,
+};
 use crate::http::{self, AppState};
 use crate::pipeline::{Limits, Pipeline};
 use crate::sources::SourceSet;
@@ -24,6 +27,10 @@ pub enum AppError {
     },
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error("exclusion key: {0}")]
+    ExclusionKey(#[from] ExclusionKeyError),
+    #[error("exclusion list: {0}")]
+    Exclusion(#[from] ExclusionError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
 }
@@ -63,6 +70,39 @@ pub fn pipeline(
     Ok(Pipeline::new(sources, exclusion, limits, metrics))
 }
 
+/// Opens the exclusion list under `<data_dir>/exclusion`, with the key from `ENRICHD_EXCLUSION_KEY`, or
+/// the key file, or (first run only) a generated development key, announced loudly.
+pub fn open_exclusion(loaded: &Loaded, data_dir: &Path) -> Result<ExclusionList, AppError> {
+    let (key, source) = ExclusionKey::load(None, data_dir)?;
+    if let KeySource::Generated(path) = &source {
+        tracing::warn!(
+            path = %path.display(),
+            "no ENRICHD_EXCLUSION_KEY: generated a development exclusion key; back it up or set \
+             ENRICHD_EXCLUSION_KEY, or every opt-out is lost with it"
+        );
+    }
+    let retention = loaded.config.retention.exclusion_days;
+    let (list, report) = ExclusionList::open(
+        &data_dir.join("exclusion"),
+        key,
+        retention,
+        std::time::SystemTime::now(),
+    )?;
+    if report.torn_records > 0 {
+        tracing::warn!(
+            torn_records = report.torn_records,
+            torn_bytes = report.torn_bytes,
+            "exclusion log ended in a torn write (never acknowledged); truncated it"
+        );
+    }
+    tracing::info!(
+        entries = report.entries,
+        expired = report.expired,
+        "exclusion list open"
+    );
+    Ok(list)
+}
+
 impl App {
     pub fn build(loaded: &Loaded, data_dir: &Path) -> Result<Self, AppError> {
         std::fs::create_dir_all(data_dir).map_err(|source| AppError::DataDir {
@@ -70,11 +110,14 @@ impl App {
             source,
         })?;
         let metrics = Arc::new(Metrics::new());
-        let exclusion: Arc<dyn ExclusionCheck> = Arc::new(NoExclusions);
-        let pipeline = pipeline(loaded, exclusion, metrics.clone())?;
         let c = &loaded.config;
+        let exclusion = Arc::new(open_exclusion(loaded, data_dir)?);
+        let pipeline = pipeline(loaded, exclusion.clone(), metrics.clone())?;
+        let optout_hooks: Vec<Arc<dyn OptOutHook>> = Vec::new();
         let state = AppState {
             pipeline,
+            exclusion,
+            optout_hooks: Arc::new(optout_hooks),
             keys: Arc::new(KeyStore::open(data_dir)?),
             limiter: Arc::new(TenantLimiter::new(
                 c.tenants.rate_per_minute,

@@ -12,6 +12,7 @@
 //! Invariant: no raw identifier is ever written to disk or logs; only keyed hashes and their prefixes.
 
 mod entry;
+mod hook;
 pub mod key;
 mod list;
 pub mod log;
@@ -19,6 +20,7 @@ pub mod normalize;
 pub mod set;
 
 pub use entry::{HashLineError, Hashed, Origin, parse_hash_lines};
+pub use hook::{HookError, OptOutHook};
 pub use key::{ExclusionKey, KeyError, KeySource};
 pub use list::{DEFAULT_RETENTION_DAYS, ExclusionError, ExclusionList, OpenReport, Receipt, Stats};
 

@@ -23,6 +23,7 @@ pub use problem::ApiError;
 
 use crate::auth::{KeyStore, TenantLimiter};
 use crate::domain::Region;
+use crate::exclusion::{ExclusionList, OptOutHook};
 use crate::pipeline::Pipeline;
 use crate::telemetry::Metrics;
 
@@ -30,6 +31,10 @@ use crate::telemetry::Metrics;
 #[derive(Clone)]
 pub struct AppState {
     pub pipeline: Pipeline,
+    /// The opt-out list; the pipeline checks it through [`crate::exclusion::ExclusionCheck`].
+    pub exclusion: Arc<ExclusionList>,
+    /// Run after every opt-out is durable and before it is acknowledged.
+    pub optout_hooks: Arc<Vec<Arc<dyn OptOutHook>>>,
     pub keys: Arc<KeyStore>,
     pub limiter: Arc<TenantLimiter>,
     pub metrics: Arc<Metrics>,
