@@ -13,10 +13,12 @@ use crate::exclusion::{
     KeySource, OptOutHook,
 };
 use crate::http::{self, AppState};
-use crate::pipeline::{Limits, Pipeline};
+use crate::pipeline::{Limits, Pipeline, Want};
 use crate::sources::SourceSet;
+use crate::sources::provider::{ProviderError, build_providers};
 use crate::sources::registry::Deps;
 use crate::telemetry::Metrics;
+use secrecy::ExposeSecret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -31,6 +33,8 @@ pub enum AppError {
     ExclusionKey(#[from] ExclusionKeyError),
     #[error("exclusion list: {0}")]
     Exclusion(#[from] ExclusionError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
 }
@@ -60,12 +64,22 @@ pub fn pipeline(
     let deps = Deps {
         http: http_client()?,
     };
-    let sources = SourceSet::build(&loaded.sources, &deps);
+    let env = |var: &str| {
+        loaded
+            .provider_keys
+            .get(var)
+            .map(|k| k.expose_secret().to_string())
+    };
+    let providers = build_providers(&loaded.config.providers, deps.http.clone(), &env)?;
+    let cache_ttl = Duration::from_secs(loaded.config.retention.source_cache_seconds);
+    let sources = SourceSet::build(&loaded.sources, providers, &deps, cache_ttl);
     let l = &loaded.config.lookup;
     let limits = Limits {
         default_timeout: Duration::from_millis(l.default_timeout_ms),
         max_timeout: Duration::from_millis(l.max_timeout_ms),
         max_hops: l.max_hops,
+        // Validated when the config was loaded.
+        default_want: Want::parse_all(&l.default_want).unwrap_or_default(),
     };
     Ok(Pipeline::new(sources, exclusion, limits, metrics))
 }
@@ -113,7 +127,7 @@ impl App {
         let c = &loaded.config;
         let exclusion = Arc::new(open_exclusion(loaded, data_dir)?);
         let pipeline = pipeline(loaded, exclusion.clone(), metrics.clone())?;
-        let optout_hooks: Vec<Arc<dyn OptOutHook>> = Vec::new();
+        let optout_hooks: Vec<Arc<dyn OptOutHook>> = vec![Arc::new(pipeline.source_cache())];
         let state = AppState {
             pipeline,
             exclusion,

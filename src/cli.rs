@@ -42,6 +42,21 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// List the configured sources and providers: enabled, key present, breaker state. With `--server`,
+    /// the live state of a running service.
+    Sources {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A running service to ask (`http://127.0.0.1:8080`); needs `--key`.
+        #[arg(long, requires = "key")]
+        server: Option<String>,
+        /// An API key of that service.
+        #[arg(long, env = "ENRICHD_KEY")]
+        key: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -128,6 +143,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { listen, common } => serve(listen, &common).await,
         Command::Lookup { query, common } => lookup(&query, &common).await,
+        Command::Sources {
+            json,
+            server,
+            key,
+            common,
+        } => sources(json, server.as_deref(), key.as_deref(), &common).await,
         Command::Keys {
             command:
                 KeysCommand::New {
@@ -224,6 +245,93 @@ async fn lookup(args: &LookupArgs, common: &Common) -> Result<(), Failure> {
     let result = pipeline.lookup(&query, LookupOptions::default()).await;
     let json = serde_json::to_string_pretty(&result).map_err(Failure::runtime)?;
     println!("{json}");
+    Ok(())
+}
+
+async fn sources(
+    json: bool,
+    server: Option<&str>,
+    key: Option<&str>,
+    common: &Common,
+) -> Result<(), Failure> {
+    let states: Vec<serde_json::Value> = match server {
+        Some(url) => {
+            let url = format!("{}/v1/sources", url.trim_end_matches('/'));
+            let resp = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(key.unwrap_or_default())
+                .send()
+                .await
+                .map_err(|e| Failure::runtime(format!("cannot reach {url}: {e}")))?;
+            if !resp.status().is_success() {
+                return Err(Failure::runtime(format!(
+                    "{url} answered HTTP {}",
+                    resp.status().as_u16()
+                )));
+            }
+            let body: serde_json::Value = resp.json().await.map_err(Failure::runtime)?;
+            body.get("sources")
+                .and_then(|s| s.as_array())
+                .cloned()
+                .unwrap_or_default()
+        }
+        None => {
+            let (loaded, _) = load(common)?;
+            let pipeline = app::pipeline(&loaded, Arc::new(NoExclusions), Arc::new(Metrics::new()))
+                .map_err(Failure::runtime)?;
+            pipeline
+                .source_states()
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()
+                .map_err(Failure::runtime)?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_string_pretty(&states)
+            .map_err(std::io::Error::other)
+            .and_then(|text| writeln!(out, "{text}"))
+    } else {
+        write_source_table(&mut out, &states)
+    };
+    written.map_err(Failure::runtime)
+}
+
+fn write_source_table(out: &mut impl Write, states: &[serde_json::Value]) -> std::io::Result<()> {
+    let text = |v: &serde_json::Value, k: &str| match v.get(k) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => "-".to_string(),
+        Some(other) => other.to_string(),
+    };
+    writeln!(
+        out,
+        "{:<22} {:<5} {:<8} {:<8} {:<10} {:>8}  NOTE",
+        "SOURCE", "KIND", "ENABLED", "KEY", "BREAKER", "RATE/MIN"
+    )?;
+    for s in states {
+        let note = match s.get("disabled").and_then(|d| d.as_str()) {
+            Some(why) => why.to_string(),
+            None if s.get("paused").and_then(|p| p.as_bool()) == Some(true) => {
+                "paused by upstream Retry-After".to_string()
+            }
+            None => text(s, "endpoint"),
+        };
+        writeln!(
+            out,
+            "{:<22} {:<5} {:<8} {:<8} {:<10} {:>8}  {note}",
+            text(s, "name"),
+            text(s, "kind"),
+            if s.get("enabled").and_then(|e| e.as_bool()) == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            text(s, "key"),
+            text(s, "breaker"),
+            text(s, "rate_per_minute"),
+        )?;
+    }
     Ok(())
 }
 

@@ -119,8 +119,11 @@ impl Enrichment {
     }
 }
 
-/// `a@b.com (valid)` when a source said something about the address.
+/// `a@b.com (valid)`: the address's status, or what a source said about it.
 fn with_detail(s: &Sourced) -> String {
+    if let Some(status) = s.status {
+        return format!("{} ({})", s.value, status.as_str());
+    }
     match &s.detail {
         Some(d) if !d.trim().is_empty() => format!("{} ({})", s.value, d.trim()),
         _ => s.value.clone(),
@@ -338,6 +341,8 @@ mod tests {
             confidence: 0.8,
             sources: vec!["s".into()],
             detail: Some("valid".into()),
+            status: None,
+            evidence: None,
         });
         let e = Enrichment::from_profile(&p);
         assert_eq!(e.emails, ["ada@x.com (valid)"]);

@@ -65,6 +65,8 @@ fn sourced(v: &str, detail: Option<&str>) -> Sourced {
         confidence: 0.9,
         sources: vec!["fake".into()],
         detail: detail.map(str::to_string),
+        status: None,
+        evidence: None,
     }
 }
 

@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use secrecy::SecretString;
 use serde::Deserialize;
+
+use crate::pipeline::Want;
 
 use crate::domain::Region;
 use crate::sources::SourceOverrides;
@@ -51,6 +54,8 @@ pub struct LookupConfig {
     pub max_timeout_ms: u64,
     /// How many times the fan-out follows identifiers that sources reported.
     pub max_hops: u32,
+    /// Fields the paid-provider waterfall stops at when a lookup names none (`want`).
+    pub default_want: Vec<String>,
     /// ISO region for national phone numbers (`"FR"`); unset means numbers must be international.
     pub default_region: Option<String>,
 }
@@ -91,6 +96,7 @@ impl Default for LookupConfig {
             default_timeout_ms: 3_000,
             max_timeout_ms: 15_000,
             max_hops: 2,
+            default_want: vec!["email".into(), "phone".into()],
             default_region: None,
         }
     }
@@ -140,6 +146,8 @@ pub struct Loaded {
     pub config: Config,
     pub sources: BTreeMap<&'static str, SourceConfig>,
     pub region: Option<Region>,
+    /// The values of the env vars that providers name in `auth_env`, read at load time.
+    pub provider_keys: BTreeMap<String, SecretString>,
 }
 
 impl Config {
@@ -165,11 +173,18 @@ impl Config {
         let lookup_env = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let sources = registry::resolve(&config.sources, &lookup_env)?;
         provider::validate(&config.providers)?;
+        let provider_keys = config
+            .providers
+            .iter()
+            .filter_map(|p| p.auth_env.as_deref())
+            .filter_map(|var| Some((var.to_string(), SecretString::from(lookup_env(var)?))))
+            .collect();
         let region = config.validate()?;
         Ok(Loaded {
             config,
             sources,
             region,
+            provider_keys,
         })
     }
 
@@ -191,6 +206,12 @@ impl Config {
             return invalid(
                 "lookup.default_timeout_ms",
                 "must be above 0 and at most lookup.max_timeout_ms",
+            );
+        }
+        if let Err(unknown) = Want::parse_all(&l.default_want) {
+            return invalid(
+                "lookup.default_want",
+                &format!("names '{unknown}'; known fields are {}", Want::names()),
             );
         }
         if self.tenants.rate_per_minute == 0 {

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::body::{JsonBody, query};
 use super::{ApiError, AppState, Tenant};
 use crate::domain::{Query, QueryInput};
-use crate::pipeline::{Lookup, LookupOptions};
+use crate::pipeline::{Lookup, LookupOptions, Want};
 
 /// The JSON body of `POST /v1/lookup`.
 #[derive(Debug, Deserialize)]
@@ -31,6 +31,16 @@ pub struct LookupRequest {
     domain: Option<String>,
     sources: Option<Vec<String>>,
     timeout_ms: Option<u64>,
+    /// Fields the paid waterfall looks for (`["email", "phone"]`).
+    want: Option<Vec<String>>,
+}
+
+/// What a lookup request asks besides the person: which sources, how long, which fields.
+#[derive(Debug, Default)]
+pub struct Asked {
+    pub sources: Option<Vec<String>>,
+    pub timeout_ms: Option<u64>,
+    pub want: Option<Vec<String>>,
 }
 
 /// The query string of `GET /v1/lookup`: the same fields, `sources` comma-separated.
@@ -47,6 +57,7 @@ pub struct LookupParams {
     domain: Option<String>,
     sources: Option<String>,
     timeout_ms: Option<String>,
+    want: Option<String>,
 }
 
 pub async fn post(
@@ -65,7 +76,12 @@ pub async fn post(
         company: req.company,
         domain: req.domain,
     };
-    answer(&state, &headers, &input, req.sources, req.timeout_ms).await
+    let asked = Asked {
+        sources: req.sources,
+        timeout_ms: req.timeout_ms,
+        want: req.want,
+    };
+    answer(&state, &headers, &input, asked).await
 }
 
 pub async fn get(
@@ -89,12 +105,17 @@ pub async fn get(
             )
         })?),
     };
-    let sources = p.sources.map(|s| {
+    let list = |s: String| {
         s.split(',')
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty())
             .collect()
-    });
+    };
+    let asked = Asked {
+        sources: p.sources.map(list),
+        timeout_ms,
+        want: p.want.map(list),
+    };
     let input = QueryInput {
         email: p.email,
         phone: p.phone,
@@ -105,17 +126,16 @@ pub async fn get(
         company: p.company,
         domain: p.domain,
     };
-    answer(&state, &headers, &input, sources, timeout_ms).await
+    answer(&state, &headers, &input, asked).await
 }
 
 async fn answer(
     state: &AppState,
     headers: &HeaderMap,
     input: &QueryInput,
-    sources: Option<Vec<String>>,
-    timeout_ms: Option<u64>,
+    asked: Asked,
 ) -> Result<Response, ApiError> {
-    let (query, opts) = validate(state, input, sources, timeout_ms)?;
+    let (query, opts) = validate(state, input, asked)?;
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -133,12 +153,17 @@ async fn answer(
     }
 }
 
-fn validate(
+/// Parses the person and the options; every invalid field is named in one 422.
+pub fn validate(
     state: &AppState,
     input: &QueryInput,
-    sources: Option<Vec<String>>,
-    timeout_ms: Option<u64>,
+    asked: Asked,
 ) -> Result<(Query, LookupOptions), ApiError> {
+    let Asked {
+        sources,
+        timeout_ms,
+        want,
+    } = asked;
     let (query, mut errors) = match Query::parse(input, state.region) {
         Ok(q) => (Some(q), Vec::new()),
         Err(errors) => (None, errors),
@@ -164,6 +189,18 @@ fn validate(
             ));
         }
     }
+    let want = match want.as_deref().map(Want::parse_all) {
+        None => None,
+        Some(Ok(w)) => Some(w),
+        Some(Err(bad)) => {
+            let bad: String = bad.chars().take(40).collect();
+            errors.push(crate::domain::FieldError::new(
+                "want",
+                format!("want names '{bad}'; known fields are {}", Want::names()),
+            ));
+            None
+        }
+    };
     let query = match query {
         Some(q) if errors.is_empty() => q,
         _ => return Err(ApiError::Invalid(errors)),
@@ -174,6 +211,7 @@ fn validate(
             timeout: timeout_ms.map(Duration::from_millis),
             sources,
             events: None,
+            want,
         },
     ))
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod extract;
 mod lookup;
 mod ops;
 mod problem;
@@ -14,7 +15,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -52,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/v1/lookup", get(lookup::get).post(lookup::post))
+        .route("/v1/extract", post(extract::post))
+        .route("/v1/sources", get(ops::sources))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.max_json_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), guard))

@@ -38,3 +38,11 @@ pub async fn openapi() -> impl IntoResponse {
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("route")
 }
+
+/// `GET /v1/sources`: every configured source and provider with its live state.
+pub async fn sources(
+    State(state): State<AppState>,
+    _: super::Tenant,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "sources": state.pipeline.source_states() }))
+}

@@ -1,8 +1,12 @@
 //! The concurrent fan-out: every enabled source that can use an identifier is called at once, each under
 //! its own timeout and all under one deadline; identifiers that sources report are followed (hops) within
 //! the same deadline. Partial results are kept: a slow or broken source never breaks the lookup.
+//!
+//! Paid providers do not join the concurrent fan-out. Once the free sources have settled, they run as a
+//! waterfall: one at a time in their configured order, each on the best identifier it accepts, and only
+//! while a wanted field ([`Want`]) is still missing.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -10,6 +14,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::want::{self, Want};
 use super::{Inner, Lookup, SourceEvent, SourceReport};
 use crate::domain::{Identifier, Query};
 use crate::profile::{self, Observation, Reported};
@@ -37,6 +42,7 @@ pub(super) async fn run(
     timeout: Duration,
     only: Option<&[String]>,
     events: Option<mpsc::UnboundedSender<SourceEvent>>,
+    wanted: &[Want],
 ) -> Lookup {
     let start = Instant::now();
     let deadline = start + timeout;
@@ -64,10 +70,16 @@ pub(super) async fn run(
                 progress[i].status = SourceStatus::Miss;
             }
         }
-        return finish(inner, sources, progress, start, true);
+        return finish(inner, sources, progress, start, true, 0.0);
     }
 
     let mut seen: HashSet<Identifier> = HashSet::new();
+    // Identifiers in the order they became known: the query's first, the best for a paid call.
+    let mut known: Vec<Identifier> = Vec::new();
+    let mut waterfall: VecDeque<usize> = (0..sources.len())
+        .filter(|&i| selected[i] && sources[i].paid)
+        .collect();
+    let mut cost = 0.0;
     let mut tried: HashSet<(usize, Identifier)> = HashSet::new();
     let mut calls = FuturesUnordered::new();
     let mut frontier: Vec<(Identifier, u32)> = initial.into_iter().map(|id| (id, 0)).collect();
@@ -78,16 +90,35 @@ pub(super) async fn run(
             if !seen.insert(id.clone()) {
                 continue;
             }
+            known.push(id.clone());
             for (i, s) in sources.iter().enumerate() {
-                if selected[i] && s.source.accepts(&id) && tried.insert((i, id.clone())) {
+                if selected[i] && !s.paid && s.source.accepts(&id) && tried.insert((i, id.clone()))
+                {
                     progress[i].in_flight += 1;
                     progress[i].first_start.get_or_insert_with(Instant::now);
                     calls.push(call(i, s, id.clone(), hop, deadline));
                 }
             }
         }
-        let next = tokio::time::timeout_at(deadline, calls.next()).await;
-        let Ok(Some(done)) = next else { break };
+        let done = match tokio::time::timeout_at(deadline, calls.next()).await {
+            Ok(Some(done)) => done,
+            // Everything asked has answered: the waterfall may ask the next paid provider.
+            Ok(None) => {
+                let observed = progress.iter().flat_map(|p| p.observations.iter());
+                if want::missing(wanted, query, observed).is_empty() {
+                    break;
+                }
+                let Some((i, id)) = next_paid(&mut waterfall, sources, &known) else {
+                    break;
+                };
+                tried.insert((i, id.clone()));
+                progress[i].in_flight += 1;
+                progress[i].first_start.get_or_insert_with(Instant::now);
+                calls.push(call(i, &sources[i], id, 0, deadline));
+                continue;
+            }
+            Err(_) => break,
+        };
         let p = &mut progress[done.source];
         let source = &sources[done.source];
         let now = Instant::now();
@@ -120,6 +151,12 @@ pub(super) async fn run(
             SourceStatus::Hit
         };
         p.status = p.status_or(status);
+        if source.paid && status == SourceStatus::Hit {
+            cost += source.cost_per_hit;
+            inner
+                .metrics
+                .provider_cost(source.name(), source.cost_per_hit);
+        }
         let found: Vec<Identifier> = observations
             .iter()
             .filter_map(Observation::identifier)
@@ -150,7 +187,22 @@ pub(super) async fn run(
         p.last_end = Some(deadline.min(Instant::now()));
     }
     drop(calls);
-    finish(inner, sources, progress, start, withheld)
+    finish(inner, sources, progress, start, withheld, cost)
+}
+
+/// The next paid provider in the waterfall that accepts a known identifier, with the first such
+/// identifier. Providers that accept none stay `skipped`.
+fn next_paid(
+    waterfall: &mut VecDeque<usize>,
+    sources: &[Registered],
+    known: &[Identifier],
+) -> Option<(usize, Identifier)> {
+    while let Some(i) = waterfall.pop_front() {
+        if let Some(id) = known.iter().find(|id| sources[i].source.accepts(id)) {
+            return Some((i, id.clone()));
+        }
+    }
+    None
 }
 
 impl Progress {
@@ -211,6 +263,7 @@ fn finish(
     progress: Vec<Progress>,
     start: Instant,
     mut withheld: bool,
+    cost: f64,
 ) -> Lookup {
     let reported: Vec<Reported<'_>> = sources
         .iter()
@@ -226,6 +279,9 @@ fn finish(
     } else {
         profile::merge(&reported)
     };
+    if let Some(p) = profile.as_mut() {
+        profile::annotate_emails(p);
+    }
     if profile
         .as_ref()
         .is_some_and(|p| inner.exclusion.any_excluded(&p.identifiers()))
@@ -255,6 +311,8 @@ fn finish(
         profile,
         sources,
         took_ms: millis(start.elapsed()),
+        // What was spent is in the metrics; a withheld answer must not hint at a paid hit.
+        cost: if withheld { 0.0 } else { cost },
         withheld,
     }
 }

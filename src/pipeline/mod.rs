@@ -4,6 +4,7 @@
 
 mod fanout;
 mod outcome;
+mod want;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use outcome::{Lookup, SourceEvent, SourceReport};
+pub use want::Want;
 
 use crate::domain::Query;
 use crate::exclusion::ExclusionCheck;
@@ -18,11 +20,13 @@ use crate::sources::SourceSet;
 use crate::telemetry::Metrics;
 
 /// Deadline and hop limits for every lookup.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub default_timeout: Duration,
     pub max_timeout: Duration,
     pub max_hops: u32,
+    /// Fields the paid waterfall looks for when a lookup names none.
+    pub default_want: Vec<Want>,
 }
 
 /// Per-lookup options.
@@ -34,6 +38,8 @@ pub struct LookupOptions {
     pub sources: Option<Vec<String>>,
     /// Progress events, one per finished source call, carrying no values.
     pub events: Option<mpsc::UnboundedSender<SourceEvent>>,
+    /// Fields the paid waterfall stops at; the configured default when `None`.
+    pub want: Option<Vec<Want>>,
 }
 
 /// The shared lookup pipeline. Cheap to clone.
@@ -71,6 +77,16 @@ impl Pipeline {
         self.inner.sources.names().map(str::to_string).collect()
     }
 
+    /// The answer cache shared by the sources' guards.
+    pub fn source_cache(&self) -> crate::sources::etiquette::SourceCache {
+        self.inner.sources.cache().clone()
+    }
+
+    /// Every configured source and provider with its live state (breaker, pause, cache).
+    pub fn source_states(&self) -> Vec<crate::sources::registry::SourceState> {
+        self.inner.sources.states()
+    }
+
     pub fn exclusion(&self) -> &Arc<dyn ExclusionCheck> {
         &self.inner.exclusion
     }
@@ -89,6 +105,7 @@ impl Pipeline {
             timeout,
             opts.sources.as_deref(),
             opts.events,
+            opts.want.as_deref().unwrap_or(&limits.default_want),
         )
         .await;
         self.inner.metrics.lookup_finished(lookup.outcome_label());

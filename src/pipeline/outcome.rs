@@ -27,6 +27,8 @@ pub struct Lookup {
     pub profile: Option<Profile>,
     pub sources: Vec<SourceReport>,
     pub took_ms: u64,
+    /// What the paid providers' hits in this lookup cost, in the operator's currency unit.
+    pub cost: f64,
     /// Whether the answer was withheld for the exclusion list. Never serialised: an excluded answer
     /// must look exactly like a miss. Used for metrics only.
     #[serde(skip)]

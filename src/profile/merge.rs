@@ -54,6 +54,8 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
             confidence: round3(agreement * share),
             sources: g.sources.keys().map(|s| (*s).to_string()).collect(),
             detail: g.detail.clone(),
+            status: None,
+            evidence: None,
         });
     }
     for values in by_field.values_mut() {

@@ -2,10 +2,12 @@
 //!
 //! Merging is pure: no I/O, no clock. It lives in [`merge`].
 
+mod email_status;
 mod merge;
 
 use serde::Serialize;
 
+pub use email_status::{EmailStatus, annotate as annotate_emails};
 pub use merge::merge;
 
 use crate::domain::{Email, Identifier, PhoneE164, ProfileUrl};
@@ -105,6 +107,12 @@ pub struct Sourced {
     pub sources: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Emails only: what the lookup learned about the address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<EmailStatus>,
+    /// Emails only: why `status` is what it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 /// The best value for a single-valued field, and the conflicting ones, ranked.

@@ -57,9 +57,24 @@ pub struct Registered {
     pub timeout: Duration,
     /// Prior reliability in (0, 1), used by the merge.
     pub weight: f64,
+    /// A paid provider: called in the waterfall, one at a time, only while wanted fields are missing.
+    pub paid: bool,
+    /// What one hit costs (paid providers).
+    pub cost_per_hit: f64,
 }
 
 impl Registered {
+    /// A free source, called concurrently with the others.
+    pub fn free(source: Arc<dyn Source>, timeout_ms: u64, weight: f64) -> Self {
+        Self {
+            source,
+            timeout: Duration::from_millis(timeout_ms),
+            weight,
+            paid: false,
+            cost_per_hit: 0.0,
+        }
+    }
+
     pub fn name(&self) -> &str {
         self.source.name()
     }

@@ -52,6 +52,7 @@ pub struct Metrics {
     optouts: Counter,
     in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     overloaded: Counter<u64, AtomicU64>,
+    provider_cost: Family<SourceName, Counter<f64, AtomicU64>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -77,7 +78,13 @@ impl Metrics {
             optouts: Counter::default(),
             in_flight: Gauge::default(),
             overloaded: Counter::default(),
+            provider_cost: Family::default(),
         };
+        registry.register(
+            "provider_cost",
+            "What paid providers' hits cost, by provider, in the operator's currency unit",
+            m.provider_cost.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route template, method and status",
@@ -147,6 +154,14 @@ impl Metrics {
                 source: source.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn provider_cost(&self, source: &str, amount: f64) {
+        self.provider_cost
+            .get_or_create(&SourceName {
+                source: source.to_string(),
+            })
+            .inc_by(amount);
     }
 
     pub fn lookup_finished(&self, outcome: &'static str) {

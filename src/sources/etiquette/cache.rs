@@ -142,3 +142,19 @@ impl SourceCache {
         self.entries.insert(key, cached).await;
     }
 }
+
+/// An opt-out forgets every cached answer: entries are keyed by a keyed hash of the input, so the
+/// person's own entries cannot be picked out, and the cache only saves minutes of upstream calls.
+impl crate::exclusion::OptOutHook for SourceCache {
+    fn name(&self) -> &'static str {
+        "source_cache"
+    }
+
+    fn opted_out<'a>(
+        &'a self,
+        _ids: &'a [crate::domain::Identifier],
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::exclusion::HookError>> {
+        self.invalidate_all();
+        Box::pin(std::future::ready(Ok(())))
+    }
+}

@@ -119,6 +119,8 @@ pub struct Compiled {
     pub name: String,
     pub enabled: bool,
     pub url: Template,
+    /// Scheme, host and port of `url` (the template's literal part), for listings.
+    pub endpoint: String,
     pub method: HttpMethod,
     pub body: Option<BodyTemplate>,
     pub headers: HeaderMap,
@@ -273,6 +275,7 @@ fn compile(c: &ProviderConfig) -> Result<Compiled, ProviderError> {
     Ok(Compiled {
         name: c.name.clone(),
         enabled: c.enabled,
+        endpoint: endpoint_of(&c.url),
         url,
         method: c.method,
         body,
@@ -315,4 +318,14 @@ fn check_url(url: &Template) -> Result<(), String> {
         return Err("must not have a placeholder in its scheme, host or port".into());
     }
     Ok(())
+}
+
+/// `scheme://host[:port]` of a URL template whose scheme, host and port are literal.
+fn endpoint_of(raw: &str) -> String {
+    let cut = raw
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| raw[start..].find(['/', '?', '{']).map(|end| start + end))
+        .unwrap_or(raw.len());
+    raw[..cut].to_string()
 }

@@ -11,7 +11,7 @@ use crate::domain::{DomainName, Email, PhoneE164, ProfileUrl};
 use crate::profile::{Field, Observation};
 
 /// The field names a `fields` table may use.
-pub const FIELD_NAMES: [&str; 15] = [
+pub const FIELD_NAMES: [&str; 16] = [
     "full_name",
     "first_name",
     "last_name",
@@ -27,6 +27,17 @@ pub const FIELD_NAMES: [&str; 15] = [
     "bio",
     "website",
     "twitter",
+    "email_status",
+];
+
+/// Verdicts an `email_status` pointer may yield (Hunter's vocabulary, which enrichd reports too).
+const EMAIL_STATUSES: [&str; 6] = [
+    "valid",
+    "invalid",
+    "accept_all",
+    "webmail",
+    "disposable",
+    "unknown",
 ];
 
 /// Free text values longer than this are not a name or a title: dropped.
@@ -59,6 +70,8 @@ enum Kind {
     Twitter,
     Domain,
     Url(Field),
+    /// Not a value: the provider's verdict on the email(s) it reported, attached as their detail.
+    EmailStatus,
 }
 
 /// One row of the `fields` table, checked.
@@ -87,6 +100,7 @@ impl FieldMap {
             "profile_url" => Kind::Profile,
             "photo" => Kind::Url(Field::Photo),
             "website" => Kind::Url(Field::Website),
+            "email_status" => Kind::EmailStatus,
             other => {
                 return Err(format!(
                     "'{other}' is not a profile field; known fields are {}",
@@ -108,6 +122,9 @@ impl FieldMap {
 
     /// The values this field takes in `doc`.
     fn read(&self, doc: &Value, out: &mut Vec<Observation>) {
+        if self.kind == Kind::EmailStatus {
+            return;
+        }
         for pointer in &self.pointers {
             for raw in strings_at(doc.pointer(pointer)) {
                 if let Some(o) = self.observe(raw.trim()) {
@@ -145,6 +162,7 @@ impl FieldMap {
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https"))
                 .map(|u| Observation::new(field, u.as_str())),
+            Kind::EmailStatus => None,
         }
     }
 }
@@ -154,6 +172,18 @@ pub fn observations(mappings: &[FieldMap], doc: &Value) -> Vec<Observation> {
     let mut out = Vec::new();
     for m in mappings {
         m.read(doc, &mut out);
+    }
+    let verdict = mappings
+        .iter()
+        .filter(|m| m.kind == Kind::EmailStatus)
+        .flat_map(|m| m.pointers.iter())
+        .flat_map(|p| strings_at(doc.pointer(p)))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .find(|v| EMAIL_STATUSES.contains(&v.as_str()));
+    if let Some(verdict) = verdict {
+        for o in out.iter_mut().filter(|o| o.field == Field::Email) {
+            o.detail = Some(verdict.clone());
+        }
     }
     out
 }
@@ -210,6 +240,26 @@ mod tests {
     fn map(name: &str, pointers: &[&str]) -> FieldMap {
         let ps = Pointers::Many(pointers.iter().map(|p| p.to_string()).collect());
         FieldMap::parse(name, &ps).expect("valid mapping")
+    }
+
+    #[test]
+    fn an_email_status_verdict_becomes_the_emails_detail() {
+        let doc = serde_json::json!({"data": {"email": "ada@acme.example",
+            "verification": {"status": "Accept_All"}}});
+        let maps = [
+            map("email", &["/data/email"]),
+            map("email_status", &["/data/verification/status"]),
+        ];
+        let got = observations(&maps, &doc);
+        assert_eq!(got.len(), 1, "the verdict is not a value of its own");
+        assert_eq!(got[0].detail.as_deref(), Some("accept_all"));
+        let odd = serde_json::json!({"data": {"email": "ada@acme.example",
+            "verification": {"status": "probably"}}});
+        assert_eq!(
+            observations(&maps, &odd)[0].detail,
+            None,
+            "unknown verdicts are dropped"
+        );
     }
 
     #[test]

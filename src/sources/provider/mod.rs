@@ -58,6 +58,8 @@ pub struct ProviderSource {
     pub concurrency: usize,
     /// Why the provider is not called (`enabled = false`, key missing); `None` when it is active.
     pub disabled: Option<String>,
+    /// Scheme, host and port of the URL template, for listings (never a key or a filled value).
+    pub endpoint: String,
 }
 
 impl ProviderSource {
@@ -71,6 +73,8 @@ impl ProviderSource {
             source: Arc::clone(&self.source),
             timeout: self.timeout,
             weight: self.weight,
+            paid: self.paid,
+            cost_per_hit: self.cost_per_hit,
         }
     }
 
@@ -144,6 +148,7 @@ pub fn build_providers(
             rate_per_minute: spec.rate_per_minute,
             concurrency: spec.concurrency,
             disabled,
+            endpoint: spec.endpoint.clone(),
             source: Arc::new(provider),
         });
     }
