@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::want::{self, Want};
 use super::{Inner, Lookup, SourceEvent, SourceReport};
 use crate::domain::{Identifier, Query};
-use crate::profile::{self, Observation, Reported};
+use crate::profile::{self, Field, Observation, Reported};
 use crate::sources::{Registered, SourceError, SourceStatus};
 
 /// What one source did over the whole lookup (it may be called once per identifier it accepts).
@@ -32,6 +32,7 @@ struct Progress {
 struct CallResult {
     source: usize,
     hop: u32,
+    id: Identifier,
     started: Instant,
     result: Result<Vec<Observation>, SourceError>,
 }
@@ -129,7 +130,7 @@ pub(super) async fn run(
             .metrics
             .source_call(source.name(), status_of(&done.result), latency);
         let observations = match done.result {
-            Ok(obs) => obs,
+            Ok(obs) => confirmed(obs, &done.id),
             Err(SourceError::Objected) => {
                 tracing::info!(
                     source = source.name(),
@@ -190,6 +191,25 @@ pub(super) async fn run(
     finish(inner, sources, progress, start, withheld, cost)
 }
 
+/// A source that found a person by their email address confirms the address: it is added as that
+/// source's own observation (the email status counts it as evidence). Facts about the domain alone (DNS,
+/// RDAP) confirm nothing.
+fn confirmed(mut observations: Vec<Observation>, id: &Identifier) -> Vec<Observation> {
+    let Identifier::Email(email) = id else {
+        return observations;
+    };
+    let about_a_person = observations
+        .iter()
+        .any(|o| !matches!(o.field, Field::Fact(_)));
+    let listed = observations
+        .iter()
+        .any(|o| o.field == Field::Email && o.value == email.as_str());
+    if about_a_person && !listed {
+        observations.push(Observation::email(email));
+    }
+    observations
+}
+
 /// The next paid provider in the waterfall that accepts a known identifier, with the first such
 /// identifier. Providers that accept none stay `skipped`.
 fn next_paid(
@@ -226,6 +246,7 @@ async fn call(i: usize, s: &Registered, id: Identifier, hop: u32, deadline: Inst
     CallResult {
         source: i,
         hop,
+        id,
         started,
         result,
     }
