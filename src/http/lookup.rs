@@ -173,7 +173,7 @@ fn validate(
         LookupOptions {
             timeout: timeout_ms.map(Duration::from_millis),
             sources,
-            events: None,
+            ..LookupOptions::default()
         },
     ))
 }

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 pub use outcome::{Lookup, SourceEvent, SourceReport};
 
 use crate::domain::Query;
-use crate::exclusion::ExclusionCheck;
-use crate::sources::SourceSet;
+use crate::exclusion::{ExclusionCheck, NoExclusions};
+use crate::sources::{Registered, SourceSet};
 use crate::telemetry::Metrics;
 
 /// Deadline and hop limits for every lookup.
@@ -34,12 +34,19 @@ pub struct LookupOptions {
     pub sources: Option<Vec<String>>,
     /// Progress events, one per finished source call, carrying no values.
     pub events: Option<mpsc::UnboundedSender<SourceEvent>>,
+    /// Skips the exclusion list, before fan-out and after merge. Only for the lookup that expands an
+    /// opt-out ([`crate::optout`]): the person is already on the list, so a checked lookup would find
+    /// nothing. Its result must never leave the process: it is hashed onto the list and dropped. Such
+    /// lookups are not counted in `enrichd_lookups_total`.
+    pub bypass_exclusion_for_optout_expansion: bool,
 }
 
 /// The shared lookup pipeline. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
     inner: Arc<Inner>,
+    /// The same sources without the exclusion list, for opt-out expansion only.
+    unchecked: Arc<Inner>,
 }
 
 struct Inner {
@@ -56,6 +63,12 @@ impl Pipeline {
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let unchecked = Arc::new(Inner {
+            sources: sources.clone(),
+            exclusion: Arc::new(NoExclusions),
+            limits,
+            metrics: metrics.clone(),
+        });
         Self {
             inner: Arc::new(Inner {
                 sources,
@@ -63,6 +76,7 @@ impl Pipeline {
                 limits,
                 metrics,
             }),
+            unchecked,
         }
     }
 
@@ -75,23 +89,29 @@ impl Pipeline {
         &self.inner.exclusion
     }
 
+    /// The enabled sources with their settings, in fan-out order (the privacy notice lists them).
+    pub fn sources(&self) -> &[Registered] {
+        &self.inner.sources.sources
+    }
+
     /// Looks a person up. Never fails: sources that fail are reported with their status, and a query or
     /// result that touches the exclusion list answers exactly like a miss.
     pub async fn lookup(&self, query: &Query, opts: LookupOptions) -> Lookup {
-        let limits = &self.inner.limits;
+        let expansion = opts.bypass_exclusion_for_optout_expansion;
+        let inner = if expansion {
+            &self.unchecked
+        } else {
+            &self.inner
+        };
+        let limits = &inner.limits;
         let timeout = opts
             .timeout
             .unwrap_or(limits.default_timeout)
             .min(limits.max_timeout);
-        let lookup = fanout::run(
-            &self.inner,
-            query,
-            timeout,
-            opts.sources.as_deref(),
-            opts.events,
-        )
-        .await;
-        self.inner.metrics.lookup_finished(lookup.outcome_label());
+        let lookup = fanout::run(inner, query, timeout, opts.sources.as_deref(), opts.events).await;
+        if !expansion {
+            inner.metrics.lookup_finished(lookup.outcome_label());
+        }
         lookup
     }
 }
