@@ -2,4 +2,5 @@
 
 mod helpers;
 mod lookup;
+mod optout;
 mod streaming;
