@@ -3,4 +3,5 @@
 mod helpers;
 mod lookup;
 mod optout;
+mod optout_spellings;
 mod streaming;
