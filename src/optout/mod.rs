@@ -99,6 +99,7 @@ impl OptOut {
         let found = self.expand(query).await;
         let expanded = found.len();
         let mut all = given;
+        let mut unfinished = Vec::new();
         if !found.is_empty() {
             match self.add(found.clone(), Origin::Expansion).await {
                 Ok(r) => {
@@ -108,14 +109,12 @@ impl OptOut {
                 }
                 Err(err) => {
                     tracing::error!(receipt = %receipt_id, error = %err, "Could not record the identifiers an opt-out's lookup found.");
-                    return Err(OptOutError::Incomplete {
-                        receipt_id,
-                        what: "blocking the other identifiers the sources know".into(),
-                    });
+                    unfinished.push("blocking the other identifiers the sources know".to_string());
                 }
             }
         }
 
+        // The hooks run even if the expansion could not be recorded: what was given must go.
         let failed = self.forget(&all).await;
         tracing::info!(
             receipt = %receipt_id,
@@ -126,12 +125,15 @@ impl OptOut {
             hooks_failed = failed.len(),
             "Opt-out recorded."
         );
-        if failed.is_empty() {
+        if !failed.is_empty() {
+            unfinished.push(format!("removing it from {}", failed.join(", ")));
+        }
+        if unfinished.is_empty() {
             Ok(Acknowledged { receipt_id })
         } else {
             Err(OptOutError::Incomplete {
                 receipt_id,
-                what: format!("removing it from {}", failed.join(", ")),
+                what: unfinished.join(" and "),
             })
         }
     }
@@ -203,9 +205,11 @@ impl OptOut {
             .await
             .map_err(|e| OptOutError::NotRecorded(Box::new(e)))?
             .map_err(|e| OptOutError::NotRecorded(Box::new(e)))?;
-        self.metrics.optout(origin.as_str());
-        self.metrics
-            .exclusion_entries_added(origin.as_str(), receipt.added);
+        if receipt.added + receipt.already_present > 0 {
+            self.metrics.optout(origin.as_str());
+            self.metrics
+                .exclusion_entries_added(origin.as_str(), receipt.added);
+        }
         let failed = match &import {
             Import::Identifiers(ids) => self.forget(ids).await,
             Import::Hashes(hashes) => self.run_hooks(|hook| hook.opted_out_hashes(hashes)).await,

@@ -258,6 +258,16 @@ impl Server {
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_custom(config, env, |_| {}).await
+    }
+
+    /// Like [`Server::start_with_env`], with a chance to change the built app (register opt-out
+    /// hooks, ...) before it serves.
+    pub async fn start_custom(
+        config: &str,
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut App),
+    ) -> Self {
         capture_logs();
         let vars: Vec<(String, String)> = env
             .iter()
@@ -267,7 +277,8 @@ impl Server {
             Config::from_toml(&loopback_only(config), &vars).expect("test config is valid");
         assert_loopback(&loaded);
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let app = App::build(&loaded, data_dir.path()).expect("app builds");
+        let mut app = App::build(&loaded, data_dir.path()).expect("app builds");
+        customize(&mut app);
         let key = app
             .state
             .keys

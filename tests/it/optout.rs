@@ -804,3 +804,113 @@ async fn openapi_documents_the_opt_out_admin_and_privacy_routes() {
     assert_eq!(doc["paths"]["/v1/optout"]["post"]["security"], json!([]));
     server.stop().await;
 }
+
+/// A store that fails its first purge and records, for each call, what it was given and whether the
+/// list already held it.
+struct FlakyStore {
+    list: std::sync::Arc<enrichd::exclusion::ExclusionList>,
+    calls: std::sync::Mutex<Vec<Vec<(String, bool)>>>,
+}
+
+impl enrichd::exclusion::OptOutHook for FlakyStore {
+    fn name(&self) -> &'static str {
+        "test_store"
+    }
+
+    fn opted_out<'a>(
+        &'a self,
+        ids: &'a [enrichd::domain::Identifier],
+    ) -> futures::future::BoxFuture<'a, Result<(), enrichd::exclusion::HookError>> {
+        use enrichd::exclusion::ExclusionCheck;
+        let seen: Vec<(String, bool)> = ids
+            .iter()
+            .map(|id| (id.canonical(), self.list.is_excluded(id)))
+            .collect();
+        let mut calls = self.calls.lock().expect("lock");
+        calls.push(seen);
+        let first = calls.len() == 1;
+        Box::pin(async move {
+            if first {
+                Err(enrichd::exclusion::HookError {
+                    what: "test_store",
+                    detail: "disk quota exceeded".into(),
+                })
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_failed_hook_is_a_503_that_says_the_opt_out_is_recorded_and_resubmitting_is_safe() {
+    let up = Upstreams::start().await;
+    up.gravatar_contact(
+        "hooked@example.com",
+        "Hooked Person",
+        &["+44 20 7946 0999"],
+        None,
+        &[],
+    );
+    let store = std::sync::Arc::new(std::sync::OnceLock::new());
+    let server = Server::start_custom(&up.config(), &[], {
+        let store = store.clone();
+        move |app| {
+            let hook = std::sync::Arc::new(FlakyStore {
+                list: app.state.exclusion.clone(),
+                calls: std::sync::Mutex::new(Vec::new()),
+            });
+            let _ = store.set(hook.clone());
+            app.state.optout_hooks = std::sync::Arc::new(vec![
+                hook as std::sync::Arc<dyn enrichd::exclusion::OptOutHook>,
+            ]);
+        }
+    })
+    .await;
+
+    let first = server
+        .anon(Method::POST, "/v1/optout")
+        .json(&json!({"email": "hooked@example.com"}))
+        .send()
+        .await
+        .expect("optout");
+    assert_eq!(first.status(), 503);
+    assert_eq!(first.headers()["retry-after"], "5");
+    assert_eq!(first.headers()["content-type"], "application/problem+json");
+    let problem: Value = first.json().await.expect("json");
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(detail.contains("is recorded"), "{detail}");
+    assert!(detail.contains("again is safe"), "{detail}");
+    assert!(
+        !detail.contains("quota"),
+        "the hook's own error stays in the log"
+    );
+    let hits = up.total_hits();
+    let (_, body) = server.lookup(json!({"email": "hooked@example.com"})).await;
+    assert_eq!(body["found"], false, "already enforced");
+    assert_eq!(up.total_hits(), hits);
+
+    let (second, _) = server.optout(json!({"email": "hooked@example.com"})).await;
+
+    assert_eq!(second, 200, "resubmitting completes it");
+    let calls = store
+        .get()
+        .expect("hook registered")
+        .calls
+        .lock()
+        .expect("lock")
+        .clone();
+    assert_eq!(calls.len(), 2);
+    let mut given: Vec<&str> = calls[0].iter().map(|(id, _)| id.as_str()).collect();
+    given.sort_unstable();
+    assert_eq!(
+        given,
+        ["+442079460999", "hooked@example.com"],
+        "given and expanded"
+    );
+    assert!(
+        calls.iter().flatten().all(|(_, listed)| *listed),
+        "hooks run only once the list holds every identifier"
+    );
+    server.stop().await;
+}
