@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::auth::ClientLimiter;
 use crate::auth::{KeyError, KeyStore, TenantLimiter};
 use crate::config::Loaded;
+use crate::exclusion::log::LOG_FILE_NAME;
 use crate::exclusion::{
-    ExclusionCheck, ExclusionError, ExclusionKey, ExclusionList, KeyError as ExclusionKeyError,
-    KeySource, OptOutHook,
+    ExclusionCheck, ExclusionError, ExclusionKey, ExclusionList, ExclusionSnapshot,
+    KeyError as ExclusionKeyError, KeySource, NoExclusions, OptOutHook,
 };
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, PrivacyNotice};
 use crate::pipeline::{Limits, Pipeline, Want};
 use crate::sources::SourceSet;
 use crate::sources::provider::{ProviderError, build_providers};
@@ -35,6 +37,11 @@ pub enum AppError {
     Exclusion(#[from] ExclusionError),
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    #[error(
+        "the exclusion log in {dir} exists but no exclusion key was found; set ENRICHD_EXCLUSION_KEY or \
+         exclusion.key_file to the key it was written with"
+    )]
+    ExclusionKeyMissing { dir: PathBuf },
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
 }
@@ -85,9 +92,12 @@ pub fn pipeline(
 }
 
 /// Opens the exclusion list under `<data_dir>/exclusion`, with the key from `ENRICHD_EXCLUSION_KEY`, or
-/// the key file, or (first run only) a generated development key, announced loudly.
+/// `exclusion.key_file`, or `<data_dir>/exclusion.key`, or (first run only) a generated development
+/// key, announced loudly. Takes the log's writer lock (a second process gets
+/// [`ExclusionError::is_locked`]) and compacts away records past `retention.exclusion_days`.
 pub fn open_exclusion(loaded: &Loaded, data_dir: &Path) -> Result<ExclusionList, AppError> {
-    let (key, source) = ExclusionKey::load(None, data_dir)?;
+    let key_file = loaded.config.exclusion.key_file.as_deref();
+    let (key, source) = ExclusionKey::load(key_file, data_dir)?;
     if let KeySource::Generated(path) = &source {
         tracing::warn!(
             path = %path.display(),
@@ -96,12 +106,8 @@ pub fn open_exclusion(loaded: &Loaded, data_dir: &Path) -> Result<ExclusionList,
         );
     }
     let retention = loaded.config.retention.exclusion_days;
-    let (list, report) = ExclusionList::open(
-        &data_dir.join("exclusion"),
-        key,
-        retention,
-        std::time::SystemTime::now(),
-    )?;
+    let now = std::time::SystemTime::now();
+    let (list, report) = ExclusionList::open(&data_dir.join("exclusion"), key, retention, now)?;
     if report.torn_records > 0 {
         tracing::warn!(
             torn_records = report.torn_records,
@@ -109,12 +115,43 @@ pub fn open_exclusion(loaded: &Loaded, data_dir: &Path) -> Result<ExclusionList,
             "exclusion log ended in a torn write (never acknowledged); truncated it"
         );
     }
+    if report.expired > 0 {
+        let removed = list.compact(now)?;
+        tracing::info!(
+            removed,
+            retention_days = retention,
+            "exclusion log compacted"
+        );
+    }
     tracing::info!(
         entries = report.entries,
         expired = report.expired,
+        key_id = list.key_id(),
         "exclusion list open"
     );
     Ok(list)
+}
+
+/// The exclusion list for a process that only checks it (`enrichd lookup`): read without the writer
+/// lock, never repaired, and no key generated. Without any key nothing was ever excluded with one, so
+/// the answer is an empty list; a log that exists without its key is refused.
+pub fn read_exclusion(
+    loaded: &Loaded,
+    data_dir: &Path,
+) -> Result<Arc<dyn ExclusionCheck>, AppError> {
+    let dir = data_dir.join("exclusion");
+    let key_file = loaded.config.exclusion.key_file.as_deref();
+    let Some((key, _)) = ExclusionKey::load_existing(key_file, data_dir)? else {
+        if dir.join(LOG_FILE_NAME).exists() {
+            return Err(AppError::ExclusionKeyMissing { dir });
+        }
+        return Ok(Arc::new(NoExclusions));
+    };
+    let retention = loaded.config.retention.exclusion_days;
+    let (snapshot, report) =
+        ExclusionSnapshot::load(&dir, &key, retention, std::time::SystemTime::now())?;
+    tracing::debug!(entries = report.entries, "exclusion list read");
+    Ok(Arc::new(snapshot))
 }
 
 impl App {
@@ -127,6 +164,7 @@ impl App {
         let c = &loaded.config;
         let exclusion = Arc::new(open_exclusion(loaded, data_dir)?);
         let pipeline = pipeline(loaded, exclusion.clone(), metrics.clone())?;
+        let privacy = Arc::new(PrivacyNotice::build(loaded, &pipeline));
         let optout_hooks: Vec<Arc<dyn OptOutHook>> = vec![Arc::new(pipeline.source_cache())];
         let state = AppState {
             pipeline,
@@ -142,6 +180,13 @@ impl App {
             in_flight: Arc::new(Semaphore::new(c.server.max_in_flight)),
             max_json_bytes: c.server.max_json_bytes,
             max_timeout_ms: c.lookup.max_timeout_ms,
+            optout_limiter: Arc::new(ClientLimiter::new(
+                c.exclusion.optout_per_minute,
+                c.exclusion.optout_burst,
+            )),
+            optout_expand_timeout: Duration::from_millis(c.exclusion.expand_timeout_ms),
+            max_import_bytes: c.exclusion.max_import_bytes,
+            privacy,
         };
         Ok(Self {
             state,

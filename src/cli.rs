@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::{self, App};
+use crate::app::{self, App, AppError};
 use crate::auth::{KeyStore, Role};
 use crate::config::{Config, Loaded};
 use crate::domain::{Query, QueryInput};
-use crate::exclusion::NoExclusions;
+use crate::exclusion::Origin;
+use crate::optout::OptOutError;
 use crate::pipeline::LookupOptions;
 use crate::telemetry::{self, Metrics};
 
@@ -57,6 +58,15 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Add an opt-out received by mail or phone. It takes effect at once, as through the public form,
+    /// and the receipt is printed alone on the last line. Refused while a server holds the data
+    /// directory: submit to the server instead (`POST /v1/optout`).
+    Optout {
+        #[command(flatten)]
+        who: OptOutArgs,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -89,6 +99,23 @@ pub struct Common {
 
 #[derive(Args, Debug, Clone)]
 pub struct LookupArgs {
+    #[arg(long)]
+    pub email: Option<String>,
+    #[arg(long)]
+    pub phone: Option<String>,
+    #[arg(long)]
+    pub profile_url: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub company: Option<String>,
+    #[arg(long)]
+    pub domain: Option<String>,
+}
+
+/// Who opts out: any of these, a name only with a company or a domain.
+#[derive(Args, Debug, Clone)]
+pub struct OptOutArgs {
     #[arg(long)]
     pub email: Option<String>,
     #[arg(long)]
@@ -149,6 +176,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             key,
             common,
         } => sources(json, server.as_deref(), key.as_deref(), &common).await,
+        Command::Optout { who, common } => optout(&who, &common).await,
         Command::Keys {
             command:
                 KeysCommand::New {
@@ -220,7 +248,7 @@ async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failur
 }
 
 async fn lookup(args: &LookupArgs, common: &Common) -> Result<(), Failure> {
-    let (loaded, _) = load(common)?;
+    let (loaded, data_dir) = load(common)?;
     telemetry::init(None, false, stderr_is_terminal(), std::io::stderr);
     let input = QueryInput {
         email: args.email.clone(),
@@ -231,7 +259,18 @@ async fn lookup(args: &LookupArgs, common: &Common) -> Result<(), Failure> {
         domain: args.domain.clone(),
         ..QueryInput::default()
     };
-    let query = Query::parse(&input, loaded.region).map_err(|errors| {
+    let query = parse_query(&input, &loaded)?;
+    let exclusion = app::read_exclusion(&loaded, &data_dir).map_err(Failure::runtime)?;
+    let pipeline =
+        app::pipeline(&loaded, exclusion, Arc::new(Metrics::new())).map_err(Failure::runtime)?;
+    let result = pipeline.lookup(&query, LookupOptions::default()).await;
+    let json = serde_json::to_string_pretty(&result).map_err(Failure::runtime)?;
+    println!("{json}");
+    Ok(())
+}
+
+fn parse_query(input: &QueryInput, loaded: &Loaded) -> Result<Query, Failure> {
+    Query::parse(input, loaded.region).map_err(|errors| {
         Failure::usage(
             errors
                 .into_iter()
@@ -239,13 +278,46 @@ async fn lookup(args: &LookupArgs, common: &Common) -> Result<(), Failure> {
                 .collect::<Vec<_>>()
                 .join("; "),
         )
+    })
+}
+
+async fn optout(args: &OptOutArgs, common: &Common) -> Result<(), Failure> {
+    let (loaded, data_dir) = load(common)?;
+    telemetry::init(None, false, stderr_is_terminal(), std::io::stderr);
+    let input = QueryInput {
+        email: args.email.clone(),
+        phone: args.phone.clone(),
+        profile_url: args.profile_url.clone(),
+        name: args.name.clone(),
+        company: args.company.clone(),
+        domain: args.domain.clone(),
+        ..QueryInput::default()
+    };
+    let query = parse_query(&input, &loaded)?;
+    let app = App::build(&loaded, &data_dir).map_err(|e| match e {
+        AppError::Exclusion(x) if x.is_locked() => Failure::runtime(format!(
+            "a running enrichd server holds the exclusion list in {}, so this command may not write \
+             it; submit the opt-out to that server instead with POST /v1/optout (public) or POST \
+             /v1/admin/exclusions (admin key)",
+            data_dir.display()
+        )),
+        other => Failure::runtime(other),
     })?;
-    let pipeline = app::pipeline(&loaded, Arc::new(NoExclusions), Arc::new(Metrics::new()))
-        .map_err(Failure::runtime)?;
-    let result = pipeline.lookup(&query, LookupOptions::default()).await;
-    let json = serde_json::to_string_pretty(&result).map_err(Failure::runtime)?;
-    println!("{json}");
-    Ok(())
+    match app.state.optout().run(&query, Origin::Cli).await {
+        Ok(ack) => {
+            println!("Opt-out recorded and in effect. Receipt:");
+            println!("{}", ack.receipt_id);
+            Ok(())
+        }
+        Err(OptOutError::Incomplete { receipt_id, what }) => Err(Failure::runtime(format!(
+            "the opt-out is recorded (receipt {receipt_id}) and enforced, but {what} did not \
+             finish; run the same command again to complete it"
+        ))),
+        Err(err @ OptOutError::NotRecorded(_)) => Err(Failure::runtime(format!(
+            "{err}: {}",
+            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+        ))),
+    }
 }
 
 async fn sources(
@@ -277,8 +349,12 @@ async fn sources(
         }
         None => {
             let (loaded, _) = load(common)?;
-            let pipeline = app::pipeline(&loaded, Arc::new(NoExclusions), Arc::new(Metrics::new()))
-                .map_err(Failure::runtime)?;
+            let pipeline = app::pipeline(
+                &loaded,
+                Arc::new(crate::exclusion::NoExclusions),
+                Arc::new(Metrics::new()),
+            )
+            .map_err(Failure::runtime)?;
             pipeline
                 .source_states()
                 .iter()

@@ -16,6 +16,7 @@ pub mod domain;
 pub mod exclusion;
 pub mod extract;
 pub mod http;
+pub mod optout;
 pub mod pipeline;
 pub mod profile;
 pub mod sources;

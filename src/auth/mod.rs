@@ -1,7 +1,9 @@
-//! Tenant API keys, stored only as blake3 hashes, and per-tenant rate limits.
+//! Tenant API keys, stored only as blake3 hashes, per-tenant and per-client-address rate limits.
 
+mod client_limit;
 mod keys;
 mod limit;
 
+pub use client_limit::ClientLimiter;
 pub use keys::{KeyError, KeyStore, NewKey, Principal, Role};
 pub use limit::TenantLimiter;

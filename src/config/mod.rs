@@ -29,6 +29,7 @@ pub struct Config {
     pub lookup: LookupConfig,
     pub tenants: TenantConfig,
     pub retention: Retention,
+    pub exclusion: ExclusionConfig,
     pub sources: BTreeMap<String, SourceOverrides>,
     /// Bring-your-own-key HTTP providers (`[[providers]]`), see `examples/providers.toml`.
     pub providers: Vec<ProviderConfig>,
@@ -69,6 +70,23 @@ pub struct TenantConfig {
     pub burst: u32,
 }
 
+/// `[exclusion]`: where the opt-out key lives and how the public opt-out behaves. The key itself never
+/// appears here: `ENRICHD_EXCLUSION_KEY` wins, else `key_file`, else `<data_dir>/exclusion.key`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExclusionConfig {
+    /// A file holding the exclusion key as 64 hex characters.
+    pub key_file: Option<PathBuf>,
+    /// Deadline of the live lookup that expands an opt-out to the other identifiers sources know.
+    pub expand_timeout_ms: u64,
+    /// Opt-out submissions per minute per client address before 429.
+    pub optout_per_minute: u32,
+    /// Submissions a client address may make at once above its steady rate.
+    pub optout_burst: u32,
+    /// Largest admin bulk import body, in bytes.
+    pub max_import_bytes: usize,
+}
+
 /// Retention settings; defaults come from the embedded `policies/retention.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +125,18 @@ impl Default for TenantConfig {
         Self {
             rate_per_minute: 600,
             burst: 60,
+        }
+    }
+}
+
+impl Default for ExclusionConfig {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            expand_timeout_ms: 3_000,
+            optout_per_minute: 6,
+            optout_burst: 10,
+            max_import_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -217,6 +247,22 @@ impl Config {
         if self.tenants.rate_per_minute == 0 {
             return invalid("tenants.rate_per_minute", "must be above 0");
         }
+        let x = &self.exclusion;
+        if x.expand_timeout_ms == 0 || x.expand_timeout_ms > l.max_timeout_ms {
+            return invalid(
+                "exclusion.expand_timeout_ms",
+                "must be above 0 and at most lookup.max_timeout_ms",
+            );
+        }
+        if x.optout_per_minute == 0 {
+            return invalid("exclusion.optout_per_minute", "must be above 0");
+        }
+        if self.retention.exclusion_days == 0 {
+            return invalid(
+                "retention.exclusion_days",
+                "must be above 0: an opt-out must outlive the request that made it",
+            );
+        }
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be above 0");
         }
@@ -295,6 +341,42 @@ mod tests {
         assert_eq!(loaded.config.lookup.max_hops, 3);
         assert_eq!(loaded.sources["github"].base_url, "http://127.0.0.1:9");
         assert_eq!(loaded.config.server.log_format, "json");
+    }
+
+    #[test]
+    fn exclusion_section_has_defaults_and_is_validated() {
+        let loaded = Config::from_toml("", &[]).expect("defaults");
+        assert_eq!(loaded.config.exclusion.expand_timeout_ms, 3_000);
+        assert!(loaded.config.exclusion.key_file.is_none());
+        let loaded = Config::from_toml(
+            "[exclusion]\nkey_file = \"/run/secrets/exclusion.key\"\noptout_per_minute = 2\n",
+            &vars(&[("ENRICHD_EXCLUSION__EXPAND_TIMEOUT_MS", "500")]),
+        )
+        .expect("valid");
+        let x = &loaded.config.exclusion;
+        assert_eq!(
+            x.key_file.as_deref(),
+            Some(Path::new("/run/secrets/exclusion.key"))
+        );
+        assert_eq!((x.optout_per_minute, x.expand_timeout_ms), (2, 500));
+        for (toml, key) in [
+            (
+                "[exclusion]\nexpand_timeout_ms = 0\n",
+                "exclusion.expand_timeout_ms",
+            ),
+            (
+                "[exclusion]\nexpand_timeout_ms = 99999\n",
+                "exclusion.expand_timeout_ms",
+            ),
+            (
+                "[exclusion]\noptout_per_minute = 0\n",
+                "exclusion.optout_per_minute",
+            ),
+            ("[exclusion]\nkey = \"secret\"\n", "key"),
+        ] {
+            let err = Config::from_toml(toml, &[]).expect_err(toml);
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

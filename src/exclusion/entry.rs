@@ -187,37 +187,61 @@ pub struct HashLineError {
 pub fn parse_hash_lines(text: &str) -> Result<Vec<Hashed>, HashLineError> {
     let mut out = Vec::new();
     for (index, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+        if let Some(hashed) = parse_hash_line(index + 1, raw)? {
+            out.push(hashed);
         }
-        let err = |reason| HashLineError {
-            line: index + 1,
-            reason,
-        };
-        let (kind, hex) = line
-            .split_once(':')
-            .ok_or_else(|| err("expected <kind>:<hex>"))?;
-        let kind = kind_from_name(kind.trim()).ok_or_else(|| {
-            err("unknown kind: expected email, phone, profile_url, name_company or name_domain")
-        })?;
-        let hex = hex.trim();
-        let hashed = match hex.len() {
-            64 => {
-                let mut digest = [0u8; 32];
-                hex::decode_to_slice(hex, &mut digest).map_err(|_| err("hash is not hex"))?;
-                Hashed::full(kind, digest)
-            }
-            32 => {
-                let mut prefix = [0u8; 16];
-                hex::decode_to_slice(hex, &mut prefix).map_err(|_| err("hash is not hex"))?;
-                Hashed::truncated(kind, prefix)
-            }
-            _ => return Err(err("hash must be 64 or 32 hex characters")),
-        };
-        out.push(hashed.ok_or_else(|| err("kind is not personal"))?);
     }
     Ok(out)
+}
+
+/// What [`parse_hash_lines_lenient`] read: the good entries, and every bad line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HashLines {
+    pub hashes: Vec<Hashed>,
+    pub rejected: Vec<HashLineError>,
+}
+
+/// Parses the bulk import text form, keeping every good line and reporting every bad one.
+pub fn parse_hash_lines_lenient(text: &str) -> HashLines {
+    let mut out = HashLines::default();
+    for (index, raw) in text.lines().enumerate() {
+        match parse_hash_line(index + 1, raw) {
+            Ok(Some(hashed)) => out.hashes.push(hashed),
+            Ok(None) => {}
+            Err(err) => out.rejected.push(err),
+        }
+    }
+    out
+}
+
+/// One line of the import form: `None` for a blank line or a comment.
+fn parse_hash_line(line: usize, raw: &str) -> Result<Option<Hashed>, HashLineError> {
+    let text = raw.trim();
+    if text.is_empty() || text.starts_with('#') {
+        return Ok(None);
+    }
+    let err = |reason| HashLineError { line, reason };
+    let (kind, hex) = text
+        .split_once(':')
+        .ok_or_else(|| err("expected <kind>:<hex>"))?;
+    let kind = kind_from_name(kind.trim()).ok_or_else(|| {
+        err("unknown kind: expected email, phone, profile_url, name_company or name_domain")
+    })?;
+    let hex = hex.trim();
+    let hashed = match hex.len() {
+        64 => {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(hex, &mut digest).map_err(|_| err("hash is not hex"))?;
+            Hashed::full(kind, digest)
+        }
+        32 => {
+            let mut prefix = [0u8; 16];
+            hex::decode_to_slice(hex, &mut prefix).map_err(|_| err("hash is not hex"))?;
+            Hashed::truncated(kind, prefix)
+        }
+        _ => return Err(err("hash must be 64 or 32 hex characters")),
+    };
+    hashed.map(Some).ok_or_else(|| err("kind is not personal"))
 }
 
 #[cfg(test)]
@@ -253,6 +277,20 @@ mod tests {
             assert!(err.reason.contains(reason), "{}", err.reason);
             assert!(!err.to_string().contains("ada@"), "echoed the line");
         }
+    }
+
+    #[test]
+    fn the_lenient_parser_keeps_good_lines_and_names_every_bad_one() {
+        let text = format!(
+            "email:{FULL}\nada@example.com\n# note\nphone:{}\nfax:00\n",
+            &FULL[..32]
+        );
+
+        let parsed = parse_hash_lines_lenient(&text);
+
+        assert_eq!(parsed.hashes.len(), 2);
+        let lines: Vec<usize> = parsed.rejected.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 5]);
     }
 
     #[test]

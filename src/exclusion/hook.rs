@@ -5,6 +5,7 @@
 
 use futures::future::BoxFuture;
 
+use super::Hashed;
 use crate::domain::Identifier;
 
 /// Why a hook could not finish; the opt-out itself is already durable when this is returned.
@@ -22,4 +23,17 @@ pub trait OptOutHook: Send + Sync {
 
     /// Drops everything this part holds about any of `ids` (already normalised and on the list).
     fn opted_out<'a>(&'a self, ids: &'a [Identifier]) -> BoxFuture<'a, Result<(), HookError>>;
+
+    /// Drops everything this part holds under any of these keyed hashes: an admin imported hashes, so
+    /// no identifier is known. Only the first 16 bytes of a hash are certain ([`Hashed::set_key`]).
+    /// The default does nothing, which is right for parts keyed by something else (a cache whose
+    /// `opted_out` clears everything should clear everything here too); a part that indexes stored
+    /// data by these hashes (batch results) must override it.
+    fn opted_out_hashes<'a>(
+        &'a self,
+        hashes: &'a [Hashed],
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        let _ = hashes;
+        Box::pin(async { Ok(()) })
+    }
 }

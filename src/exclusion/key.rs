@@ -119,6 +119,32 @@ impl ExclusionKey {
         Ok((key, KeySource::Generated(default_path)))
     }
 
+    /// The key from the process environment, `key_file` or `<data_dir>/exclusion.key`, never generating
+    /// one: for processes that only check the list, where no key means nothing was ever excluded with it.
+    pub fn load_existing(
+        key_file: Option<&Path>,
+        data_dir: &Path,
+    ) -> Result<Option<(Self, KeySource)>, KeyError> {
+        let env = std::env::var(KEY_ENV).ok();
+        Self::resolve_existing(env.as_deref(), key_file, data_dir)
+    }
+
+    /// [`ExclusionKey::load_existing`] with the environment value passed in.
+    pub fn resolve_existing(
+        env_value: Option<&str>,
+        key_file: Option<&Path>,
+        data_dir: &Path,
+    ) -> Result<Option<(Self, KeySource)>, KeyError> {
+        let default_path = data_dir.join(KEY_FILE_NAME);
+        let has_key = env_value.is_some_and(|v| !v.trim().is_empty())
+            || key_file.is_some()
+            || default_path.exists();
+        if !has_key {
+            return Ok(None);
+        }
+        Self::resolve(env_value, key_file, data_dir).map(Some)
+    }
+
     fn read_file(path: &Path) -> Result<Self, KeyError> {
         let text = fs::read_to_string(path).map_err(|source| KeyError::Read {
             path: path.to_path_buf(),
@@ -287,6 +313,21 @@ mod tests {
         let (second, source) = ExclusionKey::resolve(None, None, dir.path()).expect("reread");
         assert_eq!(source, KeySource::File(path));
         assert_eq!(first.key_id(), second.key_id());
+    }
+
+    #[test]
+    fn checking_processes_never_generate_a_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let none = ExclusionKey::resolve_existing(None, None, dir.path()).expect("no key");
+        assert!(none.is_none());
+        assert!(!dir.path().join(KEY_FILE_NAME).exists());
+        let (_, source) = ExclusionKey::resolve_existing(Some(HEX), None, dir.path())
+            .expect("env key")
+            .expect("present");
+        assert_eq!(source, KeySource::Env);
+        ExclusionKey::resolve(None, None, dir.path()).expect("generated");
+        let found = ExclusionKey::resolve_existing(None, None, dir.path()).expect("file key");
+        assert!(matches!(found, Some((_, KeySource::File(_)))));
     }
 
     #[test]

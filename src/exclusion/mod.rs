@@ -19,10 +19,15 @@ pub mod log;
 pub mod normalize;
 pub mod set;
 
-pub use entry::{HashLineError, Hashed, Origin, parse_hash_lines};
+pub use entry::{
+    HashLineError, HashLines, Hashed, Origin, parse_hash_lines, parse_hash_lines_lenient,
+};
 pub use hook::{HookError, OptOutHook};
 pub use key::{ExclusionKey, KeyError, KeySource};
-pub use list::{DEFAULT_RETENTION_DAYS, ExclusionError, ExclusionList, OpenReport, Receipt, Stats};
+pub use list::{
+    DEFAULT_RETENTION_DAYS, ExclusionError, ExclusionList, ExclusionSnapshot, OpenReport, Receipt,
+    Stats,
+};
 
 use crate::domain::Identifier;
 

@@ -210,8 +210,8 @@ pub fn validate(
         LookupOptions {
             timeout: timeout_ms.map(Duration::from_millis),
             sources,
-            events: None,
             want,
+            ..LookupOptions::default()
         },
     ))
 }

@@ -1,15 +1,20 @@
 //! The HTTP service: routes, extractors, middleware. Handlers validate input, call the pipeline (or the
 //! batch and exclusion services) and shape responses; they never call an upstream directly.
 
+mod admin;
 mod auth;
 mod body;
 mod extract;
+mod html;
 mod lookup;
 mod ops;
+mod optout;
+mod privacy;
 mod problem;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -20,9 +25,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use auth::{Admin, Tenant};
+pub use optout::ClientAddr;
+pub use privacy::PrivacyNotice;
 pub use problem::ApiError;
 
-use crate::auth::{KeyStore, TenantLimiter};
+use crate::auth::{ClientLimiter, KeyStore, TenantLimiter};
 use crate::domain::Region;
 use crate::exclusion::{ExclusionList, OptOutHook};
 use crate::pipeline::Pipeline;
@@ -43,6 +50,14 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     pub max_json_bytes: usize,
     pub max_timeout_ms: u64,
+    /// Public opt-out submissions per client address.
+    pub optout_limiter: Arc<ClientLimiter>,
+    /// Deadline of an opt-out's expansion lookup.
+    pub optout_expand_timeout: Duration,
+    /// Largest admin bulk import body.
+    pub max_import_bytes: usize,
+    /// The privacy notice, built from the running configuration.
+    pub privacy: Arc<PrivacyNotice>,
 }
 
 /// The full router. Tests and `serve` both build it from an [`AppState`].
@@ -55,21 +70,29 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/lookup", get(lookup::get).post(lookup::post))
         .route("/v1/extract", post(extract::post))
         .route("/v1/sources", get(ops::sources))
+        .merge(optout::routes())
+        .merge(privacy::routes())
+        .merge(admin::routes(state.max_import_bytes))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.max_json_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
+/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests. Each
+/// request carries its peer address (`ConnectInfo<SocketAddr>`, read by [`ClientAddr`]) for the
+/// per-address limits of the public endpoints.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Wraps every request: refuses at once with 503 when too many are in flight, and records metrics by

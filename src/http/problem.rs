@@ -30,6 +30,15 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("the service is overloaded")]
     Overloaded,
+    #[error(
+        "your opt-out {receipt_id} is recorded and lookups by what you gave are already refused, but \
+         {what} did not finish; submitting the same opt-out again is safe and completes it"
+    )]
+    OptOutIncomplete {
+        receipt_id: String,
+        what: String,
+        retry_after_secs: u64,
+    },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -53,7 +62,7 @@ impl ApiError {
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::OptOutIncomplete { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,6 +78,7 @@ impl ApiError {
             Self::Invalid(_) => "invalid-input",
             Self::RateLimited { .. } => "rate-limited",
             Self::Overloaded => "overloaded",
+            Self::OptOutIncomplete { .. } => "optout-incomplete",
             Self::Internal(_) => "internal",
         }
     }
@@ -120,6 +130,9 @@ impl IntoResponse for ApiError {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
             Self::Overloaded => Some(1),
+            Self::OptOutIncomplete {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
         };
         if let Some(secs) = retry {

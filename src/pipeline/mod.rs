@@ -15,8 +15,8 @@ pub use outcome::{Lookup, SourceEvent, SourceReport};
 pub use want::Want;
 
 use crate::domain::Query;
-use crate::exclusion::ExclusionCheck;
-use crate::sources::SourceSet;
+use crate::exclusion::{ExclusionCheck, NoExclusions};
+use crate::sources::{Registered, SourceSet};
 use crate::telemetry::Metrics;
 
 /// Deadline and hop limits for every lookup.
@@ -40,12 +40,19 @@ pub struct LookupOptions {
     pub events: Option<mpsc::UnboundedSender<SourceEvent>>,
     /// Fields the paid waterfall stops at; the configured default when `None`.
     pub want: Option<Vec<Want>>,
+    /// Skips the exclusion list, before fan-out and after merge. Only for the lookup that expands an
+    /// opt-out ([`crate::optout`]): the person is already on the list, so a checked lookup would find
+    /// nothing. Its result must never leave the process: it is hashed onto the list and dropped. Such
+    /// lookups are not counted in `enrichd_lookups_total`.
+    pub bypass_exclusion_for_optout_expansion: bool,
 }
 
 /// The shared lookup pipeline. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
     inner: Arc<Inner>,
+    /// The same sources without the exclusion list, for opt-out expansion only.
+    unchecked: Arc<Inner>,
 }
 
 struct Inner {
@@ -62,6 +69,12 @@ impl Pipeline {
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let unchecked = Arc::new(Inner {
+            sources: sources.clone(),
+            exclusion: Arc::new(NoExclusions),
+            limits: limits.clone(),
+            metrics: metrics.clone(),
+        });
         Self {
             inner: Arc::new(Inner {
                 sources,
@@ -69,6 +82,7 @@ impl Pipeline {
                 limits,
                 metrics,
             }),
+            unchecked,
         }
     }
 
@@ -91,16 +105,27 @@ impl Pipeline {
         &self.inner.exclusion
     }
 
+    /// The enabled sources with their settings, in fan-out order (the privacy notice lists them).
+    pub fn sources(&self) -> &[Registered] {
+        &self.inner.sources.sources
+    }
+
     /// Looks a person up. Never fails: sources that fail are reported with their status, and a query or
     /// result that touches the exclusion list answers exactly like a miss.
     pub async fn lookup(&self, query: &Query, opts: LookupOptions) -> Lookup {
-        let limits = &self.inner.limits;
+        let expansion = opts.bypass_exclusion_for_optout_expansion;
+        let inner = if expansion {
+            &self.unchecked
+        } else {
+            &self.inner
+        };
+        let limits = &inner.limits;
         let timeout = opts
             .timeout
             .unwrap_or(limits.default_timeout)
             .min(limits.max_timeout);
         let lookup = fanout::run(
-            &self.inner,
+            inner,
             query,
             timeout,
             opts.sources.as_deref(),
@@ -108,7 +133,9 @@ impl Pipeline {
             opts.want.as_deref().unwrap_or(&limits.default_want),
         )
         .await;
-        self.inner.metrics.lookup_finished(lookup.outcome_label());
+        if !expansion {
+            inner.metrics.lookup_finished(lookup.outcome_label());
+        }
         lookup
     }
 }

@@ -39,6 +39,11 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OriginLabels {
+    origin: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The service's Prometheus metrics. Labels are low-cardinality: route templates, source names, statuses.
@@ -49,7 +54,8 @@ pub struct Metrics {
     source_calls: Family<SourceLabels, Counter>,
     source_duration: HistogramFamily<SourceName>,
     lookups: Family<OutcomeLabels, Counter>,
-    optouts: Counter,
+    optouts: Family<OriginLabels, Counter>,
+    exclusion_entries: Family<OriginLabels, Counter>,
     in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     overloaded: Counter<u64, AtomicU64>,
     provider_cost: Family<SourceName, Counter<f64, AtomicU64>>,
@@ -75,7 +81,8 @@ impl Metrics {
             source_calls: Family::default(),
             source_duration: Family::new_with_constructor(latency_histogram),
             lookups: Family::default(),
-            optouts: Counter::default(),
+            optouts: Family::default(),
+            exclusion_entries: Family::default(),
             in_flight: Gauge::default(),
             overloaded: Counter::default(),
             provider_cost: Family::default(),
@@ -112,8 +119,14 @@ impl Metrics {
         );
         registry.register(
             "optouts",
-            "Opt-out requests acknowledged",
+            "Opt-outs recorded, by origin (public_form, api, cli, admin_import)",
             m.optouts.clone(),
+        );
+        registry.register(
+            "exclusion_entries_added",
+            "Entries newly added to the exclusion list, by origin (expansion counts identifiers found \
+             by an opt-out's own lookup)",
+            m.exclusion_entries.clone(),
         );
         registry.register(
             "http_in_flight_requests",
@@ -168,8 +181,16 @@ impl Metrics {
         self.lookups.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
-    pub fn optout(&self) {
-        self.optouts.inc();
+    /// One opt-out recorded; `origin` is an [`crate::exclusion::Origin`] name.
+    pub fn optout(&self, origin: &'static str) {
+        self.optouts.get_or_create(&OriginLabels { origin }).inc();
+    }
+
+    /// `added` entries newly on the exclusion list from `origin`.
+    pub fn exclusion_entries_added(&self, origin: &'static str, added: usize) {
+        self.exclusion_entries
+            .get_or_create(&OriginLabels { origin })
+            .inc_by(added as u64);
     }
 
     pub fn in_flight(&self, delta: i64) {

@@ -258,6 +258,16 @@ impl Server {
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_custom(config, env, |_| {}).await
+    }
+
+    /// Like [`Server::start_with_env`], with a chance to change the built app (register opt-out
+    /// hooks, ...) before it serves.
+    pub async fn start_custom(
+        config: &str,
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut App),
+    ) -> Self {
         capture_logs();
         let vars: Vec<(String, String)> = env
             .iter()
@@ -267,7 +277,8 @@ impl Server {
             Config::from_toml(&loopback_only(config), &vars).expect("test config is valid");
         assert_loopback(&loaded);
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let app = App::build(&loaded, data_dir.path()).expect("app builds");
+        let mut app = App::build(&loaded, data_dir.path()).expect("app builds");
+        customize(&mut app);
         let key = app
             .state
             .keys
@@ -390,4 +401,137 @@ pub fn captured_logs() -> String {
     LOGS.get()
         .map(|b| String::from_utf8_lossy(&b.lock().expect("log lock")).into_owned())
         .unwrap_or_default()
+}
+
+impl Upstreams {
+    /// A Gravatar v3 profile with contact info (as returned with an API key) and verified accounts.
+    pub fn gravatar_contact(
+        &self,
+        email: &str,
+        name: &str,
+        phones: &[&str],
+        contact_email: Option<&str>,
+        accounts: &[&str],
+    ) {
+        let accounts: Vec<serde_json::Value> = accounts
+            .iter()
+            .map(|url| serde_json::json!({"service_type": "other", "service_label": "Site",
+                "service_icon": "https://gravatar.com/icons/link.svg", "url": url, "is_hidden": false}))
+            .collect();
+        let mut contact = serde_json::Map::new();
+        for (key, phone) in ["cell_phone", "work_phone", "home_phone"]
+            .iter()
+            .zip(phones)
+        {
+            contact.insert(key.to_string(), serde_json::json!(phone));
+        }
+        if let Some(e) = contact_email {
+            contact.insert("email".into(), serde_json::json!(e));
+        }
+        let reply = Reply::json(serde_json::json!({
+            "hash": hex::encode(Sha256::digest(email.trim().to_lowercase().as_bytes())),
+            "display_name": name,
+            "profile_url": "https://gravatar.com/someone",
+            "avatar_url": "https://0.gravatar.com/avatar/abc",
+            "avatar_alt_text": "",
+            "location": "Leeds, UK",
+            "description": "",
+            "job_title": "Analyst",
+            "company": "Example Works",
+            "verified_accounts": accounts,
+            "pronunciation": "",
+            "pronouns": "",
+            "contact_info": contact
+        }));
+        self.gravatar.on(&Self::gravatar_path(email), reply);
+    }
+
+    pub fn total_hits(&self) -> usize {
+        self.gravatar.total_hits() + self.github.total_hits()
+    }
+}
+
+impl Server {
+    /// A request without any key, as the public sends it.
+    pub fn anon(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    /// A request with the admin key.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.anon(method, path).bearer_auth(&self.admin_key)
+    }
+
+    /// POST /v1/optout (no key) with a JSON body; returns status and JSON.
+    pub async fn optout(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = self
+            .anon(reqwest::Method::POST, "/v1/optout")
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json body"))
+    }
+
+    /// The Prometheus text exposition.
+    pub async fn metrics(&self) -> String {
+        self.anon(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// GET /v1/admin/exclusions/stats.
+    pub async fn exclusion_stats(&self) -> serde_json::Value {
+        self.admin(reqwest::Method::GET, "/v1/admin/exclusions/stats")
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+/// The value of one Prometheus sample line (`name{labels} value`), 0 when absent.
+pub fn metric(text: &str, sample: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// `grep -r` over `dir`: the (file, needle) pairs where a file's bytes contain a needle, ignoring case.
+pub fn grep_dir(dir: &std::path::Path, needles: &[String]) -> Vec<(std::path::PathBuf, String)> {
+    let mut found = Vec::new();
+    for path in files_under(dir) {
+        let text =
+            String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).to_lowercase();
+        for n in needles {
+            if text.contains(&n.to_lowercase()) {
+                found.push((path.clone(), n.clone()));
+            }
+        }
+    }
+    found
 }

@@ -1,6 +1,12 @@
-//! The integration suite: the real server on 127.0.0.1:0 against loopback upstream fakes.
+//! The integration suite: the real server on 127.0.0.1:0 against loopback upstream fakes, and the
+//! real binary for what only a process can show (SIGKILL, startup refusals, the CLI).
 
+mod binary;
+mod cli;
+mod crash;
 mod helpers;
 mod lookup;
+mod optout;
+mod optout_spellings;
 mod sources;
 mod streaming;

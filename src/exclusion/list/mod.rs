@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::ExclusionCheck;
 use super::entry::{Hashed, Origin};
 use super::key::{ExclusionKey, Subkeys};
-use super::log::{ExclusionLog, LOG_FILE_NAME, LogError, Record};
+use super::log::{ExclusionLog, LOG_FILE_NAME, LogError, Record, Records};
 use super::normalize::exclusion_text;
 use super::set::HashSet128;
 use crate::domain::Identifier;
@@ -28,6 +28,13 @@ const SECS_PER_DAY: u64 = 86_400;
 pub enum ExclusionError {
     #[error(transparent)]
     Log(#[from] LogError),
+}
+
+impl ExclusionError {
+    /// Whether another process holds the log (a running server).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Self::Log(LogError::Locked { .. }))
+    }
 }
 
 /// What [`ExclusionList::open`] found. Log `torn_records` loudly when it is not zero.
@@ -79,6 +86,7 @@ type Clock = Box<dyn Fn() -> SystemTime + Send + Sync>;
 pub struct ExclusionList {
     subkeys: Subkeys,
     key_version: u16,
+    key_id: String,
     retention_days: u32,
     clock: Clock,
     set: RwLock<HashSet128>,
@@ -148,6 +156,7 @@ impl ExclusionList {
         let list = Self {
             subkeys: key.subkeys(),
             key_version: key.version(),
+            key_id: key.key_id_hex(),
             retention_days,
             clock: Box::new(SystemTime::now),
             set: RwLock::new(set),
@@ -231,6 +240,27 @@ impl ExclusionList {
         })
     }
 
+    /// The non-secret fingerprint of the key the list is written with (16 hex characters).
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The key version stored with each new record.
+    pub fn key_version(&self) -> u16 {
+        self.key_version
+    }
+
+    /// Days an entry stays on the list after it was last recorded.
+    pub fn retention_days(&self) -> u32 {
+        self.retention_days
+    }
+
+    /// Every record in the log now, oldest first, for the audit export. Holds the writer lock only while
+    /// the reader is set up; reading is blocking file I/O (run it in `spawn_blocking`).
+    pub fn records(&self) -> Result<Records, ExclusionError> {
+        Ok(self.lock_state().log.records()?)
+    }
+
     /// Whether this hash is on the list (only its first 16 bytes take part).
     pub fn contains_hash(&self, hashed: &Hashed) -> bool {
         self.read_set().contains(hashed.set_key())
@@ -288,6 +318,56 @@ impl ExclusionList {
 impl ExclusionCheck for ExclusionList {
     fn is_excluded(&self, id: &Identifier) -> bool {
         self.hash(id).is_some_and(|h| self.contains_hash(&h))
+    }
+}
+
+/// A read-only copy of the list, for a process that only checks it (`enrichd lookup`) while a server
+/// may own the log: loaded without the writer lock, and nothing on disk is created or repaired.
+pub struct ExclusionSnapshot {
+    subkeys: Subkeys,
+    set: HashSet128,
+}
+
+impl ExclusionSnapshot {
+    /// Loads every entry younger than `retention_days` at `now` from the log in `dir`; an absent log is
+    /// an empty list. Corruption and a log written with another key are refused as by
+    /// [`ExclusionList::open`].
+    pub fn load(
+        dir: &Path,
+        key: &ExclusionKey,
+        retention_days: u32,
+        now: SystemTime,
+    ) -> Result<(Self, OpenReport), ExclusionError> {
+        let cutoff = cutoff(now, retention_days);
+        let mut set = HashSet128::new();
+        let mut report = OpenReport::default();
+        let opened = ExclusionLog::read_only(dir, key.key_id(), |record| {
+            if record.timestamp < cutoff {
+                report.expired += 1;
+            } else {
+                set.insert(record.hashed.set_key());
+            }
+        })?;
+        if let Some(opened) = opened {
+            report.records = opened.records;
+            report.torn_records = opened.torn_records;
+            report.torn_bytes = opened.torn_bytes;
+        }
+        report.entries = set.len();
+        let snapshot = Self {
+            subkeys: key.subkeys(),
+            set,
+        };
+        Ok((snapshot, report))
+    }
+}
+
+impl ExclusionCheck for ExclusionSnapshot {
+    fn is_excluded(&self, id: &Identifier) -> bool {
+        exclusion_text(id)
+            .and_then(|text| self.subkeys.hash(id.kind(), &text))
+            .and_then(|digest| Hashed::full(id.kind(), digest))
+            .is_some_and(|h| self.set.contains(h.set_key()))
     }
 }
 

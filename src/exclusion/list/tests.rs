@@ -398,3 +398,35 @@ fn the_list_is_shareable_across_threads() {
     let check: Arc<dyn ExclusionCheck> = Arc::new(list);
     assert!(!check.is_excluded(&email("ada@example.com")));
 }
+
+#[test]
+fn a_snapshot_checks_what_the_writer_recorded_without_its_lock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    let list = list.with_clock(|| at(T0));
+    list.add(&[email("Ada.Lovelace@gmail.com")], Origin::Cli)
+        .expect("add");
+
+    let (snapshot, report) =
+        ExclusionSnapshot::load(dir.path(), &key(), DEFAULT_RETENTION_DAYS, at(T0))
+            .expect("snapshot while the writer is open");
+
+    assert_eq!(report.entries, 1);
+    assert!(snapshot.is_excluded(&email("adalovelace+x@googlemail.com")));
+    assert!(!snapshot.is_excluded(&email("someone@example.com")));
+    let (expired, report) =
+        ExclusionSnapshot::load(dir.path(), &key(), 1, at(T0 + 2 * 86_400)).expect("snapshot");
+    assert_eq!((report.entries, report.expired), (0, 1));
+    assert!(!expired.is_excluded(&email("adalovelace@gmail.com")));
+}
+
+#[test]
+fn a_second_list_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_list, _) = open(dir.path());
+
+    let err =
+        ExclusionList::open(dir.path(), key(), DEFAULT_RETENTION_DAYS, at(T0)).expect_err("locked");
+
+    assert!(err.is_locked(), "{err}");
+}

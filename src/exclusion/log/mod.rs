@@ -9,7 +9,14 @@
 //! - on open, bad or incomplete records at the very end (a write torn by a crash, never acknowledged)
 //!   are truncated away and counted; a bad record followed by a valid one is corruption and is refused
 //!   with the file and byte offset;
-//! - [`ExclusionLog::compact`] rewrites the file without the records a predicate rejects, atomically.
+//! - [`ExclusionLog::compact`] rewrites the file without the records a predicate rejects, atomically;
+//! - one writer at a time: [`ExclusionLog::open`] takes an advisory exclusive lock on `exclusion.lock`
+//!   beside the log (`File::try_lock`) and holds it while the log is open, so a second server or an
+//!   `enrichd optout` run against a live server's data directory is refused with [`LogError::Locked`]
+//!   instead of writing behind the server's back. The lock is on its own file because compaction
+//!   replaces the log file (a lock on the old file would not carry over to the new one);
+//! - [`ExclusionLog::read_only`] reads without the lock and repairs nothing, for processes that only
+//!   check the list.
 
 mod format;
 #[cfg(test)]
@@ -28,6 +35,8 @@ use super::key::sync_dir;
 pub const LOG_FILE_NAME: &str = "exclusion.log";
 const CREATE_TMP: &str = "exclusion.log.new";
 const COMPACT_TMP: &str = "exclusion.log.compact";
+/// The writer lock's file name. A separate file, because compaction replaces the log file itself.
+pub const LOCK_FILE_NAME: &str = "exclusion.lock";
 
 /// Why the log cannot be opened or written. Every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +73,11 @@ pub enum LogError {
          can check the file"
     )]
     Poisoned { path: PathBuf },
+    #[error(
+        "the exclusion log {path} is held by another running enrichd process, and only one process may \
+         write it"
+    )]
+    Locked { path: PathBuf },
 }
 
 /// What opening found.
@@ -94,15 +108,18 @@ pub struct ExclusionLog {
     file: File,
     len: u64,
     poisoned: bool,
+    /// The directory's writer lock, released when the log is dropped.
+    _lock: File,
 }
 
 impl ExclusionLog {
     /// Opens (or creates) `<dir>/exclusion.log` for `key_id`, passing every valid record to `visit` in
-    /// file order.
+    /// file order. Takes the directory's writer lock first and holds it for the life of the value: a
+    /// second writer, in this process or another, gets [`LogError::Locked`].
     pub fn open(
         dir: &Path,
         key_id: [u8; 8],
-        mut visit: impl FnMut(Record),
+        visit: impl FnMut(Record),
     ) -> Result<(Self, Opened), LogError> {
         let path = dir.join(LOG_FILE_NAME);
         let io_err = |action, source| LogError::Io {
@@ -111,6 +128,7 @@ impl ExclusionLog {
             source,
         };
         fs::create_dir_all(dir).map_err(|e| io_err("create the directory of", e))?;
+        let lock = take_lock(dir, &path)?;
         let mut opened = Opened::default();
         if !path.exists() {
             write_new(dir, &path, CREATE_TMP, &format::encode_header(key_id), &[])?;
@@ -122,49 +140,13 @@ impl ExclusionLog {
             .open(&path)
             .map_err(|e| io_err("open", e))?;
         let file_len = file.metadata().map_err(|e| io_err("stat", e))?.len();
-        let mut reader =
-            BufReader::with_capacity(1 << 20, file.try_clone().map_err(|e| io_err("read", e))?);
-        check_header(&mut reader, &path, file_len, key_id)?;
-
-        let mut offset = HEADER_LEN as u64;
-        let mut first_bad: Option<(u64, &'static str)> = None;
-        let mut buf = [0u8; RECORD_LEN];
-        while offset + RECORD_LEN as u64 <= file_len {
-            reader.read_exact(&mut buf).map_err(|e| io_err("read", e))?;
-            match format::decode_record(&buf) {
-                Ok(record) => {
-                    if let Some((bad, what)) = first_bad {
-                        return Err(LogError::Corrupt {
-                            path,
-                            offset: bad,
-                            what,
-                        });
-                    }
-                    visit(record);
-                    opened.records += 1;
-                }
-                Err(RecordProblem::UnknownCode) => {
-                    return Err(LogError::Corrupt {
-                        path,
-                        offset,
-                        what: "a record with a valid checksum has an unknown kind or origin code \
-                               (written by a newer enrichd?)",
-                    });
-                }
-                Err(RecordProblem::Checksum) => {
-                    first_bad.get_or_insert((offset, "record checksum mismatch"));
-                    opened.torn_records += 1;
-                }
-            }
-            offset += RECORD_LEN as u64;
-        }
-        if offset < file_len {
-            opened.torn_records += 1;
-        }
-        let valid_end = first_bad.map_or(offset, |(bad, _)| bad);
-        opened.torn_bytes = file_len - valid_end;
+        let reader = file.try_clone().map_err(|e| io_err("read", e))?;
+        let scanned = scan(reader, &path, file_len, key_id, visit)?;
+        opened.records = scanned.records;
+        opened.torn_records = scanned.torn_records;
+        opened.torn_bytes = scanned.torn_bytes;
         if opened.torn_bytes > 0 {
-            file.set_len(valid_end)
+            file.set_len(scanned.valid_end)
                 .and_then(|()| file.sync_data())
                 .map_err(|e| io_err("truncate the torn tail of", e))?;
         }
@@ -173,10 +155,70 @@ impl ExclusionLog {
             path,
             key_id,
             file,
-            len: valid_end,
+            len: scanned.valid_end,
             poisoned: false,
+            _lock: lock,
         };
         Ok((log, opened))
+    }
+
+    /// Reads every valid record of `<dir>/exclusion.log` for a process that only checks (`enrichd
+    /// lookup`): no lock, nothing created, nothing repaired. A torn tail (perhaps an append in progress
+    /// in the server) is skipped and counted; corruption and another key are refused as in
+    /// [`ExclusionLog::open`]. `None` when there is no log.
+    pub fn read_only(
+        dir: &Path,
+        key_id: [u8; 8],
+        visit: impl FnMut(Record),
+    ) -> Result<Option<Opened>, LogError> {
+        let path = dir.join(LOG_FILE_NAME);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(LogError::Io {
+                    action: "open",
+                    path,
+                    source,
+                });
+            }
+        };
+        let file_len = file
+            .metadata()
+            .map_err(|source| LogError::Io {
+                action: "stat",
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        let scanned = scan(file, &path, file_len, key_id, visit)?;
+        Ok(Some(Opened {
+            created: false,
+            records: scanned.records,
+            torn_records: scanned.torn_records,
+            torn_bytes: scanned.torn_bytes,
+        }))
+    }
+
+    /// The records written so far, read from a fresh handle on the current file, in file order. Records
+    /// appended after this call are not included; a compaction after it does not disturb the reader.
+    pub fn records(&self) -> Result<Records, LogError> {
+        let io_err = |action, source| LogError::Io {
+            action,
+            path: self.path.clone(),
+            source,
+        };
+        let mut reader = BufReader::with_capacity(
+            1 << 16,
+            File::open(&self.path).map_err(|e| io_err("reopen", e))?,
+        );
+        check_header(&mut reader, &self.path, self.len, self.key_id)?;
+        Ok(Records {
+            reader,
+            path: self.path.clone(),
+            offset: HEADER_LEN as u64,
+            end: self.len,
+        })
     }
 
     /// The log file's path.
@@ -285,6 +327,145 @@ impl ExclusionLog {
                 Err(io_err("reopen after compacting", source))
             }
         }
+    }
+}
+
+/// Takes the exclusion directory's advisory writer lock (`exclusion.lock`), without waiting.
+// `File::try_lock` is std since 1.89. The manifest still says 1.85, but the crate already needs 1.88
+// (let chains); raising `rust-version` turns on lints across other modules, so it is left to its own
+// change.
+#[allow(clippy::incompatible_msrv)]
+fn take_lock(dir: &Path, log_path: &Path) -> Result<File, LogError> {
+    let lock_path = dir.join(LOCK_FILE_NAME);
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|source| LogError::Io {
+            action: "open the lock file beside",
+            path: log_path.to_path_buf(),
+            source,
+        })?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(LogError::Locked {
+            path: log_path.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(source)) => Err(LogError::Io {
+            action: "lock",
+            path: log_path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// What [`scan`] found.
+struct Scanned {
+    records: u64,
+    torn_records: u64,
+    torn_bytes: u64,
+    /// The length of the valid prefix: header and every good record.
+    valid_end: u64,
+}
+
+/// Checks the header and reads every record of a `file_len`-byte log, passing the valid ones to
+/// `visit`. Bad or incomplete records at the very end are counted as torn; a bad record followed by a
+/// good one, or a checksummed record with unknown codes, is corruption.
+fn scan(
+    file: File,
+    path: &Path,
+    file_len: u64,
+    key_id: [u8; 8],
+    mut visit: impl FnMut(Record),
+) -> Result<Scanned, LogError> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    check_header(&mut reader, path, file_len, key_id)?;
+    let mut scanned = Scanned {
+        records: 0,
+        torn_records: 0,
+        torn_bytes: 0,
+        valid_end: 0,
+    };
+    let mut offset = HEADER_LEN as u64;
+    let mut first_bad: Option<(u64, &'static str)> = None;
+    let mut buf = [0u8; RECORD_LEN];
+    while offset + RECORD_LEN as u64 <= file_len {
+        reader.read_exact(&mut buf).map_err(|source| LogError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match format::decode_record(&buf) {
+            Ok(record) => {
+                if let Some((bad, what)) = first_bad {
+                    return Err(LogError::Corrupt {
+                        path: path.to_path_buf(),
+                        offset: bad,
+                        what,
+                    });
+                }
+                visit(record);
+                scanned.records += 1;
+            }
+            Err(RecordProblem::UnknownCode) => {
+                return Err(LogError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset,
+                    what: "a record with a valid checksum has an unknown kind or origin code \
+                           (written by a newer enrichd?)",
+                });
+            }
+            Err(RecordProblem::Checksum) => {
+                first_bad.get_or_insert((offset, "record checksum mismatch"));
+                scanned.torn_records += 1;
+            }
+        }
+        offset += RECORD_LEN as u64;
+    }
+    if offset < file_len {
+        scanned.torn_records += 1;
+    }
+    scanned.valid_end = first_bad.map_or(offset, |(bad, _)| bad);
+    scanned.torn_bytes = file_len - scanned.valid_end;
+    Ok(scanned)
+}
+
+/// A reader over the records of a log, from [`ExclusionLog::records`].
+pub struct Records {
+    reader: BufReader<File>,
+    path: PathBuf,
+    offset: u64,
+    end: u64,
+}
+
+impl Iterator for Records {
+    type Item = Result<Record, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.offset + RECORD_LEN as u64 > self.end {
+            return None;
+        }
+        let mut buf = [0u8; RECORD_LEN];
+        let at = self.offset;
+        self.offset += RECORD_LEN as u64;
+        if let Err(source) = self.reader.read_exact(&mut buf) {
+            self.offset = self.end;
+            return Some(Err(LogError::Io {
+                action: "read",
+                path: self.path.clone(),
+                source,
+            }));
+        }
+        Some(format::decode_record(&buf).map_err(|_| {
+            self.offset = self.end;
+            LogError::Corrupt {
+                path: self.path.clone(),
+                offset: at,
+                what: "a record changed on disk after it was checked at start",
+            }
+        }))
     }
 }
 

@@ -55,13 +55,14 @@ fn a_new_log_is_created_with_only_a_header() {
         fs::metadata(log.path()).expect("file").len(),
         HEADER_LEN as u64
     );
-    let names: Vec<_> = fs::read_dir(dir.path())
+    let mut names: Vec<_> = fs::read_dir(dir.path())
         .expect("list")
         .map(|e| e.expect("entry").file_name())
         .collect();
+    names.sort();
     assert_eq!(
         names,
-        vec![LOG_FILE_NAME],
+        vec![LOCK_FILE_NAME, LOG_FILE_NAME],
         "no temporary file is left behind"
     );
 }
@@ -91,11 +92,14 @@ fn a_damaged_last_record_is_truncated_at_every_byte() {
         let mut damaged = whole.clone();
         damaged[byte] ^= 0x01;
         fs::write(&path, &damaged).expect("damage");
-        let (_, opened, seen) = open(dir.path()).unwrap_or_else(|e| panic!("byte {byte}: {e}"));
+        let (recovered, opened, seen) =
+            open(dir.path()).unwrap_or_else(|e| panic!("byte {byte}: {e}"));
+        drop(recovered);
         assert_eq!((seen.len(), opened.torn_records), (3, 1), "byte {byte}");
         // Appends after recovery land right after the good records.
         let (mut log, _, _) = open(dir.path()).expect("reopen");
         log.append(&[record(9, 1)]).expect("append after recovery");
+        drop(log);
         let (_, _, seen) = open(dir.path()).expect("reopen again");
         assert_eq!(seen.last(), Some(&record(9, 1)));
     }
@@ -180,4 +184,90 @@ fn compaction_keeps_accepted_records_and_survives_reopen() {
         ]
     );
     assert!(!dir.path().join(COMPACT_TMP).exists());
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_first_holds_the_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut first, _, _) = open(dir.path()).expect("create");
+
+    let err = open(dir.path()).expect_err("second writer");
+
+    assert!(matches!(err, LogError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("another running enrichd process"));
+    first
+        .append(&[record(1, 1)])
+        .expect("the first writer is unaffected");
+    drop(first);
+    let (_, _, seen) = open(dir.path()).expect("free again once the first is dropped");
+    assert_eq!(seen, vec![record(1, 1)]);
+}
+
+#[test]
+fn the_writer_lock_survives_compaction() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut log, _, _) = open(dir.path()).expect("create");
+    log.append(&[record(1, 1), record(2, 5)]).expect("append");
+    log.compact(|r| r.timestamp > 2, |_| {}).expect("compact");
+
+    assert!(matches!(open(dir.path()), Err(LogError::Locked { .. })));
+}
+
+#[test]
+fn a_read_only_reader_needs_no_lock_and_repairs_nothing() {
+    let (dir, path) = log_with(2);
+    let (_writer, _, _) = open(dir.path()).expect("writer holds the lock");
+    let mut bytes = fs::read(&path).expect("read");
+    bytes.extend_from_slice(&[0xAB; 20]);
+    fs::write(&path, &bytes).expect("tear");
+
+    let mut seen = Vec::new();
+    let opened = ExclusionLog::read_only(dir.path(), KEY_ID, |r| seen.push(r))
+        .expect("read")
+        .expect("the log exists");
+
+    assert_eq!(seen, vec![record(1, 1000), record(2, 1000)]);
+    assert_eq!(
+        (opened.records, opened.torn_records, opened.torn_bytes),
+        (2, 1, 20)
+    );
+    assert_eq!(fs::read(&path).expect("read"), bytes, "left as it was");
+    let empty = tempfile::tempdir().expect("temp dir");
+    assert_eq!(
+        ExclusionLog::read_only(empty.path(), KEY_ID, |_| {}).expect("absent"),
+        None
+    );
+    assert!(
+        !empty.path().join(LOG_FILE_NAME).exists(),
+        "nothing created"
+    );
+}
+
+#[test]
+fn a_read_only_reader_refuses_corruption_and_another_key() {
+    let (dir, path) = log_with(3);
+    assert!(matches!(
+        ExclusionLog::read_only(dir.path(), [9; 8], |_| {}),
+        Err(LogError::KeyMismatch { .. })
+    ));
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[HEADER_LEN + 10] ^= 0xff;
+    fs::write(&path, &bytes).expect("corrupt");
+    assert!(matches!(
+        ExclusionLog::read_only(dir.path(), KEY_ID, |_| {}),
+        Err(LogError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn records_reads_back_what_was_written_up_to_now() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut log, _, _) = open(dir.path()).expect("create");
+    log.append(&[record(1, 10), record(2, 20)]).expect("append");
+
+    let reader = log.records().expect("reader");
+    log.append(&[record(3, 30)]).expect("append after");
+    let read: Vec<Record> = reader.collect::<Result<_, _>>().expect("records");
+
+    assert_eq!(read, vec![record(1, 10), record(2, 20)]);
 }

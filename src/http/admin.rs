@@ -1,0 +1,326 @@
+//! The admin exclusion surface (admin key; tenant keys get 403):
+//! - `POST /v1/admin/exclusions`: bulk import, either `application/json`
+//!   `{"identifiers": [{"email": ...}, {"name": ..., "company": ...}, ...]}` or `text/plain` hash lines
+//!   (`<kind>:<hex>`, see [`crate::exclusion::parse_hash_lines`]). Good entries are recorded, bad ones
+//!   reported by index or line number; nothing about a bad entry is echoed back or logged.
+//! - `GET /v1/admin/exclusions/stats`: counts by kind and origin, log size, key fingerprint.
+//! - `GET /v1/admin/exclusions/export`: the audit export, streamed. NDJSON, one object per log record:
+//!   `{"kind", "hash", "truncated", "origin", "recorded_at", "key_version"}`; with `?format=hashes`, the
+//!   import text form instead, ready to load into another instance that shares the key. Never a raw
+//!   identifier: the list holds none.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, RawQuery, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::body::query;
+use super::{Admin, ApiError, AppState};
+use crate::domain::{Identifier, Query, QueryInput};
+use crate::exclusion::parse_hash_lines_lenient;
+use crate::optout::{Import, OptOutError};
+
+/// Bytes per chunk of the streamed export.
+const EXPORT_CHUNK: usize = 64 * 1024;
+
+pub fn routes(max_import_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/admin/exclusions",
+            post(import).layer(DefaultBodyLimit::max(max_import_bytes)),
+        )
+        .route("/v1/admin/exclusions/stats", get(stats))
+        .route("/v1/admin/exclusions/export", get(export))
+}
+
+/// One refused entry of an import: where it was and why, never what it said.
+#[derive(Debug, Serialize)]
+struct Rejected {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'static str>,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ImportReport {
+    receipt_id: String,
+    /// Entries read (good and bad; blank lines and comments not counted).
+    received: usize,
+    added: usize,
+    already_present: usize,
+    rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentifierImport {
+    identifiers: Vec<serde_json::Value>,
+}
+
+async fn import(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let media = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if media != "application/json" && media != "text/plain" {
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/json or text/plain",
+        });
+    }
+    let body = Bytes::from_request(req, &state)
+        .await
+        .map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge {
+                limit: state.max_import_bytes,
+            },
+            other => ApiError::invalid("body", other.body_text()),
+        })?;
+    let (entries, received, rejected) = if media == "text/plain" {
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::invalid("body", "the hash lines are not valid UTF-8"))?;
+        let parsed = parse_hash_lines_lenient(text);
+        let received = parsed.hashes.len() + parsed.rejected.len();
+        let rejected = parsed
+            .rejected
+            .into_iter()
+            .map(|e| Rejected {
+                line: Some(e.line),
+                index: None,
+                field: None,
+                reason: e.reason.to_string(),
+            })
+            .collect();
+        (Import::Hashes(parsed.hashes), received, rejected)
+    } else {
+        let doc: IdentifierImport = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::invalid(
+                "identifiers",
+                format!(
+                    "body must be {{\"identifiers\": [...]}}: {}",
+                    safe_serde_reason(&e)
+                ),
+            )
+        })?;
+        let received = doc.identifiers.len();
+        let (ids, rejected) = parse_identifiers(doc.identifiers, &state);
+        (Import::Identifiers(ids), received, rejected)
+    };
+    let imported = match state.optout().import(entries).await {
+        Ok(imported) => imported,
+        Err(OptOutError::Incomplete { receipt_id, what }) => {
+            return Err(ApiError::OptOutIncomplete {
+                receipt_id,
+                what,
+                retry_after_secs: 5,
+            });
+        }
+        Err(err @ OptOutError::NotRecorded(_)) => return Err(ApiError::internal(err)),
+    };
+    Ok(Json(ImportReport {
+        receipt_id: imported.receipt_id,
+        received,
+        added: imported.added,
+        already_present: imported.already_present,
+        rejected,
+    })
+    .into_response())
+}
+
+/// Parses each JSON item as a lookup-style object (`email`, `phone`, `profile_url`, `name` with
+/// `company` or `domain`, ...). A bad item is reported by its index and field.
+fn parse_identifiers(
+    items: Vec<serde_json::Value>,
+    state: &AppState,
+) -> (Vec<Identifier>, Vec<Rejected>) {
+    let mut ids = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let reject = |field, reason: String| Rejected {
+            line: None,
+            index: Some(index),
+            field,
+            reason,
+        };
+        if !item.is_object() {
+            rejected.push(reject(
+                None,
+                "each identifier must be a JSON object such as {\"email\": \"...\"}".into(),
+            ));
+            continue;
+        }
+        let input: QueryInput = match serde_json::from_value(item) {
+            Ok(input) => input,
+            Err(e) => {
+                rejected.push(reject(None, safe_serde_reason(&e)));
+                continue;
+            }
+        };
+        match Query::parse(&input, state.region) {
+            Ok(q) => ids.extend(q.identifiers().into_iter().filter(Identifier::is_personal)),
+            Err(errors) => {
+                rejected.extend(errors.into_iter().map(|e| reject(Some(e.field), e.message)))
+            }
+        }
+    }
+    (ids, rejected)
+}
+
+/// A serde message that names a field but never quotes a value (which may be an identifier).
+fn safe_serde_reason(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.starts_with("unknown field") || msg.starts_with("missing field") {
+        msg
+    } else if e.is_syntax() || e.is_eof() {
+        format!("not valid JSON (line {}, column {})", e.line(), e.column())
+    } else {
+        "every field must be a string".into()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct StatsBody {
+    entries: u64,
+    by_kind: BTreeMap<&'static str, u64>,
+    by_origin: BTreeMap<&'static str, u64>,
+    log_bytes: u64,
+    key_id: String,
+    key_version: u16,
+    retention_days: u32,
+}
+
+async fn stats(State(state): State<AppState>, Admin(_): Admin) -> Json<StatsBody> {
+    let list = &state.exclusion;
+    let s = list.stats();
+    Json(StatsBody {
+        entries: s.entries,
+        by_kind: s.by_kind,
+        by_origin: s.by_origin,
+        log_bytes: s.log_bytes,
+        key_id: list.key_id().to_string(),
+        key_version: list.key_version(),
+        retention_days: list.retention_days(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportParams {
+    format: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum ExportFormat {
+    Ndjson,
+    Hashes,
+}
+
+/// One exported record.
+#[derive(Serialize)]
+struct ExportLine {
+    kind: &'static str,
+    hash: String,
+    truncated: bool,
+    origin: &'static str,
+    recorded_at: String,
+    key_version: u16,
+}
+
+async fn export(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let params: ExportParams = query(raw.as_deref())?;
+    let format = match params.format.as_deref() {
+        None | Some("ndjson") => ExportFormat::Ndjson,
+        Some("hashes") => ExportFormat::Hashes,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "format",
+                "format must be ndjson or hashes",
+            ));
+        }
+    };
+    let list = state.exclusion.clone();
+    let records = tokio::task::spawn_blocking(move || list.records())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = String::with_capacity(EXPORT_CHUNK + 256);
+        for record in records {
+            let record = match record {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::error!(error = %err, "Exclusion export stopped: the log could not be read.");
+                    let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
+                    return;
+                }
+            };
+            match format {
+                ExportFormat::Hashes => chunk.push_str(&record.hashed.to_line()),
+                ExportFormat::Ndjson => {
+                    let at = UNIX_EPOCH + Duration::from_secs(record.timestamp);
+                    let line = ExportLine {
+                        kind: record.kind().as_str(),
+                        hash: record.hashed.to_hex(),
+                        truncated: !record.hashed.is_full(),
+                        origin: record.origin.as_str(),
+                        recorded_at: humantime::format_rfc3339_seconds(at).to_string(),
+                        key_version: record.key_version,
+                    };
+                    // Serialising plain strings and numbers cannot fail.
+                    chunk.push_str(&serde_json::to_string(&line).unwrap_or_default());
+                }
+            }
+            chunk.push('\n');
+            if chunk.len() >= EXPORT_CHUNK {
+                let full = std::mem::replace(&mut chunk, String::with_capacity(EXPORT_CHUNK + 256));
+                if tx.blocking_send(Ok(Bytes::from(full))).is_err() {
+                    return; // The client went away.
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let (content_type, file) = match format {
+        ExportFormat::Ndjson => ("application/x-ndjson", "exclusions.ndjson"),
+        ExportFormat::Hashes => ("text/plain; charset=utf-8", "exclusions.txt"),
+    };
+    let mut resp = Body::from_stream(body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(state.exclusion.key_id()) {
+        h.insert("x-enrichd-exclusion-key-id", v);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,453 @@
+//! The public opt-out: `GET /optout` (an HTML form), `POST /optout` (the form's submission, answered in
+//! HTML) and `POST /v1/optout` (JSON). No API key; limited per client address. Every channel runs the
+//! same [`crate::optout::OptOut`] procedure, effective before the answer is sent.
+//!
+//! Answers never say whether the person was already on the list or what the expansion found: anyone
+//! can submit anyone's identifiers, so the answer must not become a lookup.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::body::JsonBody;
+use super::html::{escape, page};
+use super::{ApiError, AppState};
+use crate::domain::{FieldError, Query, QueryInput};
+use crate::exclusion::Origin;
+use crate::optout::{OptOut, OptOutError};
+
+/// Seconds a client is asked to wait before resubmitting an opt-out that did not fully finish.
+const RETRY_INCOMPLETE_SECS: u64 = 5;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/optout", get(form).post(submit_form))
+        .route("/v1/optout", post(submit_json))
+}
+
+impl AppState {
+    /// The opt-out procedure over this state's list, pipeline and hooks (also used by `enrichd optout`).
+    pub fn optout(&self) -> OptOut {
+        OptOut::new(
+            self.exclusion.clone(),
+            self.pipeline.clone(),
+            self.optout_hooks.clone(),
+            self.optout_expand_timeout,
+            self.metrics.clone(),
+        )
+    }
+}
+
+/// The client's address from the connection ([`super::serve`] records it). A router served without
+/// connection info (an in-process test) puts every client under `0.0.0.0`.
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
+        ))
+    }
+}
+
+/// The JSON acknowledgement of `POST /v1/optout`.
+#[derive(Debug, Serialize)]
+struct Acknowledgement {
+    receipt_id: String,
+    status: &'static str,
+    detail: &'static str,
+}
+
+const EFFECT: &str = "The opt-out is in effect: lookups by these identifiers, and by the other emails, \
+                      phones and profile URLs the sources hold for this person, are refused without \
+                      asking any source, and stored results holding them are deleted.";
+
+async fn submit_json(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    JsonBody(input): JsonBody<QueryInput>,
+) -> Result<Response, ApiError> {
+    state
+        .optout_limiter
+        .check(client)
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    let query = Query::parse(&input, state.region).map_err(ApiError::Invalid)?;
+    match state.optout().run(&query, Origin::Api).await {
+        Ok(ack) => Ok(Json(Acknowledgement {
+            receipt_id: ack.receipt_id,
+            status: "recorded",
+            detail: EFFECT,
+        })
+        .into_response()),
+        Err(OptOutError::Incomplete { receipt_id, what }) => Err(ApiError::OptOutIncomplete {
+            receipt_id,
+            what,
+            retry_after_secs: RETRY_INCOMPLETE_SECS,
+        }),
+        Err(err @ OptOutError::NotRecorded(_)) => Err(ApiError::internal(err)),
+    }
+}
+
+/// The form's fields as typed, kept to fill the form again when it is refused.
+#[derive(Debug, Default)]
+struct FormValues {
+    email: String,
+    phone: String,
+    profile_url: String,
+    name: String,
+    company: String,
+    domain: String,
+}
+
+impl FormValues {
+    /// Reads an `application/x-www-form-urlencoded` body; unknown fields (a button's name) are ignored.
+    fn parse(body: &[u8]) -> Self {
+        let mut v = Self::default();
+        for (key, value) in url::form_urlencoded::parse(body) {
+            let slot = match key.as_ref() {
+                "email" => &mut v.email,
+                "phone" => &mut v.phone,
+                "profile_url" => &mut v.profile_url,
+                "name" => &mut v.name,
+                "company" => &mut v.company,
+                "domain" => &mut v.domain,
+                _ => continue,
+            };
+            *slot = value.into_owned();
+        }
+        v
+    }
+
+    fn input(&self) -> QueryInput {
+        let some = |s: &String| Some(s.clone());
+        QueryInput {
+            email: some(&self.email),
+            phone: some(&self.phone),
+            profile_url: some(&self.profile_url),
+            name: some(&self.name),
+            company: some(&self.company),
+            domain: some(&self.domain),
+            ..QueryInput::default()
+        }
+    }
+}
+
+async fn form() -> Response {
+    render_form(StatusCode::OK, &FormValues::default(), &[])
+}
+
+async fn submit_form(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/x-www-form-urlencoded",
+        });
+    }
+    let body = Bytes::from_request(req, &state)
+        .await
+        .map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge {
+                limit: state.max_json_bytes,
+            },
+            other => ApiError::invalid("body", other.body_text()),
+        })?;
+    if let Err(wait) = state.optout_limiter.check(client) {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut resp = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests – opt out",
+            &format!(
+                "<h1>Too many requests</h1>\n<p>Too many opt-out requests came from your network. \
+                 Nothing was recorded from this one. Please wait {secs} seconds, then \
+                 <a href=\"/optout\">submit the form again</a>.</p>"
+            ),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Ok(resp);
+    }
+    let values = FormValues::parse(&body);
+    let query = match Query::parse(&values.input(), state.region) {
+        Ok(q) => q,
+        Err(errors) => {
+            return Ok(render_form(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &values,
+                &errors,
+            ));
+        }
+    };
+    Ok(match state.optout().run(&query, Origin::PublicForm).await {
+        Ok(ack) => page(
+            StatusCode::OK,
+            "You are opted out",
+            &format!(
+                "<h1>You are opted out</h1>\n<p>{EFFECT}</p>\n<p>Your receipt number is \
+                 <strong><code>{id}</code></strong>. Keep it if you want to write to the operator \
+                 about this opt-out; it is not linked to your identifiers anywhere.</p>\n\
+                 <p><a href=\"/privacy\">Read the privacy notice</a></p>",
+                id = escape(&ack.receipt_id),
+            ),
+        ),
+        Err(OptOutError::Incomplete { receipt_id, what }) => {
+            let mut resp = page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Opt-out recorded, not yet complete",
+                &format!(
+                    "<h1>Your opt-out is recorded but not yet complete</h1>\n<p>Lookups by what you \
+                     gave are already refused (receipt <code>{id}</code>), but {what} did not finish. \
+                     Please <a href=\"/optout\">submit the same details again</a> in a few seconds: \
+                     submitting twice is safe.</p>",
+                    id = escape(&receipt_id),
+                    what = escape(&what),
+                ),
+            );
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_INCOMPLETE_SECS),
+            );
+            resp
+        }
+        Err(err @ OptOutError::NotRecorded(_)) => {
+            // Rendering the internal error logs its cause chain, as for every other route.
+            let logged = ApiError::internal(err).into_response();
+            page(
+                logged.status(),
+                "Opt-out failed",
+                "<h1>Your opt-out could not be recorded</h1>\n<p>Nothing was saved. This is our \
+                 fault, not yours; please <a href=\"/optout\">try again</a> later.</p>",
+            )
+        }
+    })
+}
+
+/// One input of the form.
+struct Input {
+    id: &'static str,
+    label: &'static str,
+    hint: Option<&'static str>,
+    kind: &'static str,
+    autocomplete: &'static str,
+}
+
+const IDENTIFIERS: [Input; 3] = [
+    Input {
+        id: "email",
+        label: "Email address",
+        hint: None,
+        kind: "email",
+        autocomplete: "email",
+    },
+    Input {
+        id: "phone",
+        label: "Phone number",
+        hint: Some("Include the country code, for example +44 20 7946 0958."),
+        kind: "tel",
+        autocomplete: "tel",
+    },
+    Input {
+        id: "profile_url",
+        label: "Profile address",
+        hint: Some(
+            "Your LinkedIn, GitHub, X or Keybase profile, for example linkedin.com/in/your-name.",
+        ),
+        kind: "url",
+        autocomplete: "url",
+    },
+];
+
+const NAME_WITH: [Input; 3] = [
+    Input {
+        id: "name",
+        label: "Full name",
+        hint: None,
+        kind: "text",
+        autocomplete: "name",
+    },
+    Input {
+        id: "company",
+        label: "Company",
+        hint: None,
+        kind: "text",
+        autocomplete: "organization",
+    },
+    Input {
+        id: "domain",
+        label: "Company website",
+        hint: Some("Instead of, or as well as, the company name: for example example.com."),
+        kind: "text",
+        autocomplete: "off",
+    },
+];
+
+fn render_form(status: StatusCode, values: &FormValues, errors: &[FieldError]) -> Response {
+    let value_of = |id: &str| match id {
+        "email" => &values.email,
+        "phone" => &values.phone,
+        "profile_url" => &values.profile_url,
+        "name" => &values.name,
+        "company" => &values.company,
+        _ => &values.domain,
+    };
+    let field = |input: &Input| {
+        let error = errors.iter().find(|e| e.field == input.id);
+        let mut described = Vec::new();
+        let mut html = format!(
+            "<label for=\"{id}\">{label}</label>\n",
+            id = input.id,
+            label = input.label
+        );
+        if let Some(hint) = input.hint {
+            html.push_str(&format!(
+                "<p class=\"hint\" id=\"{}-hint\">{}</p>\n",
+                input.id,
+                escape(hint)
+            ));
+            described.push(format!("{}-hint", input.id));
+        }
+        if let Some(e) = error {
+            html.push_str(&format!(
+                "<p class=\"error\" id=\"{}-error\"><span class=\"visually-hidden\">Error:</span> {}</p>\n",
+                input.id,
+                escape(&e.message)
+            ));
+            described.push(format!("{}-error", input.id));
+        }
+        html.push_str(&format!(
+            "<input id=\"{id}\" name=\"{id}\" type=\"{kind}\" autocomplete=\"{ac}\" spellcheck=\"false\" \
+             value=\"{value}\"{described}{invalid}>\n",
+            id = input.id,
+            kind = input.kind,
+            ac = input.autocomplete,
+            value = escape(value_of(input.id)),
+            described = if described.is_empty() {
+                String::new()
+            } else {
+                format!(" aria-describedby=\"{}\"", described.join(" "))
+            },
+            invalid = if error.is_some() {
+                " aria-invalid=\"true\""
+            } else {
+                ""
+            },
+        ));
+        html
+    };
+    let mut body = String::from("<h1>Opt out of enrichd</h1>\n");
+    if !errors.is_empty() {
+        body.push_str(
+            "<div class=\"summary\" role=\"alert\" aria-labelledby=\"problem\" tabindex=\"-1\">\n\
+             <h2 id=\"problem\">There is a problem</h2>\n<ul>\n",
+        );
+        for e in errors {
+            // The form only has these fields; anything else is reported against the first one.
+            let target = if IDENTIFIERS
+                .iter()
+                .chain(&NAME_WITH)
+                .any(|i| i.id == e.field)
+            {
+                e.field
+            } else {
+                "email"
+            };
+            body.push_str(&format!(
+                "<li><a href=\"#{target}\">{}</a></li>\n",
+                escape(&e.message)
+            ));
+        }
+        body.push_str("</ul>\n</div>\n");
+    }
+    body.push_str(
+        "<p>This service looks people up in public sources on behalf of its customers. Opting out \
+         stops that for you, at once: before this form answers, every lookup by what you give here \
+         is refused without asking any source, and any stored results that hold you are deleted.</p>\n\
+         <p>To block your other addresses too, enrichd looks you up once, now, and blocks every \
+         other email address, phone number and profile the sources know for you. That result is \
+         not kept or shown to anyone. What you give is kept only as keyed hashes, never as text.</p>\n\
+         <form method=\"post\" action=\"/optout\" novalidate>\n\
+         <fieldset>\n<legend>How can we recognise you?</legend>\n\
+         <p class=\"hint\">Give at least one of these, or your name with your company below. \
+         Give as many as you like: each one is blocked.</p>\n",
+    );
+    for input in &IDENTIFIERS {
+        body.push_str(&field(input));
+    }
+    body.push_str(
+        "</fieldset>\n<fieldset>\n<legend>Or your name at your company</legend>\n\
+         <p class=\"hint\">A name alone cannot be blocked, as many people share it: add your \
+         company or its website.</p>\n",
+    );
+    for input in &NAME_WITH {
+        body.push_str(&field(input));
+    }
+    body.push_str(
+        "</fieldset>\n<button type=\"submit\">Opt out</button>\n</form>\n\
+         <p><a href=\"/privacy\">Read the privacy notice</a></p>",
+    );
+    let title = if errors.is_empty() {
+        "Opt out – enrichd"
+    } else {
+        "Error: Opt out – enrichd"
+    };
+    page(status, title, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_values_ignore_unknown_fields_and_decode() {
+        let v = FormValues::parse(b"email=ada%40example.com&submit=Opt+out&name=Ada+Lovelace");
+        assert_eq!(v.email, "ada@example.com");
+        assert_eq!(v.name, "Ada Lovelace");
+        assert!(v.phone.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_form_names_the_field_and_keeps_the_values_escaped() {
+        let values = FormValues {
+            email: "\"><script>".into(),
+            ..FormValues::default()
+        };
+        let errors = [FieldError::new("email", "email has no '@'")];
+
+        let resp = render_form(StatusCode::UNPROCESSABLE_ENTITY, &values, &errors);
+
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let html = String::from_utf8_lossy(&body);
+        assert!(html.contains("<a href=\"#email\">email has no &#39;@&#39;</a>"));
+        assert!(html.contains("aria-invalid=\"true\""));
+        assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;\""));
+        assert!(!html.contains("<script>"));
+    }
+}

@@ -1,0 +1,325 @@
+//! Opting out: record the person, find what else identifies them, make every part of the service forget
+//! them, and only then acknowledge.
+//!
+//! The steps of [`OptOut::run`], each finished before the next begins:
+//! 1. **record**: the given identifiers are hashed onto the exclusion list and fsynced. From here on no
+//!    lookup by them reaches an upstream, even if a later step fails.
+//! 2. **expand**: one live lookup of the given identifiers, the only lookup that bypasses the list
+//!    ([`LookupOptions::bypass_exclusion_for_optout_expansion`]). The emails, phones and profile URLs of
+//!    the merged profile are hashed onto the list too (origin `expansion`), so a later lookup by any of
+//!    them is refused before fan-out. The profile itself is dropped here: it is never returned, stored
+//!    or logged. A slow or failing source only makes the expansion smaller.
+//! 3. **forget**: every [`OptOutHook`] (source cache, stored batch results) drops what it holds about
+//!    any of the identifiers.
+//! 4. **acknowledge** with a receipt id that says nothing about the person, and nothing about whether
+//!    they were on the list already or what the expansion found.
+//!
+//! The HTTP handlers (`POST /optout`, `POST /v1/optout`) and `enrichd optout` all call [`OptOut::run`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::domain::{Identifier, IdentifierKind, Query};
+use crate::exclusion::{ExclusionList, Hashed, HookError, OptOutHook, Origin};
+use crate::pipeline::{LookupOptions, Pipeline};
+use crate::profile::{Field, Observation, Profile, Sourced};
+use crate::telemetry::Metrics;
+
+/// The detail the address finder puts on its guessed addresses. A guess is not something a source
+/// reported about the person, so it does not widen an opt-out (it could be a namesake's address).
+const GUESSED: &str = "candidate";
+
+/// Why an opt-out was not fully carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum OptOutError {
+    /// Nothing was acknowledged: the list could not record the given identifiers.
+    #[error("the opt-out could not be recorded")]
+    NotRecorded(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The given identifiers are recorded and enforced, but a later step failed. Running the same
+    /// opt-out again is safe and finishes the job.
+    #[error("opt-out {receipt_id} is recorded, but {what} did not finish")]
+    Incomplete { receipt_id: String, what: String },
+}
+
+/// What an acknowledged opt-out tells its caller. Deliberately thin: see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledged {
+    /// 32 hex characters, random, not stored anywhere; it appears in one log line for support.
+    pub receipt_id: String,
+}
+
+/// The opt-out procedure over the service's parts. Cheap to build from shared handles.
+#[derive(Clone)]
+pub struct OptOut {
+    list: Arc<ExclusionList>,
+    pipeline: Pipeline,
+    hooks: Arc<Vec<Arc<dyn OptOutHook>>>,
+    expand_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl OptOut {
+    pub fn new(
+        list: Arc<ExclusionList>,
+        pipeline: Pipeline,
+        hooks: Arc<Vec<Arc<dyn OptOutHook>>>,
+        expand_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            list,
+            pipeline,
+            hooks,
+            expand_timeout,
+            metrics,
+        }
+    }
+
+    /// Records, expands, forgets, in that order (see the module docs). `origin` is the channel the
+    /// opt-out came in by.
+    pub async fn run(&self, query: &Query, origin: Origin) -> Result<Acknowledged, OptOutError> {
+        let given: Vec<Identifier> = query
+            .identifiers()
+            .into_iter()
+            .filter(Identifier::is_personal)
+            .collect();
+        let prefixes: Vec<String> = given.iter().map(|id| self.list.hash_prefix(id)).collect();
+        let receipt = self
+            .add(given.clone(), origin)
+            .await
+            .map_err(OptOutError::NotRecorded)?;
+        self.metrics.optout(origin.as_str());
+        self.metrics
+            .exclusion_entries_added(origin.as_str(), receipt.added);
+        let receipt_id = receipt.id;
+
+        let found = self.expand(query).await;
+        let expanded = found.len();
+        let mut all = given;
+        let mut unfinished = Vec::new();
+        if !found.is_empty() {
+            match self.add(found.clone(), Origin::Expansion).await {
+                Ok(r) => {
+                    self.metrics
+                        .exclusion_entries_added(Origin::Expansion.as_str(), r.added);
+                    all.extend(found);
+                }
+                Err(err) => {
+                    tracing::error!(receipt = %receipt_id, error = %err, "Could not record the identifiers an opt-out's lookup found.");
+                    unfinished.push("blocking the other identifiers the sources know".to_string());
+                }
+            }
+        }
+
+        // The hooks run even if the expansion could not be recorded: what was given must go.
+        let failed = self.forget(&all).await;
+        tracing::info!(
+            receipt = %receipt_id,
+            origin = origin.as_str(),
+            hashes = ?prefixes,
+            expanded,
+            hooks = self.hooks.len(),
+            hooks_failed = failed.len(),
+            "Opt-out recorded."
+        );
+        if !failed.is_empty() {
+            unfinished.push(format!("removing it from {}", failed.join(", ")));
+        }
+        if unfinished.is_empty() {
+            Ok(Acknowledged { receipt_id })
+        } else {
+            Err(OptOutError::Incomplete {
+                receipt_id,
+                what: unfinished.join(" and "),
+            })
+        }
+    }
+
+    /// Records `ids` durably on a blocking thread.
+    async fn add(
+        &self,
+        ids: Vec<Identifier>,
+        origin: Origin,
+    ) -> Result<crate::exclusion::Receipt, Box<dyn std::error::Error + Send + Sync>> {
+        let list = Arc::clone(&self.list);
+        let receipt = tokio::task::spawn_blocking(move || list.add(&ids, origin)).await??;
+        Ok(receipt)
+    }
+
+    /// The personal identifiers a live lookup of `query` finds beyond the query's own.
+    async fn expand(&self, query: &Query) -> Vec<Identifier> {
+        let opts = LookupOptions {
+            timeout: Some(self.expand_timeout),
+            bypass_exclusion_for_optout_expansion: true,
+            // Free sources only: an opt-out never spends the operator's paid credits.
+            want: Some(Vec::new()),
+            ..LookupOptions::default()
+        };
+        let lookup = self.pipeline.lookup(query, opts).await;
+        let own = query.identifiers();
+        lookup
+            .profile
+            .as_ref()
+            .map(expansion_identifiers)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| !own.contains(id))
+            .collect()
+    }
+
+    /// Runs every hook on `ids`; returns the names of those that failed.
+    async fn forget(&self, ids: &[Identifier]) -> Vec<&'static str> {
+        self.run_hooks(|hook| hook.opted_out(ids)).await
+    }
+
+    /// Runs `call` on every hook at once; logs each failure and returns the failed hooks' names.
+    async fn run_hooks<'a>(
+        &'a self,
+        call: impl Fn(&'a dyn OptOutHook) -> BoxFuture<'a, Result<(), HookError>>,
+    ) -> Vec<&'static str> {
+        let runs = self.hooks.iter().map(|hook| {
+            let name = hook.name();
+            call(hook.as_ref()).map(move |result| (name, result))
+        });
+        let mut failed = Vec::new();
+        for (name, result) in futures::future::join_all(runs).await {
+            if let Err(err) = result {
+                tracing::error!(hook = name, error = %err, "An opt-out hook failed; the opt-out is recorded and a resubmission will retry it.");
+                failed.push(name);
+            }
+        }
+        failed
+    }
+
+    /// An admin bulk import: records the entries durably, then runs every hook, without expansion
+    /// (thousands of live lookups would hammer the sources; each entry is taken as given).
+    pub async fn import(&self, import: Import) -> Result<Imported, OptOutError> {
+        let origin = Origin::AdminImport;
+        let list = Arc::clone(&self.list);
+        let hashes = match &import {
+            Import::Identifiers(ids) => ids.iter().filter_map(|id| list.hash(id)).collect(),
+            Import::Hashes(hashes) => hashes.clone(),
+        };
+        let receipt = tokio::task::spawn_blocking(move || list.add_hashes(&hashes, origin))
+            .await
+            .map_err(|e| OptOutError::NotRecorded(Box::new(e)))?
+            .map_err(|e| OptOutError::NotRecorded(Box::new(e)))?;
+        if receipt.added + receipt.already_present > 0 {
+            self.metrics.optout(origin.as_str());
+            self.metrics
+                .exclusion_entries_added(origin.as_str(), receipt.added);
+        }
+        let failed = match &import {
+            Import::Identifiers(ids) => self.forget(ids).await,
+            Import::Hashes(hashes) => self.run_hooks(|hook| hook.opted_out_hashes(hashes)).await,
+        };
+        tracing::info!(
+            receipt = %receipt.id,
+            origin = origin.as_str(),
+            added = receipt.added,
+            already_present = receipt.already_present,
+            hooks_failed = failed.len(),
+            "Exclusion import recorded."
+        );
+        if !failed.is_empty() {
+            return Err(OptOutError::Incomplete {
+                receipt_id: receipt.id,
+                what: format!("removing the entries from {}", failed.join(", ")),
+            });
+        }
+        Ok(Imported {
+            receipt_id: receipt.id,
+            added: receipt.added,
+            already_present: receipt.already_present,
+        })
+    }
+}
+
+/// The entries of an admin bulk import.
+#[derive(Debug, Clone)]
+pub enum Import {
+    /// Identifiers, parsed and normalised; the hooks get them.
+    Identifiers(Vec<Identifier>),
+    /// Pre-computed keyed hashes; the hooks get them through [`OptOutHook::opted_out_hashes`].
+    Hashes(Vec<Hashed>),
+}
+
+/// What an admin import did. Unlike a public opt-out, an admin may learn what was already listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    pub receipt_id: String,
+    /// Distinct entries that were not on the list before.
+    pub added: usize,
+    /// Distinct entries already on the list (their retention restarts).
+    pub already_present: usize,
+}
+
+/// The emails, phones and profile URLs a merged profile holds, as identifiers (guessed addresses
+/// left out). Names with companies are not taken: a name is shared by many people, and the opt-out's
+/// own name + company, if given, is already on the list.
+pub fn expansion_identifiers(profile: &Profile) -> Vec<Identifier> {
+    let mut out = Vec::new();
+    let mut take = |values: &[Sourced], field: Field| {
+        for v in values
+            .iter()
+            .filter(|v| v.detail.as_deref() != Some(GUESSED))
+        {
+            if let Some(id) = Observation::new(field, v.value.clone()).identifier()
+                && matches!(
+                    id.kind(),
+                    IdentifierKind::Email | IdentifierKind::Phone | IdentifierKind::ProfileUrl
+                )
+                && !out.contains(&id)
+            {
+                out.push(id);
+            }
+        }
+    };
+    take(&profile.emails, Field::Email);
+    take(&profile.phones, Field::Phone);
+    take(&profile.profiles, Field::Profile);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sourced(value: &str, detail: Option<&str>) -> Sourced {
+        Sourced {
+            value: value.into(),
+            confidence: 0.5,
+            sources: vec!["gravatar".into()],
+            detail: detail.map(str::to_string),
+            status: None,
+            evidence: None,
+        }
+    }
+
+    #[test]
+    fn expansion_takes_emails_phones_and_profiles_but_not_guesses_or_names() {
+        let profile = Profile {
+            emails: vec![
+                sourced("ada@work.example", None),
+                sourced("a.lovelace@work.example", Some(GUESSED)),
+                sourced("not an email", None),
+            ],
+            phones: vec![sourced("+442079460958", None)],
+            profiles: vec![
+                sourced("https://github.com/ada", None),
+                sourced("https://github.com/ada", None),
+            ],
+            ..Profile::default()
+        };
+
+        let ids: Vec<String> = expansion_identifiers(&profile)
+            .iter()
+            .map(Identifier::canonical)
+            .collect();
+
+        assert_eq!(ids, ["ada@work.example", "+442079460958", "github.com/ada"]);
+    }
+}

@@ -1,0 +1,223 @@
+//! Harness for tests of the real `enrichd` binary: a data directory, a config pointing only at loopback
+//! fakes, a fixed exclusion key in the environment (and nothing else from the test's environment), and
+//! a server process whose address is read from its JSON startup log line.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Upstreams, assert_loopback, loopback_only};
+
+/// The exclusion key every process of a test shares (test-only, 32 bytes as hex).
+pub const KEY: &str = "6b1f0a4c9d2e8f7a3b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f70";
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_enrichd")
+}
+
+/// A data directory and configuration shared by every process of one test.
+pub struct Setup {
+    pub up: Upstreams,
+    pub data: tempfile::TempDir,
+    config: PathBuf,
+    /// A tenant key made with `enrichd keys new`.
+    pub tenant_key: String,
+    pub http: reqwest::Client,
+    /// Everything every process of this setup wrote on stderr.
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Setup {
+    /// Upstream fakes, a config file (only loopback sources, JSON logs, `extra` appended) and a key.
+    pub async fn new(extra: &str) -> Self {
+        let up = Upstreams::start().await;
+        let data = tempfile::tempdir().expect("data dir");
+        let text = loopback_only(&format!(
+            "{}\n[server]\nlog_format = \"json\"\n{extra}",
+            up.config()
+        ));
+        let loaded = enrichd::config::Config::from_toml(&text, &[]).expect("valid config");
+        assert_loopback(&loaded);
+        let config = data.path().join("enrichd.toml");
+        std::fs::write(&config, text).expect("write config");
+        let mut setup = Self {
+            up,
+            data,
+            config,
+            tenant_key: String::new(),
+            http: reqwest::Client::new(),
+            stderr: Arc::new(Mutex::new(String::new())),
+        };
+        let out = setup.run(&["keys", "new", "--tenant", "test"]);
+        assert!(out.status.success(), "keys new: {}", text_of(&out.stderr));
+        setup.tenant_key = text_of(&out.stdout)
+            .lines()
+            .last()
+            .expect("the key is the last line")
+            .to_string();
+        setup
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data.path().join("exclusion").join("exclusion.log")
+    }
+
+    /// `enrichd <args> --config C --data-dir D` with only the exclusion key and a log level set.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .env_clear()
+            .env("ENRICHD_EXCLUSION_KEY", KEY)
+            .env("ENRICHD_LOG", "info");
+        cmd
+    }
+
+    /// Runs a command to completion; its stderr is kept with the setup's.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("run enrichd");
+        self.keep(&text_of(&out.stderr));
+        out
+    }
+
+    fn keep(&self, text: &str) {
+        self.stderr.lock().expect("stderr lock").push_str(text);
+    }
+
+    /// Starts `enrichd serve --listen 127.0.0.1:0` and waits for its address; `Err` with the exit
+    /// status and stderr when the process ends instead.
+    pub async fn start(&self) -> Result<Instance, (Option<i32>, String)> {
+        let mut child = self
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn enrichd serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel::<String>();
+        let own = Arc::new(Mutex::new(String::new()));
+        let (all, mine) = (self.stderr.clone(), own.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.lock().expect("lock").push_str(&line);
+                all.lock().expect("lock").push('\n');
+                mine.lock().expect("lock").push_str(&line);
+                mine.lock().expect("lock").push('\n');
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(START_TIMEOUT))
+            .await
+            .expect("join");
+        match addr {
+            Ok(addr) => Ok(Instance {
+                child,
+                url: format!("http://{addr}"),
+                stderr: own,
+            }),
+            Err(_) => {
+                let status =
+                    tokio::task::spawn_blocking(move || child.wait().ok().and_then(|s| s.code()))
+                        .await
+                        .expect("join");
+                // The reader thread ends with the process; give it a moment to copy the last line.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let text = own.lock().expect("lock").clone();
+                Err((status, text))
+            }
+        }
+    }
+
+    /// POST /v1/optout to `inst`; the status, or the connection error's text.
+    pub async fn optout(&self, inst: &Instance, email: &str) -> Result<u16, String> {
+        post_optout(&self.http, &inst.url, email).await
+    }
+
+    /// POST /v1/lookup with the tenant key.
+    pub async fn lookup(&self, inst: &Instance, body: Value) -> Value {
+        self.http
+            .post(format!("{}/v1/lookup", inst.url))
+            .bearer_auth(&self.tenant_key)
+            .json(&body)
+            .send()
+            .await
+            .expect("lookup")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+/// A running `enrichd serve`.
+pub struct Instance {
+    child: Child,
+    pub url: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Instance {
+    /// SIGKILL: no shutdown, no flush, nothing the process could finish.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What this process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        http.get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in the server's JSON startup line, `{"fields":{"message":"enrichd is listening.",
+/// "addr":"127.0.0.1:PORT",...}}`.
+fn listening_addr(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields")?;
+    (fields.get("message")?.as_str()? == "enrichd is listening.")
+        .then(|| fields.get("addr")?.as_str().map(str::to_string))
+        .flatten()
+}
+
+/// POST /v1/optout to the server at `url`; the status, or the connection error's text.
+pub async fn post_optout(http: &reqwest::Client, url: &str, email: &str) -> Result<u16, String> {
+    http.post(format!("{url}/v1/optout"))
+        .json(&serde_json::json!({ "email": email }))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+pub fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
