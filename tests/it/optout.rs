@@ -914,3 +914,46 @@ async fn a_failed_hook_is_a_503_that_says_the_opt_out_is_recorded_and_resubmitti
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_service_compacts_away_opt_outs_past_their_retention_at_start() {
+    use enrichd::domain::{Email, Identifier};
+    use enrichd::exclusion::{ExclusionCheck, ExclusionKey, ExclusionList, Origin};
+    use std::time::{Duration, SystemTime};
+    let data = tempfile::tempdir().expect("data dir");
+    let dir = data.path().join("exclusion");
+    let old = SystemTime::now() - Duration::from_secs(10 * 86_400);
+    {
+        // The key the service will read, and two opt-outs: one 10 days old, one fresh.
+        let (key, _) = ExclusionKey::load(None, data.path()).expect("key");
+        let (list, _) = ExclusionList::open(&dir, key, 30, SystemTime::now()).expect("list");
+        let list = list.with_clock(move || old);
+        let id = |e: &str| Identifier::Email(Email::parse(e).expect("email"));
+        list.add(&[id("old@example.com")], Origin::Cli)
+            .expect("old");
+        let list = list.with_clock(SystemTime::now);
+        list.add(&[id("fresh@example.com")], Origin::Cli)
+            .expect("fresh");
+    }
+    let config = crate::helpers::loopback_only(
+        "[retention]\nbatch_results_days = 30\nsource_cache_seconds = 60\nexclusion_days = 7\n",
+    );
+    let loaded = enrichd::config::Config::from_toml(&config, &[]).expect("config");
+
+    let app = enrichd::app::App::build(&loaded, data.path()).expect("app");
+
+    let list = &app.state.exclusion;
+    let stats = list.stats();
+    assert_eq!(stats.entries, 1);
+    assert_eq!(
+        stats.log_bytes,
+        32 + 56,
+        "the old record is gone from the file"
+    );
+    assert!(list.is_excluded(&Identifier::Email(
+        Email::parse("fresh@example.com").expect("email")
+    )));
+    assert!(!list.is_excluded(&Identifier::Email(
+        Email::parse("old@example.com").expect("email")
+    )));
+}
