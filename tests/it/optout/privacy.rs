@@ -1,0 +1,160 @@
+//! The privacy notice and the OpenAPI document, and that opted-out identifiers are nowhere at rest.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{Server, Upstreams, captured_logs, grep_dir};
+
+#[tokio::test]
+async fn the_privacy_notice_is_rendered_from_the_running_configuration() {
+    let up = Upstreams::start().await;
+    let server = Server::start(&format!(
+        "{}\n[retention]\nbatch_results_days = 7\nsource_cache_seconds = 120\nexclusion_days = 400\n",
+        up.config()
+    ))
+    .await;
+
+    let notice: Value = server
+        .anon(Method::GET, "/privacy.json")
+        .send()
+        .await
+        .expect("json")
+        .json()
+        .await
+        .expect("json");
+    let html_resp = server
+        .anon(Method::GET, "/privacy")
+        .send()
+        .await
+        .expect("html");
+    assert_eq!(
+        html_resp.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    let html = html_resp.text().await.expect("html");
+
+    let stored = notice["stored"].as_array().expect("stored");
+    let seconds: Vec<Option<u64>> = stored
+        .iter()
+        .map(|s| s["kept_for_seconds"].as_u64())
+        .collect();
+    assert_eq!(
+        &seconds[..3],
+        [Some(7 * 86_400), Some(400 * 86_400), Some(120)]
+    );
+    let sources: Vec<&str> = notice["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(sources, ["gravatar", "github"], "only the enabled sources");
+    assert_eq!(notice["sources"][0]["asked_about"], json!(["email"]));
+    assert_eq!(
+        notice["sources"][1]["asked_about"],
+        json!(["email", "profile_url:github"])
+    );
+    assert_eq!(notice["sources"][0]["recipient"], up.gravatar.url.as_str());
+    assert_eq!(notice["opt_out"]["form"], "/optout");
+    assert_eq!(notice["opt_out"]["list_retention_days"], 400);
+    assert!(html.contains("7 days after the batch was created"));
+    assert!(html.contains("400 days"));
+    assert!(html.contains("<td>gravatar</td><td>email address</td>"));
+    assert!(html.contains("href=\"/optout\""));
+    assert!(
+        !html.contains("keys.openpgp.org"),
+        "disabled sources are not listed"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn after_opting_out_no_raw_identifier_is_in_the_data_dir_or_the_logs() {
+    let up = Upstreams::start().await;
+    up.gravatar_contact(
+        "zqgrep.target@example.com",
+        "Zqgrep Target",
+        &["+44 20 7946 0444"],
+        Some("zqgrep.work@zqworks.example"),
+        &["https://github.com/zqgreptarget"],
+    );
+    let server = Server::start(&up.config()).await;
+
+    server
+        .optout(json!({"email": "zqgrep.target@example.com", "name": "Zqgrep Target", "company": "Zqcorp"}))
+        .await;
+    server
+        .anon(Method::POST, "/optout")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("profile_url=https%3A%2F%2Fx.com%2Fzqgrephandle")
+        .send()
+        .await
+        .expect("form");
+    server
+        .admin(Method::POST, "/v1/admin/exclusions")
+        .json(&json!({"identifiers": [{"email": "zqgrep.admin@example.com"}]}))
+        .send()
+        .await
+        .expect("import");
+    server
+        .lookup(json!({"email": "zqgrep.target@example.com"}))
+        .await;
+
+    let needles: Vec<String> = [
+        "zqgrep",
+        "zqworks",
+        "zqcorp",
+        "+442079460444",
+        "20 7946 0444",
+        "79460444",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let in_files = grep_dir(server.data_dir.path(), &needles);
+    assert!(in_files.is_empty(), "found in the data dir: {in_files:?}");
+    let stats = server.exclusion_stats().await;
+    assert_eq!(
+        stats["entries"], 7,
+        "given 2 + expanded 3 + form 1 + admin 1: {stats}"
+    );
+    let logs = captured_logs().to_lowercase();
+    assert!(
+        logs.contains("opt-out recorded"),
+        "the capture sees the opt-outs"
+    );
+    for n in &needles {
+        assert!(!logs.contains(n.as_str()), "a log line carries '{n}'");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_documents_the_opt_out_admin_and_privacy_routes() {
+    let up = Upstreams::start().await;
+    let server = Server::start(&up.config()).await;
+
+    let doc: Value = server
+        .anon(Method::GET, "/openapi.json")
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+
+    for (path, method) in [
+        ("/optout", "get"),
+        ("/optout", "post"),
+        ("/v1/optout", "post"),
+        ("/privacy", "get"),
+        ("/privacy.json", "get"),
+        ("/v1/admin/exclusions", "post"),
+        ("/v1/admin/exclusions/stats", "get"),
+        ("/v1/admin/exclusions/export", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    assert_eq!(doc["paths"]["/v1/optout"]["post"]["security"], json!([]));
+    server.stop().await;
+}
