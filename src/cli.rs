@@ -190,10 +190,12 @@ async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failur
         .await
         .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(Failure::runtime)?;
+    let background = app.start_background().await.map_err(Failure::runtime)?;
     tracing::info!(addr = %local, sources = ?app.state.pipeline.source_names(), "enrichd is listening.");
     crate::http::serve(listener, app.router(), shutdown_signal())
         .await
         .map_err(Failure::runtime)?;
+    background.stop();
     tracing::info!("enrichd stopped.");
     Ok(())
 }

@@ -2,10 +2,12 @@
 //! batch and exclusion services) and shape responses; they never call an upstream directly.
 
 mod auth;
+mod batches;
 mod body;
 mod lookup;
 mod ops;
 mod problem;
+mod webapp;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +24,7 @@ pub use auth::{Admin, Tenant};
 pub use problem::ApiError;
 
 use crate::auth::{KeyStore, TenantLimiter};
+use crate::batch::BatchService;
 use crate::domain::Region;
 use crate::exclusion::{ExclusionList, OptOutHook};
 use crate::pipeline::Pipeline;
@@ -42,6 +45,10 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     pub max_json_bytes: usize,
     pub max_timeout_ms: u64,
+    /// CSV batches: upload, progress, download, delete.
+    pub batches: BatchService,
+    /// Largest batch upload, in bytes (`batches.max_bytes`).
+    pub max_upload_bytes: u64,
 }
 
 /// The full router. Tests and `serve` both build it from an [`AppState`].
@@ -52,6 +59,25 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/v1/lookup", get(lookup::get).post(lookup::post))
+        .route("/app", get(webapp::page))
+        .route(
+            "/v1/batches",
+            get(batches::list)
+                .post(batches::create)
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(
+                        state
+                            .max_upload_bytes
+                            .saturating_add(batches::MULTIPART_SLACK),
+                    )
+                    .unwrap_or(usize::MAX),
+                )),
+        )
+        .route(
+            "/v1/batches/{id}",
+            get(batches::get).delete(batches::delete),
+        )
+        .route("/v1/batches/{id}/result.csv", get(batches::result))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.max_json_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
