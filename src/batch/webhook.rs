@@ -94,6 +94,11 @@ impl Notifier for WebhookSender {
     }
 
     fn finished(&self, url: String, summary: BatchSummary) {
+        // Checked again at delivery: the guard's rules may have been tightened since the upload.
+        if let Err(reason) = self.check(&url) {
+            tracing::warn!(batch = %summary.id, reason = %reason, "Webhook not sent: URL refused.");
+            return;
+        }
         let body = match serde_json::to_vec(&summary) {
             Ok(b) => b,
             Err(e) => {

@@ -1,5 +1,6 @@
 //! The integration suite: the real server on 127.0.0.1:0 against loopback upstream fakes.
 
+mod batches;
 mod helpers;
 mod lookup;
 mod streaming;
