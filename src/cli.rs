@@ -42,6 +42,13 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Enrich a CSV file, locally through the same pipeline or on a running server (`--server`).
+    Batch {
+        #[command(flatten)]
+        args: crate::batchcli::BatchArgs,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -128,6 +135,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { listen, common } => serve(listen, &common).await,
         Command::Lookup { query, common } => lookup(&query, &common).await,
+        Command::Batch { args, common } => batch(&args, &common).await,
         Command::Keys {
             command:
                 KeysCommand::New {
@@ -198,6 +206,25 @@ async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failur
     background.stop();
     tracing::info!("enrichd stopped.");
     Ok(())
+}
+
+async fn batch(args: &crate::batchcli::BatchArgs, common: &Common) -> Result<(), Failure> {
+    let (loaded, data_dir) = load(common)?;
+    // Warnings only by default: info lines would tear through the progress bar.
+    let quiet = std::env::var_os("ENRICHD_LOG").is_none() && std::env::var_os("RUST_LOG").is_none();
+    telemetry::init(
+        quiet.then_some("warn"),
+        false,
+        stderr_is_terminal(),
+        std::io::stderr,
+    );
+    let progress = crate::batchcli::Progress::new(stderr_is_terminal());
+    crate::batchcli::run(args, &loaded, &data_dir, progress)
+        .await
+        .map_err(|e| match e {
+            crate::batchcli::BatchCmdError::Usage(m) => Failure::usage(m),
+            crate::batchcli::BatchCmdError::Runtime(m) => Failure::runtime(m),
+        })
 }
 
 async fn lookup(args: &LookupArgs, common: &Common) -> Result<(), Failure> {

@@ -1,6 +1,7 @@
 //! The integration suite: the real server on 127.0.0.1:0 against loopback upstream fakes.
 
 mod batches;
+mod cli_batch;
 mod helpers;
 mod lookup;
 mod streaming;
