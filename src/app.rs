@@ -8,6 +8,12 @@ use tokio::sync::Semaphore;
 
 use crate::auth::ClientLimiter;
 use crate::auth::{KeyError, KeyStore, TenantLimiter};
+use crate::batch::webhook::{WebhookKey, WebhookSender};
+use crate::batch::{
+    BatchConfig, BatchError, BatchLimits, BatchService, Concurrency, ExclusionRowHasher,
+    PipelineEnricher, PurgeHook, RowHasher,
+};
+use crate::blob::{BlobError, BlobStore, Clock, SystemClock};
 use crate::config::Loaded;
 use crate::exclusion::log::LOG_FILE_NAME;
 use crate::exclusion::{
@@ -44,12 +50,42 @@ pub enum AppError {
     ExclusionKeyMissing { dir: PathBuf },
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("batch storage: {0}")]
+    Blob(#[from] BlobError),
+    #[error("batch storage: {0}")]
+    Batch(#[from] BatchError),
+    #[error("webhook key: {0}")]
+    WebhookKey(String),
+}
+
+/// Env variable holding the webhook signing key (64 hex characters).
+pub const WEBHOOK_KEY_ENV: &str = "ENRICHD_WEBHOOK_KEY";
+
+/// The webhook signing key from `ENRICHD_WEBHOOK_KEY`, else `batches.webhook_key_file`, else none.
+fn webhook_key(loaded: &Loaded) -> Result<Option<WebhookKey>, AppError> {
+    if let Some(value) = std::env::var(WEBHOOK_KEY_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        return WebhookKey::from_hex(&value).map(Some).ok_or_else(|| {
+            AppError::WebhookKey(format!("{WEBHOOK_KEY_ENV} must be 64 hex characters"))
+        });
+    }
+    let Some(path) = &loaded.config.batches.webhook_key_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AppError::WebhookKey(format!("cannot read {}: {e}", path.display())))?;
+    WebhookKey::from_hex(&text).map(Some).ok_or_else(|| {
+        AppError::WebhookKey(format!("{} must hold 64 hex characters", path.display()))
+    })
 }
 
 /// The built service: its state and the pieces the CLI needs.
 pub struct App {
     pub state: AppState,
     pub data_dir: PathBuf,
+    sweep_every: Duration,
 }
 
 /// The outbound HTTP client shared by every source: bounded connect time, few redirects, a clear agent.
@@ -154,8 +190,75 @@ pub fn read_exclusion(
     Ok(Arc::new(snapshot))
 }
 
+/// The batch service's settings from `[batches]` and the retention policy.
+pub fn batch_config(loaded: &Loaded) -> BatchConfig {
+    let b = &loaded.config.batches;
+    BatchConfig {
+        limits: BatchLimits {
+            max_bytes: b.max_bytes,
+            max_rows: b.max_rows,
+            max_columns: b.max_columns,
+            max_field_bytes: b.max_field_bytes,
+        },
+        concurrency: Concurrency {
+            global: b.concurrency_global,
+            per_tenant: b.concurrency_per_tenant,
+            jobs: b.max_jobs,
+        },
+        results_days: loaded.config.retention.batch_results_days,
+        part_rows: b.part_rows,
+    }
+}
+
+/// The batch service over `<data_dir>/blobs`, enriching through `pipeline`, keyed by `exclusion`.
+/// Returns the service and its row hasher (the opt-out hook needs the same one).
+pub fn batch_service(
+    loaded: &Loaded,
+    data_dir: &Path,
+    pipeline: Pipeline,
+    exclusion: Arc<ExclusionList>,
+    clock: Arc<dyn Clock>,
+) -> Result<(BatchService, Arc<dyn RowHasher>), AppError> {
+    let blobs = BlobStore::local(data_dir, clock)?;
+    let hasher: Arc<dyn RowHasher> = Arc::new(ExclusionRowHasher::new(exclusion));
+    let service = BatchService::new(
+        blobs,
+        Arc::new(PipelineEnricher::new(pipeline)),
+        hasher.clone(),
+        batch_config(loaded),
+    );
+    Ok((service, hasher))
+}
+
+/// The service's background tasks (batch workers and the expiry sweeper). Dropping it stops them.
+pub struct Background {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Stops every task now; a running batch resumes from its last checkpoint at the next start.
+    pub fn stop(self) {}
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
 impl App {
     pub fn build(loaded: &Loaded, data_dir: &Path) -> Result<Self, AppError> {
+        Self::build_with_clock(loaded, data_dir, Arc::new(SystemClock))
+    }
+
+    /// [`App::build`] with the clock that decides batch expiry (tests move a manual one).
+    pub fn build_with_clock(
+        loaded: &Loaded,
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AppError> {
         std::fs::create_dir_all(data_dir).map_err(|source| AppError::DataDir {
             path: data_dir.into(),
             source,
@@ -165,7 +268,20 @@ impl App {
         let exclusion = Arc::new(open_exclusion(loaded, data_dir)?);
         let pipeline = pipeline(loaded, exclusion.clone(), metrics.clone())?;
         let privacy = Arc::new(PrivacyNotice::build(loaded, &pipeline));
-        let optout_hooks: Vec<Arc<dyn OptOutHook>> = vec![Arc::new(pipeline.source_cache())];
+        let (batches, row_hasher) =
+            batch_service(loaded, data_dir, pipeline.clone(), exclusion.clone(), clock)?;
+        if let Some(key) = webhook_key(loaded)? {
+            let sender = WebhookSender::new(
+                key,
+                c.batches.webhook_trusted_hosts.clone(),
+                Duration::from_millis(c.batches.webhook_timeout_ms),
+            )?;
+            batches.set_notifier(Arc::new(sender));
+        }
+        let optout_hooks: Vec<Arc<dyn OptOutHook>> = vec![
+            Arc::new(pipeline.source_cache()),
+            Arc::new(PurgeHook::new(batches.clone(), row_hasher)),
+        ];
         let state = AppState {
             pipeline,
             exclusion,
@@ -187,10 +303,38 @@ impl App {
             optout_expand_timeout: Duration::from_millis(c.exclusion.expand_timeout_ms),
             max_import_bytes: c.exclusion.max_import_bytes,
             privacy,
+            batches,
+            max_upload_bytes: c.batches.max_bytes,
         };
         Ok(Self {
             state,
             data_dir: data_dir.to_path_buf(),
+            sweep_every: Duration::from_secs(c.batches.sweep_interval_seconds),
+        })
+    }
+
+    /// Starts the background work: sweeps expired batches, resumes every unfinished batch where it
+    /// stopped, starts the batch workers and a sweeper that runs every `batches.sweep_interval_seconds`.
+    pub async fn start_background(&self) -> Result<Background, AppError> {
+        let batches = self.state.batches.clone();
+        let swept = batches.sweep().await?;
+        let resumed = batches.resume_all().await?;
+        tracing::info!(swept = swept.batches_removed, resumed, "Batch store ready.");
+        let workers = batches.spawn_workers();
+        let every = self.sweep_every;
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = batches.sweep().await {
+                    tracing::error!(error = %e, "Sweeping expired batches failed; retrying later.");
+                }
+            }
+        });
+        Ok(Background {
+            tasks: vec![workers, sweeper],
         })
     }
 

@@ -67,6 +67,13 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Enrich a CSV file, locally through the same pipeline or on a running server (`--server`).
+    Batch {
+        #[command(flatten)]
+        args: crate::batchcli::BatchArgs,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -177,6 +184,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             common,
         } => sources(json, server.as_deref(), key.as_deref(), &common).await,
         Command::Optout { who, common } => optout(&who, &common).await,
+        Command::Batch { args, common } => batch(&args, &common).await,
         Command::Keys {
             command:
                 KeysCommand::New {
@@ -239,12 +247,33 @@ async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failur
         .await
         .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(Failure::runtime)?;
+    let background = app.start_background().await.map_err(Failure::runtime)?;
     tracing::info!(addr = %local, sources = ?app.state.pipeline.source_names(), "enrichd is listening.");
     crate::http::serve(listener, app.router(), shutdown_signal())
         .await
         .map_err(Failure::runtime)?;
+    background.stop();
     tracing::info!("enrichd stopped.");
     Ok(())
+}
+
+async fn batch(args: &crate::batchcli::BatchArgs, common: &Common) -> Result<(), Failure> {
+    let (loaded, data_dir) = load(common)?;
+    // Warnings only by default: info lines would tear through the progress bar.
+    let quiet = std::env::var_os("ENRICHD_LOG").is_none() && std::env::var_os("RUST_LOG").is_none();
+    telemetry::init(
+        quiet.then_some("warn"),
+        false,
+        stderr_is_terminal(),
+        std::io::stderr,
+    );
+    let progress = crate::batchcli::Progress::new(stderr_is_terminal());
+    crate::batchcli::run(args, &loaded, &data_dir, progress)
+        .await
+        .map_err(|e| match e {
+            crate::batchcli::BatchCmdError::Usage(m) => Failure::usage(m),
+            crate::batchcli::BatchCmdError::Runtime(m) => Failure::runtime(m),
+        })
 }
 
 async fn lookup(args: &LookupArgs, common: &Common) -> Result<(), Failure> {

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod auth;
 pub mod batch;
+pub mod batchcli;
 pub mod blob;
 pub mod cli;
 pub mod config;

@@ -70,6 +70,8 @@ pub enum BatchError {
     UnknownColumnField { header: String, field: String },
     #[error("region: '{value}' is not an ISO 3166 region code")]
     InvalidRegion { value: String },
+    #[error("webhook: {reason}")]
+    InvalidWebhook { reason: String },
     #[error("the upload broke off: {0}")]
     Upload(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("batch result is not ready (status {status})")]
@@ -107,7 +109,8 @@ impl BatchError {
             | Self::NoIdentifierColumn { .. }
             | Self::UnknownColumnHeader { .. }
             | Self::UnknownColumnField { .. }
-            | Self::InvalidRegion { .. } => ErrorKind::Invalid,
+            | Self::InvalidRegion { .. }
+            | Self::InvalidWebhook { .. } => ErrorKind::Invalid,
             Self::Upload(_) => ErrorKind::BadUpload,
             Self::NotReady { .. } => ErrorKind::NotReady,
             Self::CorruptPart { .. } | Self::Blob(_) => ErrorKind::Internal,

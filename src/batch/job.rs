@@ -27,6 +27,17 @@ use super::service::{INPUT, Inner, RowOutcome, index_name, lock, part_name};
 
 /// Runs a batch to its end (or until it is deleted). Failures are recorded in its metadata.
 pub(crate) async fn run(inner: &Arc<Inner>, key: &BatchKey) {
+    run_to_end(inner, key).await;
+    if let Some(notifier) = inner.notifier.get()
+        && let Ok(meta) = inner.blobs.live_meta::<BatchMeta>(key).await
+        && matches!(meta.status, BatchStatus::Done | BatchStatus::Failed)
+        && let Some(url) = meta.webhook.clone()
+    {
+        notifier.finished(url, meta.summary());
+    }
+}
+
+async fn run_to_end(inner: &Arc<Inner>, key: &BatchKey) {
     match run_inner(inner, key).await {
         Ok(()) => {}
         Err(BatchError::NotFound | BatchError::Expired) => {

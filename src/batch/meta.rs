@@ -63,6 +63,9 @@ pub struct BatchMeta {
     /// Why the batch failed (a kind, never row contents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Where to send the completion notice, if the uploader asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// What a tenant sees of a batch (`GET /v1/batches/{id}`).

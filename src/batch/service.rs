@@ -126,6 +126,18 @@ pub struct BatchOptions {
     pub columns: BTreeMap<String, String>,
     /// ISO 3166 region for phone numbers written without a country code.
     pub region: Option<String>,
+    /// URL told when the batch is done or failed (see [`Notifier`]).
+    pub webhook: Option<String>,
+}
+
+/// Tells the outside world a batch finished (the completion webhook). Set with
+/// [`BatchService::set_notifier`]; without one, uploads naming a webhook are refused.
+pub trait Notifier: Send + Sync + 'static {
+    /// Checks a webhook URL at upload time; the error is a sentence for the uploader.
+    fn check(&self, url: &str) -> Result<(), String>;
+
+    /// Called once when a batch with a webhook reaches `done` or `failed`. Must not block.
+    fn finished(&self, url: String, summary: BatchSummary);
 }
 
 pub(crate) struct Inner {
@@ -143,6 +155,7 @@ pub(crate) struct Inner {
     /// Batches deleted while a job may still hold them; their jobs stop at the next commit.
     pub(crate) cancelled: Mutex<HashSet<BatchKey>>,
     running: Mutex<HashSet<BatchKey>>,
+    pub(crate) notifier: std::sync::OnceLock<Arc<dyn Notifier>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,8 +205,14 @@ impl BatchService {
                 commit: tokio::sync::Mutex::new(()),
                 cancelled: Mutex::default(),
                 running: Mutex::default(),
+                notifier: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Installs the completion notifier (once; later calls are ignored).
+    pub fn set_notifier(&self, notifier: Arc<dyn Notifier>) {
+        let _ = self.inner.notifier.set(notifier);
     }
 
     fn key(tenant: &str, id: BatchId) -> BatchKey {
@@ -216,6 +235,17 @@ impl BatchService {
                 .map_err(|_| BatchError::InvalidRegion { value: r.clone() })?;
         }
         let inner = &self.inner;
+        if let Some(url) = &options.webhook {
+            let notifier = inner
+                .notifier
+                .get()
+                .ok_or_else(|| BatchError::InvalidWebhook {
+                    reason: "webhooks are not enabled on this server".into(),
+                })?;
+            notifier
+                .check(url)
+                .map_err(|reason| BatchError::InvalidWebhook { reason })?;
+        }
         let key = Self::key(tenant, BatchId::random());
         let mut writer = inner.blobs.writer(&key, INPUT).await?;
         let ingested =
@@ -239,6 +269,7 @@ impl BatchService {
             part_rows: inner.config.part_rows,
             input: ingested.format,
             error: None,
+            webhook: options.webhook.clone(),
         };
         if let Err(e) = inner.blobs.put_meta(&key, &meta).await {
             let _ = inner.blobs.delete_batch(&key).await;

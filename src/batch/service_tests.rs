@@ -410,7 +410,7 @@ async fn column_override_and_bad_region_are_checked_at_upload() {
     let env = env();
     let options = BatchOptions {
         columns: BTreeMap::from([("Contact".to_string(), "email".to_string())]),
-        region: None,
+        ..BatchOptions::default()
     };
     let meta = env
         .svc

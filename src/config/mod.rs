@@ -30,6 +30,7 @@ pub struct Config {
     pub tenants: TenantConfig,
     pub retention: Retention,
     pub exclusion: ExclusionConfig,
+    pub batches: BatchesConfig,
     pub sources: BTreeMap<String, SourceOverrides>,
     /// Bring-your-own-key HTTP providers (`[[providers]]`), see `examples/providers.toml`.
     pub providers: Vec<ProviderConfig>,
@@ -85,6 +86,56 @@ pub struct ExclusionConfig {
     pub optout_burst: u32,
     /// Largest admin bulk import body, in bytes.
     pub max_import_bytes: usize,
+}
+
+/// CSV batches (`[batches]`): upload limits, concurrency, the expiry sweep and the completion webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchesConfig {
+    /// Largest upload, in bytes (the file itself; multipart framing is allowed on top).
+    pub max_bytes: u64,
+    /// Most data rows in one upload (the header is not counted).
+    pub max_rows: u64,
+    pub max_columns: u64,
+    /// Longest single cell, in bytes.
+    pub max_field_bytes: u64,
+    /// Rows looked up at once for one tenant.
+    pub concurrency_per_tenant: usize,
+    /// Rows looked up at once, all tenants together.
+    pub concurrency_global: usize,
+    /// Batches processed at once.
+    pub max_jobs: usize,
+    /// Input rows per stored part: the checkpoint a restarted job resumes from.
+    pub part_rows: u32,
+    /// Seconds between two sweeps of expired batches (one also runs at start).
+    pub sweep_interval_seconds: u64,
+    /// Timeout of one completion webhook delivery, in milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// Webhook hosts the operator trusts even though the SSRF guard would refuse them (an internal
+    /// receiver, a loopback test server). Empty by default: only public addresses are called.
+    pub webhook_trusted_hosts: Vec<String>,
+    /// File holding the webhook signing key (64 hex characters) when `ENRICHD_WEBHOOK_KEY` is unset.
+    /// Without either, uploads that ask for a webhook are refused.
+    pub webhook_key_file: Option<PathBuf>,
+}
+
+impl Default for BatchesConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024 * 1024,
+            max_rows: 1_000_000,
+            max_columns: 200,
+            max_field_bytes: 32 * 1024,
+            concurrency_per_tenant: 16,
+            concurrency_global: 64,
+            max_jobs: 4,
+            part_rows: 1000,
+            sweep_interval_seconds: 3600,
+            webhook_timeout_ms: 5_000,
+            webhook_trusted_hosts: Vec::new(),
+            webhook_key_file: None,
+        }
+    }
 }
 
 /// Retention settings; defaults come from the embedded `policies/retention.toml`.
@@ -263,6 +314,25 @@ impl Config {
                 "must be above 0: an opt-out must outlive the request that made it",
             );
         }
+        let b = &self.batches;
+        if b.max_bytes == 0 || b.max_rows == 0 || b.max_columns == 0 || b.max_field_bytes == 0 {
+            return invalid(
+                "batches.max_bytes",
+                "batch limits (max_bytes, max_rows, max_columns, max_field_bytes) must be above 0",
+            );
+        }
+        if b.concurrency_per_tenant == 0 || b.concurrency_global == 0 || b.max_jobs == 0 {
+            return invalid(
+                "batches.concurrency_global",
+                "batch concurrency (concurrency_per_tenant, concurrency_global, max_jobs) must be above 0",
+            );
+        }
+        if b.part_rows == 0 {
+            return invalid("batches.part_rows", "must be above 0");
+        }
+        if b.sweep_interval_seconds == 0 {
+            return invalid("batches.sweep_interval_seconds", "must be above 0");
+        }
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be above 0");
         }
@@ -324,6 +394,22 @@ mod tests {
         )
         .expect_err("31 days");
         assert!(err.to_string().contains("batch_results_days"), "{err}");
+    }
+
+    #[test]
+    fn batch_settings_load_and_zero_limits_are_named() {
+        let loaded = Config::from_toml(
+            "[batches]\nmax_rows = 10\npart_rows = 5\nwebhook_trusted_hosts = [\"127.0.0.1\"]\n",
+            &vars(&[("ENRICHD_BATCHES__MAX_JOBS", "2")]),
+        )
+        .expect("valid");
+        assert_eq!(loaded.config.batches.max_rows, 10);
+        assert_eq!(loaded.config.batches.part_rows, 5);
+        assert_eq!(loaded.config.batches.max_jobs, 2);
+        let err = Config::from_toml("[batches]\nmax_bytes = 0\n", &[]).expect_err("zero");
+        assert!(err.to_string().contains("batches.max_bytes"), "{err}");
+        let err = Config::from_toml("[batches]\nmax_byte = 1\n", &[]).expect_err("typo");
+        assert!(err.to_string().contains("max_byte"), "{err}");
     }
 
     #[test]

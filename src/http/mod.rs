@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod batches;
 mod body;
 mod extract;
 mod html;
@@ -11,6 +12,7 @@ mod ops;
 mod optout;
 mod privacy;
 mod problem;
+mod webapp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ pub use privacy::PrivacyNotice;
 pub use problem::ApiError;
 
 use crate::auth::{ClientLimiter, KeyStore, TenantLimiter};
+use crate::batch::BatchService;
 use crate::domain::Region;
 use crate::exclusion::{ExclusionList, OptOutHook};
 use crate::pipeline::Pipeline;
@@ -58,6 +61,10 @@ pub struct AppState {
     pub max_import_bytes: usize,
     /// The privacy notice, built from the running configuration.
     pub privacy: Arc<PrivacyNotice>,
+    /// CSV batches: upload, progress, download, delete.
+    pub batches: BatchService,
+    /// Largest batch upload, in bytes (`batches.max_bytes`).
+    pub max_upload_bytes: u64,
 }
 
 /// The full router. Tests and `serve` both build it from an [`AppState`].
@@ -73,6 +80,25 @@ pub fn router(state: AppState) -> Router {
         .merge(optout::routes())
         .merge(privacy::routes())
         .merge(admin::routes(state.max_import_bytes))
+        .route("/app", get(webapp::page))
+        .route(
+            "/v1/batches",
+            get(batches::list)
+                .post(batches::create)
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(
+                        state
+                            .max_upload_bytes
+                            .saturating_add(batches::MULTIPART_SLACK),
+                    )
+                    .unwrap_or(usize::MAX),
+                )),
+        )
+        .route(
+            "/v1/batches/{id}",
+            get(batches::get).delete(batches::delete),
+        )
+        .route("/v1/batches/{id}/result.csv", get(batches::result))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.max_json_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), guard))

@@ -22,6 +22,15 @@ pub enum ApiError {
     Gone(&'static str),
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// 413 with a precise reason (a byte or row limit of an upload).
+    #[error("{0}")]
+    UploadTooLarge(String),
+    /// 400: the request could not be read (a body that broke off, malformed multipart framing).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 409: the resource is not in a state that allows this yet.
+    #[error("{0}")]
+    Conflict(String),
     #[error("content type must be {expected}")]
     UnsupportedMediaType { expected: &'static str },
     #[error("{}", .0.first().map_or("invalid input", |e| e.message.as_str()))]
@@ -58,7 +67,9 @@ impl ApiError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Gone(_) => StatusCode::GONE,
-            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. } | Self::UploadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -73,7 +84,9 @@ impl ApiError {
             Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::Gone(_) => "expired",
-            Self::TooLarge { .. } => "too-large",
+            Self::TooLarge { .. } | Self::UploadTooLarge(_) => "too-large",
+            Self::BadRequest(_) => "bad-request",
+            Self::Conflict(_) => "not-ready",
             Self::UnsupportedMediaType { .. } => "unsupported-media-type",
             Self::Invalid(_) => "invalid-input",
             Self::RateLimited { .. } => "rate-limited",

@@ -9,8 +9,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use enrichd::app::App;
+use enrichd::app::{App, Background};
 use enrichd::auth::Role;
+use enrichd::blob::Clock;
 use enrichd::config::Config;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -248,8 +249,23 @@ pub struct Server {
     pub admin_key: String,
     pub http: reqwest::Client,
     pub data_dir: tempfile::TempDir,
+    /// The running state, for tests that reach below HTTP (the opt-out hooks, the key store).
+    pub state: enrichd::http::AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    background: Option<Background>,
+}
+
+/// How a test server is started.
+#[derive(Default)]
+pub struct Launch<'a> {
+    pub env: &'a [(&'a str, &'a str)],
+    /// Reuse a data directory (a restart); a fresh one otherwise.
+    pub data_dir: Option<tempfile::TempDir>,
+    /// The clock deciding batch expiry; the system clock otherwise.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Changes the built app (registers opt-out hooks, ...) before it serves.
+    pub customize: Option<Box<dyn FnOnce(&mut App)>>,
 }
 
 impl Server {
@@ -266,19 +282,41 @@ impl Server {
     pub async fn start_custom(
         config: &str,
         env: &[(&str, &str)],
-        customize: impl FnOnce(&mut App),
+        customize: impl FnOnce(&mut App) + 'static,
     ) -> Self {
+        Self::launch(
+            config,
+            Launch {
+                env,
+                customize: Some(Box::new(customize)),
+                ..Launch::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts the service as `enrichd serve` does, background batch workers and sweeper included.
+    pub async fn launch(config: &str, how: Launch<'_>) -> Self {
         capture_logs();
-        let vars: Vec<(String, String)> = env
+        let vars: Vec<(String, String)> = how
+            .env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let loaded =
             Config::from_toml(&loopback_only(config), &vars).expect("test config is valid");
         assert_loopback(&loaded);
-        let data_dir = tempfile::tempdir().expect("tempdir");
-        let mut app = App::build(&loaded, data_dir.path()).expect("app builds");
-        customize(&mut app);
+        let data_dir = how
+            .data_dir
+            .unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
+        let clock = how
+            .clock
+            .unwrap_or_else(|| Arc::new(enrichd::blob::SystemClock));
+        let mut app = App::build_with_clock(&loaded, data_dir.path(), clock).expect("app builds");
+        if let Some(customize) = how.customize {
+            customize(&mut app);
+        }
+        let background = app.start_background().await.expect("background starts");
         let key = app
             .state
             .keys
@@ -299,9 +337,40 @@ impl Server {
             admin_key,
             http: reqwest::Client::new(),
             data_dir,
+            state: app.state.clone(),
             shutdown: Some(tx),
             task: Some(task),
+            background: Some(background),
         }
+    }
+
+    /// A new tenant key for another tenant (isolation tests).
+    pub fn tenant_key(&self, tenant: &str) -> String {
+        self.state
+            .keys
+            .create(tenant, Role::Tenant)
+            .expect("key")
+            .key
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+    }
+
+    /// Stops the server and its batch workers at once (a crash, as far as batches can tell) and hands
+    /// back the data directory for a restart.
+    pub async fn kill_keep_data(mut self) -> tempfile::TempDir {
+        drop(self.background.take());
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.data_dir
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
@@ -329,6 +398,7 @@ impl Server {
     }
 
     pub async fn stop(mut self) {
+        drop(self.background.take());
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -1,0 +1,156 @@
+//! The batch store's three seams, implemented for the running service: [`PipelineEnricher`] (the lookup
+//! pipeline), [`ExclusionRowHasher`] (the opt-out list's keyed hash) and [`PurgeHook`] (an opt-out
+//! purges stored results before it is acknowledged).
+//!
+//! # Row keys
+//! The purge index stores, per row, 16-byte keys of the identifiers the row holds. A row key is the
+//! first 16 bytes of the exclusion list's keyed blake3 hash of the normalised identifier: exactly the
+//! 128 bits the list's in-memory set compares. So the index holds no personal data (without the
+//! exclusion key, which never enters the blob area, a key cannot be tied to an identifier), an opt-out
+//! finds its rows by computing the same hash, and a row can be checked against the list with no
+//! further hashing. Rotating the exclusion key makes existing indexes unmatchable; results still
+//! expire within 30 days.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use super::{BatchService, Enricher, RowHasher, RowOutcome};
+use crate::domain::{Identifier, Query};
+use crate::exclusion::{ExclusionList, Hashed, HookError, OptOutHook};
+use crate::pipeline::{LookupOptions, Pipeline};
+use crate::sources::SourceStatus;
+
+/// Enriches batch rows through the same [`Pipeline`] as `POST /v1/lookup`. An excluded person comes
+/// back from the pipeline exactly like a miss, and is written as one.
+#[derive(Clone)]
+pub struct PipelineEnricher {
+    pipeline: Pipeline,
+}
+
+impl PipelineEnricher {
+    pub fn new(pipeline: Pipeline) -> Self {
+        Self { pipeline }
+    }
+}
+
+impl Enricher for PipelineEnricher {
+    fn enrich(&self, q: Query) -> BoxFuture<'static, RowOutcome> {
+        let pipeline = self.pipeline.clone();
+        Box::pin(async move {
+            let lookup = pipeline.lookup(&q, LookupOptions::default()).await;
+            match lookup.profile {
+                Some(profile) if lookup.found => RowOutcome::found(profile),
+                _ => {
+                    let failed = |s: &SourceStatus| {
+                        matches!(
+                            s,
+                            SourceStatus::Error | SourceStatus::Timeout | SourceStatus::RateLimited
+                        )
+                    };
+                    let asked: Vec<_> = lookup
+                        .sources
+                        .iter()
+                        .filter(|s| s.status != SourceStatus::Skipped)
+                        .collect();
+                    if !asked.is_empty() && asked.iter().all(|s| failed(&s.status)) {
+                        RowOutcome::error()
+                    } else {
+                        RowOutcome::miss()
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Row keys from the exclusion list's keyed hash (see the module doc).
+#[derive(Clone)]
+pub struct ExclusionRowHasher {
+    list: Arc<ExclusionList>,
+}
+
+impl ExclusionRowHasher {
+    pub fn new(list: Arc<ExclusionList>) -> Self {
+        Self { list }
+    }
+}
+
+impl RowHasher for ExclusionRowHasher {
+    fn row_keys(&self, id: &Identifier) -> Option<[u8; 16]> {
+        let hashed = self.list.hash(id)?;
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&hashed.digest()[..16]);
+        Some(key)
+    }
+
+    fn is_excluded(&self, key: &[u8; 16]) -> bool {
+        // Membership uses the first 16 bytes only, whatever the kind: any personal kind will do.
+        Hashed::truncated(crate::domain::IdentifierKind::Email, *key)
+            .is_some_and(|h| self.list.contains_hash(&h))
+    }
+}
+
+/// Purges an opted-out person's rows from every stored batch result, within the opt-out request.
+pub struct PurgeHook {
+    batches: BatchService,
+    hasher: Arc<dyn RowHasher>,
+}
+
+impl PurgeHook {
+    pub fn new(batches: BatchService, hasher: Arc<dyn RowHasher>) -> Self {
+        Self { batches, hasher }
+    }
+}
+
+impl OptOutHook for PurgeHook {
+    fn name(&self) -> &'static str {
+        "batches"
+    }
+
+    fn opted_out<'a>(&'a self, ids: &'a [Identifier]) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async move {
+            let keys: Vec<[u8; 16]> = ids
+                .iter()
+                .filter(|id| id.is_personal())
+                .filter_map(|id| self.hasher.row_keys(id))
+                .collect();
+            self.purge(&keys).await
+        })
+    }
+
+    /// Admin hash imports: a row key is the first 16 bytes of the keyed hash, which is all a truncated
+    /// imported hash holds too.
+    fn opted_out_hashes<'a>(
+        &'a self,
+        hashes: &'a [Hashed],
+    ) -> BoxFuture<'a, Result<(), HookError>> {
+        Box::pin(async move {
+            let keys: Vec<[u8; 16]> = hashes
+                .iter()
+                .filter_map(|h| h.digest()[..16].try_into().ok())
+                .collect();
+            self.purge(&keys).await
+        })
+    }
+}
+
+impl PurgeHook {
+    async fn purge(&self, keys: &[[u8; 16]]) -> Result<(), HookError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let report = self.batches.purge(keys).await.map_err(|e| HookError {
+            what: "batches",
+            detail: e.to_string(),
+        })?;
+        if report.rows_removed > 0 {
+            tracing::info!(
+                batches = report.batches_touched,
+                rows = report.rows_removed,
+                "Opt-out purged rows from stored batch results."
+            );
+        }
+        Ok(())
+    }
+}

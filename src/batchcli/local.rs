@@ -1,0 +1,117 @@
+//! Local mode: the same [`crate::batch::BatchService`] and pipeline as the service, over a private
+//! working directory beside the output that is removed when the command ends, whatever the outcome.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{BatchArgs, BatchCmdError, Progress, write_atomically};
+use crate::app;
+use crate::batch::{BatchOptions, BatchStatus};
+use crate::blob::{BatchId, SystemClock};
+use crate::config::Loaded;
+use crate::telemetry::Metrics;
+
+/// The tenant name local runs store under (inside the private working directory only).
+const LOCAL_TENANT: &str = "local";
+
+/// Removes the working directory (a copy of the input and the result parts) on every exit path.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), error = %e, "Could not remove the batch working directory.");
+        }
+    }
+}
+
+pub(super) async fn run(
+    args: &BatchArgs,
+    loaded: &Loaded,
+    data_dir: &Path,
+    mut progress: Progress,
+) -> Result<(), BatchCmdError> {
+    let exclusion =
+        Arc::new(app::open_exclusion(loaded, data_dir).map_err(BatchCmdError::runtime)?);
+    let pipeline = app::pipeline(loaded, exclusion.clone(), Arc::new(Metrics::new()))
+        .map_err(BatchCmdError::runtime)?;
+    let parent = match args.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let work = WorkDir(parent.join(format!(".enrichd-batch-{:016x}", rand::random::<u64>())));
+    std::fs::create_dir(&work.0)
+        .map_err(|e| BatchCmdError::runtime(format!("cannot create {}: {e}", work.0.display())))?;
+    let (service, _) =
+        app::batch_service(loaded, &work.0, pipeline, exclusion, Arc::new(SystemClock))
+            .map_err(BatchCmdError::runtime)?;
+    let workers = service.spawn_workers();
+    let _stop = AbortOnDrop(workers);
+
+    let file = tokio::fs::File::open(&args.input).await.map_err(|e| {
+        BatchCmdError::runtime(format!("cannot open {}: {e}", args.input.display()))
+    })?;
+    let options = BatchOptions {
+        columns: args
+            .columns
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or_default(),
+        region: args.region.clone(),
+        webhook: None,
+    };
+    let meta = service
+        .create(
+            LOCAL_TENANT,
+            tokio_util::io::ReaderStream::new(file),
+            options,
+        )
+        .await
+        .map_err(|e| BatchCmdError::runtime(format!("{}: {e}", args.input.display())))?;
+    let id = BatchId::parse(&meta.id)
+        .ok_or_else(|| BatchCmdError::runtime("the batch store returned a malformed id"))?;
+    progress.update(0, meta.rows_total);
+    let meta = loop {
+        let meta = service
+            .get(LOCAL_TENANT, id)
+            .await
+            .map_err(BatchCmdError::runtime)?;
+        progress.update(meta.rows_done, meta.rows_total);
+        match meta.status {
+            BatchStatus::Done => break meta,
+            BatchStatus::Failed => {
+                return Err(BatchCmdError::Runtime(format!(
+                    "the batch failed ({})",
+                    meta.error.as_deref().unwrap_or("unknown cause")
+                )));
+            }
+            BatchStatus::Queued | BatchStatus::Running => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    progress.finish();
+    let stream = service
+        .result(LOCAL_TENANT, id, args.format.batch_format())
+        .await
+        .map_err(BatchCmdError::runtime)?;
+    write_atomically(&args.output, stream).await?;
+    progress.message(&format!(
+        "{} rows enriched, {} found; wrote {}",
+        meta.rows_done,
+        meta.rows_found,
+        args.output.display()
+    ));
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
