@@ -31,14 +31,17 @@
 //! enrichd and baseline over several rounds, with the CPU time each server's runtime threads spent per
 //! lookup (from `/proc/self/task/*/schedstat`, which is what the ratio comes down to on a shared machine); **open loop** at half the baseline's median saturation
 //! rate, alternating again, each request sent at its intended time `t0 + i/rate` from a dedicated
-//! scheduler thread and its latency measured from that intended time (coordinated omission included).
+//! scheduler thread and its latency measured from that intended time (coordinated omission included);
+//! at most `FANOUT_OPEN_CONNECTIONS` (64) lookups are in flight, like a client with a bounded pool, so
+//! a stall queues requests (and counts against their latency) instead of opening thousands of
+//! connections and overflowing the listen backlog.
 //!
 //! The last two lines are the figures tracked by issue 2:
 //! `throughput_ratio` (median over rounds of enrichd lookups/s ÷ baseline lookups/s in the same round)
 //! and `added_p99_ms` (enrichd p99 − baseline p99 in the open loop, all rounds pooled).
 //!
 //! Knobs for quick runs and profiling: `FANOUT_CLIENTS`, `FANOUT_WARMUP_SECS`, `FANOUT_SAT_SECS`,
-//! `FANOUT_SAT_ROUNDS`, `FANOUT_OPEN_SECS`, `FANOUT_OPEN_ROUNDS`, and `FANOUT_ONLY=enrichd|baseline`
+//! `FANOUT_SAT_ROUNDS`, `FANOUT_OPEN_SECS`, `FANOUT_OPEN_ROUNDS`, `FANOUT_OPEN_CONNECTIONS` (64), and `FANOUT_ONLY=enrichd|baseline`
 //! (load one system alone at saturation, e.g. under `perf record`, then stop).
 
 use std::convert::Infallible;
@@ -65,6 +68,8 @@ use tokio::runtime::{Handle, Runtime};
 const JSON: &str = "application/json; charset=utf-8";
 /// Lookup deadline, for enrichd's config and the baseline alike.
 const DEADLINE: Duration = Duration::from_secs(3);
+/// How long the load generator waits for one answer before counting an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A tunable read from the environment (for quick runs while profiling), else its default.
 fn knob(name: &str, default: u64) -> u64 {
@@ -500,8 +505,14 @@ impl Target {
         Ok((status, body.to_bytes()))
     }
 
-    async fn lookup_ok(&self) -> bool {
-        matches!(self.send().await, Ok((StatusCode::OK, _)))
+    /// One lookup that must answer 200 within [`REQUEST_TIMEOUT`]; else why not.
+    async fn lookup(&self) -> Result<(), String> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.send()).await {
+            Ok(Ok((StatusCode::OK, _))) => Ok(()),
+            Ok(Ok((status, _))) => Err(format!("status {status}")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT:?}")),
+        }
     }
 }
 
@@ -526,6 +537,7 @@ fn thread_cpu(prefix: &str) -> Duration {
 struct Saturation {
     per_sec: f64,
     errors: u64,
+    first_error: Option<String>,
     calls: CallCount,
     ok: u64,
     /// CPU time of the system-under-test runtime's threads.
@@ -549,31 +561,35 @@ async fn saturate(t: &Arc<Target>, calls: &Calls, clients: u64, length: Duration
         .map(|_| {
             let t = t.clone();
             tokio::spawn(async move {
-                let (mut ok, mut errors) = (0u64, 0u64);
+                let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
                 while tokio::time::Instant::now() < end {
-                    let good = t.lookup_ok().await;
+                    let result = t.lookup().await;
                     if tokio::time::Instant::now() > end {
                         break;
                     }
-                    if good {
-                        ok += 1;
-                    } else {
-                        errors += 1;
+                    match result {
+                        Ok(()) => ok += 1,
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                        }
                     }
                 }
-                (ok, errors)
+                (ok, errors, first_error)
             })
         })
         .collect();
-    let (mut ok, mut errors) = (0, 0);
+    let (mut ok, mut errors, mut first_error) = (0, 0, None);
     for l in loops {
-        let (o, e) = l.await.expect("client loop");
+        let (o, e, first) = l.await.expect("client loop");
         ok += o;
         errors += e;
+        first_error = first_error.or(first);
     }
     Saturation {
         per_sec: ok as f64 / length.as_secs_f64(),
         errors,
+        first_error,
         calls: calls.snapshot() - before,
         ok,
         sut_cpu: thread_cpu("sut") - sut_before,
@@ -588,11 +604,22 @@ struct OpenLoop {
     latencies: Vec<Duration>,
     send_lag: Vec<Duration>,
     errors: u64,
+    first_error: Option<String>,
 }
 
 /// Sends `rate` lookups per second for `length`, each at its intended time `t0 + i/rate`, from a
-/// dedicated scheduler thread (finer than tokio's 1 ms timer); never waits for answers before sending.
-fn open_loop(rt: &Handle, t: &Arc<Target>, rate: f64, length: Duration) -> OpenLoop {
+/// dedicated scheduler thread (finer than tokio's 1 ms timer); never waits for answers before
+/// scheduling the next. At most `connections` lookups are in flight (so at most that many
+/// connections, as a real client pool would); a lookup waiting for a free one is late, and its
+/// latency, counted from its intended time, says so.
+fn open_loop(
+    rt: &Handle,
+    t: &Arc<Target>,
+    rate: f64,
+    length: Duration,
+    connections: usize,
+) -> OpenLoop {
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections));
     let n = (rate * length.as_secs_f64()) as u64;
     let t0 = std::time::Instant::now() + Duration::from_millis(2);
     let mut pending = Vec::with_capacity(n as usize);
@@ -602,22 +629,25 @@ fn open_loop(rt: &Handle, t: &Arc<Target>, rate: f64, length: Duration) -> OpenL
         if intended > now {
             std::thread::sleep(intended - now);
         }
-        let t = t.clone();
+        let (t, slots) = (t.clone(), slots.clone());
         pending.push(rt.spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("slots stay open");
             let lag = intended.elapsed();
-            let ok = t.lookup_ok().await;
-            (ok, intended.elapsed(), lag)
+            let result = t.lookup().await;
+            (result, intended.elapsed(), lag)
         }));
     }
     rt.block_on(async {
         let mut out = OpenLoop::default();
         for p in pending {
-            let (ok, latency, lag) = p.await.expect("open-loop request");
+            let (result, latency, lag) = p.await.expect("open-loop request");
             out.send_lag.push(lag);
-            if ok {
-                out.latencies.push(latency);
-            } else {
-                out.errors += 1;
+            match result {
+                Ok(()) => out.latencies.push(latency),
+                Err(e) => {
+                    out.errors += 1;
+                    out.first_error.get_or_insert(e);
+                }
             }
         }
         out
@@ -690,6 +720,7 @@ fn main() {
     enrichd::telemetry::init(Some("info"), false, false, std::io::sink);
 
     let clients = knob("FANOUT_CLIENTS", 32);
+    let connections = knob("FANOUT_OPEN_CONNECTIONS", 64) as usize;
     let warmup = Duration::from_secs(knob("FANOUT_WARMUP_SECS", 2));
     let sat_len = Duration::from_secs(knob("FANOUT_SAT_SECS", 4));
     let sat_rounds = knob("FANOUT_SAT_ROUNDS", 4);
@@ -764,6 +795,9 @@ fn main() {
                 s.cpu_us_per_lookup(s.load_cpu),
                 s.calls.per_lookup(s.ok)
             );
+            if let Some(e) = &s.first_error {
+                println!("    first error: {e}");
+            }
             this[i] = s.per_sec;
             rates[i].push(s.per_sec);
         }
@@ -776,14 +810,16 @@ fn main() {
 
     // Open loop at half the baseline's maximum.
     let rate = (baseline_max / 2.0).max(1.0);
-    println!("\nopen loop at {rate:.0} lookups/s ({open_len:?} per system per round)");
+    println!(
+        "\nopen loop at {rate:.0} lookups/s ({open_len:?} per system per round, at most {connections} in flight)"
+    );
     let mut open: [OpenLoop; 2] = Default::default();
     let mut p99_diffs = Vec::new();
     for round in 0..open_rounds {
         let order: [usize; 2] = if round % 2 == 0 { [1, 0] } else { [0, 1] };
         let mut p99s = [0.0; 2];
         for i in order {
-            let r = open_loop(aux.handle(), &targets[i], rate, open_len);
+            let r = open_loop(aux.handle(), &targets[i], rate, open_len, connections);
             let mut lat = r.latencies.clone();
             lat.sort();
             println!(
@@ -793,6 +829,9 @@ fn main() {
                 ms(percentile(&lat, 99.0)),
                 r.errors
             );
+            if let Some(e) = &r.first_error {
+                println!("    first error: {e}");
+            }
             p99s[i] = ms(percentile(&lat, 99.0));
             open[i].latencies.extend(r.latencies);
             open[i].send_lag.extend(r.send_lag);
