@@ -779,6 +779,7 @@ fn main() {
 
     // Saturation, alternating which system goes first.
     let mut rates: [Vec<f64>; 2] = Default::default();
+    let mut cpu: [Vec<f64>; 2] = Default::default();
     let mut ratios = Vec::new();
     println!("\nsaturation (closed loop, {clients} clients, {sat_len:?} per system per round)");
     for round in 0..sat_rounds {
@@ -800,6 +801,7 @@ fn main() {
             }
             this[i] = s.per_sec;
             rates[i].push(s.per_sec);
+            cpu[i].push(s.cpu_us_per_lookup(s.sut_cpu));
         }
         ratios.push(this[0] / this[1]);
     }
@@ -860,9 +862,15 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let [enrichd_cpu, baseline_cpu] = cpu;
+    println!(
+        "  CPU per lookup (server runtime threads, medians): enrichd {:.0} µs, baseline {:.0} µs",
+        median(enrichd_cpu),
+        median(baseline_cpu)
+    );
     for (i, t) in targets.iter().enumerate() {
         println!(
-            "  open loop   {:<8} p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} ok, {} errors; scheduler send lag p99 {:.3} ms)",
+            "  open loop   {:<8} p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} ok, {} errors; send lag p99 {:.3} ms, scheduler + wait for a free slot)",
             t.name,
             ms(p[i][0]),
             ms(p[i][1]),
