@@ -66,7 +66,7 @@ impl Progress {
         }
         let due = self.last_line.is_none_or(|t| t.elapsed() >= PLAIN_EVERY);
         if done != self.last_done && (due || done == total) {
-            let pct = if total == 0 { 100 } else { done * 100 / total };
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
             eprintln!("enrichd: {done}/{total} rows ({pct}%)");
             self.last_line = Some(Instant::now());
             self.last_done = done;
