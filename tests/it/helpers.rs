@@ -256,6 +256,9 @@ pub struct Server {
     background: Option<Background>,
 }
 
+/// A change made to the built app before it serves.
+pub type Customize = Box<dyn FnOnce(&mut App)>;
+
 /// How a test server is started.
 #[derive(Default)]
 pub struct Launch<'a> {
@@ -265,7 +268,7 @@ pub struct Launch<'a> {
     /// The clock deciding batch expiry; the system clock otherwise.
     pub clock: Option<Arc<dyn Clock>>,
     /// Changes the built app (registers opt-out hooks, ...) before it serves.
-    pub customize: Option<Box<dyn FnOnce(&mut App)>>,
+    pub customize: Option<Customize>,
 }
 
 impl Server {
