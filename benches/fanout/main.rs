@@ -40,7 +40,9 @@
 //!
 //! The last two lines are the figures tracked by issue 2:
 //! `throughput_ratio` (median over rounds of enrichd lookups/s ÷ baseline lookups/s in the same round)
-//! and `added_p99_ms` (enrichd p99 − baseline p99 in the open loop, all rounds pooled).
+//! and `added_p99_ms` (median over rounds of enrichd p99 − baseline p99 in the same open-loop round;
+//! paired like the ratio because one neighbour's stall on this shared machine moves a pooled p99 by
+//! tens of milliseconds for whichever system it hits; the pooled p99s are printed above it).
 //!
 //! Knobs for quick runs and profiling: `FANOUT_CLIENTS`, `FANOUT_WARMUP_SECS`, `FANOUT_SAT_SECS`,
 //! `FANOUT_SAT_ROUNDS`, `FANOUT_OPEN_SECS`, `FANOUT_OPEN_ROUNDS`, `FANOUT_OPEN_CONNECTIONS` (64), and
@@ -299,17 +301,17 @@ fn main() {
         );
     }
     println!(
-        "  open loop   per-round p99 differences (enrichd − baseline) {} ms, median {:.3} ms",
+        "  open loop   per-round p99 differences (enrichd − baseline) {} ms; pooled {:.3} ms",
         p99_diffs
             .iter()
             .map(|d| format!("{d:.3}"))
             .collect::<Vec<_>>()
             .join(", "),
-        median(p99_diffs.clone())
+        ms(p[0][1]) - ms(p[1][1])
     );
     println!("  goals: throughput_ratio >= 0.8, added_p99_ms <= 1.0");
     println!("throughput_ratio={throughput_ratio:.3}");
-    println!("added_p99_ms={:.3}", ms(p[0][1]) - ms(p[1][1]));
+    println!("added_p99_ms={:.3}", median(p99_diffs));
 
     sut.shutdown_background();
     aux.shutdown_background();
