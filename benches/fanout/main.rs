@@ -142,10 +142,10 @@ fn main() {
     let clients = knob("FANOUT_CLIENTS", 32);
     let connections = knob("FANOUT_OPEN_CONNECTIONS", 64) as usize;
     let warmup = Duration::from_secs(knob("FANOUT_WARMUP_SECS", 2));
-    let sat_len = Duration::from_secs(knob("FANOUT_SAT_SECS", 4));
-    let sat_rounds = knob("FANOUT_SAT_ROUNDS", 4);
-    let open_len = Duration::from_secs(knob("FANOUT_OPEN_SECS", 5));
-    let open_rounds = knob("FANOUT_OPEN_ROUNDS", 4);
+    let sat_len = Duration::from_secs(knob("FANOUT_SAT_SECS", 2));
+    let sat_rounds = knob("FANOUT_SAT_ROUNDS", 8);
+    let open_len = Duration::from_secs(knob("FANOUT_OPEN_SECS", 3));
+    let open_rounds = knob("FANOUT_OPEN_ROUNDS", 6);
 
     let sut = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
