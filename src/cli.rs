@@ -39,7 +39,7 @@ pub enum Command {
     /// Look one person up through the same pipeline, in-process; JSON on stdout.
     Lookup {
         #[command(flatten)]
-        query: LookupArgs,
+        query: PersonArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -63,7 +63,7 @@ pub enum Command {
     /// directory: submit to the server instead (`POST /v1/optout`).
     Optout {
         #[command(flatten)]
-        who: OptOutArgs,
+        who: PersonArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -104,8 +104,9 @@ pub struct Common {
     pub data_dir: Option<PathBuf>,
 }
 
+/// A person, as `lookup` and `optout` take them: any identifier, a name only with a company or domain.
 #[derive(Args, Debug, Clone)]
-pub struct LookupArgs {
+pub struct PersonArgs {
     #[arg(long)]
     pub email: Option<String>,
     #[arg(long)]
@@ -120,21 +121,28 @@ pub struct LookupArgs {
     pub domain: Option<String>,
 }
 
-/// Who opts out: any of these, a name only with a company or a domain.
-#[derive(Args, Debug, Clone)]
-pub struct OptOutArgs {
-    #[arg(long)]
-    pub email: Option<String>,
-    #[arg(long)]
-    pub phone: Option<String>,
-    #[arg(long)]
-    pub profile_url: Option<String>,
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(long)]
-    pub company: Option<String>,
-    #[arg(long)]
-    pub domain: Option<String>,
+impl PersonArgs {
+    /// Parses the person into a query; a usage failure names every invalid field.
+    fn query(&self, loaded: &Loaded) -> Result<Query, Failure> {
+        let input = QueryInput {
+            email: self.email.clone(),
+            phone: self.phone.clone(),
+            profile_url: self.profile_url.clone(),
+            name: self.name.clone(),
+            company: self.company.clone(),
+            domain: self.domain.clone(),
+            ..QueryInput::default()
+        };
+        Query::parse(&input, loaded.region).map_err(|errors| {
+            Failure::usage(
+                errors
+                    .into_iter()
+                    .map(|e| e.message)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })
+    }
 }
 
 /// A command's failure: one clear sentence on stderr, and the exit code (2 usage, 1 runtime).
@@ -276,19 +284,10 @@ async fn batch(args: &crate::batchcli::BatchArgs, common: &Common) -> Result<(),
         })
 }
 
-async fn lookup(args: &LookupArgs, common: &Common) -> Result<(), Failure> {
+async fn lookup(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
     let (loaded, data_dir) = load(common)?;
     telemetry::init(None, false, stderr_is_terminal(), std::io::stderr);
-    let input = QueryInput {
-        email: args.email.clone(),
-        phone: args.phone.clone(),
-        profile_url: args.profile_url.clone(),
-        name: args.name.clone(),
-        company: args.company.clone(),
-        domain: args.domain.clone(),
-        ..QueryInput::default()
-    };
-    let query = parse_query(&input, &loaded)?;
+    let query = args.query(&loaded)?;
     let exclusion = app::read_exclusion(&loaded, &data_dir).map_err(Failure::runtime)?;
     let pipeline =
         app::pipeline(&loaded, exclusion, Arc::new(Metrics::new())).map_err(Failure::runtime)?;
@@ -298,31 +297,10 @@ async fn lookup(args: &LookupArgs, common: &Common) -> Result<(), Failure> {
     Ok(())
 }
 
-fn parse_query(input: &QueryInput, loaded: &Loaded) -> Result<Query, Failure> {
-    Query::parse(input, loaded.region).map_err(|errors| {
-        Failure::usage(
-            errors
-                .into_iter()
-                .map(|e| e.message)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })
-}
-
-async fn optout(args: &OptOutArgs, common: &Common) -> Result<(), Failure> {
+async fn optout(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
     let (loaded, data_dir) = load(common)?;
     telemetry::init(None, false, stderr_is_terminal(), std::io::stderr);
-    let input = QueryInput {
-        email: args.email.clone(),
-        phone: args.phone.clone(),
-        profile_url: args.profile_url.clone(),
-        name: args.name.clone(),
-        company: args.company.clone(),
-        domain: args.domain.clone(),
-        ..QueryInput::default()
-    };
-    let query = parse_query(&input, &loaded)?;
+    let query = args.query(&loaded)?;
     let app = App::build(&loaded, &data_dir).map_err(|e| match e {
         AppError::Exclusion(x) if x.is_locked() => Failure::runtime(format!(
             "a running enrichd server holds the exclusion list in {}, so this command may not write \

@@ -608,3 +608,12 @@ pub fn grep_dir(dir: &std::path::Path, needles: &[String]) -> Vec<(std::path::Pa
     }
     found
 }
+
+/// The status a lookup answer gives `source`, or `absent`.
+pub fn status_of<'a>(body: &'a serde_json::Value, source: &str) -> &'a str {
+    body["sources"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == source))
+        .and_then(|s| s["status"].as_str())
+        .unwrap_or("absent")
+}

@@ -4,15 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Reply, Server, Upstreams, captured_logs, closing_upstream};
-
-fn status_of<'a>(body: &'a Value, source: &str) -> &'a str {
-    body["sources"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == source))
-        .and_then(|s| s["status"].as_str())
-        .unwrap_or("absent")
-}
+use crate::helpers::{Reply, Server, Upstreams, captured_logs, closing_upstream, status_of};
 
 #[tokio::test]
 async fn lookup_merges_both_sources_with_provenance_and_rising_confidence() {

@@ -5,15 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Fake, Reply, Server, Upstreams};
-
-fn status_of<'a>(body: &'a Value, source: &str) -> &'a str {
-    body["sources"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == source))
-        .and_then(|s| s["status"].as_str())
-        .unwrap_or("absent")
-}
+use crate::helpers::{Fake, Reply, Server, Upstreams, status_of};
 
 /// Two paid providers on one loopback fake, in waterfall order: `first` (cost 0.05) then `second`
 /// (cost 0.20), both keyed by email, key from an env var.
