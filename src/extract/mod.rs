@@ -138,13 +138,13 @@ fn classify_url(raw: &str, email_domains: &[String], out: &mut Extracted) {
     ]
     .iter()
     .any(|s| bare.starts_with(s) || bare.contains(&format!(".{s}")));
-    if let Ok(p) = ProfileUrl::parse(raw) {
-        if social || p.service() == crate::domain::Service::Mastodon {
-            if !out.profile_urls.contains(&p) {
-                out.profile_urls.push(p);
-            }
-            return;
+    if let Ok(p) = ProfileUrl::parse(raw)
+        && (social || p.service() == crate::domain::Service::Mastodon)
+    {
+        if !out.profile_urls.contains(&p) {
+            out.profile_urls.push(p);
         }
+        return;
     }
     if social {
         return;
@@ -160,10 +160,10 @@ fn classify_url(raw: &str, email_domains: &[String], out: &mut Extracted) {
 }
 
 fn push_email(list: &mut Vec<Email>, raw: &str) {
-    if let Ok(e) = Email::parse(raw.trim_end_matches('.')) {
-        if !list.contains(&e) {
-            list.push(e);
-        }
+    if let Ok(e) = Email::parse(raw.trim_end_matches('.'))
+        && !list.contains(&e)
+    {
+        list.push(e);
     }
 }
 
@@ -179,10 +179,10 @@ fn push_phone(list: &mut Vec<PhoneE164>, raw: &str, region: Option<Region>, labe
     if !international && !labelled {
         return;
     }
-    if let Ok(p) = PhoneE164::parse(cleaned, region) {
-        if !list.contains(&p) {
-            list.push(p);
-        }
+    if let Ok(p) = PhoneE164::parse(cleaned, region)
+        && !list.contains(&p)
+    {
+        list.push(p);
     }
 }
 

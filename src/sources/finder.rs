@@ -94,10 +94,10 @@ pub fn candidates(name: &PersonName, domain: &DomainName) -> Vec<Candidate> {
             "lastf" => format!("{last}{f}"),
             _ => format!("{last}{first}"),
         };
-        if let Ok(email) = Email::parse(&format!("{local}@{}", domain.as_str())) {
-            if !out.iter().any(|c| c.email == email) {
-                out.push(Candidate { email, pattern });
-            }
+        if let Ok(email) = Email::parse(&format!("{local}@{}", domain.as_str()))
+            && !out.iter().any(|c| c.email == email)
+        {
+            out.push(Candidate { email, pattern });
         }
     }
     out

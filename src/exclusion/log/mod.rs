@@ -331,10 +331,6 @@ impl ExclusionLog {
 }
 
 /// Takes the exclusion directory's advisory writer lock (`exclusion.lock`), without waiting.
-// `File::try_lock` is std since 1.89. The manifest still says 1.85, but the crate already needs 1.88
-// (let chains); raising `rust-version` turns on lints across other modules, so it is left to its own
-// change.
-#[allow(clippy::incompatible_msrv)]
 fn take_lock(dir: &Path, log_path: &Path) -> Result<File, LogError> {
     let lock_path = dir.join(LOCK_FILE_NAME);
     let lock = OpenOptions::new()

@@ -127,10 +127,10 @@ impl FieldMap {
         }
         for pointer in &self.pointers {
             for raw in strings_at(doc.pointer(pointer)) {
-                if let Some(o) = self.observe(raw.trim()) {
-                    if !out.contains(&o) {
-                        out.push(o);
-                    }
+                if let Some(o) = self.observe(raw.trim())
+                    && !out.contains(&o)
+                {
+                    out.push(o);
                 }
             }
         }
