@@ -139,13 +139,17 @@ fn main() {
     // Production logs at `info`; the bench pays that filter's cost and throws the lines away.
     enrichd::telemetry::init(Some("info"), false, false, std::io::sink);
 
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` (an unoptimised build, no
+    // `--bench`) one short round of each phase checks that the bench still runs end to end.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let full_or_smoke = |full: u64, smoke: u64| if benching { full } else { smoke };
     let clients = knob("FANOUT_CLIENTS", 32);
     let connections = knob("FANOUT_OPEN_CONNECTIONS", 64) as usize;
-    let warmup = Duration::from_secs(knob("FANOUT_WARMUP_SECS", 2));
-    let sat_len = Duration::from_secs(knob("FANOUT_SAT_SECS", 2));
-    let sat_rounds = knob("FANOUT_SAT_ROUNDS", 8);
-    let open_len = Duration::from_secs(knob("FANOUT_OPEN_SECS", 3));
-    let open_rounds = knob("FANOUT_OPEN_ROUNDS", 6);
+    let warmup = Duration::from_secs(knob("FANOUT_WARMUP_SECS", full_or_smoke(2, 1)));
+    let sat_len = Duration::from_secs(knob("FANOUT_SAT_SECS", full_or_smoke(2, 1)));
+    let sat_rounds = knob("FANOUT_SAT_ROUNDS", full_or_smoke(8, 1));
+    let open_len = Duration::from_secs(knob("FANOUT_OPEN_SECS", full_or_smoke(3, 1)));
+    let open_rounds = knob("FANOUT_OPEN_ROUNDS", full_or_smoke(6, 1));
 
     let sut = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
