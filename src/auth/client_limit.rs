@@ -1,43 +1,22 @@
 //! Per-client-address rate limit for the public, keyless endpoints (the opt-out form and API).
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use super::limit::KeyedLimiter;
 
-/// Checks between sweeps of addresses whose budget is full again (keeps memory bounded).
-const SWEEP_EVERY: u64 = 1024;
-
-/// A keyed GCRA limiter (governor) by client address. IPv6 addresses are limited per /64, the block
-/// one subscriber usually holds, so rotating through one's own addresses does not multiply the budget.
-pub struct ClientLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    clock: DefaultClock,
-    checks: AtomicU64,
-}
+/// A per-address limiter. IPv6 addresses are limited per /64, the block one subscriber usually holds,
+/// so rotating through one's own addresses does not multiply the budget.
+pub struct ClientLimiter(KeyedLimiter<IpAddr>);
 
 impl ClientLimiter {
     pub fn new(per_minute: u32, burst: u32) -> Self {
-        let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-        Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
-            clock: DefaultClock::default(),
-            checks: AtomicU64::new(0),
-        }
+        Self(KeyedLimiter::new(per_minute, burst))
     }
 
     /// `Ok` if `client` may go on, else how long until it may.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            self.limiter.retain_recent();
-        }
-        self.limiter
-            .check_key(&bucket(client))
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        self.0.check(&bucket(client))
     }
 }
 

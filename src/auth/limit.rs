@@ -1,30 +1,54 @@
+use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// Per-tenant request rate limit (generic cell rate algorithm, via governor).
-pub struct TenantLimiter {
-    limiter: DefaultKeyedRateLimiter<String>,
+/// Checks between sweeps of keys whose budget is full again (keeps memory bounded).
+const SWEEP_EVERY: u64 = 1024;
+
+/// A keyed GCRA limiter (governor): `per_minute` steady, `burst` at once, per key.
+pub struct KeyedLimiter<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
     clock: DefaultClock,
+    checks: AtomicU64,
 }
 
-impl TenantLimiter {
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     pub fn new(per_minute: u32, burst: u32) -> Self {
         let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         Self {
             limiter: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
             clock: DefaultClock::default(),
+            checks: AtomicU64::new(0),
         }
+    }
+
+    /// `Ok` if `key` may go on, else how long until it may.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+/// Per-tenant request rate limit.
+pub struct TenantLimiter(KeyedLimiter<String>);
+
+impl TenantLimiter {
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        Self(KeyedLimiter::new(per_minute, burst))
     }
 
     /// `Ok` if the tenant may go on, else how long until it may.
     pub fn check(&self, tenant: &str) -> Result<(), Duration> {
-        self.limiter
-            .check_key(&tenant.to_string())
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        self.0.check(&tenant.to_string())
     }
 }
 

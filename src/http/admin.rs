@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::body::query;
+use super::body::{media_type, query};
 use super::{Admin, ApiError, AppState};
 use crate::domain::{Identifier, Query, QueryInput};
 use crate::exclusion::parse_hash_lines_lenient;
@@ -74,13 +74,7 @@ async fn import(
     Admin(_): Admin,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let media = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase())
-        .unwrap_or_default();
+    let media = media_type(req.headers());
     if media != "application/json" && media != "text/plain" {
         return Err(ApiError::UnsupportedMediaType {
             expected: "application/json or text/plain",

@@ -25,7 +25,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::body::query;
+use super::body::{media_type, query};
 use super::{ApiError, AppState, Tenant};
 use crate::batch::{BatchError, BatchOptions, ErrorKind, Format};
 use crate::blob::BatchId;
@@ -77,15 +77,6 @@ fn batch_id(raw: &str) -> Result<BatchId, ApiError> {
     BatchId::parse(raw).ok_or(ApiError::NotFound("batch"))
 }
 
-fn media_type(req: &Request) -> String {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase())
-        .unwrap_or_default()
-}
-
 fn parse_columns(raw: &str) -> Result<BTreeMap<String, String>, ApiError> {
     if raw.trim().is_empty() {
         return Ok(BTreeMap::new());
@@ -115,7 +106,7 @@ pub async fn create(
         region: nonblank(params.region),
         webhook: nonblank(params.webhook),
     };
-    let media = media_type(&req);
+    let media = media_type(req.headers());
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -3,6 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
+use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 
@@ -15,16 +16,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            });
-        if !is_json {
+        if media_type(req.headers()) != "application/json" {
             return Err(ApiError::UnsupportedMediaType {
                 expected: "application/json",
             });
@@ -39,6 +31,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             ApiError::invalid(field_of(&e.to_string()), format!("body is not valid: {e}"))
         })
     }
+}
+
+/// The request's media type without parameters, lower-cased (`text/csv; charset=utf-8` -> `text/csv`);
+/// empty when there is none.
+pub fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// Decodes a query string, naming the offending parameter when serde does.

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::body::JsonBody;
+use super::body::{JsonBody, media_type};
 use super::html::{escape, page};
 use super::{ApiError, AppState};
 use crate::domain::{FieldError, Query, QueryInput};
@@ -155,16 +155,7 @@ async fn submit_form(
     ClientAddr(client): ClientAddr,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
+    if media_type(req.headers()) != "application/x-www-form-urlencoded" {
         return Err(ApiError::UnsupportedMediaType {
             expected: "application/x-www-form-urlencoded",
         });
