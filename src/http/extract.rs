@@ -3,11 +3,10 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, RawQuery, Request, State};
-use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::body::{JsonBody, query};
+use super::body::{JsonBody, media_type, query};
 use super::lookup::{Asked, validate};
 use super::{ApiError, AppState, Tenant};
 use crate::domain::{DomainName, QueryInput, Region};
@@ -40,14 +39,7 @@ impl FromRequest<AppState> for Text {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let media = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|ct| ct.split(';').next())
-            .map(|m| m.trim().to_ascii_lowercase())
-            .unwrap_or_default();
-        match media.as_str() {
+        match media_type(req.headers()).as_str() {
             "application/json" => {
                 let JsonBody(r) = JsonBody::<ExtractRequest>::from_request(req, state).await?;
                 Ok(Self {
@@ -149,11 +141,15 @@ pub async fn post(
             timeout_ms: params.timeout_ms,
             ..Asked::default()
         };
-        let (query, opts) = validate(&state, &input, asked).map_err(|_| {
-            ApiError::invalid(
+        let (query, opts) = validate(&state, &input, asked).map_err(|e| match e {
+            // A bad `timeout_ms` is the caller's parameter, not the text's fault.
+            ApiError::Invalid(errors) if errors.iter().any(|e| e.field == "timeout_ms") => {
+                ApiError::Invalid(errors)
+            }
+            _ => ApiError::invalid(
                 "text",
                 "the text holds no email, phone, profile URL or name with a company to look up",
-            )
+            ),
         })?;
         Some(state.pipeline.lookup(&query, opts).await)
     } else {

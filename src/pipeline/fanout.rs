@@ -106,7 +106,7 @@ pub(super) async fn run(
             // Everything asked has answered: the waterfall may ask the next paid provider.
             Ok(None) => {
                 let observed = progress.iter().flat_map(|p| p.observations.iter());
-                if want::missing(wanted, query, observed).is_empty() {
+                if waterfall.is_empty() || want::missing(wanted, query, observed).is_empty() {
                     break;
                 }
                 let Some((i, id)) = next_paid(&mut waterfall, sources, &known) else {

@@ -292,11 +292,7 @@ impl SourceSet {
                 kind: "paid",
                 enabled: p.is_active(),
                 disabled: p.disabled.clone(),
-                key: if p.disabled.as_deref().is_some_and(|d| d.contains("key")) {
-                    "missing"
-                } else {
-                    "present"
-                },
+                key: p.key,
                 endpoint: p.endpoint.clone(),
                 rate_per_minute: p.rate_per_minute,
                 timeout_ms: u64::try_from(p.timeout.as_millis()).unwrap_or(u64::MAX),

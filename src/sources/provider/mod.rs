@@ -60,6 +60,8 @@ pub struct ProviderSource {
     pub disabled: Option<String>,
     /// Scheme, host and port of the URL template, for listings (never a key or a filled value).
     pub endpoint: String,
+    /// `present`, `missing` (unset or unusable), or `none` for a provider that takes no key.
+    pub key: &'static str,
 }
 
 impl ProviderSource {
@@ -132,6 +134,11 @@ pub fn build_providers(
                 },
             },
         };
+        let key = match (&c.auth, &auth) {
+            (None, _) => "none",
+            (Some(_), Some(_)) => "present",
+            (Some(_), None) => "missing",
+        };
         let provider = Provider {
             http: http.clone(),
             auth,
@@ -149,6 +156,7 @@ pub fn build_providers(
             concurrency: spec.concurrency,
             disabled,
             endpoint: spec.endpoint.clone(),
+            key,
             source: Arc::new(provider),
         });
     }
