@@ -537,6 +537,22 @@ async fn logs_never_carry_the_identifiers_looked_up() {
     ] {
         assert!(!logs.contains(needle), "a log line carries '{needle}'");
     }
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains(r#"source="gravatar""#) && metrics.contains(r#"route="/v1/lookup""#),
+        "labels are source names and route templates: {metrics}"
+    );
+    for needle in ["secret", "hidden-corp", "7946", "not-valid"] {
+        assert!(
+            !metrics.contains(needle),
+            "a metric label carries '{needle}'"
+        );
+    }
     server.stop().await;
 }
 
