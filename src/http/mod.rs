@@ -124,19 +124,17 @@ pub async fn serve(
 /// Wraps every request: refuses at once with 503 when too many are in flight, and records metrics by
 /// route template (never by raw path, which may hold an identifier).
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_string();
-    let method = req.method().to_string();
+    // `MatchedPath` shares its template: cloning it allocates nothing.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = req.method().clone();
     let start = Instant::now();
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         state.metrics.overloaded();
         let resp = ApiError::Overloaded.into_response();
         state
             .metrics
-            .http_request(&route, &method, resp.status().as_u16(), start.elapsed());
+            .http_request(route, &method, resp.status().as_u16(), start.elapsed());
         return resp;
     };
     state.metrics.in_flight(1);
@@ -144,6 +142,6 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     state.metrics.in_flight(-1);
     state
         .metrics
-        .http_request(&route, &method, resp.status().as_u16(), start.elapsed());
+        .http_request(route, &method, resp.status().as_u16(), start.elapsed());
     resp
 }

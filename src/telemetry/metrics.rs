@@ -1,8 +1,9 @@
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,25 +14,70 @@ use crate::sources::SourceStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    route: String,
-    method: String,
+    route: Label,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
-    source: String,
+    source: Label,
     status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceName {
-    source: String,
+    source: Label,
+}
+
+/// A label value shared between the metrics that carry it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Label(Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
+/// Label values seen before (route templates, source names: a few dozen at most), shared instead of
+/// allocated on every request.
+#[derive(Default)]
+struct Interned(RwLock<Vec<Label>>);
+
+impl Interned {
+    fn get(&self, value: &str) -> Label {
+        let found = |list: &Vec<Label>| list.iter().find(|v| &*v.0 == value).cloned();
+        if let Some(v) = found(&self.0.read().unwrap_or_else(PoisonError::into_inner)) {
+            return v;
+        }
+        let mut list = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        found(&list).unwrap_or_else(|| {
+            let v = Label(Arc::from(value));
+            list.push(v.clone());
+            v
+        })
+    }
+}
+
+/// The method as a label: the standard ones by name, anything else as `OTHER` (a client chooses it).
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +105,7 @@ pub struct Metrics {
     in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     overloaded: Counter<u64, AtomicU64>,
     provider_cost: Family<SourceName, Counter<f64, AtomicU64>>,
+    labels: Interned,
 }
 
 fn latency_histogram() -> Histogram {
@@ -86,6 +133,7 @@ impl Metrics {
             in_flight: Gauge::default(),
             overloaded: Counter::default(),
             provider_cost: Family::default(),
+            labels: Interned::default(),
         };
         registry.register(
             "provider_cost",
@@ -141,12 +189,13 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
-        let route = route.to_string();
+    /// One request answered; `route` is the route template, never the raw path.
+    pub fn http_request(&self, route: &str, method: &http::Method, status: u16, took: Duration) {
+        let route = self.labels.get(route);
         self.http_requests
             .get_or_create(&HttpLabels {
                 route: route.clone(),
-                method: method.to_string(),
+                method: method_label(method),
                 status,
             })
             .inc();
@@ -156,24 +205,22 @@ impl Metrics {
     }
 
     pub fn source_call(&self, source: &str, status: SourceStatus, took: Duration) {
+        let source = self.labels.get(source);
         self.source_calls
             .get_or_create(&SourceLabels {
-                source: source.to_string(),
+                source: source.clone(),
                 status: status.as_str(),
             })
             .inc();
         self.source_duration
-            .get_or_create(&SourceName {
-                source: source.to_string(),
-            })
+            .get_or_create(&SourceName { source })
             .observe(took.as_secs_f64());
     }
 
     pub fn provider_cost(&self, source: &str, amount: f64) {
+        let source = self.labels.get(source);
         self.provider_cost
-            .get_or_create(&SourceName {
-                source: source.to_string(),
-            })
+            .get_or_create(&SourceName { source })
             .inc_by(amount);
     }
 
