@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
@@ -85,7 +86,7 @@ impl Upstream {
         &self,
         path: &str,
         types: &[&str],
-    ) -> Result<Fetched<Vec<u8>>, SourceError> {
+    ) -> Result<Fetched<Bytes>, SourceError> {
         let mut req = self
             .client
             .get(format!("{}{path}", self.base))
@@ -126,28 +127,24 @@ impl Upstream {
                 "unexpected content type '{content_type}'"
             )));
         }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > self.max_body as u64)
-        {
-            return Err(SourceError::Malformed(format!(
-                "body larger than {} bytes",
-                self.max_body
-            )));
+        let too_big =
+            || SourceError::Malformed(format!("body larger than {} bytes", self.max_body));
+        match resp.content_length() {
+            Some(n) if n > self.max_body as u64 => return Err(too_big()),
+            // A declared length within the cap: hyper stops reading at it, so take the body whole.
+            Some(_) => return Ok(Fetched::Found(resp.bytes().await.map_err(transport)?)),
+            None => {}
         }
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(transport)?;
             if body.len() + chunk.len() > self.max_body {
-                return Err(SourceError::Malformed(format!(
-                    "body larger than {} bytes",
-                    self.max_body
-                )));
+                return Err(too_big());
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Fetched::Found(body))
+        Ok(Fetched::Found(Bytes::from(body)))
     }
 }
 
