@@ -343,6 +343,7 @@ mod tests {
             detail: Some("valid".into()),
             status: None,
             evidence: None,
+            id: None,
         });
         let e = Enrichment::from_profile(&p);
         assert_eq!(e.emails, ["ada@x.com (valid)"]);

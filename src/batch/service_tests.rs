@@ -67,6 +67,7 @@ fn sourced(v: &str, detail: Option<&str>) -> Sourced {
         detail: detail.map(str::to_string),
         status: None,
         evidence: None,
+        id: None,
     }
 }
 

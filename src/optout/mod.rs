@@ -267,12 +267,14 @@ pub fn expansion_identifiers(profile: &Profile) -> Vec<Identifier> {
             .iter()
             .filter(|v| v.detail.as_deref() != Some(GUESSED))
         {
-            if let Some(id) = Observation::new(field, v.value.clone()).identifier()
-                && matches!(
-                    id.kind(),
-                    IdentifierKind::Email | IdentifierKind::Phone | IdentifierKind::ProfileUrl
-                )
-                && !out.contains(&id)
+            if let Some(id) = v.id.clone().or_else(|| {
+                Observation::new(field, v.value.as_str())
+                    .identifier()
+                    .cloned()
+            }) && matches!(
+                id.kind(),
+                IdentifierKind::Email | IdentifierKind::Phone | IdentifierKind::ProfileUrl
+            ) && !out.contains(&id)
             {
                 out.push(id);
             }
@@ -296,6 +298,7 @@ mod tests {
             detail: detail.map(str::to_string),
             status: None,
             evidence: None,
+            id: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! while a wanted field ([`Want`]) is still missing.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,14 +19,15 @@ use super::want::{self, Want};
 use super::{Inner, Lookup, SourceEvent, SourceReport};
 use crate::domain::{Identifier, Query};
 use crate::profile::{self, Field, Observation, Reported};
-use crate::sources::{Registered, SourceError, SourceStatus};
+use crate::sources::{Registered, SharedAnswer, SourceError, SourceStatus};
 
 /// What one source did over the whole lookup (it may be called once per identifier it accepts).
 struct Progress {
     status: SourceStatus,
     first_start: Option<Instant>,
     last_end: Option<Instant>,
-    observations: Vec<Observation>,
+    /// Every answer this source gave, shared with the answer cache rather than copied out of it.
+    answers: Vec<Arc<Vec<Observation>>>,
     in_flight: usize,
 }
 
@@ -34,7 +36,7 @@ struct CallResult {
     hop: u32,
     id: Identifier,
     started: Instant,
-    result: Result<Vec<Observation>, SourceError>,
+    result: SharedAnswer,
 }
 
 pub(super) async fn run(
@@ -58,7 +60,7 @@ pub(super) async fn run(
             status: SourceStatus::Skipped,
             first_start: None,
             last_end: None,
-            observations: Vec::new(),
+            answers: Vec::new(),
             in_flight: 0,
         })
         .collect();
@@ -85,6 +87,9 @@ pub(super) async fn run(
     let mut calls = FuturesUnordered::new();
     let mut frontier: Vec<(Identifier, u32)> = initial.into_iter().map(|id| (id, 0)).collect();
     let mut withheld = false;
+    // One timer for the whole lookup, not one per answer awaited.
+    let expiry = tokio::time::sleep_until(deadline);
+    tokio::pin!(expiry);
 
     loop {
         for (id, hop) in frontier.drain(..) {
@@ -101,11 +106,18 @@ pub(super) async fn run(
                 }
             }
         }
-        let done = match tokio::time::timeout_at(deadline, calls.next()).await {
+        let next = tokio::select! {
+            biased;
+            next = calls.next() => Ok(next),
+            () = &mut expiry => Err(()),
+        };
+        let done = match next {
             Ok(Some(done)) => done,
             // Everything asked has answered: the waterfall may ask the next paid provider.
             Ok(None) => {
-                let observed = progress.iter().flat_map(|p| p.observations.iter());
+                let observed = progress
+                    .iter()
+                    .flat_map(|p| p.answers.iter().flat_map(|a| a.iter()));
                 if waterfall.is_empty() || want::missing(wanted, query, observed).is_empty() {
                     break;
                 }
@@ -130,7 +142,7 @@ pub(super) async fn run(
             .metrics
             .source_call(source.name(), status_of(&done.result), latency);
         let observations = match done.result {
-            Ok(obs) => confirmed(obs, &done.id),
+            Ok(answer) => answer,
             Err(SourceError::Objected) => {
                 tracing::info!(
                     source = source.name(),
@@ -160,15 +172,20 @@ pub(super) async fn run(
         }
         let found: Vec<Identifier> = observations
             .iter()
-            .filter_map(Observation::identifier)
+            .filter_map(|o| o.identifier().cloned())
             .collect();
+        let confirmation = confirmation(&observations, &done.id);
         // Check every identifier a source produced before it is followed or any value leaves.
         if inner.exclusion.any_excluded(&found) {
             withheld = true;
             break;
         }
         emit(&events, source, status, latency, observations.len());
-        p.observations.extend(observations);
+        p.answers.push(observations);
+        if let Some(c) = confirmation {
+            // The query's own email, checked before the fan-out started and already known.
+            p.answers.push(Arc::new(vec![c]));
+        }
         // A source is never asked again about what it reported itself.
         tried.extend(found.iter().map(|id| (done.source, id.clone())));
         if done.hop < inner.limits.max_hops {
@@ -194,9 +211,9 @@ pub(super) async fn run(
 /// A source that found a person by their email address confirms the address: it is added as that
 /// source's own observation (the email status counts it as evidence). Facts about the domain alone (DNS,
 /// RDAP) confirm nothing.
-fn confirmed(mut observations: Vec<Observation>, id: &Identifier) -> Vec<Observation> {
+fn confirmation(observations: &[Observation], id: &Identifier) -> Option<Observation> {
     let Identifier::Email(email) = id else {
-        return observations;
+        return None;
     };
     let about_a_person = observations
         .iter()
@@ -204,10 +221,7 @@ fn confirmed(mut observations: Vec<Observation>, id: &Identifier) -> Vec<Observa
     let listed = observations
         .iter()
         .any(|o| o.field == Field::Email && o.value == email.as_str());
-    if about_a_person && !listed {
-        observations.push(Observation::email(email));
-    }
-    observations
+    (about_a_person && !listed).then(|| Observation::email(email))
 }
 
 /// The next paid provider in the waterfall that accepts a known identifier, with the first such
@@ -239,7 +253,7 @@ impl Progress {
 async fn call(i: usize, s: &Registered, id: Identifier, hop: u32, deadline: Instant) -> CallResult {
     let started = Instant::now();
     let until = deadline.min(started + s.timeout);
-    let result = match tokio::time::timeout_at(until, s.source.lookup(&id)).await {
+    let result = match tokio::time::timeout_at(until, s.source.lookup_shared(&id)).await {
         Ok(r) => r,
         Err(_) => Err(SourceError::Timeout),
     };
@@ -252,7 +266,7 @@ async fn call(i: usize, s: &Registered, id: Identifier, hop: u32, deadline: Inst
     }
 }
 
-fn status_of(r: &Result<Vec<Observation>, SourceError>) -> SourceStatus {
+fn status_of(r: &SharedAnswer) -> SourceStatus {
     match r {
         Ok(o) if o.is_empty() => SourceStatus::Miss,
         Ok(_) => SourceStatus::Hit,
@@ -286,13 +300,16 @@ fn finish(
     mut withheld: bool,
     cost: f64,
 ) -> Lookup {
+    // One report per answer; the merge counts a source once per value however many answers hold it.
     let reported: Vec<Reported<'_>> = sources
         .iter()
         .zip(&progress)
-        .map(|(s, p)| Reported {
-            source: s.name(),
-            weight: s.weight,
-            observations: &p.observations,
+        .flat_map(|(s, p)| {
+            p.answers.iter().map(|a| Reported {
+                source: s.name(),
+                weight: s.weight,
+                observations: a,
+            })
         })
         .collect();
     let mut profile = if withheld {

@@ -141,6 +141,7 @@ mod tests {
             detail: detail.map(str::to_string),
             status: None,
             evidence: None,
+            id: None,
         }
     }
 

@@ -20,6 +20,7 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
                 order += 1;
                 Group {
                     display: obs.value.clone(),
+                    id: obs.identifier().cloned(),
                     detail: None,
                     sources: BTreeMap::new(),
                     first_seen: order,
@@ -56,6 +57,7 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
             detail: g.detail.clone(),
             status: None,
             evidence: None,
+            id: g.id.clone(),
         });
     }
     for values in by_field.values_mut() {
@@ -118,6 +120,7 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
 
 struct Group<'a> {
     display: String,
+    id: Option<crate::domain::Identifier>,
     detail: Option<String>,
     sources: BTreeMap<&'a str, f64>,
     first_seen: usize,

@@ -43,33 +43,68 @@ impl Field {
 }
 
 /// One value one source reported. Identifier-like values (email, phone, profile) are canonical already.
+///
+/// The fields are read-only in practice: nothing changes an observation once built, because the
+/// identifier a value is gets parsed once, when it is built, and kept beside it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
     pub field: Field,
     pub value: String,
     /// Extra information about this value, e.g. an email's deliverability status.
     pub detail: Option<String>,
+    /// The identifier `value` is, for email, phone and profile fields that parse as one.
+    id: Option<Identifier>,
 }
 
 impl Observation {
     pub fn new(field: Field, value: impl Into<String>) -> Self {
+        let mut value: String = value.into();
+        let trimmed = value.trim();
+        if trimmed.len() != value.len() {
+            value = trimmed.to_string();
+        }
+        let id = match field {
+            Field::Email => Email::parse(&value).ok().map(Identifier::Email),
+            Field::Phone => PhoneE164::parse(&value, None).ok().map(Identifier::Phone),
+            Field::Profile => ProfileUrl::parse(&value).ok().map(Identifier::Profile),
+            _ => None,
+        };
         Self {
             field,
-            value: value.into().trim().to_string(),
+            value,
             detail: None,
+            id,
+        }
+    }
+
+    /// An observation of an identifier already parsed: nothing to parse again.
+    fn of(field: Field, value: String, id: Identifier) -> Self {
+        Self {
+            field,
+            value,
+            detail: None,
+            id: Some(id),
         }
     }
 
     pub fn email(e: &Email) -> Self {
-        Self::new(Field::Email, e.as_str())
+        Self::of(
+            Field::Email,
+            e.as_str().to_string(),
+            Identifier::Email(e.clone()),
+        )
     }
 
     pub fn phone(p: &PhoneE164) -> Self {
-        Self::new(Field::Phone, p.as_str())
+        Self::of(
+            Field::Phone,
+            p.as_str().to_string(),
+            Identifier::Phone(p.clone()),
+        )
     }
 
     pub fn profile(p: &ProfileUrl) -> Self {
-        Self::new(Field::Profile, p.to_url())
+        Self::of(Field::Profile, p.to_url(), Identifier::Profile(p.clone()))
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -79,15 +114,8 @@ impl Observation {
 
     /// The identifier this value is, if it is one. The fan-out follows these and checks them against the
     /// exclusion list before any value is released.
-    pub fn identifier(&self) -> Option<Identifier> {
-        match self.field {
-            Field::Email => Email::parse(&self.value).ok().map(Identifier::Email),
-            Field::Phone => PhoneE164::parse(&self.value, None)
-                .ok()
-                .map(Identifier::Phone),
-            Field::Profile => ProfileUrl::parse(&self.value).ok().map(Identifier::Profile),
-            _ => None,
-        }
+    pub fn identifier(&self) -> Option<&Identifier> {
+        self.id.as_ref()
     }
 }
 
@@ -113,6 +141,9 @@ pub struct Sourced {
     /// Emails only: why `status` is what it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+    /// The identifier `value` is (emails, phones, profiles), as the merge found it; never serialised.
+    #[serde(skip)]
+    pub id: Option<Identifier>,
 }
 
 /// The best value for a single-valued field, and the conflicting ones, ranked.
@@ -174,10 +205,10 @@ impl Profile {
             (&self.phones, Field::Phone),
             (&self.profiles, Field::Profile),
         ] {
-            out.extend(
-                list.iter()
-                    .filter_map(|s| Observation::new(field, s.value.clone()).identifier()),
-            );
+            out.extend(list.iter().filter_map(|s| {
+                s.id.clone()
+                    .or_else(|| Observation::new(field, s.value.as_str()).id)
+            }));
         }
         let names = self.name.iter().flat_map(ranked_values);
         for name in names.filter_map(|n| PersonName::parse(n).ok()) {

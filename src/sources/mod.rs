@@ -48,7 +48,16 @@ pub trait Source: Send + Sync {
         &'a self,
         id: &'a Identifier,
     ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>>;
+
+    /// The same answer, shared: what the fan-out calls. A source that keeps answers (the etiquette
+    /// guard's cache) hands them out without copying them for each caller.
+    fn lookup_shared<'a>(&'a self, id: &'a Identifier) -> BoxFuture<'a, SharedAnswer> {
+        Box::pin(async move { self.lookup(id).await.map(Arc::new) })
+    }
 }
+
+/// An answer shared between the cache, callers coalesced on one call, and the merge.
+pub type SharedAnswer = Result<Arc<Vec<Observation>>, SourceError>;
 
 /// A source with the settings the fan-out applies around it.
 #[derive(Clone)]

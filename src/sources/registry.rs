@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::etiquette::{GuardConfig, Guarded, SourceCache};
+use super::etiquette::{DEFAULT_MAX_ENTRIES, GuardConfig, Guarded, SourceCache};
 use super::provider::ProviderSource;
 use super::{
     Registered, Source, dns, finder, github, gravatar, keybase, openpgp, rdap, webfinger, website,
@@ -251,7 +251,7 @@ impl SourceSet {
         deps: &Deps,
         cache_ttl: Duration,
     ) -> Self {
-        let cache = SourceCache::default();
+        let cache = SourceCache::new(DEFAULT_MAX_ENTRIES, cache_ttl);
         let mut set = Self {
             cache: cache.clone(),
             ..Self::default()
@@ -277,7 +277,7 @@ impl SourceSet {
                 cost_per_hit: None,
             });
             if c.enabled {
-                let guard = GuardConfig::for_source(c, cache_ttl);
+                let guard = GuardConfig::for_source(c);
                 set.push(
                     Registered::free((spec.build)(c, deps), c.timeout_ms, c.weight),
                     guard,
@@ -300,7 +300,7 @@ impl SourceSet {
                 cost_per_hit: Some(p.cost_per_hit),
             });
             if p.is_active() {
-                let guard = p.guard_config(cache_ttl);
+                let guard = p.guard_config();
                 set.push(p.registered(), guard);
             }
         }

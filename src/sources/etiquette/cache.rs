@@ -1,17 +1,21 @@
 //! The short-lived answer cache shared by every guarded source.
 //!
-//! Keys are a per-process keyed blake3 hash of the identifier's kind and canonical form: the cache holds
-//! no raw identifier, and the hashes mean nothing outside this process. Values are what the source
-//! answered (a miss is an empty list) with the tokio instant they expire at. moka reclaims memory on its
-//! own clock; every read also checks the tokio deadline (so tests can pause and advance time) and the
-//! invalidation generation (so an answer that raced an [`invalidate_all`](SourceCache::invalidate_all)
-//! is never served).
+//! Keys are a per-process keyed blake3 hash of the source name, the identifier's kind and its canonical
+//! form: the cache holds no raw identifier, and the hashes mean nothing outside this process. Values are
+//! what the source answered (a miss is an empty list) with the tokio instant they expire at. moka drops
+//! entries after the TTL on its own clock; every read also checks the tokio deadline (so tests can pause
+//! and advance time) and the invalidation generation (so an answer that raced an
+//! [`invalidate_all`](SourceCache::invalidate_all) is never served).
+//!
+//! Every lookup that reaches an upstream reads and writes here, so the cache is moka's synchronous one
+//! (no future per access) with one TTL for all entries (no timer wheel), hashed by [`KeyHasher`]: the
+//! keys are already uniformly random, so SipHash over them would only spend time.
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use moka::Expiry;
 use tokio::time::Instant;
 
 use crate::domain::Identifier;
@@ -20,59 +24,82 @@ use crate::profile::Observation;
 /// Entries kept at most, across all sources, unless told otherwise.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 
-/// Which source was asked about which identifier (hashed).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct CacheKey {
-    pub(crate) source: Arc<str>,
-    pub(crate) id: [u8; 32],
-}
+/// How long answers live when nobody says otherwise (`policies/retention.toml` ships the same).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
+/// Which source was asked about which identifier: a keyed hash of both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey([u8; 32]);
 
 #[derive(Clone)]
 struct Cached {
+    source: Arc<str>,
     expires_at: Instant,
-    ttl: Duration,
     generation: u64,
     observations: Arc<Vec<Observation>>,
 }
 
-/// Lets moka drop each entry after its own TTL.
-struct PerEntryTtl;
+/// Hashes a [`CacheKey`] by taking eight of its bytes: they are a keyed blake3 output already.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KeyHasher(u64);
 
-impl Expiry<CacheKey, Cached> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        value: &Cached,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Folds whatever is written; a `CacheKey` writes its 32 bytes (after their length) once.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+}
+
+impl BuildHasher for KeyHasher {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
     }
 }
 
 /// The answer cache. Cheap to clone; clones share entries.
 #[derive(Clone)]
 pub struct SourceCache {
-    entries: moka::future::Cache<CacheKey, Cached>,
+    entries: moka::sync::Cache<CacheKey, Cached, KeyHasher>,
+    ttl: Duration,
     generation: Arc<AtomicU64>,
     hash_key: [u8; 32],
 }
 
 impl Default for SourceCache {
     fn default() -> Self {
-        Self::new(DEFAULT_MAX_ENTRIES)
+        Self::new(DEFAULT_MAX_ENTRIES, DEFAULT_TTL)
     }
 }
 
 impl SourceCache {
-    pub fn new(max_entries: u64) -> Self {
+    /// At most `max_entries` answers, each kept `ttl` (zero keeps none).
+    pub fn new(max_entries: u64, ttl: Duration) -> Self {
+        let mut builder = moka::sync::Cache::builder().max_capacity(max_entries);
+        if !ttl.is_zero() {
+            builder = builder.time_to_live(ttl);
+        }
         Self {
-            entries: moka::future::Cache::builder()
-                .max_capacity(max_entries)
-                .expire_after(PerEntryTtl)
-                .build(),
+            entries: builder.build_with_hasher(KeyHasher::default()),
+            ttl,
             generation: Arc::new(AtomicU64::new(0)),
             hash_key: rand::random(),
         }
+    }
+
+    /// How long an answer is reused.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Forgets every answer from every source, including answers still being fetched. The exclusion
@@ -89,8 +116,8 @@ impl SourceCache {
         let live = self
             .entries
             .iter()
-            .filter(|(k, v)| {
-                &*k.source == source && v.generation == generation && v.expires_at > now
+            .filter(|(_, v)| {
+                &*v.source == source && v.generation == generation && v.expires_at > now
             })
             .count();
         u64::try_from(live).unwrap_or(u64::MAX)
@@ -100,46 +127,45 @@ impl SourceCache {
         self.generation.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn key(&self, source: &Arc<str>, id: &Identifier) -> CacheKey {
+    pub(crate) fn key(&self, source: &str, id: &Identifier) -> CacheKey {
         let mut h = blake3::Hasher::new_keyed(&self.hash_key);
+        h.update(source.as_bytes());
+        h.update(&[0]);
         h.update(id.kind().as_str().as_bytes());
         h.update(&[0]);
         h.update(id.canonical().as_bytes());
-        CacheKey {
-            source: Arc::clone(source),
-            id: *h.finalize().as_bytes(),
-        }
+        CacheKey(*h.finalize().as_bytes())
     }
 
     /// The cached answer, if it is still fresh and from the current generation.
-    pub(crate) async fn get(&self, key: &CacheKey) -> Option<Arc<Vec<Observation>>> {
-        let cached = self.entries.get(key).await?;
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<Vec<Observation>>> {
+        let cached = self.entries.get(key)?;
         if cached.expires_at > Instant::now() && cached.generation == self.generation() {
             Some(cached.observations)
         } else {
-            self.entries.invalidate(key).await;
+            self.entries.invalidate(key);
             None
         }
     }
 
-    /// Stores an answer fetched during `generation`; a TTL of zero stores nothing.
-    pub(crate) async fn insert(
+    /// Stores `source`'s answer fetched during `generation`; a TTL of zero stores nothing.
+    pub(crate) fn insert(
         &self,
         key: CacheKey,
+        source: &Arc<str>,
         observations: Arc<Vec<Observation>>,
-        ttl: Duration,
         generation: u64,
     ) {
-        if ttl.is_zero() || generation != self.generation() {
+        if self.ttl.is_zero() || generation != self.generation() {
             return;
         }
         let cached = Cached {
-            expires_at: Instant::now() + ttl,
-            ttl,
+            source: Arc::clone(source),
+            expires_at: Instant::now() + self.ttl,
             generation,
             observations,
         };
-        self.entries.insert(key, cached).await;
+        self.entries.insert(key, cached);
     }
 }
 

@@ -3,8 +3,10 @@
 //!
 //! Layers, in call order:
 //! 1. **cache + coalescing** ([`SourceCache`]): a fresh answer (hit or miss) is served from memory;
-//!    concurrent identical lookups share one upstream call, run as its own tokio task so a caller that
-//!    goes away cannot cancel it. Errors are shared with the callers waiting at the time, never cached.
+//!    concurrent identical lookups share one upstream call. The callers drive that call themselves (no
+//!    task per call); when the last one goes away before it ends, the call is handed to a tokio task
+//!    and finishes there, so a caller that leaves cannot cancel it and its answer is still cached.
+//!    Errors are shared with the callers waiting at the time, never cached.
 //! 2. **pause**: after an upstream `429`/`Retry-After`, calls fail fast as `RateLimited` until then.
 //! 3. **circuit breaker**: after `breaker_failures` consecutive retryable failures, calls fail fast
 //!    with `NotAttempted("circuit open")` for `breaker_cooldown`; then one probe decides.
@@ -23,8 +25,12 @@ mod limit;
 mod tests;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -33,13 +39,13 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 pub use breaker::BreakerState;
-pub use cache::{DEFAULT_MAX_ENTRIES, SourceCache};
+pub use cache::{DEFAULT_MAX_ENTRIES, DEFAULT_TTL, SourceCache};
 
 use self::breaker::{Admission, Breaker, Health};
-use self::cache::CacheKey;
+use self::cache::{CacheKey, KeyHasher};
 use self::limit::Limiter;
 use super::registry::SourceConfig;
-use super::{Source, SourceError};
+use super::{SharedAnswer, Source, SourceError};
 use crate::domain::Identifier;
 use crate::profile::Observation;
 
@@ -58,8 +64,6 @@ pub struct GuardConfig {
     pub breaker_failures: u32,
     /// How long an open circuit refuses calls; also the pause after a `429` without `Retry-After`.
     pub breaker_cooldown: Duration,
-    /// How long an answer is reused (`policies/retention.toml` `source_cache_seconds`); zero disables it.
-    pub cache_ttl: Duration,
     /// Bound on one upstream call including the wait for a permit; the spawned call outlives its
     /// callers, so it needs its own deadline.
     pub call_timeout: Duration,
@@ -69,28 +73,21 @@ impl GuardConfig {
     pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
     pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
 
-    pub fn new(
-        rate_per_minute: u32,
-        concurrency: usize,
-        cache_ttl: Duration,
-        call_timeout: Duration,
-    ) -> Self {
+    pub fn new(rate_per_minute: u32, concurrency: usize, call_timeout: Duration) -> Self {
         Self {
             rate_per_minute,
             concurrency,
             breaker_failures: Self::DEFAULT_BREAKER_FAILURES,
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
-            cache_ttl,
             call_timeout,
         }
     }
 
-    /// A built-in source's guard: its rate, concurrency and timeout, the retention policy's cache TTL.
-    pub fn for_source(c: &SourceConfig, cache_ttl: Duration) -> Self {
+    /// A built-in source's guard: its rate, concurrency and timeout.
+    pub fn for_source(c: &SourceConfig) -> Self {
         Self::new(
             c.rate_per_minute,
             c.concurrency,
-            cache_ttl,
             Duration::from_millis(c.timeout_ms),
         )
     }
@@ -125,7 +122,7 @@ struct Inner {
     name: Arc<str>,
     cfg: GuardConfig,
     cache: SourceCache,
-    flights: Mutex<HashMap<CacheKey, Flight>>,
+    flights: Mutex<HashMap<CacheKey, Flight, KeyHasher>>,
     serial: AtomicU64,
     limiter: Option<Limiter>,
     paused_until: Mutex<Option<Instant>>,
@@ -142,7 +139,7 @@ impl Guarded {
             bulkhead: Semaphore::new(cfg.concurrency.max(1)),
             breaker: Mutex::new(Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown)),
             paused_until: Mutex::new(None),
-            flights: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::default()),
             serial: AtomicU64::new(0),
             source,
             cfg,
@@ -185,47 +182,41 @@ impl Source for Guarded {
         &'a self,
         id: &'a Identifier,
     ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
+        async move { self.lookup_shared(id).await.map(|a| a.as_ref().clone()) }.boxed()
+    }
+
+    fn lookup_shared<'a>(&'a self, id: &'a Identifier) -> BoxFuture<'a, SharedAnswer> {
         async move {
             let key = self.inner.cache.key(&self.inner.name, id);
-            if let Some(answer) = self.inner.cache.get(&key).await {
-                return Ok(answer.as_ref().clone());
+            if let Some(answer) = self.inner.cache.get(&key) {
+                return Ok(answer);
             }
-            match Inner::join_or_start(&self.inner, key, id).await {
-                Ok(answer) => Ok(answer.as_ref().clone()),
-                Err(e) => Err(duplicate(&e)),
-            }
+            Inner::join_or_start(&self.inner, key, id)
+                .await
+                .map_err(|e| duplicate(&e))
         }
         .boxed()
     }
 }
 
 impl Inner {
-    /// Joins the call in flight for `key`, or starts one as a detached task.
-    fn join_or_start(
-        this: &Arc<Self>,
-        key: CacheKey,
-        id: &Identifier,
-    ) -> Shared<BoxFuture<'static, Outcome>> {
+    /// Joins the call in flight for `key`, or starts one.
+    fn join_or_start(this: &Arc<Self>, key: CacheKey, id: &Identifier) -> Finishing {
         let generation = this.cache.generation();
         let mut flights = lock(&this.flights);
         if let Some(f) = flights.get(&key).filter(|f| f.generation == generation) {
-            return f.answer.clone();
+            return Finishing(Some(f.answer.clone()));
         }
         let serial = this.serial.fetch_add(1, Ordering::Relaxed);
-        let task = tokio::spawn(Self::fetch(
-            Arc::clone(this),
-            key.clone(),
-            id.clone(),
-            generation,
-            serial,
-        ));
-        let answer = async move {
-            task.await.unwrap_or_else(|_| {
-                Err(Arc::new(SourceError::NotAttempted("the call was aborted")))
+        let fetch = Self::fetch(Arc::clone(this), key, id.clone(), generation, serial);
+        // A panicking source fails its callers' call, not their tasks.
+        let answer = AssertUnwindSafe(fetch)
+            .catch_unwind()
+            .map(|r| {
+                r.unwrap_or_else(|_| Err(Arc::new(SourceError::NotAttempted("the source failed"))))
             })
-        }
-        .boxed()
-        .shared();
+            .boxed()
+            .shared();
         flights.insert(
             key,
             Flight {
@@ -234,10 +225,10 @@ impl Inner {
                 answer: answer.clone(),
             },
         );
-        answer
+        Finishing(Some(answer))
     }
 
-    /// The detached upstream call: runs the guards, caches a success, then leaves the flight table.
+    /// The shared upstream call: runs the guards, caches a success, then leaves the flight table.
     async fn fetch(
         this: Arc<Self>,
         key: CacheKey,
@@ -249,13 +240,7 @@ impl Inner {
             Ok(observations) => {
                 let observations = Arc::new(observations);
                 this.cache
-                    .insert(
-                        key.clone(),
-                        Arc::clone(&observations),
-                        this.cfg.cache_ttl,
-                        generation,
-                    )
-                    .await;
+                    .insert(key, &this.name, Arc::clone(&observations), generation);
                 Ok(observations)
             }
             Err(e) => Err(Arc::new(e)),
@@ -287,10 +272,14 @@ impl Inner {
                 retry_after: Some(wait),
             })?;
         }
-        let _permit = match tokio::time::timeout_at(deadline, self.bulkhead.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(SourceError::NotAttempted("source is shut down")),
-            Err(_) => return Err(SourceError::Timeout),
+        // Usually a permit is free: take it without arming a timer.
+        let _permit = match self.bulkhead.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => match tokio::time::timeout_at(deadline, self.bulkhead.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(SourceError::NotAttempted("source is shut down")),
+                Err(_) => return Err(SourceError::Timeout),
+            },
         };
         let result = tokio::time::timeout_at(deadline, self.source.lookup(id))
             .await
@@ -316,6 +305,38 @@ impl Inner {
 
     fn paused_until(&self, now: Instant) -> Option<Instant> {
         lock(&self.paused_until).filter(|until| *until > now)
+    }
+}
+
+/// One caller's wait on a shared call. The callers poll the call themselves; a caller dropped before the
+/// call ends hands it to a tokio task, where it finishes (and is cached) whoever else still waits.
+struct Finishing(Option<Shared<BoxFuture<'static, Outcome>>>);
+
+impl Future for Finishing {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let Some(call) = self.0.as_mut() else {
+            return Poll::Ready(Err(Arc::new(SourceError::NotAttempted(
+                "the call was already awaited",
+            ))));
+        };
+        let outcome = std::task::ready!(call.poll_unpin(cx));
+        self.0 = None;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        let Some(call) = self.0.take() else { return };
+        // Unfinished: a task takes over. Other callers still waiting go on polling it too, which is
+        // harmless (whoever polls first does the work); counting them would race with new joiners.
+        if call.peek().is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(call.map(drop));
+        }
     }
 }
 

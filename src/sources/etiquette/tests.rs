@@ -95,14 +95,17 @@ fn config() -> GuardConfig {
         concurrency: 8,
         breaker_failures: 3,
         breaker_cooldown: Duration::from_secs(30),
-        cache_ttl: Duration::from_secs(60),
         call_timeout: Duration::from_secs(3600),
     }
 }
 
 fn guard(fake: &Arc<Fake>, cfg: GuardConfig) -> Arc<Guarded> {
     let source: Arc<dyn Source> = Arc::clone(fake) as Arc<dyn Source>;
-    Arc::new(Guarded::new(source, cfg, SourceCache::new(1000)))
+    Arc::new(Guarded::new(
+        source,
+        cfg,
+        SourceCache::new(1000, Duration::from_secs(60)),
+    ))
 }
 
 /// Lets spawned tasks run until `cond` holds, without sleeping.

@@ -80,14 +80,9 @@ impl ProviderSource {
         }
     }
 
-    /// The etiquette guard for this provider, with the retention policy's cache TTL.
-    pub fn guard_config(&self, cache_ttl: Duration) -> GuardConfig {
-        GuardConfig::new(
-            self.rate_per_minute,
-            self.concurrency,
-            cache_ttl,
-            self.timeout,
-        )
+    /// The etiquette guard for this provider.
+    pub fn guard_config(&self) -> GuardConfig {
+        GuardConfig::new(self.rate_per_minute, self.concurrency, self.timeout)
     }
 }
 
