@@ -47,7 +47,8 @@
 //! Knobs for quick runs and profiling: `FANOUT_CLIENTS`, `FANOUT_WARMUP_SECS`, `FANOUT_SAT_SECS`,
 //! `FANOUT_SAT_ROUNDS`, `FANOUT_OPEN_SECS`, `FANOUT_OPEN_ROUNDS`, `FANOUT_OPEN_CONNECTIONS` (64), and
 //! `FANOUT_ONLY=enrichd|baseline` (load one system alone at saturation, e.g. under `perf record`, then
-//! stop).
+//! stop), and `FANOUT_CACHE_SECS` (enrichd's `retention.source_cache_seconds`; `0` turns the answer
+//! cache off, to see what the cache costs when, as here, it never answers).
 
 mod load;
 mod systems;

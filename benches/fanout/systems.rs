@@ -29,6 +29,9 @@ fn enrichd_config(up: &Upstreams) -> String {
          [lookup]\ndefault_timeout_ms = {}\n",
         DEADLINE.as_millis()
     );
+    if let Ok(secs) = std::env::var("FANOUT_CACHE_SECS") {
+        c.push_str(&format!("[retention]\nbatch_results_days = 30\nexclusion_days = 1095\nsource_cache_seconds = {secs}\n"));
+    }
     for (name, url) in [("gravatar", &up.gravatar), ("github", &up.github)] {
         c.push_str(&format!(
             "[sources.{name}]\nbase_url = \"{url}\"\ntimeout_ms = 2000\n\
