@@ -58,13 +58,20 @@ impl Identifier {
     /// A stable text form: normalised value, no scheme, folded names. Two spellings of the same
     /// identifier give the same text. Hash it; never log it.
     pub fn canonical(&self) -> String {
+        self.canonical_str().into_owned()
+    }
+
+    /// [`canonical`](Self::canonical), borrowed when the identifier already holds that text (all but
+    /// the name pairs).
+    pub fn canonical_str(&self) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
         match self {
-            Self::Email(e) => e.as_str().to_string(),
-            Self::Phone(p) => p.as_str().to_string(),
-            Self::Profile(p) => p.canonical().to_string(),
-            Self::NameAtCompany(n, c) => format!("{}|{}", n.folded(), c.folded()),
-            Self::NameAtDomain(n, d) => format!("{}|{}", n.folded(), d.as_str()),
-            Self::Domain(d) => d.as_str().to_string(),
+            Self::Email(e) => Cow::Borrowed(e.as_str()),
+            Self::Phone(p) => Cow::Borrowed(p.as_str()),
+            Self::Profile(p) => Cow::Borrowed(p.canonical()),
+            Self::NameAtCompany(n, c) => Cow::Owned(format!("{}|{}", n.folded(), c.folded())),
+            Self::NameAtDomain(n, d) => Cow::Owned(format!("{}|{}", n.folded(), d.as_str())),
+            Self::Domain(d) => Cow::Borrowed(d.as_str()),
         }
     }
 }

@@ -88,7 +88,7 @@ fn judge(email: &Sourced, no_mail_domain: Option<&str>) -> (EmailStatus, String)
     let confirming: Vec<&str> = email
         .sources
         .iter()
-        .map(String::as_str)
+        .map(|s| &**s)
         .filter(|s| *s != FINDER)
         .collect();
     if let Some(reported) = email.detail.as_deref().and_then(EmailStatus::parse) {
@@ -137,7 +137,7 @@ mod tests {
         Sourced {
             value: value.into(),
             confidence: 0.5,
-            sources: sources.iter().map(|s| s.to_string()).collect(),
+            sources: sources.iter().map(|s| std::sync::Arc::from(*s)).collect(),
             detail: detail.map(str::to_string),
             status: None,
             evidence: None,

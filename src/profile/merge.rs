@@ -1,7 +1,9 @@
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{Company, Field, Observation, Profile, Ranked, Reported, Sourced};
-use crate::domain::fold_text;
+use crate::domain::{Identifier, fold_text};
 
 /// Merges what every source reported into one profile, or `None` when nobody reported anything.
 ///
@@ -9,26 +11,44 @@ use crate::domain::fold_text;
 /// sources with weights `w1..wn` scores `1 - Π(1 - wi)`, so independent agreement raises it and one source
 /// repeating itself does not. For single-valued fields the score is then scaled by the value's share of
 /// all weight on that field, so conflicts lower everyone's confidence; the rest become ranked alternatives.
+///
+/// A lookup yields a few dozen values, so groups live in a vector in first-seen order and borrow from
+/// the observations until the profile is built; each source's name is allocated once per merge.
 pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
-    let mut groups: BTreeMap<(Field, String), Group> = BTreeMap::new();
-    let mut order = 0usize;
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut names: Vec<Arc<str>> = Vec::new();
     for report in reports {
         let weight = report.weight.clamp(0.01, 0.99);
+        let name = match names.iter().position(|n| **n == *report.source) {
+            Some(i) => i,
+            None => {
+                names.push(Arc::from(report.source));
+                names.len() - 1
+            }
+        };
         for obs in report.observations.iter().filter(|o| !o.value.is_empty()) {
-            let key = (obs.field, comparison_key(obs));
-            let group = groups.entry(key).or_insert_with(|| {
-                order += 1;
-                Group {
-                    display: obs.value.clone(),
-                    id: obs.identifier().cloned(),
-                    detail: None,
-                    sources: BTreeMap::new(),
-                    first_seen: order,
+            let key = Key::of(obs);
+            let group = match groups
+                .iter_mut()
+                .position(|g| g.field == obs.field && g.key.same(&key))
+            {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(Group {
+                        field: obs.field,
+                        key,
+                        display: &obs.value,
+                        id: obs.identifier(),
+                        detail: None,
+                        sources: Sources::None,
+                    });
+                    let last = groups.len() - 1;
+                    &mut groups[last]
                 }
-            });
-            group.sources.entry(report.source).or_insert(weight);
+            };
+            group.sources.add(name, weight);
             if group.detail.is_none() {
-                group.detail.clone_from(&obs.detail);
+                group.detail = obs.detail.as_deref();
             }
         }
     }
@@ -36,28 +56,35 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
         return None;
     }
 
+    let field_weight = |field: Field| -> f64 {
+        groups
+            .iter()
+            .filter(|g| g.field == field)
+            .map(Group::weight)
+            .sum()
+    };
     let mut by_field: BTreeMap<Field, Vec<Sourced>> = BTreeMap::new();
-    let mut field_weight: BTreeMap<Field, f64> = BTreeMap::new();
-    for ((field, _), g) in &groups {
-        *field_weight.entry(*field).or_default() += g.sources.values().sum::<f64>();
-    }
-    let mut ranked: Vec<(&(Field, String), &Group)> = groups.iter().collect();
-    ranked.sort_by_key(|(_, g)| g.first_seen);
-    for ((field, _), g) in ranked {
-        let agreement = 1.0 - g.sources.values().map(|w| 1.0 - w).product::<f64>();
-        let share = if field.is_multi() {
+    for g in &groups {
+        let agreement = 1.0 - g.sources.iter().map(|(_, w)| 1.0 - w).product::<f64>();
+        let share = if g.field.is_multi() {
             1.0
         } else {
-            g.sources.values().sum::<f64>() / field_weight[field]
+            g.weight() / field_weight(g.field)
         };
-        by_field.entry(*field).or_default().push(Sourced {
-            value: g.display.clone(),
+        let mut sources: Vec<Arc<str>> = g
+            .sources
+            .iter()
+            .map(|(n, _)| Arc::clone(&names[n]))
+            .collect();
+        sources.sort();
+        by_field.entry(g.field).or_default().push(Sourced {
+            value: g.display.to_string(),
             confidence: round3(agreement * share),
-            sources: g.sources.keys().map(|s| (*s).to_string()).collect(),
-            detail: g.detail.clone(),
+            sources,
+            detail: g.detail.map(str::to_string),
             status: None,
             evidence: None,
-            id: g.id.clone(),
+            id: g.id.cloned(),
         });
     }
     for values in by_field.values_mut() {
@@ -118,21 +145,109 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
     Some(p)
 }
 
+/// The values that compare equal, borrowed from the first observation of them.
 struct Group<'a> {
-    display: String,
-    id: Option<crate::domain::Identifier>,
-    detail: Option<String>,
-    sources: BTreeMap<&'a str, f64>,
-    first_seen: usize,
+    field: Field,
+    key: Key<'a>,
+    display: &'a str,
+    id: Option<&'a Identifier>,
+    detail: Option<&'a str>,
+    sources: Sources,
 }
 
-fn comparison_key(obs: &Observation) -> String {
-    match obs.identifier() {
-        Some(id) => id.canonical(),
-        None => match obs.field {
-            Field::Photo | Field::Website => obs.value.trim_end_matches('/').to_lowercase(),
-            _ => fold_text(&obs.value),
-        },
+impl Group<'_> {
+    fn weight(&self) -> f64 {
+        self.sources.iter().map(|(_, w)| w).sum()
+    }
+}
+
+/// Who reported a value: an index into the merge's source names with that source's weight, each source
+/// once. Most values come from one source, which needs no allocation.
+enum Sources {
+    None,
+    One(usize, f64),
+    Many(Vec<Reporter>),
+}
+
+/// A source's index among the merge's names, and its weight.
+type Reporter = (usize, f64);
+
+impl Sources {
+    fn add(&mut self, name: usize, weight: f64) {
+        match self {
+            Self::None => *self = Self::One(name, weight),
+            Self::One(n, _) if *n == name => {}
+            Self::One(n, w) => *self = Self::Many(vec![(*n, *w), (name, weight)]),
+            Self::Many(list) => {
+                if !list.iter().any(|(n, _)| *n == name) {
+                    list.push((name, weight));
+                }
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Reporter> + '_ {
+        let (one, many): (Option<Reporter>, &[Reporter]) = match self {
+            Self::None => (None, &[]),
+            Self::One(n, w) => (Some((*n, *w)), &[]),
+            Self::Many(list) => (None, list),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+}
+
+/// What two values are compared by: the canonical identifier, a URL without its trailing slash and
+/// case, or folded text ([`fold_text`]). Text is compared as it is folded, without building the folded
+/// copy.
+enum Key<'a> {
+    Id(Cow<'a, str>),
+    Url(&'a str),
+    Text(&'a str),
+}
+
+impl<'a> Key<'a> {
+    fn of(obs: &'a Observation) -> Self {
+        match obs.identifier() {
+            Some(id) => Self::Id(id.canonical_str()),
+            None => match obs.field {
+                Field::Photo | Field::Website => Self::Url(obs.value.trim_end_matches('/')),
+                _ => Self::Text(&obs.value),
+            },
+        }
+    }
+
+    fn same(&self, other: &Key<'_>) -> bool {
+        match (self, other) {
+            (Self::Id(a), Key::Id(b)) => a == b,
+            (Self::Url(a), Key::Url(b)) => {
+                if a.is_ascii() && b.is_ascii() {
+                    a.eq_ignore_ascii_case(b)
+                } else {
+                    a.to_lowercase() == b.to_lowercase()
+                }
+            }
+            (Self::Text(a), Key::Text(b)) => same_folded(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// `fold_text(a) == fold_text(b)`; for ASCII, word by word in place.
+fn same_folded(a: &str, b: &str) -> bool {
+    if !(a.is_ascii() && b.is_ascii()) {
+        return fold_text(a) == fold_text(b);
+    }
+    fn words(s: &str) -> impl Iterator<Item = &str> {
+        s.split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+    }
+    let (mut wa, mut wb) = (words(a), words(b));
+    loop {
+        match (wa.next(), wb.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => {}
+            _ => return false,
+        }
     }
 }
 
@@ -157,6 +272,30 @@ mod tests {
 
     fn obs(field: Field, v: &str) -> Observation {
         Observation::new(field, v)
+    }
+
+    #[test]
+    fn folded_comparison_agrees_with_fold_text() {
+        let texts = [
+            "Ada Lovelace",
+            "ada  lovelace",
+            " ADA-LOVELACE ",
+            "Ada Lovelac",
+            "Ada Lovelace Jr",
+            "Zoë O'Brien",
+            "zoe o brien",
+            "",
+            "--",
+        ];
+        for a in texts {
+            for b in texts {
+                assert_eq!(
+                    same_folded(a, b),
+                    fold_text(a) == fold_text(b),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -197,7 +336,7 @@ mod tests {
         let (c1, c2) = (one.name.expect("name").best, two.name.expect("name").best);
         assert_eq!(c1.confidence, 0.6);
         assert_eq!(c2.confidence, 0.84);
-        assert_eq!(c2.sources, ["a", "b"]);
+        assert_eq!(c2.sources, [Arc::from("a"), Arc::from("b")]);
         assert_eq!(c2.value, "Ada Lovelace", "first spelling seen is displayed");
     }
 

@@ -5,6 +5,8 @@
 mod email_status;
 mod merge;
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 pub use email_status::{EmailStatus, annotate as annotate_emails};
@@ -132,7 +134,8 @@ pub struct Reported<'a> {
 pub struct Sourced {
     pub value: String,
     pub confidence: f64,
-    pub sources: Vec<String>,
+    /// Source names, sorted; shared between the values one source reported.
+    pub sources: Vec<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Emails only: what the lookup learned about the address.
