@@ -4,6 +4,8 @@
 //! `Ada.Lovelace+news@GoogleMail.com` also blocks a lookup of `adalovelace@gmail.com`. The text is only
 //! ever fed to the keyed hash; it is never stored, logged or returned.
 
+use std::borrow::Cow;
+
 use crate::domain::{Email, Identifier};
 
 /// Mail domains whose local part ignores dots and `+tags`, folded to the first one.
@@ -12,25 +14,31 @@ const GMAIL_DOMAINS: [&str; 2] = ["gmail.com", "googlemail.com"];
 /// The normalised text to hash for `id`, or `None` when it does not identify a person
 /// ([`Identifier::Domain`] is never excluded on its own).
 pub fn exclusion_text(id: &Identifier) -> Option<String> {
+    exclusion_str(id).map(Cow::into_owned)
+}
+
+/// [`exclusion_text`], borrowed when the identifier already holds that text (checks run on every
+/// lookup, so most of them allocate nothing).
+pub fn exclusion_str(id: &Identifier) -> Option<Cow<'_, str>> {
     match id {
         Identifier::Email(email) => Some(email_text(email)),
-        Identifier::Phone(phone) => Some(phone.as_str().to_string()),
-        Identifier::Profile(url) => Some(url.canonical().to_string()),
-        Identifier::NameAtCompany(..) | Identifier::NameAtDomain(..) => Some(id.canonical()),
+        Identifier::Phone(phone) => Some(Cow::Borrowed(phone.as_str())),
+        Identifier::Profile(url) => Some(Cow::Borrowed(url.canonical())),
+        Identifier::NameAtCompany(..) | Identifier::NameAtDomain(..) => Some(id.canonical_str()),
         Identifier::Domain(_) => None,
     }
 }
 
 /// Lower case (already done by [`Email::parse`]); for Gmail, dots and `+tag` dropped from the local part
 /// and `googlemail.com` folded to `gmail.com`, since Gmail delivers all of those to one mailbox.
-fn email_text(email: &Email) -> String {
+fn email_text(email: &Email) -> Cow<'_, str> {
     let (local, domain) = (email.local(), email.domain());
     if !GMAIL_DOMAINS.contains(&domain) {
-        return email.as_str().to_string();
+        return Cow::Borrowed(email.as_str());
     }
     let base = local.split_once('+').map_or(local, |(base, _tag)| base);
     let base: String = base.chars().filter(|&c| c != '.').collect();
-    format!("{base}@{}", GMAIL_DOMAINS[0])
+    Cow::Owned(format!("{base}@{}", GMAIL_DOMAINS[0]))
 }
 
 #[cfg(test)]

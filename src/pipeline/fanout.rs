@@ -6,7 +6,7 @@
 //! waterfall: one at a time in their configured order, each on the best identifier it accepts, and only
 //! while a wanted field ([`Want`]) is still missing.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,8 @@ struct Progress {
 struct CallResult {
     source: usize,
     hop: u32,
-    id: Identifier,
+    /// Index of the identifier asked about in the lookup's identifier store.
+    id: usize,
     started: Instant,
     result: SharedAnswer,
 }
@@ -76,33 +77,43 @@ pub(super) async fn run(
         return finish(inner, sources, progress, start, true, 0.0);
     }
 
-    let mut seen: HashSet<Identifier> = HashSet::new();
-    // Identifiers in the order they became known: the query's first, the best for a paid call.
-    let mut known: Vec<Identifier> = Vec::new();
+    // Every identifier met, stored once; the bookkeeping below refers to them by index. A lookup meets
+    // a handful, so linear searches beat hashing them.
+    let mut ids: Vec<Arc<Identifier>> = Vec::new();
+    // Identifiers followed, in the order they became known: the query's first, the best for a paid call.
+    let mut known: Vec<usize> = Vec::new();
     let mut waterfall: VecDeque<usize> = (0..sources.len())
         .filter(|&i| selected[i] && sources[i].paid)
         .collect();
     let mut cost = 0.0;
-    let mut tried: HashSet<(usize, Identifier)> = HashSet::new();
+    // (source, identifier) pairs already asked, or reported by that source itself.
+    let mut tried: Vec<(usize, usize)> = Vec::new();
     let mut calls = FuturesUnordered::new();
-    let mut frontier: Vec<(Identifier, u32)> = initial.into_iter().map(|id| (id, 0)).collect();
+    let mut frontier: Vec<(usize, u32)> = initial
+        .into_iter()
+        .map(|id| (index_of(&mut ids, &id), 0))
+        .collect();
     let mut withheld = false;
     // One timer for the whole lookup, not one per answer awaited.
     let expiry = tokio::time::sleep_until(deadline);
     tokio::pin!(expiry);
 
     loop {
-        for (id, hop) in frontier.drain(..) {
-            if !seen.insert(id.clone()) {
+        for (idx, hop) in frontier.drain(..) {
+            if known.contains(&idx) {
                 continue;
             }
-            known.push(id.clone());
+            known.push(idx);
             for (i, s) in sources.iter().enumerate() {
-                if selected[i] && !s.paid && s.source.accepts(&id) && tried.insert((i, id.clone()))
+                if selected[i]
+                    && !s.paid
+                    && s.source.accepts(&ids[idx])
+                    && !tried.contains(&(i, idx))
                 {
+                    tried.push((i, idx));
                     progress[i].in_flight += 1;
                     progress[i].first_start.get_or_insert_with(Instant::now);
-                    calls.push(call(i, s, id.clone(), hop, deadline));
+                    calls.push(call(i, s, Arc::clone(&ids[idx]), idx, hop, deadline));
                 }
             }
         }
@@ -121,13 +132,20 @@ pub(super) async fn run(
                 if waterfall.is_empty() || want::missing(wanted, query, observed).is_empty() {
                     break;
                 }
-                let Some((i, id)) = next_paid(&mut waterfall, sources, &known) else {
+                let Some((i, idx)) = next_paid(&mut waterfall, sources, &ids, &known) else {
                     break;
                 };
-                tried.insert((i, id.clone()));
+                tried.push((i, idx));
                 progress[i].in_flight += 1;
                 progress[i].first_start.get_or_insert_with(Instant::now);
-                calls.push(call(i, &sources[i], id, 0, deadline));
+                calls.push(call(
+                    i,
+                    &sources[i],
+                    Arc::clone(&ids[idx]),
+                    idx,
+                    0,
+                    deadline,
+                ));
                 continue;
             }
             Err(_) => break,
@@ -170,26 +188,28 @@ pub(super) async fn run(
                 .metrics
                 .provider_cost(source.name(), source.cost_per_hit);
         }
-        let found: Vec<Identifier> = observations
-            .iter()
-            .filter_map(|o| o.identifier().cloned())
-            .collect();
-        let confirmation = confirmation(&observations, &done.id);
         // Check every identifier a source produced before it is followed or any value leaves.
-        if inner.exclusion.any_excluded(&found) {
+        let mut found = observations.iter().filter_map(Observation::identifier);
+        if found.any(|id| id.is_personal() && inner.exclusion.is_excluded(id)) {
             withheld = true;
             break;
         }
+        for id in observations.iter().filter_map(Observation::identifier) {
+            let idx = index_of(&mut ids, id);
+            // A source is never asked again about what it reported itself.
+            if !tried.contains(&(done.source, idx)) {
+                tried.push((done.source, idx));
+            }
+            if done.hop < inner.limits.max_hops {
+                frontier.push((idx, done.hop + 1));
+            }
+        }
+        let confirmation = confirmation(&observations, &ids[done.id]);
         emit(&events, source, status, latency, observations.len());
         p.answers.push(observations);
         if let Some(c) = confirmation {
             // The query's own email, checked before the fan-out started and already known.
             p.answers.push(Arc::new(vec![c]));
-        }
-        // A source is never asked again about what it reported itself.
-        tried.extend(found.iter().map(|id| (done.source, id.clone())));
-        if done.hop < inner.limits.max_hops {
-            frontier.extend(found.into_iter().map(|id| (id, done.hop + 1)));
         }
     }
 
@@ -229,14 +249,29 @@ fn confirmation(observations: &[Observation], id: &Identifier) -> Option<Observa
 fn next_paid(
     waterfall: &mut VecDeque<usize>,
     sources: &[Registered],
-    known: &[Identifier],
-) -> Option<(usize, Identifier)> {
+    ids: &[Arc<Identifier>],
+    known: &[usize],
+) -> Option<(usize, usize)> {
     while let Some(i) = waterfall.pop_front() {
-        if let Some(id) = known.iter().find(|id| sources[i].source.accepts(id)) {
-            return Some((i, id.clone()));
+        if let Some(&idx) = known
+            .iter()
+            .find(|&&idx| sources[i].source.accepts(&ids[idx]))
+        {
+            return Some((i, idx));
         }
     }
     None
+}
+
+/// Where `id` is in the lookup's identifier store, adding it if new.
+fn index_of(ids: &mut Vec<Arc<Identifier>>, id: &Identifier) -> usize {
+    match ids.iter().position(|known| **known == *id) {
+        Some(i) => i,
+        None => {
+            ids.push(Arc::new(id.clone()));
+            ids.len() - 1
+        }
+    }
 }
 
 impl Progress {
@@ -250,7 +285,14 @@ impl Progress {
     }
 }
 
-async fn call(i: usize, s: &Registered, id: Identifier, hop: u32, deadline: Instant) -> CallResult {
+async fn call(
+    i: usize,
+    s: &Registered,
+    id: Arc<Identifier>,
+    idx: usize,
+    hop: u32,
+    deadline: Instant,
+) -> CallResult {
     let started = Instant::now();
     let until = deadline.min(started + s.timeout);
     let result = match tokio::time::timeout_at(until, s.source.lookup_shared(&id)).await {
@@ -260,7 +302,7 @@ async fn call(i: usize, s: &Registered, id: Identifier, hop: u32, deadline: Inst
     CallResult {
         source: i,
         hop,
-        id,
+        id: idx,
         started,
         result,
     }
@@ -284,7 +326,7 @@ fn emit(
     if let Some(tx) = events {
         // A closed receiver means the client left; the fan-out is about to be dropped anyway.
         let _ = tx.send(SourceEvent {
-            name: s.name().to_string(),
+            name: Arc::clone(&s.label),
             status,
             latency_ms: millis(latency),
             fields,
@@ -331,7 +373,7 @@ fn finish(
         .iter()
         .zip(&progress)
         .map(|(s, p)| SourceReport {
-            name: s.name().to_string(),
+            name: Arc::clone(&s.label),
             // A withheld answer must read like a miss: no source may claim a hit.
             status: if withheld && p.status == SourceStatus::Hit {
                 SourceStatus::Miss

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::profile::Profile;
@@ -6,7 +8,7 @@ use crate::sources::SourceStatus;
 /// What became of one source in one lookup.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SourceReport {
-    pub name: String,
+    pub name: Arc<str>,
     pub status: SourceStatus,
     pub latency_ms: u64,
 }
@@ -14,7 +16,7 @@ pub struct SourceReport {
 /// A progress event: which source finished, how, how fast, how many values. Never the values.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SourceEvent {
-    pub name: String,
+    pub name: Arc<str>,
     pub status: SourceStatus,
     pub latency_ms: u64,
     pub fields: usize,

@@ -24,6 +24,14 @@ pub struct Upstream {
     max_body: usize,
 }
 
+/// Whether `haystack` contains the lower-case ASCII `needle`, in any case.
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len().max(1))
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 /// What an upstream answered: a JSON document, or "not found".
 pub enum Fetched<T> {
     Found(T),
@@ -120,11 +128,14 @@ impl Upstream {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if !types.iter().any(|t| content_type.contains(t)) {
+            .unwrap_or("");
+        if !types
+            .iter()
+            .any(|t| contains_ignoring_case(content_type, t))
+        {
             return Err(SourceError::Malformed(format!(
-                "unexpected content type '{content_type}'"
+                "unexpected content type '{}'",
+                content_type.to_ascii_lowercase()
             )));
         }
         let too_big =

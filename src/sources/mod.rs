@@ -63,6 +63,8 @@ pub type SharedAnswer = Result<Arc<Vec<Observation>>, SourceError>;
 #[derive(Clone)]
 pub struct Registered {
     pub source: Arc<dyn Source>,
+    /// The source's name, shared by every report that names it.
+    pub label: Arc<str>,
     pub timeout: Duration,
     /// Prior reliability in (0, 1), used by the merge.
     pub weight: f64,
@@ -76,6 +78,7 @@ impl Registered {
     /// A free source, called concurrently with the others.
     pub fn free(source: Arc<dyn Source>, timeout_ms: u64, weight: f64) -> Self {
         Self {
+            label: Arc::from(source.name()),
             source,
             timeout: Duration::from_millis(timeout_ms),
             weight,
@@ -85,7 +88,7 @@ impl Registered {
     }
 
     pub fn name(&self) -> &str {
-        self.source.name()
+        &self.label
     }
 }
 

@@ -133,7 +133,7 @@ impl SourceCache {
         h.update(&[0]);
         h.update(id.kind().as_str().as_bytes());
         h.update(&[0]);
-        h.update(id.canonical().as_bytes());
+        h.update(id.canonical_str().as_bytes());
         CacheKey(*h.finalize().as_bytes())
     }
 

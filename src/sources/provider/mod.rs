@@ -72,6 +72,7 @@ impl ProviderSource {
     /// The fan-out's view of this provider.
     pub fn registered(&self) -> Registered {
         Registered {
+            label: Arc::from(self.source.name()),
             source: Arc::clone(&self.source),
             timeout: self.timeout,
             weight: self.weight,
