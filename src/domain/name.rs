@@ -7,31 +7,22 @@ use super::Invalid;
 /// Folds text for comparison: NFKD, combining marks dropped, lower case, punctuation to spaces,
 /// whitespace collapsed. `"Zoë  O'Brien-Smith"` becomes `"zoe o brien smith"`.
 pub fn fold_text(s: &str) -> String {
-    if !s.is_ascii() {
-        return fold_unicode(s);
+    // NFKD leaves ASCII alone: most text skips the decomposition.
+    if s.is_ascii() {
+        fold_chars(s.chars(), s.len())
+    } else {
+        fold_unicode(s)
     }
-    // NFKD leaves ASCII alone and ASCII has no combining marks: the same folding, byte by byte.
-    let mut out = String::with_capacity(s.len());
-    let mut space = true;
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() {
-            out.push(char::from(b.to_ascii_lowercase()));
-            space = false;
-        } else if !space {
-            out.push(' ');
-            space = true;
-        }
-    }
-    if out.ends_with(' ') {
-        out.pop();
-    }
-    out
 }
 
 fn fold_unicode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    fold_chars(s.nfkd(), s.len())
+}
+
+fn fold_chars(chars: impl Iterator<Item = char>, len: usize) -> String {
+    let mut out = String::with_capacity(len);
     let mut space = true;
-    for c in s.nfkd() {
+    for c in chars {
         if unicode_normalization::char::is_combining_mark(c) {
             continue;
         }
