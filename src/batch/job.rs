@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::blob::{BatchKey, BlobError, BlobStore};
 use crate::domain::{
@@ -142,7 +143,12 @@ async fn enrich_part(
                         Ok(q) => {
                             let _t = tenant.acquire_owned().await;
                             let _g = global.acquire_owned().await;
-                            let outcome: RowOutcome = inner.enricher.enrich(q).await;
+                            // Each row's lookup is its own task, so a part's rows use every worker
+                            // thread; dropping the part (a deleted batch) aborts them.
+                            let lookup =
+                                AbortOnDropHandle::new(tokio::spawn(inner.enricher.enrich(q)));
+                            let outcome: RowOutcome =
+                                lookup.await.unwrap_or_else(|_| RowOutcome::error());
                             (outcome.status, outcome.profile)
                         }
                     }
