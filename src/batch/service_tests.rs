@@ -36,6 +36,9 @@ impl Enricher for FakeEnricher {
             let _ = tx.send(());
             return Box::pin(futures::future::pending());
         }
+        if email.starts_with("panic@") {
+            return Box::pin(async { panic!("the fake enricher fails on purpose") });
+        }
         let out = match self.profiles.get(&email) {
             Some(p) => RowOutcome::found(p.clone()),
             None => RowOutcome::miss(),
@@ -196,6 +199,32 @@ async fn csv_result_keeps_input_then_enrichment_one_row_each() {
     assert_eq!(lines[3], ";Acme;no id;skipped;;;;;;;;;");
     assert_eq!(lines[4], "not-an-email;Acme;;invalid:email;;;;;;;;;");
     assert_eq!(lines.len(), 5);
+}
+
+#[tokio::test]
+async fn a_lookup_that_panics_is_that_rows_error_and_the_batch_goes_on() {
+    let env = env();
+    let id = env
+        .upload("t1", b"email\npanic@example.com\nada@example.com\n")
+        .await;
+    env.run("t1", id).await;
+    let meta = env.svc.get("t1", id).await.expect("meta");
+    assert_eq!(
+        (meta.status, meta.rows_done, meta.rows_found),
+        (BatchStatus::Done, 2, 1)
+    );
+    let text = env.result_text("t1", id, Format::Csv).await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].starts_with("panic@example.com,error,"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("ada@example.com,found,"),
+        "{}",
+        lines[2]
+    );
 }
 
 #[tokio::test]

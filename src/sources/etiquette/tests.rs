@@ -181,6 +181,45 @@ async fn an_answer_finished_after_every_caller_left_is_still_cached() {
     assert_eq!(fake.calls(), 1);
 }
 
+/// A source with a bug: every call panics.
+struct Panicking;
+
+impl Source for Panicking {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+
+    fn accepts(&self, _id: &Identifier) -> bool {
+        true
+    }
+
+    fn lookup<'a>(&'a self, _id: &'a Identifier) -> BoxFuture<'a, Answer> {
+        async { panic!("the source fails on purpose") }.boxed()
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_source_fails_the_call_not_the_caller() {
+    let g = Guarded::new(
+        Arc::new(Panicking),
+        config(),
+        SourceCache::new(1000, Duration::from_secs(60)),
+    );
+    let id = email("ada@example.com");
+
+    let first = g.lookup(&id).await;
+    let second = g.lookup(&id).await;
+
+    assert!(
+        matches!(first, Err(SourceError::NotAttempted(_))),
+        "{first:?}"
+    );
+    assert!(
+        matches!(second, Err(SourceError::NotAttempted(_))),
+        "{second:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn hits_and_misses_are_cached_under_the_canonical_identifier() {
     let fake = Arc::new(Fake::new().then(Ok(Vec::new())));
