@@ -25,7 +25,7 @@ use futures::future::BoxFuture;
 use crate::domain::{Identifier, IdentifierKind, Query};
 use crate::exclusion::{ExclusionList, Hashed, HookError, OptOutHook, Origin};
 use crate::pipeline::{LookupOptions, Pipeline};
-use crate::profile::{Field, Observation, Profile, Sourced};
+use crate::profile::{Field, Profile, Sourced};
 use crate::telemetry::Metrics;
 
 /// The detail the address finder puts on its guessed addresses. A guess is not something a source
@@ -267,14 +267,12 @@ pub fn expansion_identifiers(profile: &Profile) -> Vec<Identifier> {
             .iter()
             .filter(|v| v.detail.as_deref() != Some(GUESSED))
         {
-            if let Some(id) = v.id.clone().or_else(|| {
-                Observation::new(field, v.value.as_str())
-                    .identifier()
-                    .cloned()
-            }) && matches!(
-                id.kind(),
-                IdentifierKind::Email | IdentifierKind::Phone | IdentifierKind::ProfileUrl
-            ) && !out.contains(&id)
+            if let Some(id) = v.identifier(field)
+                && matches!(
+                    id.kind(),
+                    IdentifierKind::Email | IdentifierKind::Phone | IdentifierKind::ProfileUrl
+                )
+                && !out.contains(&id)
             {
                 out.push(id);
             }

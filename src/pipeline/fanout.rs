@@ -189,8 +189,11 @@ pub(super) async fn run(
                 .provider_cost(source.name(), source.cost_per_hit);
         }
         // Check every identifier a source produced before it is followed or any value leaves.
-        let mut found = observations.iter().filter_map(Observation::identifier);
-        if found.any(|id| id.is_personal() && inner.exclusion.is_excluded(id)) {
+        if observations
+            .iter()
+            .filter_map(Observation::identifier)
+            .any(|id| id.is_personal() && inner.exclusion.is_excluded(id))
+        {
             withheld = true;
             break;
         }

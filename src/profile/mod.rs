@@ -208,10 +208,7 @@ impl Profile {
             (&self.phones, Field::Phone),
             (&self.profiles, Field::Profile),
         ] {
-            out.extend(list.iter().filter_map(|s| {
-                s.id.clone()
-                    .or_else(|| Observation::new(field, s.value.as_str()).id)
-            }));
+            out.extend(list.iter().filter_map(|s| s.identifier(field)));
         }
         let names = self.name.iter().flat_map(ranked_values);
         for name in names.filter_map(|n| PersonName::parse(n).ok()) {
@@ -235,6 +232,16 @@ impl Profile {
             }
         }
         out
+    }
+}
+
+impl Sourced {
+    /// The identifier this value is as a `field` value: the one the merge kept, else parsed from the
+    /// value (a `Sourced` built elsewhere, e.g. in tests, carries none).
+    pub fn identifier(&self, field: Field) -> Option<Identifier> {
+        self.id
+            .clone()
+            .or_else(|| Observation::new(field, self.value.as_str()).id)
     }
 }
 

@@ -15,7 +15,7 @@ use super::ExclusionCheck;
 use super::entry::{Hashed, Origin};
 use super::key::{ExclusionKey, Subkeys};
 use super::log::{ExclusionLog, LOG_FILE_NAME, LogError, Record, Records};
-use super::normalize::exclusion_str;
+use super::normalize::exclusion_text;
 use super::set::HashSet128;
 use crate::domain::Identifier;
 
@@ -173,7 +173,7 @@ impl ExclusionList {
 
     /// The keyed hash of `id`, or `None` for a non-personal identifier (a bare domain).
     pub fn hash(&self, id: &Identifier) -> Option<Hashed> {
-        let text = exclusion_str(id)?;
+        let text = exclusion_text(id)?;
         let digest = self.subkeys.hash(id.kind(), &text)?;
         Hashed::full(id.kind(), digest)
     }
@@ -364,7 +364,7 @@ impl ExclusionSnapshot {
 
 impl ExclusionCheck for ExclusionSnapshot {
     fn is_excluded(&self, id: &Identifier) -> bool {
-        exclusion_str(id)
+        exclusion_text(id)
             .and_then(|text| self.subkeys.hash(id.kind(), &text))
             .and_then(|digest| Hashed::full(id.kind(), digest))
             .is_some_and(|h| self.set.contains(h.set_key()))

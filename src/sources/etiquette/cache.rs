@@ -97,11 +97,6 @@ impl SourceCache {
         }
     }
 
-    /// How long an answer is reused.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// Forgets every answer from every source, including answers still being fetched. The exclusion
     /// list calls this on each opt-out so no cached answer about that person survives it.
     pub fn invalidate_all(&self) {
