@@ -29,9 +29,19 @@ fn config(up: &Upstreams, batches: &str) -> String {
 }
 
 async fn upload_csv(server: &Server, key: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    upload_csv_to(server, key, "/v1/batches", body).await
+}
+
+/// A CSV upload to `path` (`/v1/batches` with query options) with `key`; status and JSON answer.
+async fn upload_csv_to(
+    server: &Server,
+    key: &str,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
     let resp = server
         .http
-        .post(format!("{}/v1/batches", server.url))
+        .post(format!("{}{path}", server.url))
         .bearer_auth(key)
         .header("content-type", "text/csv")
         .body(body)
@@ -288,14 +298,7 @@ async fn multipart_upload_takes_the_file_field_and_a_columns_mapping_before_it()
     assert_eq!(resp.status().as_u16(), 422);
     let detail = problem_detail(&resp.json::<Value>().await.expect("json"));
     assert!(detail.contains("before the file"), "{detail}");
-    let listed: Value = server
-        .get("/v1/batches")
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let listed: Value = server.batches().await;
     assert_eq!(
         listed["batches"].as_array().map(Vec::len),
         Some(1),
@@ -382,36 +385,26 @@ async fn limits_are_413_or_422_with_the_limit_named_and_nothing_is_stored() {
         .await
         .expect("post");
     assert_eq!(resp.status().as_u16(), 415);
-    let resp = server
-        .post("/v1/batches?columns=not-json")
-        .header("content-type", "text/csv")
-        .body("email\na@b.org\n")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status().as_u16(), 422);
-    assert_eq!(
-        resp.json::<Value>().await.expect("json")["errors"][0]["field"],
-        "columns"
-    );
-    let resp = server
-        .post("/v1/batches?columns=%7B%22Nope%22%3A%22email%22%7D")
-        .header("content-type", "text/csv")
-        .body("email\na@b.org\n")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status().as_u16(), 422);
-    assert!(problem_detail(&resp.json::<Value>().await.expect("json")).contains("Nope"));
+    let (status, json) = upload_csv_to(
+        &server,
+        &server.key,
+        "/v1/batches?columns=not-json",
+        "email\na@b.org\n",
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(json["errors"][0]["field"], "columns");
+    let (status, json) = upload_csv_to(
+        &server,
+        &server.key,
+        "/v1/batches?columns=%7B%22Nope%22%3A%22email%22%7D",
+        "email\na@b.org\n",
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(problem_detail(&json).contains("Nope"));
 
-    let listed: Value = server
-        .get("/v1/batches")
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let listed: Value = server.batches().await;
     assert_eq!(listed["batches"], serde_json::json!([]));
     assert_eq!(
         blob_files(&server),
@@ -456,14 +449,7 @@ async fn another_tenants_batch_is_404_everywhere_and_lists_show_own_batches_only
     let (b_status, _) = upload_csv(&server, &other, "email\nb@example.org\n").await;
     assert_eq!(b_status, 202);
 
-    let mine: Value = server
-        .get("/v1/batches")
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let mine: Value = server.batches().await;
     let ids: Vec<&str> = mine["batches"]
         .as_array()
         .expect("array")
@@ -528,14 +514,7 @@ async fn a_result_is_served_on_day_29_and_gone_on_day_30() {
     let (status, json) = summary(&server, &id).await;
     assert_eq!(status, 410, "{json}");
     assert_eq!(result(&server, &id, "").await.0, 410);
-    let listed: Value = server
-        .get("/v1/batches")
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let listed: Value = server.batches().await;
     assert_eq!(listed["batches"], serde_json::json!([]));
     let report = server.state.batches.sweep().await.expect("sweep");
     assert_eq!(report.batches_removed, 1);
@@ -718,32 +697,21 @@ async fn the_completion_webhook_is_signed_and_private_addresses_are_refused() {
     ))
     .await;
 
-    let resp = server
-        .post("/v1/batches?webhook=http://10.1.2.3/hook")
-        .header("content-type", "text/csv")
-        .body("email\na@example.org\n")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status().as_u16(), 422);
-    assert_eq!(
-        resp.json::<Value>().await.expect("json")["errors"][0]["field"],
-        "webhook"
-    );
+    let (status, json) = upload_csv_to(
+        &server,
+        &server.key,
+        "/v1/batches?webhook=http://10.1.2.3/hook",
+        "email\na@example.org\n",
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(json["errors"][0]["field"], "webhook");
 
     let q: String = url::form_urlencoded::byte_serialize(hook_url.as_bytes()).collect();
-    let resp = server
-        .post(&format!("/v1/batches?webhook={q}"))
-        .header("content-type", "text/csv")
-        .body("email\na@example.org\n")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status().as_u16(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let path = format!("/v1/batches?webhook={q}");
+    let (status, json) = upload_csv_to(&server, &server.key, &path, "email\na@example.org\n").await;
+    assert_eq!(status, 202);
+    let id = json["id"].as_str().expect("id").to_string();
     wait_done(&server, &id).await;
     let start = Instant::now();
     let (sig, body) = loop {

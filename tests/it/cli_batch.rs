@@ -123,14 +123,7 @@ async fn server_batch_uploads_follows_downloads_and_deletes() {
     let row: serde_json::Value = serde_json::from_str(text.trim()).expect("one json line");
     assert_eq!(row["enrichment"]["name"], "Grace Hopper");
     assert_eq!(row["input"]["Team"], "Compilers");
-    let listed: serde_json::Value = server
-        .get("/v1/batches")
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let listed: serde_json::Value = server.batches().await;
     assert_eq!(
         listed["batches"],
         serde_json::json!([]),

@@ -388,6 +388,17 @@ impl Server {
             .bearer_auth(&self.key)
     }
 
+    /// GET /v1/batches with the server's own key: the tenant's batch list.
+    pub async fn batches(&self) -> serde_json::Value {
+        self.get("/v1/batches")
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// POST /v1/lookup with a JSON body; returns status and JSON.
     pub async fn lookup(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
         let resp = self
