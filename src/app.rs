@@ -10,8 +10,8 @@ use crate::auth::ClientLimiter;
 use crate::auth::{KeyError, KeyStore, TenantLimiter};
 use crate::batch::webhook::{WebhookKey, WebhookSender};
 use crate::batch::{
-    BatchConfig, BatchError, BatchLimits, BatchService, Concurrency, ExclusionRowHasher,
-    PipelineEnricher, PurgeHook, RowHasher,
+    BatchConfig, BatchError, BatchService, ExclusionRowHasher, PipelineEnricher, PurgeHook,
+    RowHasher,
 };
 use crate::blob::{BlobError, BlobStore, Clock, SystemClock};
 use crate::config::Loaded;
@@ -192,22 +192,10 @@ pub fn read_exclusion(
 
 /// The batch service's settings from `[batches]` and the retention policy.
 pub fn batch_config(loaded: &Loaded) -> BatchConfig {
-    let b = &loaded.config.batches;
-    BatchConfig {
-        limits: BatchLimits {
-            max_bytes: b.max_bytes,
-            max_rows: b.max_rows,
-            max_columns: b.max_columns,
-            max_field_bytes: b.max_field_bytes,
-        },
-        concurrency: Concurrency {
-            global: b.concurrency_global,
-            per_tenant: b.concurrency_per_tenant,
-            jobs: b.max_jobs,
-        },
-        results_days: loaded.config.retention.batch_results_days,
-        part_rows: b.part_rows,
-    }
+    BatchConfig::from_settings(
+        &loaded.config.batches,
+        loaded.config.retention.batch_results_days,
+    )
 }
 
 /// The batch service over `<data_dir>/blobs`, enriching through `pipeline`, keyed by `exclusion`.

@@ -24,12 +24,7 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        Self {
-            max_bytes: 256 * 1024 * 1024,
-            max_rows: 1_000_000,
-            max_columns: 200,
-            max_field_bytes: 32 * 1024,
-        }
+        super::service::BatchConfig::default().limits
     }
 }
 

@@ -88,11 +88,7 @@ pub struct Concurrency {
 
 impl Default for Concurrency {
     fn default() -> Self {
-        Self {
-            global: 64,
-            per_tenant: 16,
-            jobs: 4,
-        }
+        BatchConfig::default().concurrency
     }
 }
 
@@ -107,14 +103,34 @@ pub struct BatchConfig {
     pub part_rows: u32,
 }
 
+impl BatchConfig {
+    /// The service's settings from `[batches]`, with how many days results live.
+    pub fn from_settings(b: &crate::config::BatchesConfig, results_days: u32) -> Self {
+        Self {
+            limits: BatchLimits {
+                max_bytes: b.max_bytes,
+                max_rows: b.max_rows,
+                max_columns: b.max_columns,
+                max_field_bytes: b.max_field_bytes,
+            },
+            concurrency: Concurrency {
+                global: b.concurrency_global,
+                per_tenant: b.concurrency_per_tenant,
+                jobs: b.max_jobs,
+            },
+            results_days,
+            part_rows: b.part_rows,
+        }
+    }
+}
+
+/// The embedded defaults of `[batches]` and the retention policy: one place holds the numbers.
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self {
-            limits: BatchLimits::default(),
-            concurrency: Concurrency::default(),
-            results_days: 30,
-            part_rows: 1000,
-        }
+        Self::from_settings(
+            &crate::config::BatchesConfig::default(),
+            crate::config::Retention::default().batch_results_days,
+        )
     }
 }
 
