@@ -8,6 +8,7 @@ mod merge;
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde::ser::{SerializeStruct, Serializer};
 
 pub use email_status::{EmailStatus, annotate as annotate_emails};
 pub use merge::merge;
@@ -130,32 +131,77 @@ pub struct Reported<'a> {
 }
 
 /// One merged value: who reported it and how much to trust it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// Serialised as `{value, confidence, sources, detail?, status?, evidence?}`; the identifier stays
+/// in memory.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sourced {
     pub value: String,
     pub confidence: f64,
     /// Source names, sorted; shared between the values one source reported.
     pub sources: Vec<Arc<str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Emails only: what the lookup learned about the address.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<EmailStatus>,
     /// Emails only: why `status` is what it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
     /// The identifier `value` is (emails, phones, profiles), as the merge found it; never serialised.
-    #[serde(skip)]
     pub id: Option<Identifier>,
 }
 
 /// The best value for a single-valued field, and the conflicting ones, ranked.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// Serialised as the best value's fields plus `alternatives` when there are any (written by hand:
+/// serde's `flatten` buffers every field of the best value first, on every answer).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Ranked {
-    #[serde(flatten)]
     pub best: Sourced,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alternatives: Vec<Sourced>,
+}
+
+impl Sourced {
+    fn field_count(&self) -> usize {
+        3 + usize::from(self.detail.is_some())
+            + usize::from(self.status.is_some())
+            + usize::from(self.evidence.is_some())
+    }
+
+    fn serialize_fields<S: SerializeStruct>(&self, s: &mut S) -> Result<(), S::Error> {
+        s.serialize_field("value", &self.value)?;
+        s.serialize_field("confidence", &self.confidence)?;
+        s.serialize_field("sources", &self.sources)?;
+        if let Some(detail) = &self.detail {
+            s.serialize_field("detail", detail)?;
+        }
+        if let Some(status) = &self.status {
+            s.serialize_field("status", status)?;
+        }
+        if let Some(evidence) = &self.evidence {
+            s.serialize_field("evidence", evidence)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Sourced {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Sourced", self.field_count())?;
+        self.serialize_fields(&mut s)?;
+        s.end()
+    }
+}
+
+impl Serialize for Ranked {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let alternatives = !self.alternatives.is_empty();
+        let len = self.best.field_count() + usize::from(alternatives);
+        let mut s = serializer.serialize_struct("Ranked", len)?;
+        self.best.serialize_fields(&mut s)?;
+        if alternatives {
+            s.serialize_field("alternatives", &self.alternatives)?;
+        }
+        s.end()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -247,4 +293,62 @@ impl Sourced {
 
 fn ranked_values(r: &Ranked) -> impl Iterator<Item = &str> {
     std::iter::once(r.best.value.as_str()).chain(r.alternatives.iter().map(|a| a.value.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sourced(value: &str, confidence: f64, sources: &[&str]) -> Sourced {
+        Sourced {
+            value: value.into(),
+            confidence,
+            sources: sources.iter().map(|s| Arc::from(*s)).collect(),
+            detail: None,
+            status: None,
+            evidence: None,
+            id: None,
+        }
+    }
+
+    #[test]
+    fn ranked_serialises_the_best_value_inline_and_alternatives_only_when_present() {
+        let alone = Ranked {
+            best: sourced("London", 0.7, &["github"]),
+            alternatives: Vec::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&alone).ok().as_deref(),
+            Some(r#"{"value":"London","confidence":0.7,"sources":["github"]}"#)
+        );
+        let contested = Ranked {
+            best: Sourced {
+                detail: Some("work".into()),
+                ..sourced("London, UK", 0.377, &["gravatar"])
+            },
+            alternatives: vec![sourced("London", 0.277, &["github"])],
+        };
+        assert_eq!(
+            serde_json::to_string(&contested).ok().as_deref(),
+            Some(
+                r#"{"value":"London, UK","confidence":0.377,"sources":["gravatar"],"detail":"work","alternatives":[{"value":"London","confidence":0.277,"sources":["github"]}]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn sourced_emails_carry_status_and_evidence_and_never_the_identifier() {
+        let email = Sourced {
+            status: Some(EmailStatus::Valid),
+            evidence: Some("address known to gravatar".into()),
+            id: Email::parse("a@example.com").ok().map(Identifier::Email),
+            ..sourced("a@example.com", 0.7, &["gravatar"])
+        };
+        assert_eq!(
+            serde_json::to_string(&email).ok().as_deref(),
+            Some(
+                r#"{"value":"a@example.com","confidence":0.7,"sources":["gravatar"],"status":"valid","evidence":"address known to gravatar"}"#
+            )
+        );
+    }
 }

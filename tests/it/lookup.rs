@@ -443,6 +443,7 @@ async fn get_lookup_takes_the_same_fields_as_query_parameters() {
         .expect("request");
 
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["profile"]["name"]["value"], "Query Param");
     assert_eq!(bad.status(), 422);
