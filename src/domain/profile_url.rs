@@ -44,28 +44,10 @@ impl ProfileUrl {
         if trimmed.is_empty() {
             return Err(Invalid::new("is empty"));
         }
-        let with_scheme = if trimmed.contains("://") {
-            trimmed.to_string()
-        } else {
-            format!("https://{trimmed}")
+        let (host, segments) = match plain_parts(trimmed) {
+            Some(parts) => parts,
+            None => url_parts(trimmed)?,
         };
-        let url = Url::parse(&with_scheme).map_err(|_| Invalid::new("is not a URL"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Invalid::new("must be an http or https URL"));
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| Invalid::new("has no host"))?
-            .to_lowercase();
-        let host = host.strip_prefix("www.").unwrap_or(&host).to_string();
-        let segments: Vec<String> = url
-            .path_segments()
-            .map(|s| {
-                s.filter(|p| !p.is_empty())
-                    .map(|p| percent_decode(p).to_lowercase())
-                    .collect()
-            })
-            .unwrap_or_default();
         let first = segments.first().map(String::as_str);
         let second = segments.get(1).map(String::as_str);
 
@@ -166,6 +148,93 @@ impl ProfileUrl {
     }
 }
 
+/// The host (lower-case, without `www.`) and the path segments (decoded, lower-case) of a URL, or of
+/// `https://` + `raw` when it has no scheme, as the `url` crate reads them.
+fn url_parts(raw: &str) -> Result<(String, Vec<String>), Invalid> {
+    let with_scheme = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("https://{raw}")
+    };
+    let url = Url::parse(&with_scheme).map_err(|_| Invalid::new("is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Invalid::new("must be an http or https URL"));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| Invalid::new("has no host"))?
+        .to_lowercase();
+    let segments = url
+        .path_segments()
+        .map(|s| s.filter(|p| !p.is_empty()).map(segment).collect())
+        .unwrap_or_default();
+    Ok((without_www(host), segments))
+}
+
+/// [`url_parts`] for the plain URLs sources report (`https://github.com/octocat`), without building
+/// a `Url`: printable ASCII, an http(s) scheme or none, a host of letter-digit-hyphen labels ending in
+/// a name (no port, user, IP address or punycode), a path with nothing to decode, normalise or escape.
+/// `None` for anything else, which [`url_parts`] then reads.
+fn plain_parts(raw: &str) -> Option<(String, Vec<String>)> {
+    if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let rest = match raw.split_once("://") {
+        None => raw,
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http") =>
+        {
+            rest
+        }
+        Some(_) => return None,
+    };
+    let (host, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
+    let plain_label = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && !l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--"))
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let names_a_host = host
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.starts_with(|c: char| c.is_ascii_alphabetic()));
+    if !(host.split('.').all(plain_label) && names_a_host) {
+        return None;
+    }
+    let plain_path = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b))
+        && !path.split('/').any(|s| s == "." || s == "..");
+    if !plain_path {
+        return None;
+    }
+    let segments = path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(segment)
+        .collect();
+    Some((without_www(host.to_ascii_lowercase()), segments))
+}
+
+fn without_www(host: String) -> String {
+    match host.strip_prefix("www.") {
+        Some(rest) => rest.to_string(),
+        None => host,
+    }
+}
+
+/// A path segment as compared: decoded, lower-case.
+fn segment(p: &str) -> String {
+    if p.contains(['%', '+', '&', '=']) {
+        percent_decode(p).to_lowercase()
+    } else {
+        p.to_lowercase()
+    }
+}
+
 fn valid_handle(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c))
 }
@@ -246,5 +315,84 @@ mod tests {
     fn handle_of_known_services() {
         assert_eq!(ProfileUrl::github("Octocat").handle(), Some("octocat"));
         assert_eq!(ProfileUrl::x("@AdaL").canonical(), "x.com/adal");
+    }
+
+    /// The plain-URL fast path must read every URL it accepts exactly as the `url` crate does, and
+    /// must accept the URLs sources actually report.
+    #[test]
+    fn plain_parts_agree_with_the_url_crate() {
+        for raw in [
+            "https://github.com/octocat",
+            "HTTPS://GitHub.com/Octocat/",
+            "http://www.linkedin.com/in/ada-lovelace?trk=x#top",
+            "x.com/adal",
+            "https://mastodon.social/@ada",
+            "https://example.co.uk/team/a+b/c=d&e",
+        ] {
+            let plain = plain_parts(raw).unwrap_or_else(|| panic!("{raw} takes the fast path"));
+            assert_eq!(Ok(plain), url_parts(raw), "{raw}");
+        }
+        let pieces = [
+            "https://",
+            "http://",
+            "ftp://",
+            "://",
+            "www.",
+            "github.com",
+            "x",
+            "Ab",
+            "0",
+            "12",
+            "-",
+            ".",
+            "..",
+            "/",
+            "//",
+            ":",
+            "@",
+            "?",
+            "#",
+            "%",
+            "%2e",
+            "+",
+            "=",
+            "&",
+            "_",
+            "~",
+            "'",
+            "!",
+            "xn--",
+            "[",
+            "]",
+            "\\",
+            " ",
+            "\t",
+            "é",
+            "0x1",
+            "in",
+            "com",
+        ];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut fast = 0;
+        for _ in 0..200_000 {
+            let len = 1 + next() % 8;
+            let raw: String = (0..len)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            if let Some(plain) = plain_parts(&raw) {
+                fast += 1;
+                assert_eq!(Ok(plain), url_parts(&raw), "{raw:?}");
+            }
+        }
+        assert!(
+            fast > 5_000,
+            "only {fast} generated URLs took the fast path"
+        );
     }
 }
