@@ -1,5 +1,4 @@
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Company, Field, Observation, Profile, Ranked, Reported, Sourced};
@@ -15,8 +14,9 @@ use crate::domain::{Identifier, fold_text};
 /// A lookup yields a few dozen values, so groups live in a vector in first-seen order and borrow from
 /// the observations until the profile is built; each source's name is allocated once per merge.
 pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
-    let mut groups: Vec<Group<'_>> = Vec::new();
-    let mut names: Vec<Arc<str>> = Vec::new();
+    let observed = reports.iter().map(|r| r.observations.len()).sum();
+    let mut groups: Vec<Group<'_>> = Vec::with_capacity(observed);
+    let mut names: Vec<Arc<str>> = Vec::with_capacity(reports.len());
     for report in reports {
         let weight = report.weight.clamp(0.01, 0.99);
         let name = match names.iter().position(|n| **n == *report.source) {
@@ -63,70 +63,80 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
             .map(Group::weight)
             .sum()
     };
-    let mut by_field: BTreeMap<Field, Vec<Sourced>> = BTreeMap::new();
-    for g in &groups {
-        let agreement = 1.0 - g.sources.iter().map(|(_, w)| 1.0 - w).product::<f64>();
-        let share = if g.field.is_multi() {
-            1.0
-        } else {
-            g.weight() / field_weight(g.field)
-        };
-        let mut sources: Vec<Arc<str>> = g
-            .sources
-            .iter()
-            .map(|(n, _)| Arc::clone(&names[n]))
-            .collect();
-        sources.sort();
-        by_field.entry(g.field).or_default().push(Sourced {
-            value: g.display.to_string(),
-            confidence: round3(agreement * share),
-            sources,
-            detail: g.detail.map(str::to_string),
-            status: None,
-            evidence: None,
-            id: g.id.cloned(),
-        });
-    }
-    for values in by_field.values_mut() {
-        // Stable: equal confidence keeps first-seen order.
-        values.sort_by(|a, b| {
-            b.confidence
-                .total_cmp(&a.confidence)
-                .then(b.sources.len().cmp(&a.sources.len()))
-        });
-    }
+    let mut merged: Vec<(Field, Sourced)> = groups
+        .iter()
+        .map(|g| {
+            let agreement = 1.0 - g.sources.iter().map(|(_, w)| 1.0 - w).product::<f64>();
+            let share = if g.field.is_multi() {
+                1.0
+            } else {
+                g.weight() / field_weight(g.field)
+            };
+            let mut sources: Vec<Arc<str>> = g
+                .sources
+                .iter()
+                .map(|(n, _)| Arc::clone(&names[n]))
+                .collect();
+            sources.sort();
+            let value = Sourced {
+                value: g.display.to_string(),
+                confidence: round3(agreement * share),
+                sources,
+                detail: g.detail.map(str::to_string),
+                status: None,
+                evidence: None,
+                id: g.id.cloned(),
+            };
+            (g.field, value)
+        })
+        .collect();
+    // Each field's values together, best first; stable, so equal confidence keeps first-seen order.
+    merged.sort_by(|(fa, a), (fb, b)| {
+        fa.cmp(fb)
+            .then(b.confidence.total_cmp(&a.confidence))
+            .then(b.sources.len().cmp(&a.sources.len()))
+    });
 
-    let mut take_ranked = |f: Field| by_field.remove(&f).and_then(into_ranked);
-    let mut p = Profile {
-        name: take_ranked(Field::FullName),
-        first_name: take_ranked(Field::FirstName),
-        last_name: take_ranked(Field::LastName),
-        job_title: take_ranked(Field::JobTitle),
-        location: take_ranked(Field::Location),
-        photo: take_ranked(Field::Photo),
-        bio: take_ranked(Field::Bio),
-        ..Profile::default()
-    };
-    let company = Company {
-        name: take_ranked(Field::CompanyName),
-        domain: take_ranked(Field::CompanyDomain),
-    };
+    let mut p = Profile::default();
+    let mut company = Company::default();
+    let mut merged = merged.into_iter().peekable();
+    while let Some((field, best)) = merged.next() {
+        let mut rest = Vec::new();
+        while let Some((_, value)) = merged.next_if(|(f, _)| *f == field) {
+            rest.push(value);
+        }
+        if field.is_multi() {
+            rest.insert(0, best);
+            match field {
+                Field::Email => p.emails = rest,
+                Field::Phone => p.phones = rest,
+                Field::Profile => p.profiles = rest,
+                _ => p.websites = rest,
+            }
+            continue;
+        }
+        let ranked = Ranked {
+            best,
+            alternatives: rest,
+        };
+        match field {
+            Field::FullName => p.name = Some(ranked),
+            Field::FirstName => p.first_name = Some(ranked),
+            Field::LastName => p.last_name = Some(ranked),
+            Field::JobTitle => p.job_title = Some(ranked),
+            Field::CompanyName => company.name = Some(ranked),
+            Field::CompanyDomain => company.domain = Some(ranked),
+            Field::Location => p.location = Some(ranked),
+            Field::Photo => p.photo = Some(ranked),
+            Field::Bio => p.bio = Some(ranked),
+            Field::Fact(name) => {
+                p.facts.insert(name, ranked);
+            }
+            Field::Email | Field::Phone | Field::Profile | Field::Website => {}
+        }
+    }
     if company.name.is_some() || company.domain.is_some() {
         p.company = Some(company);
-    }
-    for (field, values) in by_field {
-        match field {
-            Field::Email => p.emails = values,
-            Field::Phone => p.phones = values,
-            Field::Profile => p.profiles = values,
-            Field::Website => p.websites = values,
-            Field::Fact(name) => {
-                if let Some(r) = into_ranked(values) {
-                    p.facts.insert(name, r);
-                }
-            }
-            _ => {}
-        }
     }
     if p.name.is_none()
         && let (Some(first), Some(last)) = (&p.first_name, &p.last_name)
@@ -249,17 +259,6 @@ fn same_folded(a: &str, b: &str) -> bool {
             _ => return false,
         }
     }
-}
-
-fn into_ranked(mut values: Vec<Sourced>) -> Option<Ranked> {
-    if values.is_empty() {
-        return None;
-    }
-    let best = values.remove(0);
-    Some(Ranked {
-        best,
-        alternatives: values,
-    })
 }
 
 fn round3(x: f64) -> f64 {
@@ -413,6 +412,66 @@ mod tests {
         assert_eq!(p.emails[0].value, "ada@example.com");
         assert_eq!(p.emails[0].confidence, 0.75);
         assert_eq!(p.emails[1].confidence, 0.5);
+    }
+
+    #[test]
+    fn every_field_lands_in_its_place_and_ties_keep_first_seen_order() {
+        let a = [
+            obs(Field::Website, "https://b.example"),
+            obs(Field::FullName, "Ada Lovelace"),
+            obs(Field::Fact("registrar"), "Registrar A"),
+            obs(Field::FirstName, "Ada"),
+            obs(Field::LastName, "Lovelace"),
+            obs(Field::JobTitle, "Engineer"),
+            obs(Field::CompanyName, "Acme"),
+            obs(Field::CompanyDomain, "acme.example"),
+            obs(Field::Location, "London"),
+            obs(Field::Phone, "+442071234567"),
+            obs(Field::Profile, "https://github.com/ada"),
+            obs(Field::Photo, "https://img.example/a.png"),
+            obs(Field::Bio, "Writes programs"),
+            obs(Field::Website, "https://a.example"),
+            obs(Field::Fact("mail_provider"), "Mailco"),
+        ];
+        let b = [
+            obs(Field::Location, "Paris"),
+            obs(Field::Fact("registrar"), "Registrar B"),
+        ];
+        let p = merge(&[
+            Reported {
+                source: "a",
+                weight: 0.5,
+                observations: &a,
+            },
+            Reported {
+                source: "b",
+                weight: 0.5,
+                observations: &b,
+            },
+        ])
+        .expect("profile");
+        let best = |r: &Option<Ranked>| r.as_ref().map(|r| r.best.value.clone());
+        assert_eq!(best(&p.name).as_deref(), Some("Ada Lovelace"));
+        assert_eq!(best(&p.first_name).as_deref(), Some("Ada"));
+        assert_eq!(best(&p.last_name).as_deref(), Some("Lovelace"));
+        assert_eq!(best(&p.job_title).as_deref(), Some("Engineer"));
+        assert_eq!(best(&p.photo).as_deref(), Some("https://img.example/a.png"));
+        assert_eq!(best(&p.bio).as_deref(), Some("Writes programs"));
+        let company = p.company.as_ref().expect("company");
+        assert_eq!(best(&company.name).as_deref(), Some("Acme"));
+        assert_eq!(best(&company.domain).as_deref(), Some("acme.example"));
+        assert_eq!(p.phones.len(), 1);
+        assert_eq!(p.profiles[0].value, "https://github.com/ada");
+        // Equal weight: the first value seen wins, the other is its alternative.
+        let location = p.location.as_ref().expect("location");
+        assert_eq!(location.best.value, "London");
+        assert_eq!(location.alternatives[0].value, "Paris");
+        let registrar = &p.facts["registrar"];
+        assert_eq!(registrar.best.value, "Registrar A");
+        assert_eq!(registrar.alternatives[0].value, "Registrar B");
+        assert_eq!(p.facts["mail_provider"].best.value, "Mailco");
+        let sites: Vec<&str> = p.websites.iter().map(|w| w.value.as_str()).collect();
+        assert_eq!(sites, ["https://b.example", "https://a.example"]);
     }
 
     #[test]

@@ -95,10 +95,10 @@ impl Upstream {
         path: &str,
         types: &[&str],
     ) -> Result<Fetched<Bytes>, SourceError> {
-        let mut req = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .headers(self.headers.clone());
+        let mut url = String::with_capacity(self.base.len() + path.len());
+        url.push_str(&self.base);
+        url.push_str(path);
+        let mut req = self.client.get(url).headers(self.headers.clone());
         if let Some((name, secret, prefix)) = &self.secret_header {
             req = req.header(*name, format!("{prefix}{}", secret.expose_secret()));
         }
