@@ -273,6 +273,22 @@ mod tests {
         Observation::new(field, v)
     }
 
+    /// What sources `a` and `b`, trusted alike (0.5), reported.
+    fn merge_equal(a: &[Observation], b: &[Observation]) -> Option<Profile> {
+        merge(&[
+            Reported {
+                source: "a",
+                weight: 0.5,
+                observations: a,
+            },
+            Reported {
+                source: "b",
+                weight: 0.5,
+                observations: b,
+            },
+        ])
+    }
+
     #[test]
     fn folded_comparison_agrees_with_fold_text() {
         let texts = [
@@ -395,19 +411,7 @@ mod tests {
             obs(Field::Email, "ada@work.example"),
         ];
         let b = [obs(Field::Email, "ADA@example.com")];
-        let p = merge(&[
-            Reported {
-                source: "a",
-                weight: 0.5,
-                observations: &a,
-            },
-            Reported {
-                source: "b",
-                weight: 0.5,
-                observations: &b,
-            },
-        ])
-        .expect("profile");
+        let p = merge_equal(&a, &b).expect("profile");
         assert_eq!(p.emails.len(), 2);
         assert_eq!(p.emails[0].value, "ada@example.com");
         assert_eq!(p.emails[0].confidence, 0.75);
@@ -437,19 +441,7 @@ mod tests {
             obs(Field::Location, "Paris"),
             obs(Field::Fact("registrar"), "Registrar B"),
         ];
-        let p = merge(&[
-            Reported {
-                source: "a",
-                weight: 0.5,
-                observations: &a,
-            },
-            Reported {
-                source: "b",
-                weight: 0.5,
-                observations: &b,
-            },
-        ])
-        .expect("profile");
+        let p = merge_equal(&a, &b).expect("profile");
         let best = |r: &Option<Ranked>| r.as_ref().map(|r| r.best.value.clone());
         assert_eq!(best(&p.name).as_deref(), Some("Ada Lovelace"));
         assert_eq!(best(&p.first_name).as_deref(), Some("Ada"));
