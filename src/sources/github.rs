@@ -91,11 +91,10 @@ impl Source for Github {
                 },
                 _ => return Ok(Vec::new()),
             };
-            match self
-                .upstream
-                .get_json::<User>(&format!("/users/{}", encode(&login)))
-                .await?
-            {
+            let mut path = String::with_capacity(8 + login.len());
+            path.push_str("/users/");
+            path.extend(encoded(&login));
+            match self.upstream.get_json::<User>(&path).await? {
                 Fetched::NotFound => Ok(Vec::new()),
                 Fetched::Found(user) => Ok(observations(user)),
             }
@@ -106,8 +105,11 @@ impl Source for Github {
 
 impl Github {
     async fn login_for(&self, email: &Email) -> Result<Option<String>, SourceError> {
-        let q = format!("author-email:{}", email.as_str());
-        let path = format!("/search/commits?q={}&per_page=5", encode(&q));
+        let mut path = String::with_capacity(64 + 3 * email.as_str().len());
+        path.push_str("/search/commits?q=");
+        path.extend(encoded("author-email:"));
+        path.extend(encoded(email.as_str()));
+        path.push_str("&per_page=5");
         Ok(match self.upstream.get_json::<CommitSearch>(&path).await? {
             Fetched::NotFound => None,
             Fetched::Found(s) => s.items.into_iter().find_map(|i| i.author).map(|a| a.login),
@@ -115,12 +117,14 @@ impl Github {
     }
 }
 
-fn encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+/// `s` form-encoded for a path or query, in pieces to append.
+fn encoded(s: &str) -> url::form_urlencoded::ByteSerialize<'_> {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
 }
 
 fn observations(u: User) -> Vec<Observation> {
-    let mut out = vec![Observation::profile(&ProfileUrl::github(&u.login))];
+    let mut out = Vec::with_capacity(10);
+    out.push(Observation::profile(&ProfileUrl::github(&u.login)));
     let mut text = |field, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
             out.push(Observation::new(field, v));

@@ -82,7 +82,9 @@ impl Source for Gravatar {
             let Identifier::Email(email) = id else {
                 return Ok(Vec::new());
             };
-            let path = format!("/profiles/{}", profile_hash(email));
+            let mut path = String::with_capacity(80);
+            path.push_str("/profiles/");
+            path.push_str(&profile_hash(email));
             match self.upstream.get_json::<Profile>(&path).await? {
                 Fetched::NotFound => Ok(Vec::new()),
                 Fetched::Found(p) => Ok(observations(p)),
@@ -98,7 +100,8 @@ pub fn profile_hash(email: &Email) -> String {
 }
 
 fn observations(p: Profile) -> Vec<Observation> {
-    let mut out = Vec::new();
+    // Eight text fields, a few accounts and contacts: one allocation for a full profile.
+    let mut out = Vec::with_capacity(16);
     let mut text = |field, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
             out.push(Observation::new(field, v));
