@@ -138,7 +138,7 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     let (query, opts) = validate(state, input, asked)?;
     match framing {
-        None => Ok(json_answer(&state.pipeline.lookup(&query, opts).await)),
+        None => json_answer(&state.pipeline.lookup(&query, opts).await),
         Some(framing) => Ok(stream(state, query, opts, framing)),
     }
 }
@@ -168,22 +168,11 @@ impl<S: Sync> FromRequestParts<S> for Accepts {
 
 /// The answer as one JSON body. A found profile is about a kilobyte: serialising into a buffer of that
 /// size once beats growing axum's 128-byte one through `io::Write` on every answer.
-fn json_answer(lookup: &Lookup) -> Response {
+fn json_answer(lookup: &Lookup) -> Result<Response, ApiError> {
     let mut body = Vec::with_capacity(if lookup.found { 2048 } else { 256 });
-    match serde_json::to_writer(&mut body, lookup) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(err) => {
-            tracing::error!(error = %err, "Could not serialise a lookup answer.");
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    serde_json::to_writer(&mut body, lookup).map_err(ApiError::internal)?;
+    let json = HeaderValue::from_static("application/json");
+    Ok(([(header::CONTENT_TYPE, json)], body).into_response())
 }
 
 /// Parses the person and the options; every invalid field is named in one 422.
