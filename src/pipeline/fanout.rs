@@ -27,7 +27,7 @@ struct Progress {
     first_start: Option<Instant>,
     last_end: Option<Instant>,
     /// Every answer this source gave, shared with the answer cache rather than copied out of it.
-    answers: Vec<Arc<Vec<Observation>>>,
+    answers: Vec<Arc<[Observation]>>,
     in_flight: usize,
 }
 
@@ -212,7 +212,7 @@ pub(super) async fn run(
         p.answers.push(observations);
         if let Some(c) = confirmation {
             // The query's own email, checked before the fan-out started and already known.
-            p.answers.push(Arc::new(vec![c]));
+            p.answers.push(Arc::from([c]));
         }
     }
 

@@ -52,12 +52,12 @@ pub trait Source: Send + Sync {
     /// The same answer, shared: what the fan-out calls. A source that keeps answers (the etiquette
     /// guard's cache) hands them out without copying them for each caller.
     fn lookup_shared<'a>(&'a self, id: &'a Identifier) -> BoxFuture<'a, SharedAnswer> {
-        Box::pin(async move { self.lookup(id).await.map(Arc::new) })
+        Box::pin(async move { self.lookup(id).await.map(Arc::from) })
     }
 }
 
 /// An answer shared between the cache, callers coalesced on one call, and the merge.
-pub type SharedAnswer = Result<Arc<Vec<Observation>>, SourceError>;
+pub type SharedAnswer = Result<Arc<[Observation]>, SourceError>;
 
 /// A source with the settings the fan-out applies around it.
 #[derive(Clone)]

@@ -36,7 +36,7 @@ struct Cached {
     source: Arc<str>,
     expires_at: Instant,
     generation: u64,
-    observations: Arc<Vec<Observation>>,
+    observations: Arc<[Observation]>,
 }
 
 /// Hashes a [`CacheKey`] by taking eight of its bytes: they are a keyed blake3 output already.
@@ -133,7 +133,7 @@ impl SourceCache {
     }
 
     /// The cached answer, if it is still fresh and from the current generation.
-    pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<Vec<Observation>>> {
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<[Observation]>> {
         let cached = self.entries.get(key)?;
         if cached.expires_at > Instant::now() && cached.generation == self.generation() {
             Some(cached.observations)
@@ -148,7 +148,7 @@ impl SourceCache {
         &self,
         key: CacheKey,
         source: &Arc<str>,
-        observations: Arc<Vec<Observation>>,
+        observations: Arc<[Observation]>,
         generation: u64,
     ) {
         if self.ttl.is_zero() || generation != self.generation() {

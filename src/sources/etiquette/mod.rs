@@ -109,7 +109,7 @@ pub struct Guarded {
 }
 
 /// What a shared upstream call ends with; errors are shared by reference and rebuilt per caller.
-type Outcome = Result<Arc<Vec<Observation>>, Arc<SourceError>>;
+type Outcome = Result<Arc<[Observation]>, Arc<SourceError>>;
 
 struct Flight {
     generation: u64,
@@ -182,7 +182,7 @@ impl Source for Guarded {
         &'a self,
         id: &'a Identifier,
     ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
-        async move { self.lookup_shared(id).await.map(|a| a.as_ref().clone()) }.boxed()
+        async move { self.lookup_shared(id).await.map(|a| a.to_vec()) }.boxed()
     }
 
     fn lookup_shared<'a>(&'a self, id: &'a Identifier) -> BoxFuture<'a, SharedAnswer> {
@@ -238,7 +238,7 @@ impl Inner {
     ) -> Outcome {
         let outcome = match this.guarded_call(&id).await {
             Ok(observations) => {
-                let observations = Arc::new(observations);
+                let observations: Arc<[Observation]> = Arc::from(observations);
                 this.cache
                     .insert(key, &this.name, Arc::clone(&observations), generation);
                 Ok(observations)
