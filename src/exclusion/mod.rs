@@ -35,10 +35,15 @@ use crate::domain::Identifier;
 pub trait ExclusionCheck: Send + Sync {
     fn is_excluded(&self, id: &Identifier) -> bool;
 
-    /// Whether any of `ids` is excluded.
-    fn any_excluded(&self, ids: &[Identifier]) -> bool {
-        ids.iter()
-            .any(|id| id.is_personal() && self.is_excluded(id))
+    /// Whether any of `ids` is excluded. Only identifiers of a person count: a company domain alone
+    /// never is.
+    fn any_excluded(&self, ids: &mut dyn Iterator<Item = &Identifier>) -> bool {
+        for id in ids {
+            if id.is_personal() && self.is_excluded(id) {
+                return true;
+            }
+        }
+        false
     }
 }
 

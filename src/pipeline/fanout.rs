@@ -67,7 +67,7 @@ pub(super) async fn run(
         .collect();
 
     let initial = query.identifiers();
-    if inner.exclusion.any_excluded(&initial) {
+    if inner.exclusion.any_excluded(&mut initial.iter()) {
         // Nobody is asked. The answer mirrors a miss from every source that would have been asked.
         for (i, s) in sources.iter().enumerate() {
             if selected[i] && initial.iter().any(|id| s.source.accepts(id)) {
@@ -189,10 +189,9 @@ pub(super) async fn run(
                 .provider_cost(source.name(), source.cost_per_hit);
         }
         // Check every identifier a source produced before it is followed or any value leaves.
-        if observations
-            .iter()
-            .filter_map(Observation::identifier)
-            .any(|id| id.is_personal() && inner.exclusion.is_excluded(id))
+        if inner
+            .exclusion
+            .any_excluded(&mut observations.iter().filter_map(Observation::identifier))
         {
             withheld = true;
             break;
@@ -367,7 +366,7 @@ fn finish(
     }
     if profile
         .as_ref()
-        .is_some_and(|p| inner.exclusion.any_excluded(&p.identifiers()))
+        .is_some_and(|p| inner.exclusion.any_excluded(&mut p.identifiers().iter()))
     {
         withheld = true;
         profile = None;

@@ -86,7 +86,7 @@ fn domains_are_skipped_and_duplicates_counted_once() {
     let first = list.add(&ids, Origin::Cli).expect("add");
     assert_eq!((first.added, first.already_present), (1, 0));
     assert!(!list.is_excluded(&domain("example.com")));
-    assert!(!list.any_excluded(&[domain("example.com")]));
+    assert!(!list.any_excluded(&mut [domain("example.com")].iter()));
     let again = list.add(&ids, Origin::Cli).expect("add again");
     assert_eq!((again.added, again.already_present), (0, 1));
     assert_ne!(first.id, again.id, "receipt ids are random");
