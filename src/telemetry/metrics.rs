@@ -256,3 +256,26 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_made_up_method_is_counted_as_other_never_by_its_text() {
+        let m = Metrics::new();
+        let odd = http::Method::from_bytes(b"ADA-LOVELACE").expect("a valid extension method");
+        m.http_request("/v1/lookup", &odd, 405, Duration::from_millis(1));
+        m.http_request(
+            "/v1/lookup",
+            &http::Method::POST,
+            200,
+            Duration::from_millis(1),
+        );
+
+        let text = m.render();
+        assert!(text.contains(r#"method="OTHER""#), "{text}");
+        assert!(text.contains(r#"method="POST""#), "{text}");
+        assert!(!text.contains("ADA-LOVELACE"), "{text}");
+    }
+}
