@@ -20,7 +20,7 @@ use crate::exclusion::{
     ExclusionCheck, ExclusionError, ExclusionKey, ExclusionList, ExclusionSnapshot,
     KeyError as ExclusionKeyError, KeySource, NoExclusions, OptOutHook,
 };
-use crate::http::{self, AppState, PrivacyNotice};
+use crate::http::{self, AppServices, AppState, PrivacyNotice};
 use crate::pipeline::{Limits, Pipeline, Want};
 use crate::sources::SourceSet;
 use crate::sources::provider::{ProviderError, build_providers};
@@ -270,7 +270,7 @@ impl App {
             Arc::new(pipeline.source_cache()),
             Arc::new(PurgeHook::new(batches.clone(), row_hasher)),
         ];
-        let state = AppState {
+        let state = AppState::new(AppServices {
             pipeline,
             exclusion,
             optout_hooks: Arc::new(optout_hooks),
@@ -293,7 +293,7 @@ impl App {
             privacy,
             batches,
             max_upload_bytes: c.batches.max_bytes,
-        };
+        });
         Ok(Self {
             state,
             data_dir: data_dir.to_path_buf(),

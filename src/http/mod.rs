@@ -38,9 +38,34 @@ use crate::exclusion::{ExclusionList, OptOutHook};
 use crate::pipeline::Pipeline;
 use crate::telemetry::Metrics;
 
-/// Everything a handler may use. Cheap to clone.
+/// Everything a handler may use, behind one `Arc`.
+///
+/// axum clones the state for the middleware and for each extractor that takes it, several times per
+/// request. One reference count shared by the worker threads costs less than one per service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppServices>);
+
+impl AppState {
+    pub fn new(services: AppServices) -> Self {
+        Self(Arc::new(services))
+    }
+
+    /// The services, to change before the state is shared (`None` once a router holds a clone).
+    pub fn get_mut(&mut self) -> Option<&mut AppServices> {
+        Arc::get_mut(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppServices;
+
+    fn deref(&self) -> &AppServices {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct AppServices {
     pub pipeline: Pipeline,
     /// The opt-out list; the pipeline checks it through [`crate::exclusion::ExclusionCheck`].
     pub exclusion: Arc<ExclusionList>,
@@ -129,7 +154,7 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
     let start = Instant::now();
-    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+    let Ok(_permit) = state.in_flight.try_acquire() else {
         state.metrics.overloaded();
         let resp = ApiError::Overloaded.into_response();
         state

@@ -62,7 +62,10 @@ async fn a_failed_hook_is_a_503_that_says_the_opt_out_is_recorded_and_resubmitti
                 calls: std::sync::Mutex::new(Vec::new()),
             });
             let _ = store.set(hook.clone());
-            app.state.optout_hooks = std::sync::Arc::new(vec![
+            app.state
+                .get_mut()
+                .expect("the state is not shared before the server starts")
+                .optout_hooks = std::sync::Arc::new(vec![
                 hook as std::sync::Arc<dyn enrichd::exclusion::OptOutHook>,
             ]);
         }
