@@ -339,7 +339,7 @@ mod tests {
         p.emails.push(Sourced {
             value: "ada@x.com".into(),
             confidence: 0.8,
-            sources: vec!["s".into()],
+            sources: std::sync::Arc::from([std::sync::Arc::from("s")]),
             detail: Some("valid".into()),
             status: None,
             evidence: None,

@@ -66,7 +66,7 @@ fn sourced(v: &str, detail: Option<&str>) -> Sourced {
     Sourced {
         value: v.into(),
         confidence: 0.9,
-        sources: vec!["fake".into()],
+        sources: Arc::from([Arc::from("fake")]),
         detail: detail.map(str::to_string),
         status: None,
         evidence: None,

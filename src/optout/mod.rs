@@ -292,7 +292,7 @@ mod tests {
         Sourced {
             value: value.into(),
             confidence: 0.5,
-            sources: vec!["gravatar".into()],
+            sources: Arc::from([Arc::from("gravatar")]),
             detail: detail.map(str::to_string),
             status: None,
             evidence: None,

@@ -12,17 +12,18 @@ use crate::domain::{Identifier, fold_text};
 /// all weight on that field, so conflicts lower everyone's confidence; the rest become ranked alternatives.
 ///
 /// A lookup yields a few dozen values, so groups live in a vector in first-seen order and borrow from
-/// the observations until the profile is built; each source's name is allocated once per merge.
+/// the observations until the profile is built. Each source's name is allocated once per merge, as the
+/// one-name list that every value only that source reported shares.
 pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
     let observed = reports.iter().map(|r| r.observations.len()).sum();
     let mut groups: Vec<Group<'_>> = Vec::with_capacity(observed);
-    let mut names: Vec<Arc<str>> = Vec::with_capacity(reports.len());
+    let mut names: Vec<Arc<[Arc<str>]>> = Vec::with_capacity(reports.len());
     for report in reports {
         let weight = report.weight.clamp(0.01, 0.99);
-        let name = match names.iter().position(|n| **n == *report.source) {
+        let name = match names.iter().position(|n| *n[0] == *report.source) {
             Some(i) => i,
             None => {
-                names.push(Arc::from(report.source));
+                names.push(Arc::from([Arc::from(report.source)]));
                 names.len() - 1
             }
         };
@@ -72,12 +73,18 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
             } else {
                 g.weight() / field_weight(g.field)
             };
-            let mut sources: Vec<Arc<str>> = g
-                .sources
-                .iter()
-                .map(|(n, _)| Arc::clone(&names[n]))
-                .collect();
-            sources.sort();
+            let sources = match g.sources {
+                Sources::One(n, _) => Arc::clone(&names[n]),
+                _ => {
+                    let mut list: Vec<Arc<str>> = g
+                        .sources
+                        .iter()
+                        .map(|(n, _)| Arc::clone(&names[n][0]))
+                        .collect();
+                    list.sort();
+                    Arc::from(list)
+                }
+            };
             let value = Sourced {
                 value: g.display.to_string(),
                 confidence: round3(agreement * share),
@@ -144,9 +151,16 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
         let mut best = first.best.clone();
         best.value = format!("{} {}", first.best.value, last.best.value);
         best.confidence = round3(first.best.confidence.min(last.best.confidence));
-        best.sources.extend(last.best.sources.iter().cloned());
-        best.sources.sort();
-        best.sources.dedup();
+        let mut sources: Vec<Arc<str>> = first
+            .best
+            .sources
+            .iter()
+            .chain(&*last.best.sources)
+            .cloned()
+            .collect();
+        sources.sort();
+        sources.dedup();
+        best.sources = Arc::from(sources);
         p.name = Some(Ranked {
             best,
             alternatives: Vec::new(),
@@ -351,7 +365,7 @@ mod tests {
         let (c1, c2) = (one.name.expect("name").best, two.name.expect("name").best);
         assert_eq!(c1.confidence, 0.6);
         assert_eq!(c2.confidence, 0.84);
-        assert_eq!(c2.sources, [Arc::from("a"), Arc::from("b")]);
+        assert_eq!(*c2.sources, [Arc::from("a"), Arc::from("b")]);
         assert_eq!(c2.value, "Ada Lovelace", "first spelling seen is displayed");
     }
 

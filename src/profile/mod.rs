@@ -138,8 +138,8 @@ pub struct Reported<'a> {
 pub struct Sourced {
     pub value: String,
     pub confidence: f64,
-    /// Source names, sorted; shared between the values one source reported.
-    pub sources: Vec<Arc<str>>,
+    /// Source names, sorted. The list is shared by the values one source reported alone.
+    pub sources: Arc<[Arc<str>]>,
     pub detail: Option<String>,
     /// Emails only: what the lookup learned about the address.
     pub status: Option<EmailStatus>,
