@@ -73,14 +73,16 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
             } else {
                 g.weight() / field_weight(g.field)
             };
-            let sources = match g.sources {
-                Sources::One(n, _) => Arc::clone(&names[n]),
+            let name = |n: usize| Arc::clone(&names[n][0]);
+            let sources: Arc<[Arc<str>]> = match &g.sources {
+                Sources::One(n, _) => Arc::clone(&names[*n]),
+                // Two sources agreeing is the usual case: one allocation, straight into place.
+                Sources::Many(list) if list.len() == 2 => {
+                    let (a, b) = (name(list[0].0), name(list[1].0));
+                    Arc::from(if a <= b { [a, b] } else { [b, a] })
+                }
                 _ => {
-                    let mut list: Vec<Arc<str>> = g
-                        .sources
-                        .iter()
-                        .map(|(n, _)| Arc::clone(&names[n][0]))
-                        .collect();
+                    let mut list: Vec<Arc<str>> = g.sources.iter().map(|(n, _)| name(n)).collect();
                     list.sort();
                     Arc::from(list)
                 }
@@ -367,6 +369,36 @@ mod tests {
         assert_eq!(c2.confidence, 0.84);
         assert_eq!(*c2.sources, [Arc::from("a"), Arc::from("b")]);
         assert_eq!(c2.value, "Ada Lovelace", "first spelling seen is displayed");
+    }
+
+    #[test]
+    fn source_lists_are_sorted_whatever_order_the_answers_came_in() {
+        let name = [obs(Field::FullName, "Ada Lovelace")];
+        let title = [obs(Field::JobTitle, "Engineer")];
+        let report = |source, observations| Reported {
+            source,
+            weight: 0.6,
+            observations,
+        };
+        let p = merge(&[
+            report("zeta", &name),
+            report("mid", &title),
+            report("alpha", &name),
+        ])
+        .expect("profile");
+        assert_eq!(
+            *p.name.expect("name").best.sources,
+            [Arc::from("alpha"), Arc::from("zeta")]
+        );
+        assert_eq!(
+            *p.job_title.expect("title").best.sources,
+            [Arc::from("mid")]
+        );
+
+        let p =
+            merge(&[report("c", &name), report("a", &name), report("b", &name)]).expect("profile");
+        let sources = p.name.expect("name").best.sources;
+        assert_eq!(*sources, [Arc::from("a"), Arc::from("b"), Arc::from("c")]);
     }
 
     #[test]
