@@ -156,9 +156,7 @@ pub(super) async fn run(
         p.in_flight -= 1;
         p.last_end = Some(now);
         let latency = now.duration_since(done.started);
-        inner
-            .metrics
-            .source_call(source.name(), status_of(&done.result), latency);
+        inner.source_metrics[done.source].call(status_of(&done.result), latency);
         let observations = match done.result {
             Ok(answer) => answer,
             Err(SourceError::Objected) => {

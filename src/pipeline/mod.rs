@@ -17,7 +17,7 @@ pub use want::Want;
 use crate::domain::Query;
 use crate::exclusion::{ExclusionCheck, NoExclusions};
 use crate::sources::{Registered, SourceSet};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, SourceMetrics};
 
 /// Deadline and hop limits for every lookup.
 #[derive(Debug, Clone)]
@@ -60,6 +60,8 @@ struct Inner {
     exclusion: Arc<dyn ExclusionCheck>,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// Each source's metric handles, by its position in `sources`.
+    source_metrics: Vec<SourceMetrics>,
 }
 
 impl Pipeline {
@@ -69,11 +71,17 @@ impl Pipeline {
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let source_metrics: Vec<SourceMetrics> = sources
+            .sources
+            .iter()
+            .map(|s| metrics.source(s.name()))
+            .collect();
         let unchecked = Arc::new(Inner {
             sources: sources.clone(),
             exclusion: Arc::new(NoExclusions),
             limits: limits.clone(),
             metrics: metrics.clone(),
+            source_metrics: source_metrics.clone(),
         });
         Self {
             inner: Arc::new(Inner {
@@ -81,6 +89,7 @@ impl Pipeline {
                 exclusion,
                 limits,
                 metrics,
+                source_metrics,
             }),
             unchecked,
         }

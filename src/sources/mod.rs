@@ -105,6 +105,21 @@ pub enum SourceStatus {
 }
 
 impl SourceStatus {
+    /// Every status, in declaration order ([`index`](Self::index) is the position here).
+    pub const ALL: [Self; 6] = [
+        Self::Hit,
+        Self::Miss,
+        Self::Timeout,
+        Self::Error,
+        Self::RateLimited,
+        Self::Skipped,
+    ];
+
+    /// The status's position in [`ALL`](Self::ALL).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",

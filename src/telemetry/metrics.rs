@@ -204,17 +204,23 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn source_call(&self, source: &str, status: SourceStatus, took: Duration) {
+    /// The handles that record `source`'s calls. Every status's series exists from here on, at zero
+    /// until counted.
+    pub fn source(&self, source: &str) -> SourceMetrics {
         let source = self.labels.get(source);
-        self.source_calls
-            .get_or_create(&SourceLabels {
-                source: source.clone(),
-                status: status.as_str(),
-            })
-            .inc();
-        self.source_duration
+        let calls = SourceStatus::ALL.map(|status| {
+            self.source_calls
+                .get_or_create(&SourceLabels {
+                    source: source.clone(),
+                    status: status.as_str(),
+                })
+                .clone()
+        });
+        let duration = self
+            .source_duration
             .get_or_create(&SourceName { source })
-            .observe(took.as_secs_f64());
+            .clone();
+        SourceMetrics { calls, duration }
     }
 
     pub fn provider_cost(&self, source: &str, amount: f64) {
@@ -257,9 +263,50 @@ impl Metrics {
     }
 }
 
+/// One source's call counters (by status) and latency histogram, resolved once by [`Metrics::source`]:
+/// recording a call hashes no labels and takes no lock on the families.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    calls: [Counter; SourceStatus::ALL.len()],
+    duration: Histogram,
+}
+
+impl SourceMetrics {
+    pub fn call(&self, status: SourceStatus, took: Duration) {
+        self.calls[status.index()].inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_handles_count_into_the_families_by_status() {
+        let m = Metrics::new();
+        let gravatar = m.source("gravatar");
+        gravatar.call(SourceStatus::Hit, Duration::from_millis(3));
+        gravatar.call(SourceStatus::Hit, Duration::from_millis(4));
+        gravatar.call(SourceStatus::Timeout, Duration::from_millis(900));
+        // A second handle for the same source shares the series.
+        m.source("gravatar")
+            .call(SourceStatus::Miss, Duration::from_millis(2));
+
+        for (i, status) in SourceStatus::ALL.into_iter().enumerate() {
+            assert_eq!(status.index(), i, "{status:?} indexes its own counter");
+        }
+        let text = m.render();
+        for line in [
+            r#"enrichd_source_requests_total{source="gravatar",status="hit"} 2"#,
+            r#"enrichd_source_requests_total{source="gravatar",status="timeout"} 1"#,
+            r#"enrichd_source_requests_total{source="gravatar",status="miss"} 1"#,
+            r#"enrichd_source_requests_total{source="gravatar",status="error"} 0"#,
+            r#"enrichd_source_duration_seconds_count{source="gravatar"} 4"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
 
     #[test]
     fn a_made_up_method_is_counted_as_other_never_by_its_text() {

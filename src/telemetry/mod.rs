@@ -5,7 +5,7 @@
 
 mod metrics;
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, SourceMetrics};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
