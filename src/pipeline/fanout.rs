@@ -6,6 +6,7 @@
 //! waterfall: one at a time in their configured order, each on the best identifier it accepts, and only
 //! while a wanted field ([`Want`]) is still missing.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +92,7 @@ pub(super) async fn run(
     let mut calls = FuturesUnordered::new();
     let mut frontier: Vec<(usize, u32)> = initial
         .into_iter()
-        .map(|id| (index_of(&mut ids, &id), 0))
+        .map(|id| (index_of(&mut ids, Cow::Owned(id)), 0))
         .collect();
     let mut withheld = false;
     // One timer for the whole lookup, not one per answer awaited.
@@ -195,7 +196,7 @@ pub(super) async fn run(
             break;
         }
         for id in observations.iter().filter_map(Observation::identifier) {
-            let idx = index_of(&mut ids, id);
+            let idx = index_of(&mut ids, Cow::Borrowed(id));
             // A source is never asked again about what it reported itself.
             if !tried.contains(&(done.source, idx)) {
                 tried.push((done.source, idx));
@@ -263,12 +264,12 @@ fn next_paid(
     None
 }
 
-/// Where `id` is in the lookup's identifier store, adding it if new.
-fn index_of(ids: &mut Vec<Arc<Identifier>>, id: &Identifier) -> usize {
+/// Where `id` is in the lookup's identifier store, adding it if new (copied only when borrowed).
+fn index_of(ids: &mut Vec<Arc<Identifier>>, id: Cow<'_, Identifier>) -> usize {
     match ids.iter().position(|known| **known == *id) {
         Some(i) => i,
         None => {
-            ids.push(Arc::new(id.clone()));
+            ids.push(Arc::new(id.into_owned()));
             ids.len() - 1
         }
     }

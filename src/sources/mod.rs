@@ -51,7 +51,7 @@ pub trait Source: Send + Sync {
 
     /// The same answer, shared: what the fan-out calls. A source that keeps answers (the etiquette
     /// guard's cache) hands them out without copying them for each caller.
-    fn lookup_shared<'a>(&'a self, id: &'a Identifier) -> BoxFuture<'a, SharedAnswer> {
+    fn lookup_shared<'a>(&'a self, id: &'a Arc<Identifier>) -> BoxFuture<'a, SharedAnswer> {
         Box::pin(async move { self.lookup(id).await.map(Arc::from) })
     }
 }

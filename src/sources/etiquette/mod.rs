@@ -182,10 +182,14 @@ impl Source for Guarded {
         &'a self,
         id: &'a Identifier,
     ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
-        async move { self.lookup_shared(id).await.map(|a| a.to_vec()) }.boxed()
+        async move {
+            let id = Arc::new(id.clone());
+            self.lookup_shared(&id).await.map(|a| a.to_vec())
+        }
+        .boxed()
     }
 
-    fn lookup_shared<'a>(&'a self, id: &'a Identifier) -> BoxFuture<'a, SharedAnswer> {
+    fn lookup_shared<'a>(&'a self, id: &'a Arc<Identifier>) -> BoxFuture<'a, SharedAnswer> {
         async move {
             let key = self.inner.cache.key(&self.inner.name, id);
             if let Some(answer) = self.inner.cache.get(&key) {
@@ -201,14 +205,14 @@ impl Source for Guarded {
 
 impl Inner {
     /// Joins the call in flight for `key`, or starts one.
-    fn join_or_start(this: &Arc<Self>, key: CacheKey, id: &Identifier) -> Finishing {
+    fn join_or_start(this: &Arc<Self>, key: CacheKey, id: &Arc<Identifier>) -> Finishing {
         let generation = this.cache.generation();
         let mut flights = lock(&this.flights);
         if let Some(f) = flights.get(&key).filter(|f| f.generation == generation) {
             return Finishing(Some(f.answer.clone()));
         }
         let serial = this.serial.fetch_add(1, Ordering::Relaxed);
-        let fetch = Self::fetch(Arc::clone(this), key, id.clone(), generation, serial);
+        let fetch = Self::fetch(Arc::clone(this), key, Arc::clone(id), generation, serial);
         // A panicking source fails its callers' call, not their tasks.
         let answer = AssertUnwindSafe(fetch)
             .catch_unwind()
@@ -232,7 +236,7 @@ impl Inner {
     async fn fetch(
         this: Arc<Self>,
         key: CacheKey,
-        id: Identifier,
+        id: Arc<Identifier>,
         generation: u64,
         serial: u64,
     ) -> Outcome {
