@@ -5,6 +5,7 @@ use futures::StreamExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
+use url::Url;
 
 use super::SourceError;
 
@@ -19,6 +20,9 @@ const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 pub struct Upstream {
     client: reqwest::Client,
     base: String,
+    /// `base` parsed once, when it is a plain http(s) URL: a request then sets its path and query on a
+    /// copy instead of having reqwest parse the whole URL, host included, again.
+    base_url: Option<Url>,
     headers: HeaderMap,
     secret_header: Option<(&'static str, SecretString, &'static str)>,
     max_body: usize,
@@ -40,9 +44,17 @@ pub enum Fetched<T> {
 
 impl Upstream {
     pub fn new(client: reqwest::Client, base: &str) -> Self {
+        let base = base.trim_end_matches('/').to_string();
+        let base_url = Url::parse(&base).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.query().is_none()
+                && u.fragment().is_none()
+                && u.as_str().trim_end_matches('/') == base
+        });
         Self {
             client,
-            base: base.trim_end_matches('/').to_string(),
+            base,
+            base_url,
             headers: HeaderMap::new(),
             secret_header: None,
             max_body: DEFAULT_MAX_BODY,
@@ -95,10 +107,16 @@ impl Upstream {
         path: &str,
         types: &[&str],
     ) -> Result<Fetched<Bytes>, SourceError> {
-        let mut url = String::with_capacity(self.base.len() + path.len());
-        url.push_str(&self.base);
-        url.push_str(path);
-        let mut req = self.client.get(url).headers(self.headers.clone());
+        let req = match &self.base_url {
+            Some(base) if !path.contains('#') => self.client.get(appended(base, path)),
+            _ => {
+                let mut url = String::with_capacity(self.base.len() + path.len());
+                url.push_str(&self.base);
+                url.push_str(path);
+                self.client.get(url)
+            }
+        };
+        let mut req = req.headers(self.headers.clone());
         if let Some((name, secret, prefix)) = &self.secret_header {
             req = req.header(*name, format!("{prefix}{}", secret.expose_secret()));
         }
@@ -159,6 +177,23 @@ impl Upstream {
     }
 }
 
+/// The URL that parsing `base + path` gives (`path` percent-encoded, with its `?query` if any), built
+/// by setting the path and query on a copy of `base`: the scheme and host are not parsed again.
+fn appended(base: &Url, path: &str) -> Url {
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
+    };
+    let prefix = base.path().trim_end_matches('/');
+    let mut full = String::with_capacity(prefix.len() + path.len());
+    full.push_str(prefix);
+    full.push_str(path);
+    let mut url = base.clone();
+    url.set_path(&full);
+    url.set_query(query);
+    url
+}
+
 fn transport(e: reqwest::Error) -> SourceError {
     if e.is_timeout() {
         SourceError::Timeout
@@ -182,4 +217,73 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every base the fast path takes, with paths the sources send and odd ones: the URL must be the one
+    /// reqwest would have parsed from the joined string.
+    #[test]
+    fn appended_urls_are_the_parsed_joined_strings() {
+        let bases = [
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/",
+            "https://api.github.com",
+            "https://api.gravatar.com/v3",
+            "https://example.com/api/v1/",
+            "http://[::1]:9000/x",
+            "https://xn--bcher-kva.example",
+        ];
+        let paths = [
+            "",
+            "/",
+            "/profiles/0f3c9b2d8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c",
+            "/search/commits?q=author-email%3Aada%40example.com&per_page=5",
+            "/users/ada-l",
+            "/users/a%20b",
+            "/users/a b",
+            "/a/./b/../c",
+            "/a\\b",
+            "/q?x=1&y=%zz&z=a b",
+            "/x?",
+            "/x??y",
+            "/caf\u{e9}?\u{e7}=1",
+            "/x'y?a'b",
+            "/%2e%2e/up",
+        ];
+        let client = reqwest::Client::new();
+        let mut fast = 0;
+        for base in bases {
+            let upstream = Upstream::new(client.clone(), base);
+            let Some(parsed_base) = &upstream.base_url else {
+                continue;
+            };
+            fast += 1;
+            for path in paths {
+                let joined = format!("{}{path}", upstream.base);
+                let expected = Url::parse(&joined).expect("joined test URL parses");
+                assert_eq!(appended(parsed_base, path), expected, "{joined}");
+            }
+        }
+        assert_eq!(fast, bases.len(), "every test base takes the fast path");
+    }
+
+    #[test]
+    fn unusual_bases_keep_the_string_path() {
+        let client = reqwest::Client::new();
+        for base in [
+            "HTTP://Example.com",
+            "http://example.com:80",
+            "http://example.com/?k=v",
+            "ftp://example.com",
+            "not a url",
+        ] {
+            assert!(
+                Upstream::new(client.clone(), base).base_url.is_none(),
+                "{base}"
+            );
+        }
+    }
 }
