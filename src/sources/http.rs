@@ -107,7 +107,7 @@ impl Upstream {
         path: &str,
         types: &[&str],
     ) -> Result<Fetched<Bytes>, SourceError> {
-        let req = match &self.base_url {
+        let mut req = match &self.base_url {
             Some(base) if !path.contains('#') => self.client.get(appended(base, path)),
             _ => {
                 let mut url = String::with_capacity(self.base.len() + path.len());
@@ -116,7 +116,10 @@ impl Upstream {
                 self.client.get(url)
             }
         };
-        let mut req = req.headers(self.headers.clone());
+        // Header by header: `headers()` takes a whole map, which would be copied and then copied again.
+        for (name, value) in &self.headers {
+            req = req.header(name.clone(), value.clone());
+        }
         if let Some((name, secret, prefix)) = &self.secret_header {
             req = req.header(*name, format!("{prefix}{}", secret.expose_secret()));
         }
