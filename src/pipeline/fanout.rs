@@ -187,11 +187,15 @@ pub(super) async fn run(
                 .metrics
                 .provider_cost(source.name(), source.cost_per_hit);
         }
-        // Check every identifier a source produced before it is followed or any value leaves.
-        if inner
-            .exclusion
-            .any_excluded(&mut observations.iter().filter_map(Observation::identifier))
-        {
+        // Check every identifier a source produced before it is followed or any value leaves. One met
+        // earlier in this lookup was checked then and is never asked about again; an opt-out since then
+        // is caught by the check of the whole profile before release.
+        if inner.exclusion.any_excluded(
+            &mut observations
+                .iter()
+                .filter_map(Observation::identifier)
+                .filter(|id| !ids.iter().any(|known| **known == **id)),
+        ) {
             withheld = true;
             break;
         }
@@ -400,4 +404,113 @@ fn finish(
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::domain::{ProfileUrl, QueryInput};
+    use crate::exclusion::ExclusionCheck;
+    use crate::pipeline::{Limits, LookupOptions, Pipeline};
+    use crate::sources::{Registered, Source, SourceSet};
+    use crate::telemetry::Metrics;
+
+    /// Answers an email with the person's GitHub account and the email itself, and a profile with the
+    /// same account and an X account: every identifier is reported twice across the lookup.
+    struct Echo(&'static str);
+
+    impl Source for Echo {
+        fn name(&self) -> &str {
+            self.0
+        }
+
+        fn accepts(&self, id: &Identifier) -> bool {
+            matches!(id, Identifier::Email(_) | Identifier::Profile(_))
+        }
+
+        fn lookup<'a>(
+            &'a self,
+            id: &'a Identifier,
+        ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
+            let profile = |url: &str| {
+                ProfileUrl::parse(url)
+                    .map(|p| Observation::profile(&p))
+                    .map_err(|_| SourceError::Malformed("test URL".into()))
+            };
+            async move {
+                match id {
+                    Identifier::Email(e) => Ok(vec![
+                        profile("https://github.com/ada")?,
+                        Observation::email(e),
+                    ]),
+                    _ => Ok(vec![
+                        profile("https://github.com/ada")?,
+                        profile("https://x.com/ada")?,
+                    ]),
+                }
+            }
+            .boxed()
+        }
+    }
+
+    /// Excludes nothing and remembers what it was asked.
+    #[derive(Default)]
+    struct Counting(Mutex<Vec<String>>);
+
+    impl ExclusionCheck for Counting {
+        fn is_excluded(&self, id: &Identifier) -> bool {
+            if let Ok(mut asked) = self.0.lock() {
+                asked.push(id.canonical());
+            }
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn each_identifier_is_checked_when_first_met_and_again_before_release() {
+        let counting = Arc::new(Counting::default());
+        let pipeline = Pipeline::new(
+            SourceSet::unguarded(vec![
+                Registered::free(Arc::new(Echo("one")), 1_000, 0.6),
+                Registered::free(Arc::new(Echo("two")), 1_000, 0.6),
+            ]),
+            counting.clone(),
+            Limits {
+                default_timeout: Duration::from_secs(5),
+                max_timeout: Duration::from_secs(5),
+                max_hops: 2,
+                default_want: Vec::new(),
+            },
+            Arc::new(Metrics::new()),
+        );
+        let input = QueryInput {
+            email: Some("ada@example.com".into()),
+            ..QueryInput::default()
+        };
+        let query = Query::parse(&input, None).expect("test email is valid");
+        let lookup = pipeline.lookup(&query, LookupOptions::default()).await;
+        assert!(lookup.found);
+
+        let mut asked = counting.0.lock().expect("not poisoned").clone();
+        asked.sort();
+        let mut expected = Vec::new();
+        for id in ["ada@example.com", "github.com/ada", "x.com/ada"] {
+            let canonical = asked
+                .iter()
+                .find(|a| a.contains(id))
+                .cloned()
+                .unwrap_or_else(|| panic!("{id} was never checked: {asked:?}"));
+            expected.extend([canonical.clone(), canonical]);
+        }
+        expected.sort();
+        assert_eq!(
+            asked, expected,
+            "twice each: when first met, and in the released profile"
+        );
+    }
 }
