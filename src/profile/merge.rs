@@ -81,11 +81,7 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
                     let (a, b) = (name(list[0].0), name(list[1].0));
                     Arc::from(if a <= b { [a, b] } else { [b, a] })
                 }
-                _ => {
-                    let mut list: Vec<Arc<str>> = g.sources.iter().map(|(n, _)| name(n)).collect();
-                    list.sort();
-                    Arc::from(list)
-                }
+                _ => sorted_names(g.sources.iter().map(|(n, _)| name(n))),
             };
             let value = Sourced {
                 value: g.display.to_string(),
@@ -153,16 +149,14 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
         let mut best = first.best.clone();
         best.value = format!("{} {}", first.best.value, last.best.value);
         best.confidence = round3(first.best.confidence.min(last.best.confidence));
-        let mut sources: Vec<Arc<str>> = first
-            .best
-            .sources
-            .iter()
-            .chain(&*last.best.sources)
-            .cloned()
-            .collect();
-        sources.sort();
-        sources.dedup();
-        best.sources = Arc::from(sources);
+        best.sources = sorted_names(
+            first
+                .best
+                .sources
+                .iter()
+                .chain(&*last.best.sources)
+                .cloned(),
+        );
         p.name = Some(Ranked {
             best,
             alternatives: Vec::new(),
@@ -275,6 +269,14 @@ fn same_folded(a: &str, b: &str) -> bool {
             _ => return false,
         }
     }
+}
+
+/// Source names as a value lists them: sorted, each once.
+fn sorted_names(names: impl Iterator<Item = Arc<str>>) -> Arc<[Arc<str>]> {
+    let mut list: Vec<Arc<str>> = names.collect();
+    list.sort();
+    list.dedup();
+    Arc::from(list)
 }
 
 fn round3(x: f64) -> f64 {
