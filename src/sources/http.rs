@@ -107,9 +107,9 @@ impl Upstream {
         path: &str,
         types: &[&str],
     ) -> Result<Fetched<Bytes>, SourceError> {
-        let mut req = match &self.base_url {
-            Some(base) if !path.contains('#') => self.client.get(appended(base, path)),
-            _ => {
+        let mut req = match self.base_url.as_ref().and_then(|base| appended(base, path)) {
+            Some(url) => self.client.get(url),
+            None => {
                 let mut url = String::with_capacity(self.base.len() + path.len());
                 url.push_str(&self.base);
                 url.push_str(path);
@@ -181,8 +181,12 @@ impl Upstream {
 }
 
 /// The URL that parsing `base + path` gives (`path` percent-encoded, with its `?query` if any), built
-/// by setting the path and query on a copy of `base`: the scheme and host are not parsed again.
-fn appended(base: &Url, path: &str) -> Url {
+/// by setting the path and query on a copy of `base`: the scheme and host are not parsed again. `None`
+/// for a path with a `#`, which `set_path` would escape where a parse starts a fragment.
+fn appended(base: &Url, path: &str) -> Option<Url> {
+    if path.contains('#') {
+        return None;
+    }
     let (path, query) = match path.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (path, None),
@@ -194,7 +198,7 @@ fn appended(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
     url.set_path(&full);
     url.set_query(query);
-    url
+    Some(url)
 }
 
 fn transport(e: reqwest::Error) -> SourceError {
@@ -267,7 +271,7 @@ mod tests {
             for path in paths {
                 let joined = format!("{}{path}", upstream.base);
                 let expected = Url::parse(&joined).expect("joined test URL parses");
-                assert_eq!(appended(parsed_base, path), expected, "{joined}");
+                assert_eq!(appended(parsed_base, path), Some(expected), "{joined}");
             }
         }
         assert_eq!(fast, bases.len(), "every test base takes the fast path");
