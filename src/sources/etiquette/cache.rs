@@ -10,10 +10,17 @@
 //! Every lookup that reaches an upstream reads and writes here, so the cache is moka's synchronous one
 //! (no future per access) with one TTL for all entries (no timer wheel), hashed by [`KeyHasher`]: the
 //! keys are already uniformly random, so SipHash over them would only spend time.
+//!
+//! Once the cache is full, an answer is only offered to moka if its key was asked about before, as
+//! remembered by a [`Doorkeeper`]. A full moka cache weighs each newcomer against its eviction victim
+//! by frequency (TinyLFU) and turns most one-off keys away, but only after it has taken the entry in:
+//! an insert, a removal and its share of a table rehash, a few microseconds each. Under a stream of
+//! distinct lookups that was most of what the cache cost. A key asked about twice within the
+//! doorkeeper's memory is offered as before.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -67,10 +74,41 @@ impl BuildHasher for KeyHasher {
     }
 }
 
+/// Which keys were asked about lately, in a fixed table of fingerprints: a slot holds the last key
+/// that landed on it, so a key is remembered until another one takes its slot.
+struct Doorkeeper {
+    slots: Box<[AtomicU32]>,
+}
+
+impl Doorkeeper {
+    /// Slots in the table (1 MiB): a key is remembered while about a quarter million others arrive.
+    const SLOTS: usize = 1 << 18;
+
+    fn new() -> Self {
+        Self {
+            slots: (0..Self::SLOTS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// Records `key` and tells whether it was the last key recorded in its slot.
+    fn seen_before(&self, key: &CacheKey) -> bool {
+        // Bytes other than those `KeyHasher` starts with; all of them are keyed blake3 output.
+        let [a, b, c, d, e, f, g, h, ..] = key.0[8..] else {
+            return false;
+        };
+        // A fingerprint is never 0, the value of a slot nobody used yet.
+        let fingerprint = u32::from_le_bytes([a, b, c, d]) | 1;
+        let slot = u32::from_le_bytes([e, f, g, h]) as usize % Self::SLOTS;
+        self.slots[slot].swap(fingerprint, Ordering::Relaxed) == fingerprint
+    }
+}
+
 /// The answer cache. Cheap to clone; clones share entries.
 #[derive(Clone)]
 pub struct SourceCache {
     entries: moka::sync::Cache<CacheKey, Cached, KeyHasher>,
+    max_entries: u64,
+    doorkeeper: Arc<Doorkeeper>,
     ttl: Duration,
     generation: Arc<AtomicU64>,
     hash_key: [u8; 32],
@@ -91,6 +129,8 @@ impl SourceCache {
         }
         Self {
             entries: builder.build_with_hasher(KeyHasher::default()),
+            max_entries,
+            doorkeeper: Arc::new(Doorkeeper::new()),
             ttl,
             generation: Arc::new(AtomicU64::new(0)),
             hash_key: rand::random(),
@@ -143,7 +183,8 @@ impl SourceCache {
         }
     }
 
-    /// Stores `source`'s answer fetched during `generation`; a TTL of zero stores nothing.
+    /// Stores `source`'s answer fetched during `generation`; a TTL of zero stores nothing, and a full
+    /// cache takes only answers for keys the doorkeeper has seen before.
     pub(crate) fn insert(
         &self,
         key: CacheKey,
@@ -152,6 +193,9 @@ impl SourceCache {
         generation: u64,
     ) {
         if self.ttl.is_zero() || generation != self.generation() {
+            return;
+        }
+        if self.entries.entry_count() >= self.max_entries && !self.doorkeeper.seen_before(&key) {
             return;
         }
         let cached = Cached {
@@ -177,5 +221,79 @@ impl crate::exclusion::OptOutHook for SourceCache {
     ) -> futures::future::BoxFuture<'a, Result<(), crate::exclusion::HookError>> {
         self.invalidate_all();
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Email;
+
+    fn id(n: u32) -> Identifier {
+        Identifier::Email(Email::parse(&format!("person{n}@example.com")).expect("valid email"))
+    }
+
+    fn answer() -> Arc<[Observation]> {
+        Arc::from(vec![Observation::new(
+            crate::profile::Field::FullName,
+            "Ada",
+        )])
+    }
+
+    #[test]
+    fn the_doorkeeper_remembers_a_key_until_another_takes_its_slot() {
+        let door = Doorkeeper::new();
+        let cache = SourceCache::new(10, DEFAULT_TTL);
+        let key = cache.key("gravatar", &id(1));
+
+        assert!(!door.seen_before(&key), "first sighting");
+        assert!(door.seen_before(&key), "second sighting");
+        // Another key written into the same slot pushes it out.
+        let mut rival = key;
+        rival.0[8] ^= 0x80;
+        assert!(!door.seen_before(&rival));
+        assert!(!door.seen_before(&key), "forgotten once its slot was taken");
+    }
+
+    #[test]
+    fn with_room_every_answer_is_kept() {
+        let cache = SourceCache::new(10, DEFAULT_TTL);
+        let source: Arc<str> = Arc::from("gravatar");
+        let key = cache.key(&source, &id(1));
+
+        cache.insert(key, &source, answer(), cache.generation());
+
+        assert_eq!(cache.get(&key).as_deref(), Some(&answer()[..]));
+    }
+
+    #[test]
+    fn a_full_cache_takes_only_keys_asked_about_before() {
+        let cache = SourceCache::new(2, DEFAULT_TTL);
+        let source: Arc<str> = Arc::from("gravatar");
+        for n in 0..2 {
+            let key = cache.key(&source, &id(n));
+            cache.insert(key, &source, answer(), cache.generation());
+        }
+        cache.entries.run_pending_tasks();
+        assert_eq!(cache.entries.entry_count(), 2);
+
+        let newcomer = cache.key(&source, &id(7));
+        // Asked about often: TinyLFU would prefer it to a victim asked about once.
+        for _ in 0..4 {
+            assert!(cache.get(&newcomer).is_none());
+        }
+        cache.insert(newcomer, &source, answer(), cache.generation());
+        cache.entries.run_pending_tasks();
+        assert!(
+            cache.get(&newcomer).is_none(),
+            "a first sighting is turned away"
+        );
+
+        cache.insert(newcomer, &source, answer(), cache.generation());
+        cache.entries.run_pending_tasks();
+        assert!(
+            cache.get(&newcomer).is_some(),
+            "the second one is offered to moka"
+        );
     }
 }
