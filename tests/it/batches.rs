@@ -58,6 +58,26 @@ async fn upload(server: &Server, body: &'static [u8]) -> String {
     json["id"].as_str().expect("id").to_string()
 }
 
+/// A multipart upload to `/v1/batches` with the tenant key.
+async fn post_form(server: &Server, form: reqwest::multipart::Form) -> reqwest::Response {
+    server
+        .post("/v1/batches")
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload")
+}
+
+/// A multipart upload that must be accepted; the new batch's id.
+async fn upload_form(server: &Server, form: reqwest::multipart::Form) -> String {
+    let resp = post_form(server, form).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
 async fn summary(server: &Server, id: &str) -> (u16, Value) {
     let resp = server
         .get(&format!("/v1/batches/{id}"))
@@ -252,18 +272,8 @@ async fn multipart_upload_takes_the_file_field_and_a_columns_mapping_before_it()
             .expect("mime"),
         );
 
-    let resp = server
-        .post("/v1/batches")
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
+    let id = upload_form(&server, form).await;
 
-    assert_eq!(resp.status().as_u16(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
     let done = wait_done(&server, &id).await;
     assert_eq!(done["rows_found"], 1);
     let (_, _, text) = result(&server, &id, "").await;
@@ -272,12 +282,7 @@ async fn multipart_upload_takes_the_file_field_and_a_columns_mapping_before_it()
 
     // No file field, an unknown field, and a field after the file are each refused with a reason.
     let no_file = reqwest::multipart::Form::new().text("columns", "{}");
-    let resp = server
-        .post("/v1/batches")
-        .multipart(no_file)
-        .send()
-        .await
-        .expect("upload");
+    let resp = post_form(&server, no_file).await;
     assert_eq!(resp.status().as_u16(), 422);
     assert_eq!(
         resp.json::<Value>().await.expect("json")["errors"][0]["field"],
@@ -289,12 +294,7 @@ async fn multipart_upload_takes_the_file_field_and_a_columns_mapping_before_it()
             reqwest::multipart::Part::bytes(b"email\na@b.example\n".to_vec()),
         )
         .text("columns", "{}");
-    let resp = server
-        .post("/v1/batches")
-        .multipart(late)
-        .send()
-        .await
-        .expect("upload");
+    let resp = post_form(&server, late).await;
     assert_eq!(resp.status().as_u16(), 422);
     let detail = problem_detail(&resp.json::<Value>().await.expect("json"));
     assert!(detail.contains("before the file"), "{detail}");
@@ -763,17 +763,10 @@ async fn no_file_holding_personal_data_outlives_a_request_outside_the_blob_area(
         "file",
         reqwest::multipart::Part::bytes(b"email\nada@analytical.example\n".to_vec()),
     );
-    let resp = server
-        .post("/v1/batches")
-        .multipart(form)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status().as_u16(), 202);
-    let multipart: Value = resp.json().await.expect("batch json");
+    let multipart = upload_form(&server, form).await;
     // Every write this test caused has finished before the files are read: a batch still running
     // holds its staging file open, which is not one that outlived its write.
-    wait_done(&server, multipart["id"].as_str().expect("id")).await;
+    wait_done(&server, &multipart).await;
     let _ = result(&server, &id, "").await;
 
     let blobs = server.data_dir.path().join("blobs");
