@@ -6,14 +6,6 @@
 
 #![forbid(unsafe_code)]
 
-/// Every binary built on this library (the service, its tests and its benches) allocates with
-/// mimalloc. A lookup makes a few hundred short-lived allocations, many freed on another worker
-/// thread than the one that made them; glibc's allocator serialises those frees on an arena lock and
-/// spends its time consolidating fast bins, mimalloc frees them into the owning thread's page without a
-/// lock. The fan-out bench measured the difference (see `ARCHITECTURE.md`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod app;
 pub mod auth;
 pub mod batch;
