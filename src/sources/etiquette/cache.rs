@@ -92,10 +92,8 @@ impl Doorkeeper {
 
     /// Records `key` and tells whether it was the last key recorded in its slot.
     fn seen_before(&self, key: &CacheKey) -> bool {
-        // Bytes other than those `KeyHasher` starts with; all of them are keyed blake3 output.
-        let [a, b, c, d, e, f, g, h, ..] = key.0[8..] else {
-            return false;
-        };
+        // Bytes other than the eight `KeyHasher` starts with; all of them are keyed blake3 output.
+        let [_, _, _, _, _, _, _, _, a, b, c, d, e, f, g, h, ..] = key.0;
         // A fingerprint is never 0, the value of a slot nobody used yet.
         let fingerprint = u32::from_le_bytes([a, b, c, d]) | 1;
         let slot = u32::from_le_bytes([e, f, g, h]) as usize % Self::SLOTS;
@@ -107,7 +105,6 @@ impl Doorkeeper {
 #[derive(Clone)]
 pub struct SourceCache {
     entries: moka::sync::Cache<CacheKey, Cached, KeyHasher>,
-    max_entries: u64,
     doorkeeper: Arc<Doorkeeper>,
     ttl: Duration,
     generation: Arc<AtomicU64>,
@@ -129,7 +126,6 @@ impl SourceCache {
         }
         Self {
             entries: builder.build_with_hasher(KeyHasher::default()),
-            max_entries,
             doorkeeper: Arc::new(Doorkeeper::new()),
             ttl,
             generation: Arc::new(AtomicU64::new(0)),
@@ -195,7 +191,12 @@ impl SourceCache {
         if self.ttl.is_zero() || generation != self.generation() {
             return;
         }
-        if self.entries.entry_count() >= self.max_entries && !self.doorkeeper.seen_before(&key) {
+        let full = self
+            .entries
+            .policy()
+            .max_capacity()
+            .is_some_and(|max| self.entries.entry_count() >= max);
+        if full && !self.doorkeeper.seen_before(&key) {
             return;
         }
         let cached = Cached {
