@@ -6,30 +6,29 @@ mod auth;
 mod batches;
 mod body;
 mod extract;
+mod guard;
 mod html;
 mod lookup;
 mod ops;
 mod optout;
 mod privacy;
 mod problem;
+mod serve;
 mod webapp;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use auth::{Admin, Tenant};
 pub use optout::ClientAddr;
 pub use privacy::PrivacyNotice;
 pub use problem::ApiError;
+pub use serve::serve;
 
 use crate::auth::{ClientLimiter, KeyStore, TenantLimiter};
 use crate::batch::BatchService;
@@ -126,47 +125,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/batches/{id}/result.csv", get(batches::result))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.max_json_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(guard::GuardLayer(state.clone()))
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests. Each
-/// request carries its peer address (`ConnectInfo<SocketAddr>`, read by [`ClientAddr`]) for the
-/// per-address limits of the public endpoints.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}
-
-/// Wraps every request: refuses at once with 503 when too many are in flight, and records metrics by
-/// route template (never by raw path, which may hold an identifier).
-async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // `MatchedPath` shares its template: cloning it allocates nothing.
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = req.method().clone();
-    let start = Instant::now();
-    let Ok(_permit) = state.in_flight.try_acquire() else {
-        state.metrics.overloaded();
-        let resp = ApiError::Overloaded.into_response();
-        state
-            .metrics
-            .http_request(route, &method, resp.status().as_u16(), start.elapsed());
-        return resp;
-    };
-    state.metrics.in_flight(1);
-    let resp = next.run(req).await;
-    state.metrics.in_flight(-1);
-    state
-        .metrics
-        .http_request(route, &method, resp.status().as_u16(), start.elapsed());
-    resp
 }

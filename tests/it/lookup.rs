@@ -614,3 +614,91 @@ async fn lookups_leave_no_personal_data_in_the_data_dir() {
     assert!(files >= 1, "the data dir holds at least the key file");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_answers_the_lookup_in_flight_then_refuses_new_connections() {
+    let up = Upstreams::start().await;
+    let email = "draining@example.com";
+    let reply = up.gravatar_profile(email, "Drain Ing", "Acme", None);
+    up.gravatar.on(
+        &Upstreams::gravatar_path(email),
+        reply.after(Duration::from_millis(500)),
+    );
+    let server = Server::start(&up.config()).await;
+    let url = server.url.clone();
+
+    let in_flight = tokio::spawn(
+        server
+            .post("/v1/lookup")
+            .json(&json!({"email": email}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let stopped = tokio::spawn(server.stop());
+
+    let resp = in_flight
+        .await
+        .expect("request task")
+        .expect("the lookup in flight is answered, not cut off");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json body");
+    assert_eq!(status_of(&body, "gravatar"), "hit");
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("the server stops once its last request is answered")
+        .expect("server task");
+
+    let late = reqwest::Client::new()
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .expect_err("no connection is accepted after shutdown");
+    assert!(late.is_connect(), "{late}");
+}
+
+#[tokio::test]
+async fn a_server_at_its_in_flight_limit_refuses_at_once_with_503() {
+    let up = Upstreams::start().await;
+    let email = "busy@example.com";
+    let reply = up.gravatar_profile(email, "Bu Sy", "Acme", None);
+    up.gravatar.on(
+        &Upstreams::gravatar_path(email),
+        reply.after(Duration::from_millis(600)),
+    );
+    let server = Server::start(&format!("[server]\nmax_in_flight = 1\n{}", up.config())).await;
+
+    let in_flight = tokio::spawn(
+        server
+            .post("/v1/lookup")
+            .json(&json!({"email": email}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = Instant::now();
+    let refused = server.get("/healthz").send().await.expect("request");
+    assert_eq!(refused.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "refused without waiting"
+    );
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let problem: Value = refused.json().await.expect("problem body");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("overloaded")),
+        "{problem}"
+    );
+
+    let answered = in_flight
+        .await
+        .expect("task")
+        .expect("the first lookup is answered");
+    assert_eq!(answered.status(), 200);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("http_in_flight_requests 1"),
+        "only the /metrics request itself: {metrics}"
+    );
+    server.stop().await;
+}
