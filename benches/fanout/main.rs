@@ -47,7 +47,8 @@
 //! Knobs for quick runs and profiling: `FANOUT_CLIENTS`, `FANOUT_WARMUP_SECS`, `FANOUT_SAT_SECS`,
 //! `FANOUT_SAT_ROUNDS`, `FANOUT_OPEN_SECS`, `FANOUT_OPEN_ROUNDS`, `FANOUT_OPEN_CONNECTIONS` (64), and
 //! `FANOUT_ONLY=enrichd|baseline` (load one system alone at saturation, e.g. under `perf record`, then
-//! stop), and `FANOUT_CACHE_SECS` (enrichd's `retention.source_cache_seconds`; `0` turns the answer
+//! stop), `FANOUT_SUT_THREADS` (worker threads of the servers' runtime; tokio's default, one per core,
+//! otherwise), and `FANOUT_CACHE_SECS` (enrichd's `retention.source_cache_seconds`; `0` turns the answer
 //! cache off, to see what the cache costs when, as here, it never answers).
 
 mod load;
@@ -152,7 +153,11 @@ fn main() {
     let open_len = Duration::from_secs(knob("FANOUT_OPEN_SECS", full_or_smoke(3, 1)));
     let open_rounds = knob("FANOUT_OPEN_ROUNDS", full_or_smoke(6, 1));
 
-    let sut = tokio::runtime::Builder::new_multi_thread()
+    let mut sut = tokio::runtime::Builder::new_multi_thread();
+    if let Ok(n) = std::env::var("FANOUT_SUT_THREADS") {
+        sut.worker_threads(n.parse().expect("FANOUT_SUT_THREADS is a count"));
+    }
+    let sut = sut
         .enable_all()
         .thread_name("sut")
         .build()
