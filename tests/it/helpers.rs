@@ -184,6 +184,13 @@ impl Upstreams {
         format!("/search/commits?q={q}&per_page=5")
     }
 
+    /// A Gravatar hit for `email` (company Acme) that answers only after `delay`.
+    pub fn slow_gravatar_hit(&self, email: &str, name: &str, delay: Duration) {
+        let reply = self.gravatar_profile(email, name, "Acme", None);
+        self.gravatar
+            .on(&Self::gravatar_path(email), reply.after(delay));
+    }
+
     /// A Gravatar v3 profile as documented (snake_case fields, verified_accounts, contact_info).
     pub fn gravatar_profile(
         &self,
@@ -411,6 +418,16 @@ impl Server {
         (status, resp.json().await.expect("json body"))
     }
 
+    /// Sends a lookup from its own task and gives it time to reach the server (150 ms; loopback).
+    pub async fn lookup_in_flight(
+        &self,
+        body: serde_json::Value,
+    ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        let task = tokio::spawn(self.post("/v1/lookup").json(&body).send());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        task
+    }
+
     pub async fn stop(mut self) {
         drop(self.background.take());
         if let Some(tx) = self.shutdown.take() {
@@ -627,4 +644,12 @@ pub fn status_of<'a>(body: &'a serde_json::Value, source: &str) -> &'a str {
         .and_then(|a| a.iter().find(|s| s["name"] == source))
         .and_then(|s| s["status"].as_str())
         .unwrap_or("absent")
+}
+
+/// Asserts that `body` is a problem document whose `type` names `kind`.
+pub fn assert_problem_type(body: &serde_json::Value, kind: &str) {
+    assert!(
+        body["type"].as_str().is_some_and(|t| t.ends_with(kind)),
+        "not a '{kind}' problem: {body}"
+    );
 }

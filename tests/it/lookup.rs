@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Reply, Server, Upstreams, captured_logs, closing_upstream, status_of};
+use crate::helpers::{
+    Reply, Server, Upstreams, assert_problem_type, captured_logs, closing_upstream, status_of,
+};
 
 #[tokio::test]
 async fn lookup_merges_both_sources_with_provenance_and_rising_confidence() {
@@ -281,12 +283,7 @@ async fn missing_or_wrong_keys_are_401_problems() {
         );
         let body: Value = resp.json().await.expect("json");
         assert_eq!(body["status"], 401, "{case}");
-        assert!(
-            body["type"]
-                .as_str()
-                .is_some_and(|t| t.ends_with("unauthorized")),
-            "{case}"
-        );
+        assert_problem_type(&body, "unauthorized");
     }
     let via_header = server
         .http
@@ -619,21 +616,11 @@ async fn lookups_leave_no_personal_data_in_the_data_dir() {
 async fn shutdown_answers_the_lookup_in_flight_then_refuses_new_connections() {
     let up = Upstreams::start().await;
     let email = "draining@example.com";
-    let reply = up.gravatar_profile(email, "Drain Ing", "Acme", None);
-    up.gravatar.on(
-        &Upstreams::gravatar_path(email),
-        reply.after(Duration::from_millis(500)),
-    );
+    up.slow_gravatar_hit(email, "Drain Ing", Duration::from_millis(500));
     let server = Server::start(&up.config()).await;
     let url = server.url.clone();
 
-    let in_flight = tokio::spawn(
-        server
-            .post("/v1/lookup")
-            .json(&json!({"email": email}))
-            .send(),
-    );
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let in_flight = server.lookup_in_flight(json!({"email": email})).await;
     let stopped = tokio::spawn(server.stop());
 
     let resp = in_flight
@@ -660,20 +647,10 @@ async fn shutdown_answers_the_lookup_in_flight_then_refuses_new_connections() {
 async fn a_server_at_its_in_flight_limit_refuses_at_once_with_503() {
     let up = Upstreams::start().await;
     let email = "busy@example.com";
-    let reply = up.gravatar_profile(email, "Bu Sy", "Acme", None);
-    up.gravatar.on(
-        &Upstreams::gravatar_path(email),
-        reply.after(Duration::from_millis(600)),
-    );
+    up.slow_gravatar_hit(email, "Bu Sy", Duration::from_millis(600));
     let server = Server::start(&format!("[server]\nmax_in_flight = 1\n{}", up.config())).await;
 
-    let in_flight = tokio::spawn(
-        server
-            .post("/v1/lookup")
-            .json(&json!({"email": email}))
-            .send(),
-    );
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let in_flight = server.lookup_in_flight(json!({"email": email})).await;
     let started = Instant::now();
     let refused = server.get("/healthz").send().await.expect("request");
     assert_eq!(refused.status(), 503);
@@ -683,12 +660,7 @@ async fn a_server_at_its_in_flight_limit_refuses_at_once_with_503() {
     );
     assert_eq!(refused.headers()["retry-after"], "1");
     let problem: Value = refused.json().await.expect("problem body");
-    assert!(
-        problem["type"]
-            .as_str()
-            .is_some_and(|t| t.ends_with("overloaded")),
-        "{problem}"
-    );
+    assert_problem_type(&problem, "overloaded");
 
     let answered = in_flight
         .await

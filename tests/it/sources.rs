@@ -205,11 +205,7 @@ async fn a_451_from_a_provider_withholds_the_whole_answer() {
 async fn concurrent_identical_lookups_ask_each_upstream_once() {
     let up = Upstreams::start().await;
     let email = "same@acme.example";
-    let reply = up.gravatar_profile(email, "Sam Same", "Acme", None);
-    up.gravatar.on(
-        &Upstreams::gravatar_path(email),
-        reply.after(Duration::from_millis(300)),
-    );
+    up.slow_gravatar_hit(email, "Sam Same", Duration::from_millis(300));
     let server = Server::start(&up.config()).await;
 
     let lookups = (0..8).map(|_| server.lookup(json!({"email": email})));
