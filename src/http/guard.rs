@@ -68,7 +68,7 @@ where
                 self.state.metrics.overloaded();
                 let resp = ApiError::Overloaded.into_response();
                 record.finish(resp.status().as_u16());
-                return GuardedFuture::Refused(Some(resp));
+                return GuardedFuture::Refused(std::future::ready(Ok(resp)));
             }
         }
         self.state.metrics.in_flight(1);
@@ -107,7 +107,7 @@ impl Drop for Slot {
 }
 
 pub(crate) enum GuardedFuture<F> {
-    Refused(Option<Response>),
+    Refused(std::future::Ready<Result<Response, Infallible>>),
     Serving { inner: F, slot: Option<Slot> },
 }
 
@@ -119,10 +119,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            GuardedFuture::Refused(resp) => match resp.take() {
-                Some(resp) => Poll::Ready(Ok(resp)),
-                None => Poll::Ready(Ok(ApiError::Overloaded.into_response())),
-            },
+            GuardedFuture::Refused(answer) => Pin::new(answer).poll(cx),
             GuardedFuture::Serving { inner, slot } => {
                 let Ok(resp) = std::task::ready!(Pin::new(inner).poll(cx));
                 if let Some(slot) = slot.take() {

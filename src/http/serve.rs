@@ -8,7 +8,6 @@
 //! answers go out one small frame at a time, and Nagle's algorithm would hold each one back until
 //! the client acknowledges the last.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -83,11 +82,7 @@ async fn connection(
 ) {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        let mut router = router.clone();
-        async move {
-            let resp: Result<_, Infallible> = router.call(req.map(Body::new)).await;
-            resp
-        }
+        router.clone().call(req.map(Body::new))
     });
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);

@@ -147,16 +147,15 @@ impl Stored {
         (word, mask)
     }
 
-    fn current(&self) -> &[AtomicU64] {
-        let epoch = self.stores.load(Ordering::Relaxed) / self.per_bank;
-        &self.banks[usize::from(epoch % 2 == 1)]
+    /// The bank that takes the `n`th stored key.
+    fn bank(&self, n: u64) -> &[AtomicU64] {
+        &self.banks[usize::from((n / self.per_bank) % 2 == 1)]
     }
 
     /// Records that `key` was stored.
     fn stored(&self, key: &CacheKey) {
         let n = self.stores.fetch_add(1, Ordering::Relaxed);
-        let epoch = n / self.per_bank;
-        let bank = &self.banks[usize::from(epoch % 2 == 1)];
+        let bank = self.bank(n);
         if n > 0 && n.is_multiple_of(self.per_bank) {
             // This store opens a bank: forget the keys it held, stored two banks ago.
             for w in bank.iter() {
@@ -170,7 +169,7 @@ impl Stored {
     /// Keeps a key that was just read from the cache in the current bank.
     fn used(&self, key: &CacheKey) {
         let (word, mask) = self.place(key);
-        let slot = &self.current()[word];
+        let slot = &self.bank(self.stores.load(Ordering::Relaxed))[word];
         // No write when the bits are there already: a hot key costs no shared cache line.
         if slot.load(Ordering::Relaxed) & mask != mask {
             slot.fetch_or(mask, Ordering::Relaxed);
