@@ -23,6 +23,7 @@ use crate::exclusion::{
 use crate::http::{self, AppServices, AppState, PrivacyNotice};
 use crate::pipeline::{Limits, Pipeline, Want};
 use crate::sources::SourceSet;
+use crate::sources::etiquette::SourceCache;
 use crate::sources::provider::{ProviderError, build_providers};
 use crate::sources::registry::Deps;
 use crate::telemetry::Metrics;
@@ -114,8 +115,12 @@ pub fn pipeline(
             .map(|k| k.expose_secret().to_string())
     };
     let providers = build_providers(&loaded.config.providers, deps.http.clone(), &env)?;
-    let cache_ttl = Duration::from_secs(loaded.config.retention.source_cache_seconds);
-    let sources = SourceSet::build(&loaded.sources, providers, &deps, cache_ttl);
+    let r = &loaded.config.retention;
+    let cache = SourceCache::new(
+        r.source_cache_mib.saturating_mul(1 << 20),
+        Duration::from_secs(r.source_cache_seconds),
+    );
+    let sources = SourceSet::build(&loaded.sources, providers, &deps, cache);
     let l = &loaded.config.lookup;
     let limits = Limits {
         default_timeout: Duration::from_millis(l.default_timeout_ms),

@@ -22,6 +22,9 @@ use crate::sources::registry::{self, SourceConfig, SourceConfigError};
 /// The embedded retention policy (`policies/retention.toml`).
 pub const RETENTION_POLICY: &str = include_str!("../../policies/retention.toml");
 
+/// The largest answer cache a config may ask for (4 GiB): a larger value is a unit mistake.
+const MAX_SOURCE_CACHE_MIB: u64 = 4096;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -138,12 +141,15 @@ impl Default for BatchesConfig {
     }
 }
 
-/// Retention settings; defaults come from the embedded `policies/retention.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Retention settings. The defaults are what the embedded `policies/retention.toml` ships (a test holds
+/// them equal); a `[retention]` table or an `ENRICHD_RETENTION__*` variable may set any one of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Retention {
     pub batch_results_days: u32,
     pub source_cache_seconds: u64,
+    /// Memory the in-memory answer cache may hold, in MiB; 0 turns it off.
+    pub source_cache_mib: u64,
     pub exclusion_days: u32,
 }
 
@@ -194,12 +200,12 @@ impl Default for ExclusionConfig {
 
 impl Default for Retention {
     fn default() -> Self {
-        // The embedded file is part of the build and covered by a test; a parse failure is a build defect.
-        toml::from_str(RETENTION_POLICY).unwrap_or(Self {
+        Self {
             batch_results_days: 30,
             source_cache_seconds: 300,
+            source_cache_mib: crate::sources::etiquette::DEFAULT_MAX_BYTES >> 20,
             exclusion_days: 1095,
-        })
+        }
     }
 }
 
@@ -280,6 +286,12 @@ impl Config {
             return invalid(
                 "retention.batch_results_days",
                 "must be between 1 and 30: batch results never live longer than 30 days",
+            );
+        }
+        if self.retention.source_cache_mib > MAX_SOURCE_CACHE_MIB {
+            return invalid(
+                "retention.source_cache_mib",
+                &format!("must be at most {MAX_SOURCE_CACHE_MIB} (MiB); 0 turns the cache off"),
             );
         }
         let l = &self.lookup;
@@ -370,7 +382,22 @@ mod tests {
         assert_eq!(loaded.config.retention.batch_results_days, 30);
         assert!(loaded.sources.contains_key("gravatar"));
         let parsed: Retention = toml::from_str(RETENTION_POLICY).expect("embedded policy parses");
-        assert_eq!(parsed.batch_results_days, 30);
+        assert_eq!(
+            parsed,
+            Retention::default(),
+            "the shipped policy and the defaults agree"
+        );
+        for key in [
+            "batch_results_days",
+            "source_cache_seconds",
+            "source_cache_mib",
+            "exclusion_days",
+        ] {
+            assert!(
+                RETENTION_POLICY.contains(&format!("\n{key} = ")),
+                "{key} is shipped"
+            );
+        }
     }
 
     #[test]
@@ -394,6 +421,36 @@ mod tests {
         )
         .expect_err("31 days");
         assert!(err.to_string().contains("batch_results_days"), "{err}");
+    }
+
+    #[test]
+    fn the_answer_cache_budget_has_a_default_an_override_and_a_ceiling() {
+        // A `[retention]` table written before the key existed still loads, with the default.
+        let older = Config::from_toml(
+            "[retention]\nbatch_results_days = 7\nsource_cache_seconds = 60\nexclusion_days = 30\n",
+            &[],
+        )
+        .expect("older table");
+        assert_eq!(older.config.retention.source_cache_mib, 16);
+        // One key alone, the others from the shipped policy.
+        let env = Config::from_toml("", &vars(&[("ENRICHD_RETENTION__SOURCE_CACHE_MIB", "0")]))
+            .expect("0 turns the cache off");
+        assert_eq!(
+            env.config.retention,
+            Retention {
+                source_cache_mib: 0,
+                ..Retention::default()
+            }
+        );
+        let err = Config::from_toml(
+            "",
+            &vars(&[("ENRICHD_RETENTION__SOURCE_CACHE_MIB", "9000")]),
+        )
+        .expect_err("above the ceiling");
+        assert!(
+            err.to_string().contains("retention.source_cache_mib"),
+            "{err}"
+        );
     }
 
     #[test]

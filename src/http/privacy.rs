@@ -103,8 +103,8 @@ impl PrivacyNotice {
                 personal: true,
                 kept_for_seconds: Some(r.source_cache_seconds),
                 kept_for: format!(
-                    "{} seconds; cleared at once by any opt-out",
-                    r.source_cache_seconds
+                    "{} seconds, at most {} MiB in all; cleared at once by any opt-out",
+                    r.source_cache_seconds, r.source_cache_mib
                 ),
             },
             Stored {

@@ -2,12 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::etiquette::{DEFAULT_MAX_ENTRIES, GuardConfig, Guarded, SourceCache};
+use super::etiquette::{GuardConfig, Guarded, SourceCache};
 use super::provider::ProviderSource;
 use super::{
     Registered, Source, dns, finder, github, gravatar, keybase, openpgp, rdap, webfinger, website,
@@ -244,14 +243,13 @@ pub struct SourceState {
 
 impl SourceSet {
     /// Builds every enabled built-in source and every active provider, each behind a [`Guarded`] sharing
-    /// one answer cache whose entries live `cache_ttl`.
+    /// one answer cache.
     pub fn build(
         configs: &BTreeMap<&'static str, SourceConfig>,
         providers: Vec<ProviderSource>,
         deps: &Deps,
-        cache_ttl: Duration,
+        cache: SourceCache,
     ) -> Self {
-        let cache = SourceCache::new(DEFAULT_MAX_ENTRIES, cache_ttl);
         let mut set = Self {
             cache: cache.clone(),
             ..Self::default()

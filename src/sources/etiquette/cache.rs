@@ -7,6 +7,11 @@
 //! and advance time) and the invalidation generation (so an answer that raced an
 //! [`invalidate_all`](SourceCache::invalidate_all) is never served).
 //!
+//! The cache is bounded in bytes, not entries (`retention.source_cache_mib`, 16 MiB by default): what it
+//! holds is personal data, and a profile weighs ten times a miss. Under a stream of distinct lookups a
+//! cache bounded at 100 000 entries grew the service by about 100 MB and slowed every lookup down with
+//! it, for answers nobody asked for again.
+//!
 //! Every lookup that reaches an upstream reads and writes here, so the cache is moka's synchronous one
 //! (no future per access) with one TTL for all entries (no timer wheel), hashed by [`KeyHasher`]: the
 //! keys are already uniformly random, so SipHash over them would only spend time.
@@ -33,8 +38,13 @@ use tokio::time::Instant;
 use crate::domain::Identifier;
 use crate::profile::Observation;
 
-/// Entries kept at most, across all sources, unless told otherwise.
-pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+/// Memory the cache may hold, across all sources, unless told otherwise (`retention.source_cache_mib`).
+pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
+
+/// What an entry weighs before its observations: the key, moka's bookkeeping for it (hash table slot,
+/// deque nodes, frequency counters) and [`Cached`] itself. A miss (an empty answer) weighs this much,
+/// so a budget of `b` bytes holds at most `b / ENTRY_BYTES` entries.
+const ENTRY_BYTES: u32 = 256;
 
 /// How long answers live when nobody says otherwise (`policies/retention.toml` ships the same).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -49,6 +59,26 @@ struct Cached {
     expires_at: Instant,
     generation: u64,
     observations: Arc<[Observation]>,
+}
+
+impl Cached {
+    /// Roughly the bytes this entry keeps alive: [`ENTRY_BYTES`], then each observation with the text
+    /// it owns (once more when it also parsed as an identifier, which keeps its own canonical copy).
+    fn weight(&self) -> u32 {
+        let observations: usize = self
+            .observations
+            .iter()
+            .map(|o| {
+                let copies = if o.identifier().is_some() { 2 } else { 1 };
+                std::mem::size_of::<Observation>()
+                    + copies * o.value.len()
+                    + o.detail.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        u32::try_from(observations)
+            .unwrap_or(u32::MAX)
+            .saturating_add(ENTRY_BYTES)
+    }
 }
 
 /// Hashes a [`CacheKey`] by taking eight of its bytes: they are a keyed blake3 output already.
@@ -198,20 +228,24 @@ pub struct SourceCache {
 
 impl Default for SourceCache {
     fn default() -> Self {
-        Self::new(DEFAULT_MAX_ENTRIES, DEFAULT_TTL)
+        Self::new(DEFAULT_MAX_BYTES, DEFAULT_TTL)
     }
 }
 
 impl SourceCache {
-    /// At most `max_entries` answers, each kept `ttl` (zero keeps none).
-    pub fn new(max_entries: u64, ttl: Duration) -> Self {
-        let mut builder = moka::sync::Cache::builder().max_capacity(max_entries);
+    /// Answers weighing at most `max_bytes` in all (see [`Cached::weight`]), each kept `ttl`; a TTL or a
+    /// budget of zero keeps none.
+    pub fn new(max_bytes: u64, ttl: Duration) -> Self {
+        let ttl = if max_bytes == 0 { Duration::ZERO } else { ttl };
+        let mut builder = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &CacheKey, v: &Cached| v.weight());
         if !ttl.is_zero() {
             builder = builder.time_to_live(ttl);
         }
         Self {
             entries: builder.build_with_hasher(KeyHasher::default()),
-            stored: Arc::new(Stored::new(max_entries)),
+            stored: Arc::new(Stored::new(max_bytes / u64::from(ENTRY_BYTES))),
             doorkeeper: Arc::new(Doorkeeper::new()),
             ttl,
             generation: Arc::new(AtomicU64::new(0)),
@@ -238,6 +272,18 @@ impl SourceCache {
             })
             .count();
         u64::try_from(live).unwrap_or(u64::MAX)
+    }
+
+    /// The bytes held, as [`Cached::weight`] counts them, once moka has applied its pending writes
+    /// (for status pages and benches, not hot paths).
+    pub fn held_bytes(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
+    }
+
+    /// The budget it was built with.
+    pub fn max_bytes(&self) -> u64 {
+        self.entries.policy().max_capacity().unwrap_or(0)
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -281,11 +327,17 @@ impl SourceCache {
         if self.ttl.is_zero() || generation != self.generation() {
             return;
         }
+        let cached = Cached {
+            source: Arc::clone(source),
+            expires_at: Instant::now() + self.ttl,
+            generation,
+            observations,
+        };
         let full = self
             .entries
             .policy()
             .max_capacity()
-            .is_some_and(|max| self.entries.entry_count() >= max);
+            .is_some_and(|max| self.entries.weighted_size() + u64::from(cached.weight()) > max);
         if full {
             if !self.doorkeeper.seen_before(&key) {
                 return;
@@ -297,12 +349,6 @@ impl SourceCache {
             }
         }
         self.stored.stored(&key);
-        let cached = Cached {
-            source: Arc::clone(source),
-            expires_at: Instant::now() + self.ttl,
-            generation,
-            observations,
-        };
         self.entries.insert(key, cached);
     }
 }
@@ -395,7 +441,7 @@ mod tests {
     #[test]
     fn the_doorkeeper_remembers_a_key_until_another_takes_its_slot() {
         let door = Doorkeeper::new();
-        let cache = SourceCache::new(10, DEFAULT_TTL);
+        let cache = SourceCache::default();
         let key = cache.key("gravatar", &id(1));
 
         assert!(!door.seen_before(&key), "first sighting");
@@ -409,7 +455,7 @@ mod tests {
 
     #[test]
     fn with_room_every_answer_is_kept() {
-        let cache = SourceCache::new(10, DEFAULT_TTL);
+        let cache = SourceCache::default();
         let source: Arc<str> = Arc::from("gravatar");
         let key = cache.key(&source, &id(1));
 
@@ -418,9 +464,83 @@ mod tests {
         assert_eq!(cache.get(&key).as_deref(), Some(&answer()[..]));
     }
 
+    /// What `answer()` weighs in the cache.
+    fn answer_weight() -> u64 {
+        let cached = Cached {
+            source: Arc::from("gravatar"),
+            expires_at: Instant::now(),
+            generation: 0,
+            observations: answer(),
+        };
+        u64::from(cached.weight())
+    }
+
+    #[test]
+    fn the_budget_is_in_bytes_and_a_profile_takes_more_of_it_than_a_miss() {
+        let miss: Arc<[Observation]> = Arc::from(Vec::new());
+        let profile: Arc<[Observation]> = Arc::from(
+            (0..8)
+                .map(|n| {
+                    Observation::new(
+                        crate::profile::Field::Bio,
+                        format!("{n} {}", "x".repeat(100)),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        let weigh = |observations: &Arc<[Observation]>| {
+            Cached {
+                source: Arc::from("gravatar"),
+                expires_at: Instant::now(),
+                generation: 0,
+                observations: Arc::clone(observations),
+            }
+            .weight()
+        };
+        assert_eq!(weigh(&miss), ENTRY_BYTES);
+        assert!(
+            weigh(&profile) > 4 * weigh(&miss),
+            "{} vs {}",
+            weigh(&profile),
+            weigh(&miss)
+        );
+
+        let budget = 20 * u64::from(weigh(&profile));
+        let cache = SourceCache::new(budget, DEFAULT_TTL);
+        let source: Arc<str> = Arc::from("gravatar");
+        for n in 0..200 {
+            let key = cache.key(&source, &id(n));
+            // Each key twice, so the doorkeeper lets every one be offered once the cache is full.
+            cache.insert(key, &source, Arc::clone(&profile), cache.generation());
+            cache.insert(key, &source, Arc::clone(&profile), cache.generation());
+        }
+        cache.entries.run_pending_tasks();
+        assert!(
+            cache.entries.weighted_size() <= budget,
+            "{} bytes held over a budget of {budget}",
+            cache.entries.weighted_size()
+        );
+        assert!(
+            cache.entries.entry_count() <= 20,
+            "{} entries",
+            cache.entries.entry_count()
+        );
+    }
+
+    #[test]
+    fn a_budget_of_zero_keeps_nothing() {
+        let cache = SourceCache::new(0, DEFAULT_TTL);
+        let source: Arc<str> = Arc::from("gravatar");
+        let key = cache.key(&source, &id(1));
+        cache.insert(key, &source, answer(), cache.generation());
+        cache.entries.run_pending_tasks();
+        assert!(cache.get(&key).is_none());
+        assert_eq!(cache.entries.entry_count(), 0);
+    }
+
     #[test]
     fn a_full_cache_takes_only_keys_asked_about_before() {
-        let cache = SourceCache::new(2, DEFAULT_TTL);
+        let cache = SourceCache::new(2 * answer_weight(), DEFAULT_TTL);
         let source: Arc<str> = Arc::from("gravatar");
         for n in 0..2 {
             let key = cache.key(&source, &id(n));

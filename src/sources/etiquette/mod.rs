@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 pub use breaker::BreakerState;
-pub use cache::{DEFAULT_MAX_ENTRIES, DEFAULT_TTL, SourceCache};
+pub use cache::{DEFAULT_MAX_BYTES, DEFAULT_TTL, SourceCache};
 
 use self::breaker::{Admission, Breaker, Health};
 use self::cache::{CacheKey, KeyHasher};
