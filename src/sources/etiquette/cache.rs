@@ -61,24 +61,21 @@ struct Cached {
     observations: Arc<[Observation]>,
 }
 
-impl Cached {
-    /// Roughly the bytes this entry keeps alive: [`ENTRY_BYTES`], then each observation with the text
-    /// it owns (once more when it also parsed as an identifier, which keeps its own canonical copy).
-    fn weight(&self) -> u32 {
-        let observations: usize = self
-            .observations
-            .iter()
-            .map(|o| {
-                let copies = if o.identifier().is_some() { 2 } else { 1 };
-                std::mem::size_of::<Observation>()
-                    + copies * o.value.len()
-                    + o.detail.as_ref().map_or(0, String::len)
-            })
-            .sum();
-        u32::try_from(observations)
-            .unwrap_or(u32::MAX)
-            .saturating_add(ENTRY_BYTES)
-    }
+/// Roughly the bytes an answer keeps alive in the cache: [`ENTRY_BYTES`], then each observation with the
+/// text it owns (once more when it also parsed as an identifier, which keeps its own canonical copy).
+fn weight(observations: &[Observation]) -> u32 {
+    let owned: usize = observations
+        .iter()
+        .map(|o| {
+            let copies = if o.identifier().is_some() { 2 } else { 1 };
+            std::mem::size_of::<Observation>()
+                + copies * o.value.len()
+                + o.detail.as_ref().map_or(0, String::len)
+        })
+        .sum();
+    u32::try_from(owned)
+        .unwrap_or(u32::MAX)
+        .saturating_add(ENTRY_BYTES)
 }
 
 /// Hashes a [`CacheKey`] by taking eight of its bytes: they are a keyed blake3 output already.
@@ -233,13 +230,13 @@ impl Default for SourceCache {
 }
 
 impl SourceCache {
-    /// Answers weighing at most `max_bytes` in all (see [`Cached::weight`]), each kept `ttl`; a TTL or a
+    /// Answers weighing at most `max_bytes` in all (see [`weight`]), each kept `ttl`; a TTL or a
     /// budget of zero keeps none.
     pub fn new(max_bytes: u64, ttl: Duration) -> Self {
         let ttl = if max_bytes == 0 { Duration::ZERO } else { ttl };
         let mut builder = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_: &CacheKey, v: &Cached| v.weight());
+            .weigher(|_: &CacheKey, v: &Cached| weight(&v.observations));
         if !ttl.is_zero() {
             builder = builder.time_to_live(ttl);
         }
@@ -274,7 +271,7 @@ impl SourceCache {
         u64::try_from(live).unwrap_or(u64::MAX)
     }
 
-    /// The bytes held, as [`Cached::weight`] counts them, once moka has applied its pending writes
+    /// The bytes held, as [`weight`] counts them, once moka has applied its pending writes
     /// (for status pages and benches, not hot paths).
     pub fn held_bytes(&self) -> u64 {
         self.entries.run_pending_tasks();
@@ -327,17 +324,9 @@ impl SourceCache {
         if self.ttl.is_zero() || generation != self.generation() {
             return;
         }
-        let cached = Cached {
-            source: Arc::clone(source),
-            expires_at: Instant::now() + self.ttl,
-            generation,
-            observations,
-        };
-        let full = self
-            .entries
-            .policy()
-            .max_capacity()
-            .is_some_and(|max| self.entries.weighted_size() + u64::from(cached.weight()) > max);
+        let full = self.entries.policy().max_capacity().is_some_and(|max| {
+            self.entries.weighted_size() + u64::from(weight(&observations)) > max
+        });
         if full {
             if !self.doorkeeper.seen_before(&key) {
                 return;
@@ -349,6 +338,12 @@ impl SourceCache {
             }
         }
         self.stored.stored(&key);
+        let cached = Cached {
+            source: Arc::clone(source),
+            expires_at: Instant::now() + self.ttl,
+            generation,
+            observations,
+        };
         self.entries.insert(key, cached);
     }
 }
@@ -464,17 +459,6 @@ mod tests {
         assert_eq!(cache.get(&key).as_deref(), Some(&answer()[..]));
     }
 
-    /// What `answer()` weighs in the cache.
-    fn answer_weight() -> u64 {
-        let cached = Cached {
-            source: Arc::from("gravatar"),
-            expires_at: Instant::now(),
-            generation: 0,
-            observations: answer(),
-        };
-        u64::from(cached.weight())
-    }
-
     #[test]
     fn the_budget_is_in_bytes_and_a_profile_takes_more_of_it_than_a_miss() {
         let miss: Arc<[Observation]> = Arc::from(Vec::new());
@@ -488,24 +472,15 @@ mod tests {
                 })
                 .collect::<Vec<_>>(),
         );
-        let weigh = |observations: &Arc<[Observation]>| {
-            Cached {
-                source: Arc::from("gravatar"),
-                expires_at: Instant::now(),
-                generation: 0,
-                observations: Arc::clone(observations),
-            }
-            .weight()
-        };
-        assert_eq!(weigh(&miss), ENTRY_BYTES);
+        assert_eq!(weight(&miss), ENTRY_BYTES);
         assert!(
-            weigh(&profile) > 4 * weigh(&miss),
+            weight(&profile) > 4 * weight(&miss),
             "{} vs {}",
-            weigh(&profile),
-            weigh(&miss)
+            weight(&profile),
+            weight(&miss)
         );
 
-        let budget = 20 * u64::from(weigh(&profile));
+        let budget = 20 * u64::from(weight(&profile));
         let cache = SourceCache::new(budget, DEFAULT_TTL);
         let source: Arc<str> = Arc::from("gravatar");
         for n in 0..200 {
@@ -540,7 +515,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_takes_only_keys_asked_about_before() {
-        let cache = SourceCache::new(2 * answer_weight(), DEFAULT_TTL);
+        let cache = SourceCache::new(2 * u64::from(weight(&answer())), DEFAULT_TTL);
         let source: Arc<str> = Arc::from("gravatar");
         for n in 0..2 {
             let key = cache.key(&source, &id(n));
