@@ -299,10 +299,16 @@ async fn call(
     deadline: Instant,
 ) -> CallResult {
     let started = Instant::now();
-    let until = deadline.min(started + s.timeout);
-    let result = match tokio::time::timeout_at(until, s.source.lookup_shared(&id)).await {
-        Ok(r) => r,
-        Err(_) => Err(SourceError::Timeout),
+    // The lookup's deadline is the fan-out loop's one timer; a source's own timeout needs a timer here
+    // only when the source does not keep it itself.
+    let result = if s.self_timed {
+        s.source.lookup_shared(&id).await
+    } else {
+        let until = deadline.min(started + s.timeout);
+        match tokio::time::timeout_at(until, s.source.lookup_shared(&id)).await {
+            Ok(r) => r,
+            Err(_) => Err(SourceError::Timeout),
+        }
     };
     CallResult {
         source: i,
@@ -468,6 +474,87 @@ mod tests {
                 asked.push(id.canonical());
             }
             false
+        }
+    }
+
+    /// Answers after ten seconds, whatever it is asked.
+    struct Sleepy;
+
+    impl Source for Sleepy {
+        fn name(&self) -> &str {
+            "sleepy"
+        }
+
+        fn accepts(&self, id: &Identifier) -> bool {
+            matches!(id, Identifier::Email(_))
+        }
+
+        fn lookup<'a>(
+            &'a self,
+            _: &'a Identifier,
+        ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
+            async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(Vec::new())
+            }
+            .boxed()
+        }
+    }
+
+    /// One lookup of an email under a 5 s deadline: the sleepy source's status and the time taken.
+    async fn sleepy_lookup(sources: SourceSet) -> (SourceStatus, Duration) {
+        let pipeline = Pipeline::new(
+            sources,
+            Arc::new(crate::exclusion::NoExclusions),
+            Limits {
+                default_timeout: Duration::from_secs(5),
+                max_timeout: Duration::from_secs(5),
+                max_hops: 2,
+                default_want: Vec::new(),
+            },
+            Arc::new(Metrics::new()),
+        );
+        let input = QueryInput {
+            email: Some("slow@example.com".into()),
+            ..QueryInput::default()
+        };
+        let query = Query::parse(&input, None).expect("test email is valid");
+        let started = Instant::now();
+        let lookup = pipeline.lookup(&query, LookupOptions::default()).await;
+        (lookup.sources[0].status, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_keeps_no_timeout_is_cut_by_the_fan_out_at_its_own() {
+        let sleepy = Registered::free(Arc::new(Sleepy), 100, 0.6);
+        assert!(!sleepy.self_timed);
+
+        let (status, took) = sleepy_lookup(SourceSet::unguarded(vec![sleepy])).await;
+
+        assert_eq!(status, SourceStatus::Timeout);
+        assert_eq!(
+            took,
+            Duration::from_millis(100),
+            "cut at the source's timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guard_keeps_the_timeout_it_was_given_and_a_looser_one_leaves_it_to_the_fan_out() {
+        use crate::sources::etiquette::GuardConfig;
+
+        for (guard_ms, self_timed) in [(100, true), (60_000, false)] {
+            let mut set = SourceSet::default();
+            set.push(
+                Registered::free(Arc::new(Sleepy), 100, 0.6),
+                GuardConfig::new(0, 4, Duration::from_millis(guard_ms)),
+            );
+            assert_eq!(set.sources[0].self_timed, self_timed, "guard {guard_ms} ms");
+
+            let (status, took) = sleepy_lookup(set).await;
+
+            assert_eq!(status, SourceStatus::Timeout, "guard {guard_ms} ms");
+            assert_eq!(took, Duration::from_millis(100), "guard {guard_ms} ms");
         }
     }
 

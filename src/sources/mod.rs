@@ -72,6 +72,9 @@ pub struct Registered {
     pub paid: bool,
     /// What one hit costs (paid providers).
     pub cost_per_hit: f64,
+    /// The source bounds each call by `timeout` or sooner itself (its etiquette guard does), so the
+    /// fan-out arms no timer of its own for it.
+    pub self_timed: bool,
 }
 
 impl Registered {
@@ -84,6 +87,7 @@ impl Registered {
             weight,
             paid: false,
             cost_per_hit: 0.0,
+            self_timed: false,
         }
     }
 

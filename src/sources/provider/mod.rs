@@ -78,6 +78,7 @@ impl ProviderSource {
             weight: self.weight,
             paid: self.paid,
             cost_per_hit: self.cost_per_hit,
+            self_timed: false,
         }
     }
 
