@@ -501,26 +501,32 @@ mod tests {
         }
     }
 
-    /// One lookup of an email under a 5 s deadline: the sleepy source's status and the time taken.
-    async fn sleepy_lookup(sources: SourceSet) -> (SourceStatus, Duration) {
-        let pipeline = Pipeline::new(
-            sources,
-            Arc::new(crate::exclusion::NoExclusions),
-            Limits {
-                default_timeout: Duration::from_secs(5),
-                max_timeout: Duration::from_secs(5),
-                max_hops: 2,
-                default_want: Vec::new(),
-            },
-            Arc::new(Metrics::new()),
-        );
+    /// A pipeline over `sources` with a 5 s deadline and two hops.
+    fn pipeline_over(sources: SourceSet, exclusion: Arc<dyn ExclusionCheck>) -> Pipeline {
+        let limits = Limits {
+            default_timeout: Duration::from_secs(5),
+            max_timeout: Duration::from_secs(5),
+            max_hops: 2,
+            default_want: Vec::new(),
+        };
+        Pipeline::new(sources, exclusion, limits, Arc::new(Metrics::new()))
+    }
+
+    fn email_query(email: &str) -> Query {
         let input = QueryInput {
-            email: Some("slow@example.com".into()),
+            email: Some(email.into()),
             ..QueryInput::default()
         };
-        let query = Query::parse(&input, None).expect("test email is valid");
+        Query::parse(&input, None).expect("test email is valid")
+    }
+
+    /// One lookup of an email: the sleepy source's status and the time taken.
+    async fn sleepy_lookup(sources: SourceSet) -> (SourceStatus, Duration) {
+        let pipeline = pipeline_over(sources, Arc::new(crate::exclusion::NoExclusions));
         let started = Instant::now();
-        let lookup = pipeline.lookup(&query, LookupOptions::default()).await;
+        let lookup = pipeline
+            .lookup(&email_query("slow@example.com"), LookupOptions::default())
+            .await;
         (lookup.sources[0].status, started.elapsed())
     }
 
@@ -561,26 +567,16 @@ mod tests {
     #[tokio::test]
     async fn each_identifier_is_checked_when_first_met_and_again_before_release() {
         let counting = Arc::new(Counting::default());
-        let pipeline = Pipeline::new(
+        let pipeline = pipeline_over(
             SourceSet::unguarded(vec![
                 Registered::free(Arc::new(Echo("one")), 1_000, 0.6),
                 Registered::free(Arc::new(Echo("two")), 1_000, 0.6),
             ]),
             counting.clone(),
-            Limits {
-                default_timeout: Duration::from_secs(5),
-                max_timeout: Duration::from_secs(5),
-                max_hops: 2,
-                default_want: Vec::new(),
-            },
-            Arc::new(Metrics::new()),
         );
-        let input = QueryInput {
-            email: Some("ada@example.com".into()),
-            ..QueryInput::default()
-        };
-        let query = Query::parse(&input, None).expect("test email is valid");
-        let lookup = pipeline.lookup(&query, LookupOptions::default()).await;
+        let lookup = pipeline
+            .lookup(&email_query("ada@example.com"), LookupOptions::default())
+            .await;
         assert!(lookup.found);
 
         let mut asked = counting.0.lock().expect("not poisoned").clone();
