@@ -301,7 +301,7 @@ async fn call(
     let started = Instant::now();
     // The lookup's deadline is the fan-out loop's one timer; a source's own timeout needs a timer here
     // only when the source does not keep it itself.
-    let result = if s.self_timed {
+    let result = if s.self_timed() {
         s.source.lookup_shared(&id).await
     } else {
         let until = deadline.min(started + s.timeout);
@@ -533,7 +533,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_source_that_keeps_no_timeout_is_cut_by_the_fan_out_at_its_own() {
         let sleepy = Registered::free(Arc::new(Sleepy), 100, 0.6);
-        assert!(!sleepy.self_timed);
+        assert!(!sleepy.self_timed());
 
         let (status, took) = sleepy_lookup(SourceSet::unguarded(vec![sleepy])).await;
 
@@ -555,7 +555,11 @@ mod tests {
                 Registered::free(Arc::new(Sleepy), 100, 0.6),
                 GuardConfig::new(0, 4, Duration::from_millis(guard_ms)),
             );
-            assert_eq!(set.sources[0].self_timed, self_timed, "guard {guard_ms} ms");
+            assert_eq!(
+                set.sources[0].self_timed(),
+                self_timed,
+                "guard {guard_ms} ms"
+            );
 
             let (status, took) = sleepy_lookup(set).await;
 

@@ -54,6 +54,13 @@ pub trait Source: Send + Sync {
     fn lookup_shared<'a>(&'a self, id: &'a Arc<Identifier>) -> BoxFuture<'a, SharedAnswer> {
         Box::pin(async move { self.lookup(id).await.map(Arc::from) })
     }
+
+    /// The bound this source itself puts on every call it answers (the etiquette guard's call timeout;
+    /// a caller joining a call in flight waits no longer than that call's bound). `None`: the fan-out
+    /// must time the call.
+    fn call_bound(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// An answer shared between the cache, callers coalesced on one call, and the merge.
@@ -72,9 +79,6 @@ pub struct Registered {
     pub paid: bool,
     /// What one hit costs (paid providers).
     pub cost_per_hit: f64,
-    /// The source bounds each call by `timeout` or sooner itself (its etiquette guard does), so the
-    /// fan-out arms no timer of its own for it.
-    pub self_timed: bool,
 }
 
 impl Registered {
@@ -87,12 +91,17 @@ impl Registered {
             weight,
             paid: false,
             cost_per_hit: 0.0,
-            self_timed: false,
         }
     }
 
     pub fn name(&self) -> &str {
         &self.label
+    }
+
+    /// Whether the source bounds each call by `timeout` or sooner itself, so that the fan-out arms no
+    /// timer of its own for it.
+    pub fn self_timed(&self) -> bool {
+        self.source.call_bound().is_some_and(|b| b <= self.timeout)
     }
 }
 

@@ -306,9 +306,6 @@ impl SourceSet {
     }
 
     pub(crate) fn push(&mut self, registered: Registered, guard: GuardConfig) {
-        // The guard bounds every call it makes by its own timeout, and a caller joining a call in
-        // flight waits no longer than that call's bound.
-        let self_timed = guard.call_timeout <= registered.timeout;
         let guarded = Arc::new(Guarded::new(
             registered.source.clone(),
             guard,
@@ -316,7 +313,6 @@ impl SourceSet {
         ));
         self.sources.push(Registered {
             source: guarded.clone(),
-            self_timed,
             ..registered
         });
         self.guards.push(guarded);

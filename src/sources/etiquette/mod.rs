@@ -201,6 +201,10 @@ impl Source for Guarded {
         }
         .boxed()
     }
+
+    fn call_bound(&self) -> Option<Duration> {
+        Some(self.inner.cfg.call_timeout)
+    }
 }
 
 impl Inner {

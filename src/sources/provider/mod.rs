@@ -78,7 +78,6 @@ impl ProviderSource {
             weight: self.weight,
             paid: self.paid,
             cost_per_hit: self.cost_per_hit,
-            self_timed: false,
         }
     }
 
