@@ -156,21 +156,71 @@ pub async fn saturate(
     }
 }
 
-/// What one open-loop run measured: latencies from the intended send time, and how late the scheduler
-/// actually sent.
+/// What one open-loop run measured: latencies from the intended send time, how late each lookup was
+/// actually sent, and how busy the machine was meanwhile.
 #[derive(Default)]
 pub struct OpenLoop {
     pub latencies: Vec<Duration>,
     pub send_lag: Vec<Duration>,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// CPU time of this whole process (servers, fakes, load) while the lookups ran.
+    pub process_cpu: Duration,
+    /// Time this machine's CPUs were taken by the hypervisor for others (`steal` in `/proc/stat`).
+    pub stolen: Duration,
+    pub wall: Duration,
 }
 
-/// Sends `rate` lookups per second for `length`, each at its intended time `t0 + i/rate`, from a
-/// dedicated scheduler thread (finer than tokio's 1 ms timer); never waits for answers before
-/// scheduling the next. At most `connections` lookups are in flight (so at most that many
-/// connections, as a real client pool would); a lookup waiting for a free one is late, and its
-/// latency, counted from its intended time, says so.
+impl OpenLoop {
+    /// Share of the machine's cores this process kept busy (1.0 = every core, all the time).
+    pub fn busy(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.process_cpu.as_secs_f64() / (self.wall.as_secs_f64() * cores as f64).max(f64::EPSILON)
+    }
+
+    /// Share of the machine's core time the hypervisor gave to others.
+    pub fn stolen_share(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.stolen.as_secs_f64() / (self.wall.as_secs_f64() * cores as f64).max(f64::EPSILON)
+    }
+
+    pub fn absorb(&mut self, other: OpenLoop) {
+        self.latencies.extend(other.latencies);
+        self.send_lag.extend(other.send_lag);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// CPU time stolen from this machine so far: the `steal` column of `/proc/stat`'s `cpu` line, in
+/// clock ticks of 10 ms.
+fn stolen_so_far() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()?
+                .split_whitespace()
+                .nth(8)?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Sends `rate` lookups per second for `length`, lookup `i` due at `t0 + i/rate`, and measures each
+/// one's latency from that intended time (coordinated omission included).
+///
+/// `connections` sender tasks on the load runtime take the lookups in order: each claims the next
+/// one, sleeps until it is due and sends it, so at most `connections` lookups are in flight, as with
+/// a client's bounded pool; a lookup that finds every sender busy goes out late, and its latency says
+/// so. The senders wait on tokio's timer, which fires every millisecond for all the lookups due in
+/// it: a lookup may go out up to 1 ms after its time, for both systems alike, and that counts in its
+/// latency. (A thread of its own sleeping to each send time, as before, cost a wake-up and a
+/// cross-thread spawn per lookup, which took CPU from the servers it was meant to measure.)
 pub fn open_loop(
     rt: &Handle,
     t: &Arc<Target>,
@@ -178,37 +228,44 @@ pub fn open_loop(
     length: Duration,
     connections: usize,
 ) -> OpenLoop {
-    let slots = Arc::new(tokio::sync::Semaphore::new(connections));
     let n = (rate * length.as_secs_f64()) as u64;
-    let t0 = std::time::Instant::now() + Duration::from_millis(2);
-    let mut pending = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let intended = t0 + Duration::from_secs_f64(i as f64 / rate);
-        let now = std::time::Instant::now();
-        if intended > now {
-            std::thread::sleep(intended - now);
-        }
-        let (t, slots) = (t.clone(), slots.clone());
-        pending.push(rt.spawn(async move {
-            let _slot = slots.acquire_owned().await.expect("slots stay open");
-            let lag = intended.elapsed();
-            let result = t.lookup().await;
-            (result, intended.elapsed(), lag)
-        }));
-    }
-    rt.block_on(async {
+    let (cpu_before, stolen_before) = (thread_cpu(""), stolen_so_far());
+    let wall = std::time::Instant::now();
+    let mut out = rt.block_on(async {
+        let t0 = tokio::time::Instant::now() + Duration::from_millis(2);
+        let claimed = Arc::new(AtomicU64::new(0));
+        let senders: Vec<_> = (0..connections)
+            .map(|_| {
+                let (t, claimed) = (t.clone(), claimed.clone());
+                tokio::spawn(async move {
+                    let mut out = OpenLoop::default();
+                    loop {
+                        let i = claimed.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break out;
+                        }
+                        let intended = t0 + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(intended).await;
+                        out.send_lag.push(intended.elapsed());
+                        match t.lookup().await {
+                            Ok(()) => out.latencies.push(intended.elapsed()),
+                            Err(e) => {
+                                out.errors += 1;
+                                out.first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
         let mut out = OpenLoop::default();
-        for p in pending {
-            let (result, latency, lag) = p.await.expect("open-loop request");
-            out.send_lag.push(lag);
-            match result {
-                Ok(()) => out.latencies.push(latency),
-                Err(e) => {
-                    out.errors += 1;
-                    out.first_error.get_or_insert(e);
-                }
-            }
+        for s in senders {
+            out.absorb(s.await.expect("open-loop sender"));
         }
         out
-    })
+    });
+    out.wall = wall.elapsed();
+    out.process_cpu = thread_cpu("") - cpu_before;
+    out.stolen = stolen_so_far() - stolen_before;
+    out
 }

@@ -32,11 +32,13 @@
 //! Phases: warm-up of both; **saturation**, closed loop with `FANOUT_CLIENTS` (32) clients, alternating
 //! enrichd and baseline over several rounds, with the CPU time each server's runtime threads spent per
 //! lookup (from `/proc/self/task/*/schedstat`: steadier than lookups/s on a shared machine, and what the
-//! ratio comes down to); **open loop** at half the baseline's median saturation rate, alternating again, each request sent at its intended time `t0 + i/rate` from a dedicated
-//! scheduler thread and its latency measured from that intended time (coordinated omission included);
-//! at most `FANOUT_OPEN_CONNECTIONS` (64) lookups are in flight, like a client with a bounded pool, so
-//! a stall queues requests (and counts against their latency) instead of opening thousands of
-//! connections and overflowing the listen backlog.
+//! ratio comes down to); **open loop** at half the baseline's median saturation rate, alternating
+//! again: lookup `i` is due at `t0 + i/rate` and its latency is measured from that intended time
+//! (coordinated omission included). `FANOUT_OPEN_CONNECTIONS` (64) sender tasks on the load runtime
+//! take the lookups in turn, like a client with a bounded pool: a stall queues lookups (and counts
+//! against their latency) instead of opening thousands of connections. Each open-loop round also
+//! prints how busy the machine was (this process's CPU ÷ cores) and how much the hypervisor stole: a
+//! round near 1.0 busy is queueing, and its p99 says more about capacity than about overhead.
 //!
 //! The last two lines are the figures tracked by issue 2:
 //! `throughput_ratio` (median over rounds of enrichd lookups/s ÷ baseline lookups/s in the same round)
@@ -246,6 +248,7 @@ fn main() {
         "\nopen loop at {rate:.0} lookups/s ({open_len:?} per system per round, at most {connections} in flight)"
     );
     let mut open: [OpenLoop; 2] = Default::default();
+    let mut busy: [Vec<f64>; 2] = Default::default();
     let mut p99_diffs = Vec::new();
     for round in 0..open_rounds {
         let order: [usize; 2] = if round % 2 == 0 { [1, 0] } else { [0, 1] };
@@ -255,19 +258,20 @@ fn main() {
             let mut lat = r.latencies.clone();
             lat.sort();
             println!(
-                "  round {round} {:<8} p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
+                "  round {round} {:<8} p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}  machine busy {:.2}, stolen {:.2}",
                 targets[i].name,
                 ms(percentile(&lat, 50.0)),
                 ms(percentile(&lat, 99.0)),
-                r.errors
+                r.errors,
+                r.busy(),
+                r.stolen_share()
             );
             if let Some(e) = &r.first_error {
                 println!("    first error: {e}");
             }
             p99s[i] = ms(percentile(&lat, 99.0));
-            open[i].latencies.extend(r.latencies);
-            open[i].send_lag.extend(r.send_lag);
-            open[i].errors += r.errors;
+            busy[i].push(r.busy());
+            open[i].absorb(r);
         }
         p99_diffs.push(p99s[0] - p99s[1]);
     }
@@ -300,7 +304,7 @@ fn main() {
     );
     for (i, t) in targets.iter().enumerate() {
         println!(
-            "  open loop   {:<8} p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} ok, {} errors; send lag p99 {:.3} ms, scheduler + wait for a free slot)",
+            "  open loop   {:<8} p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  ({} ok, {} errors; send lag p99 {:.3} ms: timer + wait for a free sender)",
             t.name,
             ms(p[i][0]),
             ms(p[i][1]),
@@ -310,6 +314,12 @@ fn main() {
             ms(p[i][3]),
         );
     }
+    let [enrichd_busy, baseline_busy] = busy;
+    println!(
+        "  open loop   machine busy (process CPU ÷ cores, medians): enrichd {:.2}, baseline {:.2}",
+        median(enrichd_busy),
+        median(baseline_busy)
+    );
     println!(
         "  open loop   per-round p99 differences (enrichd − baseline) {} ms; pooled {:.3} ms",
         p99_diffs
