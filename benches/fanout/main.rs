@@ -48,7 +48,7 @@
 //!
 //! Knobs for quick runs and profiling: `FANOUT_CLIENTS`, `FANOUT_WARMUP_SECS`, `FANOUT_SAT_SECS`,
 //! `FANOUT_SAT_ROUNDS`, `FANOUT_OPEN_SECS`, `FANOUT_OPEN_ROUNDS`, `FANOUT_OPEN_CONNECTIONS` (64), and
-//! `FANOUT_ONLY=enrichd|baseline` (load one system alone at saturation, e.g. under `perf record`, then
+//! `FANOUT_SHOW_ANSWER=1` (print each system's answer to the scenario), `FANOUT_ONLY=enrichd|baseline` (load one system alone at saturation, e.g. under `perf record`, then
 //! stop), `FANOUT_SUT_THREADS` (worker threads of the servers' runtime; tokio's default, one per core,
 //! otherwise), and `FANOUT_CACHE_SECS` (enrichd's `retention.source_cache_seconds`; `0` turns the answer
 //! cache off, to see what the cache costs when, as here, it never answers).
@@ -103,7 +103,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// One lookup on each system, checked call by call against the documented scenario.
+/// One lookup on each system, checked call by call against the documented scenario; prints the size
+/// of each answer (and the answer itself with `FANOUT_SHOW_ANSWER=1`).
 fn check_scenario(aux: &Runtime, calls: &Calls, targets: &[Arc<Target>; 2]) {
     let expected = CallCount {
         profiles: 1,
@@ -123,6 +124,10 @@ fn check_scenario(aux: &Runtime, calls: &Calls, targets: &[Arc<Target>; 2]) {
         assert_eq!(status, StatusCode::OK, "{}: {answer}", t.name);
         assert_eq!(answer["found"], true, "{}: {answer}", t.name);
         assert_eq!(made, expected, "{} made other upstream calls", t.name);
+        println!("{} answers {} bytes", t.name, body.len());
+        if std::env::var_os("FANOUT_SHOW_ANSWER").is_some() {
+            println!("{}", String::from_utf8_lossy(&body));
+        }
         if t.name == "enrichd" {
             let statuses: Vec<_> = answer["sources"]
                 .as_array()
@@ -189,16 +194,15 @@ fn main() {
         "each lookup: new email; Gravatar /profiles hit ∥ GitHub /search/commits empty, then hop GitHub /users hit"
     );
 
-    for t in &targets {
-        aux.block_on(saturate(t, &up.calls, clients, warmup));
-    }
-    // Profiling aid: `FANOUT_ONLY=enrichd` (or `baseline`) loads that system alone for the
-    // saturation length, then stops.
+    // Profiling aid: `FANOUT_ONLY=enrichd` (or `baseline`) warms up and loads that system alone for
+    // the saturation length, then stops. The last line counts every lookup this run sent (the
+    // scenario check's two included), for `scripts/fanout-instructions`.
     if let Ok(only) = std::env::var("FANOUT_ONLY") {
         let t = targets
             .iter()
             .find(|t| t.name == only)
             .expect("FANOUT_ONLY names enrichd or baseline");
+        aux.block_on(saturate(t, &up.calls, clients, warmup));
         let s = aux.block_on(saturate(t, &up.calls, clients, sat_len));
         println!(
             "{only}: {:.0} lookups/s, CPU/lookup server {:.0} µs, fakes+load {:.0} µs",
@@ -206,7 +210,14 @@ fn main() {
             s.cpu_us_per_lookup(s.sut_cpu),
             s.cpu_us_per_lookup(s.load_cpu)
         );
+        println!(
+            "lookups_sent={}",
+            emails.load(std::sync::atomic::Ordering::Relaxed)
+        );
         return;
+    }
+    for t in &targets {
+        aux.block_on(saturate(t, &up.calls, clients, warmup));
     }
 
     // Saturation, alternating which system goes first.
