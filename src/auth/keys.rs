@@ -1,7 +1,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -16,12 +16,13 @@ pub enum Role {
     Admin,
 }
 
-/// The caller behind a valid key.
+/// The caller behind a valid key. Built once per stored key and shared: every request's check hands
+/// out a copy of the same names, without allocating.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
-    pub tenant: String,
+    pub tenant: Arc<str>,
     pub role: Role,
-    pub key_id: String,
+    pub key_id: Arc<str>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -71,7 +72,29 @@ pub enum KeyError {
 /// The API keys, kept as hashes in `<data_dir>/keys.json` (written atomically).
 pub struct KeyStore {
     path: PathBuf,
-    records: RwLock<Vec<(blake3::Hash, Record)>>,
+    records: RwLock<Vec<Stored>>,
+}
+
+/// A key's record as stored, its parsed hash, and the principal it stands for.
+struct Stored {
+    hash: blake3::Hash,
+    record: Record,
+    principal: Principal,
+}
+
+impl Stored {
+    fn new(hash: blake3::Hash, record: Record) -> Self {
+        let principal = Principal {
+            tenant: Arc::from(record.tenant.as_str()),
+            role: record.role,
+            key_id: Arc::from(record.id.as_str()),
+        };
+        Self {
+            hash,
+            record,
+            principal,
+        }
+    }
 }
 
 impl KeyStore {
@@ -91,7 +114,7 @@ impl KeyStore {
                 path: path.clone(),
                 source: serde::de::Error::custom(format!("key {} has an invalid hash", r.id)),
             })?;
-            records.push((hash, r));
+            records.push(Stored::new(hash, r));
         }
         Ok(Self {
             path,
@@ -126,10 +149,10 @@ impl KeyStore {
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
         let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
-        let mut next: Vec<Record> = records.iter().map(|(_, r)| r.clone()).collect();
+        let mut next: Vec<Record> = records.iter().map(|s| s.record.clone()).collect();
         next.push(record.clone());
         self.persist(&File { keys: next })?;
-        records.push((hash, record));
+        records.push(Stored::new(hash, record));
         Ok(NewKey {
             key,
             key_id,
@@ -143,14 +166,10 @@ impl KeyStore {
         let hash = blake3::hash(presented.trim().as_bytes());
         let records = self.records.read().unwrap_or_else(|p| p.into_inner());
         let mut found = None;
-        for (stored, r) in records.iter() {
+        for stored in records.iter() {
             // blake3::Hash equality is constant-time; scan all records so timing does not depend on position.
-            if *stored == hash {
-                found = Some(Principal {
-                    tenant: r.tenant.clone(),
-                    role: r.role,
-                    key_id: r.id.clone(),
-                });
+            if stored.hash == hash {
+                found = Some(stored.principal.clone());
             }
         }
         found
@@ -186,7 +205,7 @@ mod tests {
         let store = KeyStore::open(dir.path()).expect("open");
         let new = store.create("acme", Role::Tenant).expect("create");
         let p = store.verify(&new.key).expect("valid key");
-        assert_eq!((p.tenant.as_str(), p.role), ("acme", Role::Tenant));
+        assert_eq!((&*p.tenant, p.role), ("acme", Role::Tenant));
         let on_disk = fs::read_to_string(dir.path().join("keys.json")).expect("file");
         assert!(
             !on_disk.contains(&new.key),

@@ -1,5 +1,6 @@
 use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -38,8 +39,8 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     }
 }
 
-/// Per-tenant request rate limit.
-pub struct TenantLimiter(KeyedLimiter<String>);
+/// Per-tenant request rate limit, keyed by the tenant name the key store shares (no copy per request).
+pub struct TenantLimiter(KeyedLimiter<Arc<str>>);
 
 impl TenantLimiter {
     pub fn new(per_minute: u32, burst: u32) -> Self {
@@ -47,8 +48,8 @@ impl TenantLimiter {
     }
 
     /// `Ok` if the tenant may go on, else how long until it may.
-    pub fn check(&self, tenant: &str) -> Result<(), Duration> {
-        self.0.check(&tenant.to_string())
+    pub fn check(&self, tenant: &Arc<str>) -> Result<(), Duration> {
+        self.0.check(tenant)
     }
 }
 
@@ -59,12 +60,13 @@ mod tests {
     #[test]
     fn burst_then_refusal_per_tenant() {
         let l = TenantLimiter::new(60, 2);
-        assert!(l.check("a").is_ok());
-        assert!(l.check("a").is_ok());
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        assert!(l.check(&a).is_ok());
+        assert!(l.check(&Arc::from("a")).is_ok(), "the key is the name");
         let wait = l
-            .check("a")
+            .check(&a)
             .expect_err("third call in the burst window is refused");
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
-        assert!(l.check("b").is_ok(), "tenants are limited separately");
+        assert!(l.check(&b).is_ok(), "tenants are limited separately");
     }
 }

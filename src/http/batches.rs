@@ -112,7 +112,7 @@ pub async fn create(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let tenant = principal.tenant.as_str();
+    let tenant = &*principal.tenant;
     let batches = &state.batches;
     let meta = match media.as_str() {
         "text/csv" | "application/csv" | "text/plain" => {
