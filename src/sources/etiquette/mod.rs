@@ -3,10 +3,12 @@
 //!
 //! Layers, in call order:
 //! 1. **cache + coalescing** ([`SourceCache`]): a fresh answer (hit or miss) is served from memory;
-//!    concurrent identical lookups share one upstream call. The callers drive that call themselves (no
-//!    task per call); when the last one goes away before it ends, the call is handed to a tokio task
-//!    and finishes there, so a caller that leaves cannot cancel it and its answer is still cached.
-//!    Errors are shared with the callers waiting at the time, never cached.
+//!    concurrent identical lookups share one upstream call. The first caller drives that call itself
+//!    (no task per call, and nothing shared is built unless someone joins); a caller that joins waits
+//!    on a one-shot channel the call answers when it ends. When the first caller goes away before the
+//!    end, the call is handed to a tokio task and finishes there, so a caller that leaves cannot
+//!    cancel it, those who joined still get the answer, and it is still cached. Errors are shared
+//!    with the callers waiting at the time, never cached.
 //! 2. **pause**: after an upstream `429`/`Retry-After`, calls fail fast as `RateLimited` until then.
 //! 3. **circuit breaker**: after `breaker_failures` consecutive retryable failures, calls fail fast
 //!    with `NotAttempted("circuit open")` for `breaker_cooldown`; then one probe decides.
@@ -28,14 +30,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
-use tokio::sync::Semaphore;
+use futures::future::BoxFuture;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
 pub use breaker::BreakerState;
@@ -111,19 +112,23 @@ pub struct Guarded {
 /// What a shared upstream call ends with; errors are shared by reference and rebuilt per caller.
 type Outcome = Result<Arc<[Observation]>, Arc<SourceError>>;
 
+/// An upstream call in flight, in the flight table under its cache key and the cache's generation
+/// when it started (a call started before an invalidation is never joined after it).
+#[derive(Default)]
 struct Flight {
-    generation: u64,
-    serial: u64,
-    answer: Shared<BoxFuture<'static, Outcome>>,
+    /// Callers that joined after the call started; each is sent the outcome when it ends.
+    joined: Vec<oneshot::Sender<Outcome>>,
 }
+
+/// A flight's place in the table.
+type FlightKey = (CacheKey, u64);
 
 struct Inner {
     source: Arc<dyn Source>,
     name: Arc<str>,
     cfg: GuardConfig,
     cache: SourceCache,
-    flights: Mutex<HashMap<CacheKey, Flight, KeyHasher>>,
-    serial: AtomicU64,
+    flights: Mutex<HashMap<FlightKey, Flight, KeyHasher>>,
     limiter: Option<Limiter>,
     paused_until: Mutex<Option<Instant>>,
     bulkhead: Semaphore,
@@ -140,7 +145,6 @@ impl Guarded {
             breaker: Mutex::new(Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown)),
             paused_until: Mutex::new(None),
             flights: Mutex::new(HashMap::default()),
-            serial: AtomicU64::new(0),
             source,
             cfg,
             cache,
@@ -195,9 +199,15 @@ impl Source for Guarded {
             if let Some(answer) = self.inner.cache.get(&key) {
                 return Ok(answer);
             }
-            Inner::join_or_start(&self.inner, key, id)
-                .await
-                .map_err(|e| duplicate(&e))
+            let outcome = match Inner::join_or_start(&self.inner, key, id) {
+                Joined::First(call) => call.await,
+                Joined::Later(answer) => answer.await.unwrap_or_else(|_| {
+                    Err(Arc::new(SourceError::NotAttempted(
+                        "the shared call was abandoned",
+                    )))
+                }),
+            };
+            outcome.map_err(|e| duplicate(&e))
         }
         .boxed()
     }
@@ -209,55 +219,55 @@ impl Source for Guarded {
 
 impl Inner {
     /// Joins the call in flight for `key`, or starts one.
-    fn join_or_start(this: &Arc<Self>, key: CacheKey, id: &Arc<Identifier>) -> Finishing {
-        let generation = this.cache.generation();
+    fn join_or_start(this: &Arc<Self>, key: CacheKey, id: &Arc<Identifier>) -> Joined {
+        let flight = (key, this.cache.generation());
         let mut flights = lock(&this.flights);
-        if let Some(f) = flights.get(&key).filter(|f| f.generation == generation) {
-            return Finishing(Some(f.answer.clone()));
+        if let Some(f) = flights.get_mut(&flight) {
+            let (tx, rx) = oneshot::channel();
+            f.joined.push(tx);
+            return Joined::Later(rx);
         }
-        let serial = this.serial.fetch_add(1, Ordering::Relaxed);
-        let fetch = Self::fetch(Arc::clone(this), key, Arc::clone(id), generation, serial);
-        // A panicking source fails its callers' call, not their tasks.
-        let answer = AssertUnwindSafe(fetch)
-            .catch_unwind()
-            .map(|r| {
-                r.unwrap_or_else(|_| Err(Arc::new(SourceError::NotAttempted("the source failed"))))
-            })
-            .boxed()
-            .shared();
-        flights.insert(
-            key,
-            Flight {
-                generation,
-                serial,
-                answer: answer.clone(),
-            },
-        );
-        Finishing(Some(answer))
+        flights.insert(flight, Flight::default());
+        drop(flights);
+        let call = Self::fetch(Arc::clone(this), flight, Arc::clone(id)).boxed();
+        Joined::First(Leading {
+            call: Some(call),
+            inner: Arc::clone(this),
+            flight,
+        })
     }
 
-    /// The shared upstream call: runs the guards, caches a success, then leaves the flight table.
-    async fn fetch(
-        this: Arc<Self>,
-        key: CacheKey,
-        id: Arc<Identifier>,
-        generation: u64,
-        serial: u64,
-    ) -> Outcome {
-        let outcome = match this.guarded_call(&id).await {
+    /// The shared upstream call: runs the guards, caches a success, then leaves the flight table and
+    /// sends the outcome to every caller that joined.
+    async fn fetch(this: Arc<Self>, flight: FlightKey, id: Arc<Identifier>) -> Outcome {
+        // A panicking source fails its callers' call, not their tasks.
+        let result = AssertUnwindSafe(this.guarded_call(&id))
+            .catch_unwind()
+            .await
+            .unwrap_or(Err(SourceError::NotAttempted("the source failed")));
+        let outcome = match result {
             Ok(observations) => {
                 let observations: Arc<[Observation]> = Arc::from(observations);
+                let (key, generation) = flight;
                 this.cache
                     .insert(key, &this.name, Arc::clone(&observations), generation);
                 Ok(observations)
             }
             Err(e) => Err(Arc::new(e)),
         };
-        let mut flights = lock(&this.flights);
-        if flights.get(&key).is_some_and(|f| f.serial == serial) {
-            flights.remove(&key);
+        for caller in this.leave(flight) {
+            // A caller that went away no longer listens; that is all a failed send means.
+            let _ = caller.send(outcome.clone());
         }
         outcome
+    }
+
+    /// Takes `flight` out of the table; returns the callers that joined it.
+    fn leave(&self, flight: FlightKey) -> Vec<oneshot::Sender<Outcome>> {
+        lock(&self.flights)
+            .remove(&flight)
+            .map(|f| f.joined)
+            .unwrap_or_default()
     }
 
     async fn guarded_call(&self, id: &Identifier) -> Result<Vec<Observation>, SourceError> {
@@ -316,34 +326,43 @@ impl Inner {
     }
 }
 
-/// One caller's wait on a shared call. The callers poll the call themselves; a caller dropped before the
-/// call ends hands it to a tokio task, where it finishes (and is cached) whoever else still waits.
-struct Finishing(Option<Shared<BoxFuture<'static, Outcome>>>);
+/// How a caller takes part in an upstream call: it drives the call, or it joined one in flight.
+enum Joined {
+    First(Leading),
+    Later(oneshot::Receiver<Outcome>),
+}
 
-impl Future for Finishing {
+/// The first caller's hold on the call, which it polls itself. Dropped before the call ends (its
+/// client went away), it hands the call to a tokio task, where it finishes, is cached and answers
+/// those who joined.
+struct Leading {
+    call: Option<BoxFuture<'static, Outcome>>,
+    inner: Arc<Inner>,
+    flight: FlightKey,
+}
+
+impl Future for Leading {
     type Output = Outcome;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let Some(call) = self.0.as_mut() else {
+        let Some(call) = self.call.as_mut() else {
             return Poll::Ready(Err(Arc::new(SourceError::NotAttempted(
                 "the call was already awaited",
             ))));
         };
         let outcome = std::task::ready!(call.poll_unpin(cx));
-        self.0 = None;
+        self.call = None;
         Poll::Ready(outcome)
     }
 }
 
-impl Drop for Finishing {
+impl Drop for Leading {
     fn drop(&mut self) {
-        let Some(call) = self.0.take() else { return };
-        // Unfinished: a task takes over. Other callers still waiting go on polling it too, which is
-        // harmless (whoever polls first does the work); counting them would race with new joiners.
-        if call.peek().is_none()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(call.map(drop));
+        let Some(call) = self.call.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(call)),
+            // No runtime to finish it: the call ends here, and so does the wait of whoever joined.
+            Err(_) => drop(self.inner.leave(self.flight)),
         }
     }
 }
