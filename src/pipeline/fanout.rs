@@ -478,6 +478,25 @@ mod tests {
     }
 
     /// Answers after ten seconds, whatever it is asked.
+    /// Counts checks like [`Counting`]; the first check of `who` is where that person opts out, so
+    /// every later check of it says excluded.
+    struct OptingOut {
+        asked: Mutex<Vec<String>>,
+        who: &'static str,
+    }
+
+    impl ExclusionCheck for OptingOut {
+        fn is_excluded(&self, id: &Identifier) -> bool {
+            let canonical = id.canonical();
+            let Ok(mut asked) = self.asked.lock() else {
+                return true;
+            };
+            let seen = asked.contains(&canonical);
+            asked.push(canonical);
+            seen && asked.last().is_some_and(|c| c.contains(self.who))
+        }
+    }
+
     struct Sleepy;
 
     impl Source for Sleepy {
@@ -598,6 +617,34 @@ mod tests {
         assert_eq!(
             asked, expected,
             "twice each: when first met, and in the released profile"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_opt_out_landing_while_sources_answer_withholds_the_profile() {
+        let check = Arc::new(OptingOut {
+            asked: Mutex::default(),
+            who: "x.com/ada",
+        });
+        let pipeline = pipeline_over(
+            SourceSet::unguarded(vec![
+                Registered::free(Arc::new(Echo("one")), 1_000, 0.6),
+                Registered::free(Arc::new(Echo("two")), 1_000, 0.6),
+            ]),
+            check.clone(),
+        );
+
+        let lookup = pipeline
+            .lookup(&email_query("ada@example.com"), LookupOptions::default())
+            .await;
+
+        assert!(!lookup.found, "released a profile its person opted out of");
+        assert!(lookup.profile.is_none());
+        let asked = check.asked.lock().expect("not poisoned").clone();
+        let x = asked.iter().filter(|a| a.contains("x.com/ada")).count();
+        assert_eq!(
+            x, 2,
+            "checked when met, and again before release: {asked:?}"
         );
     }
 }
