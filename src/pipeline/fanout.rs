@@ -521,6 +521,15 @@ mod tests {
     }
 
     /// A pipeline over `sources` with a 5 s deadline and two hops.
+    /// Two sources that report the same profiles: an email leads to `github.com/ada`, which leads to
+    /// `x.com/ada`.
+    fn two_echoes() -> SourceSet {
+        SourceSet::unguarded(vec![
+            Registered::free(Arc::new(Echo("one")), 1_000, 0.6),
+            Registered::free(Arc::new(Echo("two")), 1_000, 0.6),
+        ])
+    }
+
     fn pipeline_over(sources: SourceSet, exclusion: Arc<dyn ExclusionCheck>) -> Pipeline {
         let limits = Limits {
             default_timeout: Duration::from_secs(5),
@@ -590,13 +599,7 @@ mod tests {
     #[tokio::test]
     async fn each_identifier_is_checked_when_first_met_and_again_before_release() {
         let counting = Arc::new(Counting::default());
-        let pipeline = pipeline_over(
-            SourceSet::unguarded(vec![
-                Registered::free(Arc::new(Echo("one")), 1_000, 0.6),
-                Registered::free(Arc::new(Echo("two")), 1_000, 0.6),
-            ]),
-            counting.clone(),
-        );
+        let pipeline = pipeline_over(two_echoes(), counting.clone());
         let lookup = pipeline
             .lookup(&email_query("ada@example.com"), LookupOptions::default())
             .await;
@@ -626,13 +629,7 @@ mod tests {
             asked: Mutex::default(),
             who: "x.com/ada",
         });
-        let pipeline = pipeline_over(
-            SourceSet::unguarded(vec![
-                Registered::free(Arc::new(Echo("one")), 1_000, 0.6),
-                Registered::free(Arc::new(Echo("two")), 1_000, 0.6),
-            ]),
-            check.clone(),
-        );
+        let pipeline = pipeline_over(two_echoes(), check.clone());
 
         let lookup = pipeline
             .lookup(&email_query("ada@example.com"), LookupOptions::default())

@@ -124,14 +124,9 @@ fn spawn_lookup(g: &Arc<Guarded>, id: &Identifier) -> tokio::task::JoinHandle<An
     tokio::spawn(async move { g.lookup(&id).await })
 }
 
-#[tokio::test]
-async fn eight_concurrent_identical_lookups_make_one_upstream_call() {
-    let fake = Arc::new(Fake::gated());
-    let g = guard(&fake, config());
-    let id = email("ada@example.com");
-
-    let callers: Vec<_> = (0..8).map(|_| spawn_lookup(&g, &id)).collect();
-    until(|| fake.calls() == 1).await;
+/// Lets `callers` settle on the gated call, opens the gate, and checks that each got the hit and that
+/// the upstream was called once.
+async fn all_get_the_one_call_s_hit(fake: &Fake, callers: Vec<tokio::task::JoinHandle<Answer>>) {
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
@@ -141,6 +136,17 @@ async fn eight_concurrent_identical_lookups_make_one_upstream_call() {
         assert_eq!(c.await.expect("caller ran").expect("hit"), hit());
     }
     assert_eq!(fake.calls(), 1);
+}
+
+#[tokio::test]
+async fn eight_concurrent_identical_lookups_make_one_upstream_call() {
+    let fake = Arc::new(Fake::gated());
+    let g = guard(&fake, config());
+    let id = email("ada@example.com");
+
+    let callers: Vec<_> = (0..8).map(|_| spawn_lookup(&g, &id)).collect();
+    until(|| fake.calls() == 1).await;
+    all_get_the_one_call_s_hit(&fake, callers).await;
 }
 
 #[tokio::test]
@@ -154,15 +160,7 @@ async fn a_dropped_first_caller_does_not_cancel_the_shared_call() {
     first.abort();
     assert!(first.await.expect_err("aborted").is_cancelled());
     let others: Vec<_> = (0..7).map(|_| spawn_lookup(&g, &id)).collect();
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
-    fake.open_gate();
-
-    for c in others {
-        assert_eq!(c.await.expect("caller ran").expect("hit"), hit());
-    }
-    assert_eq!(fake.calls(), 1);
+    all_get_the_one_call_s_hit(&fake, others).await;
 }
 
 #[tokio::test]
@@ -179,12 +177,8 @@ async fn callers_that_joined_get_the_answer_after_the_first_caller_leaves() {
     }
     first.abort();
     assert!(first.await.expect_err("aborted").is_cancelled());
-    fake.open_gate();
 
-    for c in joined {
-        assert_eq!(c.await.expect("caller ran").expect("hit"), hit());
-    }
-    assert_eq!(fake.calls(), 1);
+    all_get_the_one_call_s_hit(&fake, joined).await;
 }
 
 #[test]
