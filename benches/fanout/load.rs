@@ -174,14 +174,18 @@ pub struct OpenLoop {
 impl OpenLoop {
     /// Share of the machine's cores this process kept busy (1.0 = every core, all the time).
     pub fn busy(&self) -> f64 {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.process_cpu.as_secs_f64() / (self.wall.as_secs_f64() * cores as f64).max(f64::EPSILON)
+        self.share_of_cores(self.process_cpu)
     }
 
     /// Share of the machine's core time the hypervisor gave to others.
     pub fn stolen_share(&self) -> f64 {
+        self.share_of_cores(self.stolen)
+    }
+
+    /// `time` as a share of all the machine's core time over the run.
+    fn share_of_cores(&self, time: Duration) -> f64 {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.stolen.as_secs_f64() / (self.wall.as_secs_f64() * cores as f64).max(f64::EPSILON)
+        time.as_secs_f64() / (self.wall.as_secs_f64() * cores as f64).max(f64::EPSILON)
     }
 
     pub fn absorb(&mut self, other: OpenLoop) {

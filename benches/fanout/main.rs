@@ -47,8 +47,9 @@
 //! tens of milliseconds for whichever system it hits; the pooled p99s are printed above it).
 //!
 //! Knobs for quick runs and profiling: `FANOUT_CLIENTS`, `FANOUT_WARMUP_SECS`, `FANOUT_SAT_SECS`,
-//! `FANOUT_SAT_ROUNDS`, `FANOUT_OPEN_SECS`, `FANOUT_OPEN_ROUNDS`, `FANOUT_OPEN_CONNECTIONS` (64), and
-//! `FANOUT_SHOW_ANSWER=1` (print each system's answer to the scenario), `FANOUT_ONLY=enrichd|baseline` (load one system alone at saturation, e.g. under `perf record`, then
+//! `FANOUT_SAT_ROUNDS`, `FANOUT_OPEN_SECS`, `FANOUT_OPEN_ROUNDS`, `FANOUT_OPEN_CONNECTIONS` (64),
+//! `FANOUT_SHOW_ANSWER=1` (print each system's answer to the scenario), and
+//! `FANOUT_ONLY=enrichd|baseline` (load one system alone at saturation, e.g. under `perf record`, then
 //! stop), `FANOUT_SUT_THREADS` (worker threads of the servers' runtime; tokio's default, one per core,
 //! otherwise), and `FANOUT_CACHE_SECS` (enrichd's `retention.source_cache_seconds`; `0` turns the answer
 //! cache off, to see what the cache costs when, as here, it never answers).

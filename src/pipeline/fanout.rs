@@ -477,7 +477,6 @@ mod tests {
         }
     }
 
-    /// Answers after ten seconds, whatever it is asked.
     /// Counts checks like [`Counting`]; the first check of `who` is where that person opts out, so
     /// every later check of it says excluded.
     struct OptingOut {
@@ -497,6 +496,7 @@ mod tests {
         }
     }
 
+    /// Answers after ten seconds, whatever it is asked.
     struct Sleepy;
 
     impl Source for Sleepy {
@@ -520,7 +520,6 @@ mod tests {
         }
     }
 
-    /// A pipeline over `sources` with a 5 s deadline and two hops.
     /// Two sources that report the same profiles: an email leads to `github.com/ada`, which leads to
     /// `x.com/ada`.
     fn two_echoes() -> SourceSet {
@@ -530,6 +529,7 @@ mod tests {
         ])
     }
 
+    /// A pipeline over `sources` with a 5 s deadline and two hops.
     fn pipeline_over(sources: SourceSet, exclusion: Arc<dyn ExclusionCheck>) -> Pipeline {
         let limits = Limits {
             default_timeout: Duration::from_secs(5),
