@@ -3,6 +3,7 @@
 //! Handlers, the CLI and batch jobs all call [`Pipeline::lookup`]; none of them calls an upstream directly.
 
 mod fanout;
+mod json;
 mod outcome;
 mod want;
 
