@@ -29,8 +29,16 @@ fn enrichd_config(up: &Upstreams) -> String {
          [lookup]\ndefault_timeout_ms = {}\n",
         DEADLINE.as_millis()
     );
-    if let Ok(secs) = std::env::var("FANOUT_CACHE_SECS") {
-        c.push_str(&format!("[retention]\nbatch_results_days = 30\nexclusion_days = 1095\nsource_cache_seconds = {secs}\n"));
+    let cache_secs = std::env::var("FANOUT_CACHE_SECS").ok();
+    let cache_mib = std::env::var("FANOUT_CACHE_MIB").ok();
+    if cache_secs.is_some() || cache_mib.is_some() {
+        c.push_str("[retention]\nbatch_results_days = 30\nexclusion_days = 1095\n");
+        if let Some(secs) = cache_secs {
+            c.push_str(&format!("source_cache_seconds = {secs}\n"));
+        }
+        if let Some(mib) = cache_mib {
+            c.push_str(&format!("source_cache_mib = {mib}\n"));
+        }
     }
     for (name, url) in [("gravatar", &up.gravatar), ("github", &up.github)] {
         c.push_str(&format!(
