@@ -69,8 +69,20 @@ impl Identifier {
             Self::Email(e) => Cow::Borrowed(e.as_str()),
             Self::Phone(p) => Cow::Borrowed(p.as_str()),
             Self::Profile(p) => Cow::Borrowed(p.canonical()),
-            Self::NameAtCompany(n, c) => Cow::Owned(format!("{}|{}", n.folded(), c.folded())),
-            Self::NameAtDomain(n, d) => Cow::Owned(format!("{}|{}", n.folded(), d.as_str())),
+            Self::NameAtCompany(n, c) => {
+                let mut s = String::with_capacity(n.as_str().len() + c.as_str().len() + 1);
+                n.fold_into(&mut s);
+                s.push('|');
+                c.fold_into(&mut s);
+                Cow::Owned(s)
+            }
+            Self::NameAtDomain(n, d) => {
+                let mut s = String::with_capacity(n.as_str().len() + d.as_str().len() + 1);
+                n.fold_into(&mut s);
+                s.push('|');
+                s.push_str(d.as_str());
+                Cow::Owned(s)
+            }
             Self::Domain(d) => Cow::Borrowed(d.as_str()),
         }
     }

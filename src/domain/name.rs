@@ -7,20 +7,37 @@ use super::Invalid;
 /// Folds text for comparison: NFKD, combining marks dropped, lower case, punctuation to spaces,
 /// whitespace collapsed. `"Zoë  O'Brien-Smith"` becomes `"zoe o brien smith"`.
 pub fn fold_text(s: &str) -> String {
-    // NFKD leaves ASCII alone: most text skips the decomposition.
+    let mut out = String::with_capacity(s.len());
+    fold_into(s, &mut out);
+    out
+}
+
+/// Appends [`fold_text`]`(s)` to `out`.
+pub fn fold_into(s: &str, out: &mut String) {
+    let start = out.len();
+    // NFKD leaves ASCII alone, and for ASCII "alphanumeric" and "lower case" are byte tests: most
+    // text takes this path.
     if s.is_ascii() {
-        fold_chars(s.chars(), s.len())
+        let mut space = true;
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() {
+                out.push(char::from(b.to_ascii_lowercase()));
+                space = false;
+            } else if !space {
+                out.push(' ');
+                space = true;
+            }
+        }
     } else {
-        fold_unicode(s)
+        fold_chars(s.nfkd(), out);
+    }
+    if out.len() > start && out.ends_with(' ') {
+        out.pop();
     }
 }
 
-fn fold_unicode(s: &str) -> String {
-    fold_chars(s.nfkd(), s.len())
-}
-
-fn fold_chars(chars: impl Iterator<Item = char>, len: usize) -> String {
-    let mut out = String::with_capacity(len);
+/// The general path of [`fold_into`], without dropping the trailing space.
+fn fold_chars(chars: impl Iterator<Item = char>, out: &mut String) {
     let mut space = true;
     for c in chars {
         if unicode_normalization::char::is_combining_mark(c) {
@@ -34,8 +51,16 @@ fn fold_chars(chars: impl Iterator<Item = char>, len: usize) -> String {
             space = true;
         }
     }
-    if out.ends_with(' ') {
-        out.pop();
+}
+
+/// `raw`'s words separated by one space each.
+fn collapse_whitespace(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for word in raw.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
     }
     out
 }
@@ -48,7 +73,7 @@ pub struct PersonName {
 
 impl PersonName {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let display = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        let display = collapse_whitespace(raw);
         if display.is_empty() {
             return Err(Invalid::new("is empty"));
         }
@@ -73,6 +98,11 @@ impl PersonName {
         fold_text(&self.display)
     }
 
+    /// Appends [`folded`](Self::folded) to `out`.
+    pub fn fold_into(&self, out: &mut String) {
+        fold_into(&self.display, out);
+    }
+
     /// First and last token of the folded name, for email pattern generation.
     pub fn first_last(&self) -> Option<(String, String)> {
         let folded = self.folded();
@@ -95,7 +125,7 @@ pub struct OrgName(String);
 
 impl OrgName {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let s = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        let s = collapse_whitespace(raw);
         if s.is_empty() {
             return Err(Invalid::new("is empty"));
         }
@@ -111,6 +141,13 @@ impl OrgName {
 
     /// Folded, with common legal suffixes removed: "ACME, Inc." and "Acme" compare equal.
     pub fn folded(&self) -> String {
+        let mut out = String::with_capacity(self.0.len());
+        self.fold_into(&mut out);
+        out
+    }
+
+    /// Appends [`folded`](Self::folded) to `out`. A name made only of suffixes ("Co") keeps them all.
+    pub fn fold_into(&self, out: &mut String) {
         const SUFFIXES: [&str; 14] = [
             "inc",
             "incorporated",
@@ -127,13 +164,23 @@ impl OrgName {
             "corp",
             "co",
         ];
-        let folded = fold_text(&self.0);
-        let words: Vec<&str> = folded.split(' ').collect();
-        let keep = words
-            .iter()
-            .rposition(|w| !SUFFIXES.contains(w))
-            .map_or(words.len(), |i| i + 1);
-        words[..keep].join(" ")
+        let start = out.len();
+        fold_into(&self.0, out);
+        let folded = &out[start..];
+        // Walks back over the trailing suffixes; `end` is where the kept words end.
+        let mut end = folded.len();
+        loop {
+            let word_start = folded[..end].rfind(' ').map_or(0, |i| i + 1);
+            if !SUFFIXES.contains(&&folded[word_start..end]) {
+                break;
+            }
+            if word_start == 0 {
+                end = folded.len();
+                break;
+            }
+            end = word_start - 1;
+        }
+        out.truncate(start + end);
     }
 }
 
@@ -191,6 +238,44 @@ impl DomainName {
 mod tests {
     use super::*;
 
+    /// The general (NFKD) fold of `raw`, as [`fold_into`] does for text that is not ASCII.
+    fn fold_unicode(raw: &str) -> String {
+        let mut out = String::new();
+        fold_chars(raw.nfkd(), &mut out);
+        if out.ends_with(' ') {
+            out.pop();
+        }
+        out
+    }
+
+    /// How organisation names were folded before the in-place walk: split, find the last word that is
+    /// not a suffix, join.
+    fn org_folded_by_words(org: &OrgName) -> String {
+        const SUFFIXES: [&str; 14] = [
+            "inc",
+            "incorporated",
+            "ltd",
+            "limited",
+            "llc",
+            "gmbh",
+            "sa",
+            "sas",
+            "sarl",
+            "ag",
+            "bv",
+            "plc",
+            "corp",
+            "co",
+        ];
+        let folded = fold_text(&org.0);
+        let words: Vec<&str> = folded.split(' ').collect();
+        let keep = words
+            .iter()
+            .rposition(|w| !SUFFIXES.contains(w))
+            .map_or(words.len(), |i| i + 1);
+        words[..keep].join(" ")
+    }
+
     #[test]
     fn ascii_folding_matches_the_unicode_path() {
         for raw in [
@@ -203,6 +288,35 @@ mod tests {
             "@benchco",
         ] {
             assert_eq!(fold_text(raw), fold_unicode(raw), "{raw:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn folding_ascii_byte_by_byte_matches_the_unicode_path(raw in "[ -~\t\n]{0,24}") {
+            proptest::prop_assert_eq!(fold_text(&raw), fold_unicode(&raw));
+        }
+
+        #[test]
+        fn org_suffixes_walked_back_in_place_match_split_and_join(
+            words in proptest::collection::vec(
+                "(inc|Inc\\.|co|Co,|ltd|GmbH|sa|acme|Benchco|x|-|Zoë|  )",
+                0..6,
+            )
+        ) {
+            let Ok(org) = OrgName::parse(&words.join(" ")) else {
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(org.folded(), org_folded_by_words(&org));
+            let mut appended = String::from("ada|");
+            org.fold_into(&mut appended);
+            proptest::prop_assert_eq!(appended, format!("ada|{}", org.folded()));
+        }
+
+        #[test]
+        fn names_keep_their_words_with_one_space_between(raw in "[ a-zA-Z\t\n]{0,24}") {
+            let words: Vec<&str> = raw.split_whitespace().collect();
+            proptest::prop_assert_eq!(collapse_whitespace(&raw), words.join(" "));
         }
     }
 
