@@ -84,7 +84,7 @@ impl Source for Gravatar {
             };
             let mut path = String::with_capacity(80);
             path.push_str("/profiles/");
-            path.push_str(&profile_hash(email));
+            push_profile_hash(email, &mut path);
             match self.upstream.get_json::<Profile>(&path).await? {
                 Fetched::NotFound => Ok(Vec::new()),
                 Fetched::Found(p) => Ok(observations(p)),
@@ -96,7 +96,19 @@ impl Source for Gravatar {
 
 /// Gravatar identifies a profile by the hex SHA-256 of the trimmed, lower-cased address.
 pub fn profile_hash(email: &Email) -> String {
-    hex::encode(Sha256::digest(email.as_str().as_bytes()))
+    let mut hash = String::with_capacity(64);
+    push_profile_hash(email, &mut hash);
+    hash
+}
+
+/// Appends [`profile_hash`] to `out`, digit by digit (`hex::encode` goes through an iterator of
+/// chars and a new string).
+fn push_profile_hash(email: &Email, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in Sha256::digest(email.as_str().as_bytes()) {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
 }
 
 fn observations(p: Profile) -> Vec<Observation> {
