@@ -57,58 +57,77 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
         return None;
     }
 
-    let field_weight = |field: Field| -> f64 {
-        groups
-            .iter()
-            .filter(|g| g.field == field)
-            .map(Group::weight)
-            .sum()
-    };
-    let mut merged: Vec<(Field, Sourced)> = groups
+    // Each field's total weight, of which each single value's confidence takes its share.
+    let mut field_totals: Vec<(Field, f64)> = Vec::with_capacity(16);
+    for g in &groups {
+        match field_totals.iter_mut().find(|(f, _)| *f == g.field) {
+            Some((_, total)) => *total += g.weight(),
+            None => field_totals.push((g.field, g.weight())),
+        }
+    }
+    // The groups in the order the profile lists them: each field's values together, best first.
+    // Sorted as small tuples, so no value is built before its place is known; stable, so equal
+    // confidence keeps first-seen order.
+    let mut order: Vec<Ordered> = groups
         .iter()
-        .map(|g| {
+        .enumerate()
+        .map(|(i, g)| {
             let agreement = 1.0 - g.sources.iter().map(|(_, w)| 1.0 - w).product::<f64>();
             let share = if g.field.is_multi() {
                 1.0
             } else {
-                g.weight() / field_weight(g.field)
+                let total = field_totals
+                    .iter()
+                    .find(|(f, _)| *f == g.field)
+                    .map_or(1.0, |(_, total)| *total);
+                g.weight() / total
             };
-            let name = |n: usize| Arc::clone(&names[n][0]);
-            let sources: Arc<[Arc<str>]> = match &g.sources {
-                Sources::One(n, _) => Arc::clone(&names[*n]),
-                // Two sources agreeing is the usual case: one allocation, straight into place.
-                Sources::Many(list) if list.len() == 2 => {
-                    let (a, b) = (name(list[0].0), name(list[1].0));
-                    Arc::from(if a <= b { [a, b] } else { [b, a] })
-                }
-                _ => sorted_names(g.sources.iter().map(|(n, _)| name(n))),
-            };
-            let value = Sourced {
-                value: g.display.to_string(),
+            Ordered {
+                field: g.field,
                 confidence: round3(agreement * share),
-                sources,
-                detail: g.detail.map(str::to_string),
-                status: None,
-                evidence: None,
-                id: g.id.cloned(),
-            };
-            (g.field, value)
+                sources: g.sources.len(),
+                group: i,
+            }
         })
         .collect();
-    // Each field's values together, best first; stable, so equal confidence keeps first-seen order.
-    merged.sort_by(|(fa, a), (fb, b)| {
-        fa.cmp(fb)
+    order.sort_by(|a, b| {
+        a.field
+            .cmp(&b.field)
             .then(b.confidence.total_cmp(&a.confidence))
-            .then(b.sources.len().cmp(&a.sources.len()))
+            .then(b.sources.cmp(&a.sources))
     });
+    let value = |o: &Ordered| {
+        let g = &groups[o.group];
+        let name = |n: usize| Arc::clone(&names[n][0]);
+        let sources: Arc<[Arc<str>]> = match &g.sources {
+            Sources::One(n, _) => Arc::clone(&names[*n]),
+            // Two sources agreeing is the usual case: one allocation, straight into place.
+            Sources::Many(list) if list.len() == 2 => {
+                let (a, b) = (name(list[0].0), name(list[1].0));
+                Arc::from(if a <= b { [a, b] } else { [b, a] })
+            }
+            _ => sorted_names(g.sources.iter().map(|(n, _)| name(n))),
+        };
+        Sourced {
+            value: g.display.to_string(),
+            confidence: o.confidence,
+            sources,
+            detail: g.detail.map(str::to_string),
+            status: None,
+            evidence: None,
+            id: g.id.cloned(),
+        }
+    };
 
     let mut p = Profile::default();
     let mut company = Company::default();
-    let mut merged = merged.into_iter().peekable();
-    while let Some((field, best)) = merged.next() {
+    let mut order = order.iter().peekable();
+    while let Some(first) = order.next() {
+        let field = first.field;
+        let best = value(first);
         let mut rest = Vec::new();
-        while let Some((_, value)) = merged.next_if(|(f, _)| *f == field) {
-            rest.push(value);
+        while let Some(next) = order.next_if(|o| o.field == field) {
+            rest.push(value(next));
         }
         if field.is_multi() {
             rest.insert(0, best);
@@ -165,6 +184,14 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
     Some(p)
 }
 
+/// A group's place in the profile: its field, its confidence, how many sources reported it.
+struct Ordered {
+    field: Field,
+    confidence: f64,
+    sources: usize,
+    group: usize,
+}
+
 /// The values that compare equal, borrowed from the first observation of them.
 struct Group<'a> {
     field: Field,
@@ -203,6 +230,14 @@ impl Sources {
                     list.push((name, weight));
                 }
             }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::One(..) => 1,
+            Self::Many(list) => list.len(),
         }
     }
 
