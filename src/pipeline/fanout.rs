@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -28,9 +29,13 @@ struct Progress {
     first_start: Option<Instant>,
     last_end: Option<Instant>,
     /// Every answer this source gave, shared with the answer cache rather than copied out of it.
-    answers: Vec<Arc<[Observation]>>,
+    answers: SmallVec<[Arc<[Observation]>; 2]>,
     in_flight: usize,
 }
+
+/// The identifiers a lookup met, each stored once; the bookkeeping refers to them by index. A lookup
+/// meets a handful, so this and the other per-lookup lists live on the stack until they outgrow it.
+type Ids = SmallVec<[Arc<Identifier>; 8]>;
 
 struct CallResult {
     source: usize,
@@ -52,7 +57,7 @@ pub(super) async fn run(
     let start = Instant::now();
     let deadline = start + timeout;
     let sources = &inner.sources.sources;
-    let selected: Vec<bool> = sources
+    let selected: SmallVec<[bool; 16]> = sources
         .iter()
         .map(|s| only.is_none_or(|names| names.iter().any(|n| n == s.name())))
         .collect();
@@ -62,7 +67,7 @@ pub(super) async fn run(
             status: SourceStatus::Skipped,
             first_start: None,
             last_end: None,
-            answers: Vec::new(),
+            answers: SmallVec::new(),
             in_flight: 0,
         })
         .collect();
@@ -80,17 +85,17 @@ pub(super) async fn run(
 
     // Every identifier met, stored once; the bookkeeping below refers to them by index. A lookup meets
     // a handful, so linear searches beat hashing them.
-    let mut ids: Vec<Arc<Identifier>> = Vec::new();
+    let mut ids = Ids::new();
     // Identifiers followed, in the order they became known: the query's first, the best for a paid call.
-    let mut known: Vec<usize> = Vec::new();
+    let mut known: SmallVec<[usize; 8]> = SmallVec::new();
     let mut waterfall: VecDeque<usize> = (0..sources.len())
         .filter(|&i| selected[i] && sources[i].paid)
         .collect();
     let mut cost = 0.0;
     // (source, identifier) pairs already asked, or reported by that source itself.
-    let mut tried: Vec<(usize, usize)> = Vec::new();
+    let mut tried: SmallVec<[(usize, usize); 16]> = SmallVec::new();
     let mut calls = FuturesUnordered::new();
-    let mut frontier: Vec<(usize, u32)> = initial
+    let mut frontier: SmallVec<[(usize, u32); 8]> = initial
         .into_iter()
         .map(|id| (index_of(&mut ids, Cow::Owned(id)), 0))
         .collect();
@@ -254,7 +259,7 @@ fn confirmation(observations: &[Observation], id: &Identifier) -> Option<Observa
 fn next_paid(
     waterfall: &mut VecDeque<usize>,
     sources: &[Registered],
-    ids: &[Arc<Identifier>],
+    ids: &Ids,
     known: &[usize],
 ) -> Option<(usize, usize)> {
     while let Some(i) = waterfall.pop_front() {
@@ -269,7 +274,7 @@ fn next_paid(
 }
 
 /// Where `id` is in the lookup's identifier store, adding it if new (copied only when borrowed).
-fn index_of(ids: &mut Vec<Arc<Identifier>>, id: Cow<'_, Identifier>) -> usize {
+fn index_of(ids: &mut Ids, id: Cow<'_, Identifier>) -> usize {
     match ids.iter().position(|known| **known == *id) {
         Some(i) => i,
         None => {
@@ -373,10 +378,12 @@ fn finish(
     if let Some(p) = profile.as_mut() {
         profile::annotate_emails(p);
     }
-    if profile
-        .as_ref()
-        .is_some_and(|p| inner.exclusion.any_excluded(&mut p.identifiers().iter()))
-    {
+    if profile.as_ref().is_some_and(|p| {
+        let ids = p.identifiers_borrowed();
+        inner
+            .exclusion
+            .any_excluded(&mut ids.iter().map(|id| &**id))
+    }) {
         withheld = true;
         profile = None;
     }

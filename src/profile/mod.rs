@@ -5,6 +5,7 @@
 mod email_status;
 mod merge;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -247,14 +248,26 @@ impl Profile {
     /// Every personal identifier the profile holds: its emails, phones, profile URLs, and the best name
     /// with each company name and domain. The exclusion check runs over exactly this set.
     pub fn identifiers(&self) -> Vec<Identifier> {
+        self.identifiers_borrowed()
+            .into_iter()
+            .map(Cow::into_owned)
+            .collect()
+    }
+
+    /// [`identifiers`](Self::identifiers), borrowing those the profile holds already (the exclusion
+    /// check before release only reads them).
+    pub fn identifiers_borrowed(&self) -> Vec<Cow<'_, Identifier>> {
         use crate::domain::{DomainName, OrgName, PersonName};
-        let mut out: Vec<Identifier> = Vec::new();
+        let mut out: Vec<Cow<'_, Identifier>> = Vec::new();
         for (list, field) in [
             (&self.emails, Field::Email),
             (&self.phones, Field::Phone),
             (&self.profiles, Field::Profile),
         ] {
-            out.extend(list.iter().filter_map(|s| s.identifier(field)));
+            out.extend(list.iter().filter_map(|s| match &s.id {
+                Some(id) => Some(Cow::Borrowed(id)),
+                None => s.identifier(field).map(Cow::Owned),
+            }));
         }
         let names = self.name.iter().flat_map(ranked_values);
         for name in names.filter_map(|n| PersonName::parse(n).ok()) {
@@ -265,7 +278,7 @@ impl Profile {
                     .flat_map(ranked_values)
                     .filter_map(|c| OrgName::parse(c).ok())
                 {
-                    out.push(Identifier::NameAtCompany(name.clone(), c));
+                    out.push(Cow::Owned(Identifier::NameAtCompany(name.clone(), c)));
                 }
                 for d in company
                     .domain
@@ -273,7 +286,7 @@ impl Profile {
                     .flat_map(ranked_values)
                     .filter_map(|d| DomainName::parse(d).ok())
                 {
-                    out.push(Identifier::NameAtDomain(name.clone(), d));
+                    out.push(Cow::Owned(Identifier::NameAtDomain(name.clone(), d)));
                 }
             }
         }
