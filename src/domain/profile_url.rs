@@ -1,5 +1,7 @@
+use std::borrow::Cow;
 use std::fmt;
 
+use smallvec::SmallVec;
 use url::Url;
 
 use super::Invalid;
@@ -48,8 +50,8 @@ impl ProfileUrl {
             Some(parts) => parts,
             None => url_parts(trimmed)?,
         };
-        let first = segments.first().map(String::as_str);
-        let second = segments.get(1).map(String::as_str);
+        let first = segments.first().map(|s| &**s);
+        let second = segments.get(1).map(|s| &**s);
 
         if host == "linkedin.com" || host.ends_with(".linkedin.com") {
             return match (first, second) {
@@ -70,10 +72,7 @@ impl ProfileUrl {
                 )),
             };
         }
-        if matches!(
-            host.as_str(),
-            "x.com" | "twitter.com" | "mobile.twitter.com"
-        ) {
+        if matches!(&*host, "x.com" | "twitter.com" | "mobile.twitter.com") {
             return match (first, second) {
                 (Some(handle), None) if valid_handle(handle, 15) => Ok(Self::x(handle)),
                 _ => Err(Invalid::new(
@@ -98,7 +97,7 @@ impl ProfileUrl {
         };
         let path = segments.join("/");
         let canonical = if path.is_empty() {
-            host
+            host.into_owned()
         } else {
             format!("{host}/{path}")
         };
@@ -107,10 +106,10 @@ impl ProfileUrl {
 
     /// `github.com/<login>` from a bare login.
     pub fn github(login: &str) -> Self {
-        Self::known(
-            Service::Github,
-            format!("github.com/{}", login.to_lowercase()),
-        )
+        let mut canonical = String::with_capacity(11 + login.len());
+        canonical.push_str("github.com/");
+        push_lowercase(&mut canonical, login);
+        Self::known(Service::Github, canonical)
     }
 
     /// `x.com/<handle>` from a bare handle (with or without `@`).
@@ -144,13 +143,31 @@ impl ProfileUrl {
 
     /// A browsable URL.
     pub fn to_url(&self) -> String {
-        format!("https://{}", self.canonical)
+        let mut url = String::with_capacity(8 + self.canonical.len());
+        url.push_str("https://");
+        url.push_str(&self.canonical);
+        url
+    }
+}
+
+/// A URL's host (lower-case, without `www.`) and its path segments (decoded, lower-case), borrowed
+/// from the text when it already reads that way.
+type Parts<'a> = (Cow<'a, str>, SmallVec<[Cow<'a, str>; 4]>);
+
+/// `s` lower-cased onto the end of `out`.
+fn push_lowercase(out: &mut String, s: &str) {
+    if s.is_ascii() {
+        let from = out.len();
+        out.push_str(s);
+        out[from..].make_ascii_lowercase();
+    } else {
+        out.push_str(&s.to_lowercase());
     }
 }
 
 /// The host (lower-case, without `www.`) and the path segments (decoded, lower-case) of a URL, or of
 /// `https://` + `raw` when it has no scheme, as the `url` crate reads them.
-fn url_parts(raw: &str) -> Result<(String, Vec<String>), Invalid> {
+fn url_parts<'a>(raw: &str) -> Result<Parts<'a>, Invalid> {
     let with_scheme = if raw.contains("://") {
         raw.to_string()
     } else {
@@ -166,16 +183,20 @@ fn url_parts(raw: &str) -> Result<(String, Vec<String>), Invalid> {
         .to_lowercase();
     let segments = url
         .path_segments()
-        .map(|s| s.filter(|p| !p.is_empty()).map(segment).collect())
+        .map(|s| {
+            s.filter(|p| !p.is_empty())
+                .map(|p| Cow::Owned(segment(p).into_owned()))
+                .collect()
+        })
         .unwrap_or_default();
-    Ok((without_www(host), segments))
+    Ok((without_www(Cow::Owned(host)), segments))
 }
 
 /// [`url_parts`] for the plain URLs sources report (`https://github.com/octocat`), without building
 /// a `Url`: printable ASCII, an http(s) scheme or none, a host of letter-digit-hyphen labels ending in
 /// a name (no port, user, IP address or punycode), a path with nothing to decode, normalise or escape.
 /// `None` for anything else, which [`url_parts`] then reads.
-fn plain_parts(raw: &str) -> Option<(String, Vec<String>)> {
+fn plain_parts(raw: &str) -> Option<Parts<'_>> {
     if !raw.bytes().all(|b| b.is_ascii_graphic()) {
         return None;
     }
@@ -216,22 +237,32 @@ fn plain_parts(raw: &str) -> Option<(String, Vec<String>)> {
         .filter(|p| !p.is_empty())
         .map(segment)
         .collect();
-    Some((without_www(host.to_ascii_lowercase()), segments))
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    Some((without_www(host), segments))
 }
 
-fn without_www(host: String) -> String {
-    match host.strip_prefix("www.") {
-        Some(rest) => rest.to_string(),
-        None => host,
+fn without_www(host: Cow<'_, str>) -> Cow<'_, str> {
+    match host {
+        Cow::Borrowed(h) => Cow::Borrowed(h.strip_prefix("www.").unwrap_or(h)),
+        Cow::Owned(h) => match h.strip_prefix("www.") {
+            Some(rest) => Cow::Owned(rest.to_string()),
+            None => Cow::Owned(h),
+        },
     }
 }
 
-/// A path segment as compared: decoded, lower-case.
-fn segment(p: &str) -> String {
+/// A path segment as compared: decoded, lower-case; borrowed when it is that already.
+fn segment(p: &str) -> Cow<'_, str> {
     if p.contains(['%', '+', '&', '=']) {
-        percent_decode(p).to_lowercase()
+        Cow::Owned(percent_decode(p).to_lowercase())
+    } else if p.chars().any(char::is_uppercase) || !p.is_ascii() {
+        Cow::Owned(p.to_lowercase())
     } else {
-        p.to_lowercase()
+        Cow::Borrowed(p)
     }
 }
 
