@@ -11,16 +11,24 @@ use std::collections::BTreeMap;
 use super::{Lookup, SourceReport};
 use crate::profile::{Company, Profile, Ranked, Sourced};
 
+/// A member's name as written before its value, `"name":`, as one literal.
+macro_rules! key {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
+
 /// Appends `lookup` as JSON to `out`.
 pub fn write_lookup(lookup: &Lookup, out: &mut Vec<u8>) {
     let mut o = Object::open(out);
-    o.key("found").extend_from_slice(bool_text(lookup.found));
-    let out = o.key("profile");
+    o.key(key!("found"))
+        .extend_from_slice(bool_text(lookup.found));
+    let out = o.key(key!("profile"));
     match &lookup.profile {
         Some(profile) => write_profile(profile, out),
         None => out.extend_from_slice(b"null"),
     }
-    let out = o.key("sources");
+    let out = o.key(key!("sources"));
     out.push(b'[');
     for (i, report) in lookup.sources.iter().enumerate() {
         if i > 0 {
@@ -29,45 +37,45 @@ pub fn write_lookup(lookup: &Lookup, out: &mut Vec<u8>) {
         write_report(report, out);
     }
     out.push(b']');
-    write_u64(o.key("took_ms"), lookup.took_ms);
-    write_f64(o.key("cost"), lookup.cost);
+    write_u64(o.key(key!("took_ms")), lookup.took_ms);
+    write_f64(o.key(key!("cost")), lookup.cost);
     o.close();
 }
 
 fn write_report(r: &SourceReport, out: &mut Vec<u8>) {
     let mut o = Object::open(out);
-    write_str(o.key("name"), &r.name);
-    write_str(o.key("status"), r.status.as_str());
-    write_u64(o.key("latency_ms"), r.latency_ms);
+    write_str(o.key(key!("name")), &r.name);
+    write_str(o.key(key!("status")), r.status.as_str());
+    write_u64(o.key(key!("latency_ms")), r.latency_ms);
     o.close();
 }
 
 fn write_profile(p: &Profile, out: &mut Vec<u8>) {
     let mut o = Object::open(out);
-    o.ranked("name", &p.name);
-    o.ranked("first_name", &p.first_name);
-    o.ranked("last_name", &p.last_name);
-    o.ranked("job_title", &p.job_title);
+    o.ranked(key!("name"), &p.name);
+    o.ranked(key!("first_name"), &p.first_name);
+    o.ranked(key!("last_name"), &p.last_name);
+    o.ranked(key!("job_title"), &p.job_title);
     if let Some(company) = &p.company {
-        write_company(company, o.key("company"));
+        write_company(company, o.key(key!("company")));
     }
-    o.ranked("location", &p.location);
-    o.list("emails", &p.emails);
-    o.list("phones", &p.phones);
-    o.list("profiles", &p.profiles);
-    o.ranked("photo", &p.photo);
-    o.ranked("bio", &p.bio);
-    o.list("websites", &p.websites);
+    o.ranked(key!("location"), &p.location);
+    o.list(key!("emails"), &p.emails);
+    o.list(key!("phones"), &p.phones);
+    o.list(key!("profiles"), &p.profiles);
+    o.ranked(key!("photo"), &p.photo);
+    o.ranked(key!("bio"), &p.bio);
+    o.list(key!("websites"), &p.websites);
     if !p.facts.is_empty() {
-        write_facts(&p.facts, o.key("facts"));
+        write_facts(&p.facts, o.key(key!("facts")));
     }
     o.close();
 }
 
 fn write_company(c: &Company, out: &mut Vec<u8>) {
     let mut o = Object::open(out);
-    o.ranked("name", &c.name);
-    o.ranked("domain", &c.domain);
+    o.ranked(key!("name"), &c.name);
+    o.ranked(key!("domain"), &c.domain);
     o.close();
 }
 
@@ -89,7 +97,7 @@ fn write_ranked(r: &Ranked, out: &mut Vec<u8>) {
     let mut o = Object::open(out);
     o.sourced_fields(&r.best);
     if !r.alternatives.is_empty() {
-        write_sourced_list(&r.alternatives, o.key("alternatives"));
+        write_sourced_list(&r.alternatives, o.key(key!("alternatives")));
     }
     o.close();
 }
@@ -123,42 +131,44 @@ impl<'a> Object<'a> {
         Self { out, empty: true }
     }
 
-    /// Starts the member `name` (a literal that needs no escaping) and returns the buffer for its
+    /// Starts a member, `member` being its name as [`key!`] writes it, and returns the buffer for its
     /// value.
-    fn key(&mut self, name: &'static str) -> &mut Vec<u8> {
+    fn key(&mut self, member: &'static str) -> &mut Vec<u8> {
         debug_assert!(
-            !needs_escape(name.as_bytes()),
-            "key {name:?} needs escaping"
+            member.len() > 3
+                && member.starts_with('"')
+                && member.ends_with("\":")
+                && !needs_escape(&member.as_bytes()[1..member.len() - 2]),
+            "{member:?} is not a key! literal"
         );
         if !self.empty {
             self.out.push(b',');
         }
         self.empty = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        self.out.extend_from_slice(member.as_bytes());
         self.out
     }
 
-    /// `name: ranked` when there is one; nothing otherwise (serde's `skip_serializing_if`).
-    fn ranked(&mut self, name: &'static str, r: &Option<Ranked>) {
+    /// The member and the ranked value when there is one; nothing otherwise (serde's
+    /// `skip_serializing_if`).
+    fn ranked(&mut self, member: &'static str, r: &Option<Ranked>) {
         if let Some(r) = r {
-            write_ranked(r, self.key(name));
+            write_ranked(r, self.key(member));
         }
     }
 
-    /// `name: [...]` when the list has values; nothing otherwise.
-    fn list(&mut self, name: &'static str, list: &[Sourced]) {
+    /// The member and the list when it has values; nothing otherwise.
+    fn list(&mut self, member: &'static str, list: &[Sourced]) {
         if !list.is_empty() {
-            write_sourced_list(list, self.key(name));
+            write_sourced_list(list, self.key(member));
         }
     }
 
     /// A [`Sourced`] value's members, in the order its `Serialize` writes them.
     fn sourced_fields(&mut self, s: &Sourced) {
-        write_str(self.key("value"), &s.value);
-        write_f64(self.key("confidence"), s.confidence);
-        let out = self.key("sources");
+        write_str(self.key(key!("value")), &s.value);
+        write_f64(self.key(key!("confidence")), s.confidence);
+        let out = self.key(key!("sources"));
         out.push(b'[');
         for (i, name) in s.sources.iter().enumerate() {
             if i > 0 {
@@ -168,13 +178,13 @@ impl<'a> Object<'a> {
         }
         out.push(b']');
         if let Some(detail) = &s.detail {
-            write_str(self.key("detail"), detail);
+            write_str(self.key(key!("detail")), detail);
         }
         if let Some(status) = s.status {
-            write_str(self.key("status"), status.as_str());
+            write_str(self.key(key!("status")), status.as_str());
         }
         if let Some(evidence) = &s.evidence {
-            write_str(self.key("evidence"), evidence);
+            write_str(self.key(key!("evidence")), evidence);
         }
     }
 
