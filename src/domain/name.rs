@@ -119,6 +119,24 @@ impl fmt::Debug for PersonName {
     }
 }
 
+/// Legal forms that [`OrgName::folded`] drops from the end of a name.
+const SUFFIXES: [&str; 14] = [
+    "inc",
+    "incorporated",
+    "ltd",
+    "limited",
+    "llc",
+    "gmbh",
+    "sa",
+    "sas",
+    "sarl",
+    "ag",
+    "bv",
+    "plc",
+    "corp",
+    "co",
+];
+
 /// An organisation name as given (trimmed); compared folded.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct OrgName(String);
@@ -148,22 +166,6 @@ impl OrgName {
 
     /// Appends [`folded`](Self::folded) to `out`. A name made only of suffixes ("Co") keeps them all.
     pub fn fold_into(&self, out: &mut String) {
-        const SUFFIXES: [&str; 14] = [
-            "inc",
-            "incorporated",
-            "ltd",
-            "limited",
-            "llc",
-            "gmbh",
-            "sa",
-            "sas",
-            "sarl",
-            "ag",
-            "bv",
-            "plc",
-            "corp",
-            "co",
-        ];
         let start = out.len();
         fold_into(&self.0, out);
         let folded = &out[start..];
@@ -251,22 +253,6 @@ mod tests {
     /// How organisation names were folded before the in-place walk: split, find the last word that is
     /// not a suffix, join.
     fn org_folded_by_words(org: &OrgName) -> String {
-        const SUFFIXES: [&str; 14] = [
-            "inc",
-            "incorporated",
-            "ltd",
-            "limited",
-            "llc",
-            "gmbh",
-            "sa",
-            "sas",
-            "sarl",
-            "ag",
-            "bv",
-            "plc",
-            "corp",
-            "co",
-        ];
         let folded = fold_text(&org.0);
         let words: Vec<&str> = folded.split(' ').collect();
         let keep = words

@@ -28,15 +28,7 @@ pub fn write_lookup(lookup: &Lookup, out: &mut Vec<u8>) {
         Some(profile) => write_profile(profile, out),
         None => out.extend_from_slice(b"null"),
     }
-    let out = o.key(key!("sources"));
-    out.push(b'[');
-    for (i, report) in lookup.sources.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_report(report, out);
-    }
-    out.push(b']');
+    write_array(o.key(key!("sources")), &lookup.sources, write_report);
     write_u64(o.key(key!("took_ms")), lookup.took_ms);
     write_f64(o.key(key!("cost")), lookup.cost);
     o.close();
@@ -109,12 +101,17 @@ fn write_sourced(s: &Sourced, out: &mut Vec<u8>) {
 }
 
 fn write_sourced_list(list: &[Sourced], out: &mut Vec<u8>) {
+    write_array(out, list, write_sourced);
+}
+
+/// `[a,b,...]`, each item written by `write`.
+fn write_array<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
     out.push(b'[');
-    for (i, s) in list.iter().enumerate() {
+    for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_sourced(s, out);
+        write(item, out);
     }
     out.push(b']');
 }
@@ -168,15 +165,9 @@ impl<'a> Object<'a> {
     fn sourced_fields(&mut self, s: &Sourced) {
         write_str(self.key(key!("value")), &s.value);
         write_f64(self.key(key!("confidence")), s.confidence);
-        let out = self.key(key!("sources"));
-        out.push(b'[');
-        for (i, name) in s.sources.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
+        write_array(self.key(key!("sources")), &s.sources, |name, out| {
             write_str(out, name);
-        }
-        out.push(b']');
+        });
         if let Some(detail) = &s.detail {
             write_str(self.key(key!("detail")), detail);
         }
