@@ -69,21 +69,20 @@ impl Identifier {
             Self::Email(e) => Cow::Borrowed(e.as_str()),
             Self::Phone(p) => Cow::Borrowed(p.as_str()),
             Self::Profile(p) => Cow::Borrowed(p.canonical()),
-            Self::NameAtCompany(n, c) => {
-                let mut s = String::with_capacity(n.as_str().len() + c.as_str().len() + 1);
-                n.fold_into(&mut s);
-                s.push('|');
-                c.fold_into(&mut s);
-                Cow::Owned(s)
-            }
+            Self::NameAtCompany(n, c) => Cow::Owned(name_and(n, c.as_str(), |s| c.fold_into(s))),
             Self::NameAtDomain(n, d) => {
-                let mut s = String::with_capacity(n.as_str().len() + d.as_str().len() + 1);
-                n.fold_into(&mut s);
-                s.push('|');
-                s.push_str(d.as_str());
-                Cow::Owned(s)
+                Cow::Owned(name_and(n, d.as_str(), |s| s.push_str(d.as_str())))
             }
             Self::Domain(d) => Cow::Borrowed(d.as_str()),
         }
     }
+}
+
+/// `<folded name>|<other>`, the other part written by `push` (`other` only sizes the buffer).
+fn name_and(name: &PersonName, other: &str, push: impl FnOnce(&mut String)) -> String {
+    let mut s = String::with_capacity(name.as_str().len() + other.len() + 1);
+    name.fold_into(&mut s);
+    s.push('|');
+    push(&mut s);
+    s
 }

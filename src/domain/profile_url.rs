@@ -259,7 +259,7 @@ fn without_www(host: Cow<'_, str>) -> Cow<'_, str> {
 fn segment(p: &str) -> Cow<'_, str> {
     if p.contains(['%', '+', '&', '=']) {
         Cow::Owned(percent_decode(p).to_lowercase())
-    } else if p.chars().any(char::is_uppercase) || !p.is_ascii() {
+    } else if !p.is_ascii() || p.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(p.to_lowercase())
     } else {
         Cow::Borrowed(p)

@@ -259,7 +259,7 @@ fn confirmation(observations: &[Observation], id: &Identifier) -> Option<Observa
 fn next_paid(
     waterfall: &mut VecDeque<usize>,
     sources: &[Registered],
-    ids: &Ids,
+    ids: &[Arc<Identifier>],
     known: &[usize],
 ) -> Option<(usize, usize)> {
     while let Some(i) = waterfall.pop_front() {

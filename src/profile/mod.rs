@@ -264,10 +264,7 @@ impl Profile {
             (&self.phones, Field::Phone),
             (&self.profiles, Field::Profile),
         ] {
-            out.extend(list.iter().filter_map(|s| match &s.id {
-                Some(id) => Some(Cow::Borrowed(id)),
-                None => s.identifier(field).map(Cow::Owned),
-            }));
+            out.extend(list.iter().filter_map(|s| s.identifier_borrowed(field)));
         }
         let names = self.name.iter().flat_map(ranked_values);
         for name in names.filter_map(|n| PersonName::parse(n).ok()) {
@@ -298,9 +295,17 @@ impl Sourced {
     /// The identifier this value is as a `field` value: the one the merge kept, else parsed from the
     /// value (a `Sourced` built elsewhere, e.g. in tests, carries none).
     pub fn identifier(&self, field: Field) -> Option<Identifier> {
-        self.id
-            .clone()
-            .or_else(|| Observation::new(field, self.value.as_str()).id)
+        self.identifier_borrowed(field).map(Cow::into_owned)
+    }
+
+    /// [`identifier`](Self::identifier), borrowed when the merge kept one.
+    pub fn identifier_borrowed(&self, field: Field) -> Option<Cow<'_, Identifier>> {
+        match &self.id {
+            Some(id) => Some(Cow::Borrowed(id)),
+            None => Observation::new(field, self.value.as_str())
+                .id
+                .map(Cow::Owned),
+        }
     }
 }
 
