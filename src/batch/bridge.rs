@@ -40,7 +40,7 @@ impl Enricher for PipelineEnricher {
         Box::pin(async move {
             let lookup = pipeline.lookup(&q, LookupOptions::default()).await;
             match lookup.profile {
-                Some(profile) if lookup.found => RowOutcome::found(profile),
+                Some(profile) if lookup.found => RowOutcome::found(*profile),
                 _ => {
                     let failed = |s: &SourceStatus| {
                         matches!(

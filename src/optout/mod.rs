@@ -162,7 +162,7 @@ impl OptOut {
         let own = query.identifiers();
         lookup
             .profile
-            .as_ref()
+            .as_deref()
             .map(expansion_identifiers)
             .unwrap_or_default()
             .into_iter()

@@ -409,7 +409,7 @@ mod tests {
             .prop_map(
                 |(found, profile, sources, took_ms, cost, withheld)| Lookup {
                     found,
-                    profile,
+                    profile: profile.map(Box::new),
                     sources,
                     took_ms,
                     cost,

@@ -26,7 +26,7 @@ pub struct SourceEvent {
 #[derive(Debug, Clone, Serialize)]
 pub struct Lookup {
     pub found: bool,
-    pub profile: Option<Profile>,
+    pub profile: Option<Box<Profile>>,
     pub sources: Vec<SourceReport>,
     pub took_ms: u64,
     /// What the paid providers' hits in this lookup cost, in the operator's currency unit.

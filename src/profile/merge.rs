@@ -14,7 +14,7 @@ use crate::domain::{Identifier, fold_text};
 /// A lookup yields a few dozen values, so groups live in a vector in first-seen order and borrow from
 /// the observations until the profile is built. Each source's name is allocated once per merge, as the
 /// one-name list that every value only that source reported shares.
-pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
+pub fn merge(reports: &[Reported<'_>]) -> Option<Box<Profile>> {
     let observed = reports.iter().map(|r| r.observations.len()).sum();
     let mut groups: Vec<Group<'_>> = Vec::with_capacity(observed);
     let mut names: Vec<Arc<[Arc<str>]>> = Vec::with_capacity(reports.len());
@@ -119,7 +119,8 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Profile> {
         }
     };
 
-    let mut p = Profile::default();
+    // Built in place on the heap: the profile is a few KiB that the answer then passes along.
+    let mut p = Box::<Profile>::default();
     let mut company = Company::default();
     let mut order = order.iter().peekable();
     while let Some(first) = order.next() {
@@ -327,7 +328,7 @@ mod tests {
     }
 
     /// What sources `a` and `b`, trusted alike (0.5), reported.
-    fn merge_equal(a: &[Observation], b: &[Observation]) -> Option<Profile> {
+    fn merge_equal(a: &[Observation], b: &[Observation]) -> Option<Box<Profile>> {
         merge(&[
             Reported {
                 source: "a",
