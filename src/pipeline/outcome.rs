@@ -26,6 +26,7 @@ pub struct SourceEvent {
 #[derive(Debug, Clone, Serialize)]
 pub struct Lookup {
     pub found: bool,
+    /// Boxed, so that moving the answer moves a pointer rather than the profile's 1.8 KB.
     pub profile: Option<Box<Profile>>,
     pub sources: Vec<SourceReport>,
     pub took_ms: u64,

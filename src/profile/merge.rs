@@ -119,7 +119,8 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Box<Profile>> {
         }
     };
 
-    // Built in place on the heap: the profile is a few KiB that the answer then passes along.
+    // Built in place on the heap: a profile is about 1.8 KB, and the answer carrying it is moved
+    // through every layer on its way out.
     let mut p = Box::<Profile>::default();
     let mut company = Company::default();
     let mut order = order.iter().peekable();
