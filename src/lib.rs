@@ -6,12 +6,6 @@
 
 #![forbid(unsafe_code)]
 
-/// mimalloc rather than glibc's malloc, for the binary and for every test and bench that links this
-/// crate, so they measure what ships. Blocks freed on another thread than the one that made them,
-/// common under tokio, took glibc's arena locks; see ARCHITECTURE.md, "Allocator".
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod app;
 pub mod auth;
 pub mod batch;
