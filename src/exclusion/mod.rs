@@ -45,6 +45,14 @@ pub trait ExclusionCheck: Send + Sync {
         }
         false
     }
+
+    /// A number that changes whenever an entry is added, read before a check: while it stays the same,
+    /// an identifier found absent is still absent (removals only ever shorten the list), and the
+    /// lookup's check before release need not hash it again. `None` when the list cannot tell, and
+    /// then every check is made again.
+    fn version(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An empty list, for tools and tests that need none.
@@ -53,5 +61,9 @@ pub struct NoExclusions;
 impl ExclusionCheck for NoExclusions {
     fn is_excluded(&self, _: &Identifier) -> bool {
         false
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(0)
     }
 }

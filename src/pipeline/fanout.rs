@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::want::{self, Want};
 use super::{Inner, Lookup, SourceEvent, SourceReport};
 use crate::domain::{Identifier, Query};
+use crate::exclusion::ExclusionCheck;
 use crate::profile::{self, Field, Observation, Reported};
 use crate::sources::{Registered, SharedAnswer, SourceError, SourceStatus};
 
@@ -72,6 +73,8 @@ pub(super) async fn run(
         })
         .collect();
 
+    // Read before the first check: see `finish`.
+    let list_version = inner.exclusion.version();
     let initial = query.identifiers();
     if inner.exclusion.any_excluded(&mut initial.iter()) {
         // Nobody is asked. The answer mirrors a miss from every source that would have been asked.
@@ -80,7 +83,11 @@ pub(super) async fn run(
                 progress[i].status = SourceStatus::Miss;
             }
         }
-        return finish(inner, sources, progress, start, true, 0.0);
+        let checked = Checked {
+            ids: &[],
+            list_version,
+        };
+        return finish(inner, sources, progress, start, true, 0.0, checked);
     }
 
     // Every identifier met, stored once; the bookkeeping below refers to them by index. A lookup meets
@@ -235,7 +242,30 @@ pub(super) async fn run(
         p.last_end = Some(deadline.min(Instant::now()));
     }
     drop(calls);
-    finish(inner, sources, progress, start, withheld, cost)
+    let checked = Checked {
+        ids: &ids,
+        list_version,
+    };
+    finish(inner, sources, progress, start, withheld, cost, checked)
+}
+
+/// The identifiers a lookup checked against the exclusion list as it met them, and the list's version
+/// read before the first check.
+struct Checked<'a> {
+    ids: &'a [Arc<Identifier>],
+    list_version: Option<u64>,
+}
+
+impl Checked<'_> {
+    /// The identifiers the check before release may skip: those checked when met, provided nothing was
+    /// added to the list since the lookup began. None otherwise.
+    fn still_absent(&self, exclusion: &dyn ExclusionCheck) -> &[Arc<Identifier>] {
+        if self.list_version.is_some() && exclusion.version() == self.list_version {
+            self.ids
+        } else {
+            &[]
+        }
+    }
 }
 
 /// A source that found a person by their email address confirms the address: it is added as that
@@ -357,6 +387,7 @@ fn finish(
     start: Instant,
     mut withheld: bool,
     cost: f64,
+    checked: Checked<'_>,
 ) -> Lookup {
     // One report per answer; the merge counts a source once per value however many answers hold it.
     let reported: Vec<Reported<'_>> = sources
@@ -378,11 +409,20 @@ fn finish(
     if let Some(p) = profile.as_mut() {
         profile::annotate_emails(p);
     }
+    // Every identifier in the profile is checked once more before it is released, so that an opt-out
+    // that landed during the lookup withholds it. One the lookup already checked is skipped while the
+    // list has not changed since: it cannot have been added. Identifiers the merge composed (a name at
+    // a company) are new here and always checked.
     if profile.as_ref().is_some_and(|p| {
         let ids = p.identifiers_borrowed();
-        inner
-            .exclusion
-            .any_excluded(&mut ids.iter().map(|id| &**id))
+        let exclusion = &*inner.exclusion;
+        let absent = checked.still_absent(exclusion);
+        exclusion.any_excluded(
+            &mut ids
+                .iter()
+                .map(|id| &**id)
+                .filter(|id| !absent.iter().any(|known| **known == **id)),
+        )
     }) {
         withheld = true;
         profile = None;
@@ -471,16 +511,24 @@ mod tests {
         }
     }
 
-    /// Excludes nothing and remembers what it was asked.
+    /// Excludes nothing and remembers what it was asked. `versioned`: it tells that it never changes
+    /// (as the real list does while nobody opts out); otherwise it cannot tell.
     #[derive(Default)]
-    struct Counting(Mutex<Vec<String>>);
+    struct Counting {
+        asked: Mutex<Vec<String>>,
+        versioned: bool,
+    }
 
     impl ExclusionCheck for Counting {
         fn is_excluded(&self, id: &Identifier) -> bool {
-            if let Ok(mut asked) = self.0.lock() {
+            if let Ok(mut asked) = self.asked.lock() {
                 asked.push(id.canonical());
             }
             false
+        }
+
+        fn version(&self) -> Option<u64> {
+            self.versioned.then_some(0)
         }
     }
 
@@ -500,6 +548,12 @@ mod tests {
             let seen = asked.contains(&canonical);
             asked.push(canonical);
             seen && asked.last().is_some_and(|c| c.contains(self.who))
+        }
+
+        /// One more once `who` has opted out, as the real list's version moves with each addition.
+        fn version(&self) -> Option<u64> {
+            let asked = self.asked.lock().ok()?;
+            Some(u64::from(asked.iter().any(|c| c.contains(self.who))))
         }
     }
 
@@ -603,30 +657,55 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn each_identifier_is_checked_when_first_met_and_again_before_release() {
-        let counting = Arc::new(Counting::default());
-        let pipeline = pipeline_over(two_echoes(), counting.clone());
+    /// What a lookup of `ada@example.com` over [`two_echoes`] asked `check`, sorted, after checking
+    /// that it found the profile.
+    async fn checks_of_one_lookup(check: Arc<Counting>) -> Vec<String> {
+        let pipeline = pipeline_over(two_echoes(), check.clone());
         let lookup = pipeline
             .lookup(&email_query("ada@example.com"), LookupOptions::default())
             .await;
         assert!(lookup.found);
-
-        let mut asked = counting.0.lock().expect("not poisoned").clone();
+        let mut asked = check.asked.lock().expect("not poisoned").clone();
         asked.sort();
+        asked
+    }
+
+    /// Each of the lookup's three identifiers, `times` times, spelled as `asked` spells them.
+    fn each_of_the_three(asked: &[String], times: usize) -> Vec<String> {
         let mut expected = Vec::new();
         for id in ["ada@example.com", "github.com/ada", "x.com/ada"] {
             let canonical = asked
                 .iter()
                 .find(|a| a.contains(id))
-                .cloned()
                 .unwrap_or_else(|| panic!("{id} was never checked: {asked:?}"));
-            expected.extend([canonical.clone(), canonical]);
+            expected.extend(std::iter::repeat_n(canonical.clone(), times));
         }
         expected.sort();
+        expected
+    }
+
+    #[tokio::test]
+    async fn each_identifier_is_checked_when_first_met_and_again_before_release() {
+        // A list that cannot tell whether it changed: every check is made again before release.
+        let asked = checks_of_one_lookup(Arc::new(Counting::default())).await;
         assert_eq!(
-            asked, expected,
+            asked,
+            each_of_the_three(&asked, 2),
             "twice each: when first met, and in the released profile"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_list_unchanged_since_the_lookup_began_is_not_asked_twice_about_anyone() {
+        let check = Arc::new(Counting {
+            versioned: true,
+            ..Counting::default()
+        });
+        let asked = checks_of_one_lookup(check).await;
+        assert_eq!(
+            asked,
+            each_of_the_three(&asked, 1),
+            "once each, when first met: nothing was added since"
         );
     }
 

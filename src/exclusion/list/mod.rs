@@ -8,6 +8,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -90,6 +91,8 @@ pub struct ExclusionList {
     retention_days: u32,
     clock: Clock,
     set: RwLock<HashSet128>,
+    /// Bumped after every add that puts a new entry in the set: see [`ExclusionCheck::version`].
+    version: AtomicU64,
     /// The log and the counts; also serialises writers so the set check and insert do not race.
     state: Mutex<State>,
 }
@@ -160,6 +163,7 @@ impl ExclusionList {
             retention_days,
             clock: Box::new(SystemTime::now),
             set: RwLock::new(set),
+            version: AtomicU64::new(0),
             state: Mutex::new(state),
         };
         Ok((list, report))
@@ -229,6 +233,10 @@ impl ExclusionList {
             for record in &fresh {
                 set.insert(record.hashed.set_key());
             }
+        }
+        // After the entries are in the set: a reader that sees the new version sees them too.
+        if !fresh.is_empty() {
+            self.version.fetch_add(1, Ordering::SeqCst);
         }
         for record in &fresh {
             state.count(record);
@@ -319,6 +327,10 @@ impl ExclusionCheck for ExclusionList {
     fn is_excluded(&self, id: &Identifier) -> bool {
         self.hash(id).is_some_and(|h| self.contains_hash(&h))
     }
+
+    fn version(&self) -> Option<u64> {
+        Some(self.version.load(Ordering::SeqCst))
+    }
 }
 
 /// A read-only copy of the list, for a process that only checks it (`enrichd lookup`) while a server
@@ -368,6 +380,11 @@ impl ExclusionCheck for ExclusionSnapshot {
             .and_then(|text| self.subkeys.hash(id.kind(), &text))
             .and_then(|digest| Hashed::full(id.kind(), digest))
             .is_some_and(|h| self.set.contains(h.set_key()))
+    }
+
+    /// A snapshot never changes.
+    fn version(&self) -> Option<u64> {
+        Some(0)
     }
 }
 

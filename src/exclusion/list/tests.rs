@@ -430,3 +430,35 @@ fn a_second_list_on_the_same_directory_is_refused() {
 
     assert!(err.is_locked(), "{err}");
 }
+
+#[test]
+fn the_version_moves_when_an_entry_is_added_and_only_then() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    let start = list.version().expect("the list tells its version");
+
+    list.add(&[domain("example.com")], Origin::Api)
+        .expect("add a bare domain");
+    assert_eq!(list.version(), Some(start), "a bare domain adds no entry");
+
+    list.add(&[email("ada@example.com")], Origin::Api)
+        .expect("add");
+    let after_add = list.version().expect("version");
+    assert_ne!(after_add, start, "a new entry moves the version");
+
+    list.add(&[email("ADA@example.com")], Origin::Api)
+        .expect("add again");
+    assert_eq!(
+        list.version(),
+        Some(after_add),
+        "an entry already present is not new"
+    );
+
+    list.compact(at(T0 + 10 * 365 * 86_400)).expect("compact");
+    assert!(!list.is_excluded(&email("ada@example.com")), "expired");
+    assert_eq!(
+        list.version(),
+        Some(after_add),
+        "removals never make anyone excluded, so they leave the version alone"
+    );
+}

@@ -1,6 +1,8 @@
 //! Enforcement: an excluded query answers like a miss and asks no one; a result holding an excluded
 //! identifier is withheld everywhere; an opt-out expands to what the sources returned.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use super::{EXCLUDED, keys, statuses, streamed};
@@ -171,6 +173,64 @@ async fn opting_out_by_email_also_blocks_what_the_sources_returned_for_it() {
     assert_eq!(
         metric(&metrics, r#"enrichd_lookups_total{outcome="found"}"#),
         0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_opt_out_landing_while_a_lookup_is_in_flight_withholds_its_answer() {
+    let up = Upstreams::start().await;
+    // Gravatar names the person's GitHub account at once; GitHub answers for it only after a pause,
+    // and the person opts out by that account during it. The lookup checked the account when Gravatar
+    // reported it, before the opt-out.
+    up.gravatar_contact(
+        "mid.flight@example.com",
+        "Mid Flight",
+        &[],
+        None,
+        &["https://github.com/midflight"],
+    );
+    up.github.on(
+        "/users/midflight",
+        Upstreams::github_user_doc("midflight", "Mid Flight", "Acme")
+            .after(Duration::from_millis(1000)),
+    );
+    let server = Server::start(&up.config()).await;
+
+    let in_flight = server
+        .lookup_in_flight(json!({"email": "mid.flight@example.com"}))
+        .await;
+    for _ in 0..100 {
+        if up.github.hits("/users/midflight") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        up.github.hits("/users/midflight"),
+        1,
+        "the lookup is waiting on GitHub"
+    );
+    let (status, _) = server
+        .optout(json!({"profile_url": "https://github.com/midflight"}))
+        .await;
+    assert_eq!(status, 200);
+    let resp = in_flight
+        .await
+        .expect("task")
+        .expect("the lookup is answered");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+
+    assert_eq!(body["found"], false, "{body}");
+    assert_eq!(body["profile"], Value::Null);
+    assert_eq!(
+        statuses(&body),
+        [
+            ("github".to_string(), "miss".to_string()),
+            ("gravatar".to_string(), "miss".to_string())
+        ],
+        "a withheld answer reads like a miss"
     );
     server.stop().await;
 }
