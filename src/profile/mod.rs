@@ -71,13 +71,7 @@ impl Observation {
         if trimmed.len() != value.len() {
             value = trimmed.to_string();
         }
-        let id = match field {
-            Field::Email => Email::parse(&value).ok().map(Identifier::Email),
-            Field::Phone => PhoneE164::parse(&value, None).ok().map(Identifier::Phone),
-            Field::Profile => ProfileUrl::parse(&value).ok().map(Identifier::Profile),
-            _ => None,
-        }
-        .map(Box::new);
+        let id = identifier_of(field, &value).map(Box::new);
         Self {
             field,
             value,
@@ -125,6 +119,16 @@ impl Observation {
     /// exclusion list before any value is released.
     pub fn identifier(&self) -> Option<&Identifier> {
         self.id.as_deref()
+    }
+}
+
+/// The identifier a trimmed `field` value is, for email, phone and profile fields that parse as one.
+fn identifier_of(field: Field, value: &str) -> Option<Identifier> {
+    match field {
+        Field::Email => Email::parse(value).ok().map(Identifier::Email),
+        Field::Phone => PhoneE164::parse(value, None).ok().map(Identifier::Phone),
+        Field::Profile => ProfileUrl::parse(value).ok().map(Identifier::Profile),
+        _ => None,
     }
 }
 
@@ -307,9 +311,7 @@ impl Sourced {
     pub fn identifier_borrowed(&self, field: Field) -> Option<Cow<'_, Identifier>> {
         match &self.id {
             Some(id) => Some(Cow::Borrowed(id)),
-            None => Observation::new(field, self.value.as_str())
-                .id
-                .map(|id| Cow::Owned(*id)),
+            None => identifier_of(field, self.value.trim()).map(Cow::Owned),
         }
     }
 }
