@@ -18,6 +18,8 @@ pub mod exclusion;
 pub mod extract;
 pub mod http;
 pub mod optout;
+pub mod seal;
+pub mod secret;
 pub mod pipeline;
 pub mod profile;
 pub mod sources;

@@ -8,10 +8,9 @@
 //! in the log header: opening a log with another key is refused instead of silently un-excluding everyone.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use rand::TryRngCore;
 use secrecy::{ExposeSecret, SecretBox};
 
 use crate::domain::IdentifierKind;
@@ -34,8 +33,6 @@ pub enum KeyError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write the generated exclusion key file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
-    #[error("the operating system's random generator failed while generating an exclusion key")]
-    Random,
 }
 
 /// Where the key came from; [`KeySource::Generated`] asks the caller for a loud warning.
@@ -74,12 +71,7 @@ impl ExclusionKey {
 
     /// Parses 64 hex characters (surrounding whitespace ignored). `None` for anything else.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let text = text.trim();
-        let mut bytes = [0u8; 32];
-        if text.len() != 64 || hex::decode_to_slice(text, &mut bytes).is_err() {
-            return None;
-        }
-        Some(Self::from_bytes(bytes))
+        crate::secret::parse_hex32(text).map(Self::from_bytes)
     }
 
     /// Sets the version stored with every record written under this key.
@@ -155,37 +147,15 @@ impl ExclusionKey {
         })
     }
 
-    /// Generates a key from the OS random generator and writes it as hex, mode 0600, created new (an
-    /// existing file is never overwritten), fsynced with its directory.
+    /// Generates a key and writes it as hex, mode 0600, created new (an existing file is never
+    /// overwritten), fsynced with its directory.
     fn generate_into(path: &Path) -> Result<Self, KeyError> {
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(|_| KeyError::Random)?;
-        let key = Self::from_bytes(bytes);
-        let write_err = |source| KeyError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(write_err)?;
-        }
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(write_err)?;
-        let mut text = hex::encode(key.secret.expose_secret());
-        text.push('\n');
-        let written = file
-            .write_all(text.as_bytes())
-            .and_then(|()| file.sync_all());
-        zeroize_string(&mut text);
-        written.map_err(write_err)?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir).map_err(write_err)?;
-        }
-        Ok(key)
+        crate::secret::generate_into(path)
+            .map(Self::from_bytes)
+            .map_err(|source| KeyError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
     }
 
     /// The version stored with each log record.
@@ -247,24 +217,6 @@ impl Subkeys {
             IdentifierKind::Domain => return None,
         };
         Some(*blake3::keyed_hash(key.expose_secret(), text.as_bytes()).as_bytes())
-    }
-}
-
-fn zeroize_string(s: &mut String) {
-    use secrecy::zeroize::Zeroize;
-    s.zeroize();
-}
-
-/// Fsyncs a directory so a file created or renamed in it survives a crash.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
     }
 }
 

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 pub use format::Record;
 use format::{HEADER_LEN, HeaderProblem, RECORD_LEN, RecordProblem};
 
-use super::key::sync_dir;
+use crate::secret::sync_dir;
 
 /// The log's file name inside the data directory.
 pub const LOG_FILE_NAME: &str = "exclusion.log";
