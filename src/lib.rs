@@ -23,4 +23,5 @@ pub mod secret;
 pub mod pipeline;
 pub mod profile;
 pub mod sources;
+pub mod store;
 pub mod telemetry;
