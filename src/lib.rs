@@ -25,3 +25,5 @@ pub mod profile;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testkit;

@@ -108,13 +108,9 @@ impl Store {
                 Objects::new(Arc::new(fs), Some(root.join(".update.lock")), metrics)
             }
             StoreUrl::S3 { bucket, prefix } => {
-                let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
-                for (name, value) in aws {
-                    if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-                        builder = builder.with_config(key, value.expose_secret());
-                    }
-                }
-                let s3 = builder
+                // Client options first: setting them replaces any client key (AWS_ALLOW_HTTP) set before.
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
                     .with_client_options(
                         ClientOptions::new()
                             .with_timeout(S3_TIMEOUT)
@@ -124,7 +120,13 @@ impl Store {
                         max_retries: 3,
                         retry_timeout: S3_TIMEOUT,
                         ..RetryConfig::default()
-                    })
+                    });
+                for (name, value) in aws {
+                    if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                        builder = builder.with_config(key, value.expose_secret());
+                    }
+                }
+                let s3 = builder
                     .build()
                     .map_err(|source| OpenError::S3 {
                         url: url.to_string(),
@@ -203,5 +205,39 @@ impl Store {
         .await;
         let _ = o.delete(&path).await;
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::moto;
+
+    #[tokio::test]
+    async fn moto_honours_conditional_writes_and_the_probe_passes() {
+        let m = moto();
+        let url = StoreUrl::parse(&format!("s3://{}/probe", m.bucket().await)).expect("url");
+        let store = Store::open(&url, &m.secrets(), Arc::new(Metrics::new())).expect("s3 client");
+        store.probe().await.expect("moto does conditional writes");
+        let local = tempfile::tempdir().expect("tempdir");
+        Store::local(local.path())
+            .expect("local")
+            .probe()
+            .await
+            .expect("the local directory does them too");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_named_in_the_error() {
+        let url = StoreUrl::parse("s3://nowhere/x").expect("url");
+        let aws = vec![
+            ("AWS_ENDPOINT_URL".to_string(), SecretString::from("http://127.0.0.1:9")),
+            ("AWS_ALLOW_HTTP".to_string(), SecretString::from("true")),
+            ("AWS_ACCESS_KEY_ID".to_string(), SecretString::from("k")),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), SecretString::from("s")),
+        ];
+        let store = Store::open(&url, &aws, Arc::new(Metrics::new())).expect("client");
+        let err = store.probe().await.expect_err("nothing listens on port 9");
+        assert!(err.to_string().contains("s3://nowhere/x"), "{err}");
     }
 }
