@@ -89,3 +89,24 @@ impl Moto {
             .collect()
     }
 }
+
+/// The files under `dir` (recursively) whose bytes contain `needle`, ignoring case.
+pub fn grep_files(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let needle = needle.to_lowercase();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut found = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default())
+                .to_lowercase()
+                .contains(&needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}

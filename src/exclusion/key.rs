@@ -31,6 +31,11 @@ pub enum KeyError {
     BadFile { path: PathBuf },
     #[error("cannot read the exclusion key file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(
+        "with an s3:// store every replica needs the same exclusion key: set {KEY_ENV} (64 hex \
+         characters, e.g. from `openssl rand -hex 32`) or exclusion.key_file; none is generated"
+    )]
+    MissingShared,
     #[error("cannot write the generated exclusion key file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -109,6 +114,26 @@ impl ExclusionKey {
         }
         let key = Self::generate_into(&default_path)?;
         Ok((key, KeySource::Generated(default_path)))
+    }
+
+    /// The key for a shared store: from the process environment or `key_file`, never from the data
+    /// directory and never generated (a replica's disk holds nothing another replica needs).
+    pub fn load_shared(key_file: Option<&Path>) -> Result<(Self, KeySource), KeyError> {
+        let env = std::env::var(KEY_ENV).ok();
+        Self::resolve_shared(env.as_deref(), key_file)
+    }
+
+    /// [`ExclusionKey::load_shared`] with the environment value passed in.
+    pub fn resolve_shared(
+        env_value: Option<&str>,
+        key_file: Option<&Path>,
+    ) -> Result<(Self, KeySource), KeyError> {
+        if let Some(value) = env_value.filter(|v| !v.trim().is_empty()) {
+            let key = Self::from_hex(value).ok_or(KeyError::BadEnv)?;
+            return Ok((key, KeySource::Env));
+        }
+        let path = key_file.ok_or(KeyError::MissingShared)?;
+        Ok((Self::read_file(path)?, KeySource::File(path.to_path_buf())))
     }
 
     /// The key from the process environment, `key_file` or `<data_dir>/exclusion.key`, never generating
@@ -280,6 +305,18 @@ mod tests {
         ExclusionKey::resolve(None, None, dir.path()).expect("generated");
         let found = ExclusionKey::resolve_existing(None, None, dir.path()).expect("file key");
         assert!(matches!(found, Some((_, KeySource::File(_)))));
+    }
+
+    #[test]
+    fn a_shared_store_takes_the_key_from_env_or_file_and_never_generates_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = ExclusionKey::resolve_shared(None, None).expect_err("no key");
+        assert!(err.to_string().contains(KEY_ENV), "{err}");
+        let path = dir.path().join("k");
+        fs::write(&path, HEX).expect("write");
+        let (_, source) = ExclusionKey::resolve_shared(None, Some(&path)).expect("file");
+        assert_eq!(source, KeySource::File(path));
+        assert!(fs::read_dir(dir.path()).expect("dir").count() == 1, "nothing generated");
     }
 
     #[test]

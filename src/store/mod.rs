@@ -26,6 +26,7 @@
 mod objects;
 mod url;
 pub mod lease;
+pub mod lifecycle;
 pub mod replicas;
 pub mod watch;
 

@@ -228,6 +228,21 @@ impl Objects {
         Ok(out)
     }
 
+    /// The names of the top-level folders.
+    pub async fn list_top(&self) -> Result<Vec<String>, StoreError> {
+        self.count("list");
+        let listed = self
+            .inner
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| StoreError::from_os(&Path::from(""), e))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.parts().last().map(|s| s.as_ref().to_string()))
+            .collect())
+    }
+
     /// Starts a streamed write; the object appears only when the writer finishes.
     pub async fn writer(&self, path: &Path) -> Result<ObjectWriter, StoreError> {
         self.count("multipart");

@@ -18,7 +18,7 @@
 //! - [`ExclusionLog::read_only`] reads without the lock and repairs nothing, for processes that only
 //!   check the list.
 
-mod format;
+pub(crate) mod format;
 #[cfg(test)]
 mod tests;
 
