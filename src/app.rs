@@ -158,12 +158,20 @@ pub const STORAGE_KEY_FILE: &str = "storage.key";
 /// `ENRICHD_STORAGE_KEY_PREVIOUS` still unwrap. On a local store with neither, a development key is
 /// generated into `<data_dir>/storage.key` and announced loudly; a shared store refuses to start
 /// without one (every replica must hold the same key, and none may depend on its own disk).
-pub fn storage_keyring(loaded: &Loaded, data_dir: &Path, shared: bool) -> Result<Keyring, AppError> {
+pub fn storage_keyring(
+    loaded: &Loaded,
+    data_dir: &Path,
+    shared: bool,
+) -> Result<Keyring, AppError> {
     let bad = AppError::StorageKey;
     let parse = |text: &str, from: &str| {
         crate::secret::parse_hex32(text)
             .map(MasterKey::from_bytes)
-            .ok_or_else(|| bad(format!("{from} must hold exactly 64 hex characters (32 bytes)")))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{from} must hold exactly 64 hex characters (32 bytes)"
+                ))
+            })
     };
     let read = |path: &Path| {
         let text = std::fs::read_to_string(path)

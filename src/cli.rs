@@ -12,15 +12,15 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{self, App, AppError};
 use crate::auth::Role;
-pub use keys::KeysCommand;
-pub use store::StoreCommand;
-use crate::store::replicas::ReplicaShare;
 use crate::config::{Config, Loaded};
 use crate::domain::{Query, QueryInput};
 use crate::exclusion::Origin;
 use crate::optout::OptOutError;
 use crate::pipeline::LookupOptions;
+use crate::store::replicas::ReplicaShare;
 use crate::telemetry::{self, Metrics};
+pub use keys::KeysCommand;
+pub use store::StoreCommand;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -318,10 +318,12 @@ async fn optout(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
             "the opt-out is recorded (receipt {receipt_id}) and enforced, but {what} did not \
              finish; run the same command again to complete it"
         ))),
-        Err(err @ (OptOutError::NotRecorded(_) | OptOutError::Unavailable(_))) => Err(Failure::runtime(format!(
-            "{err}: {}",
-            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
-        ))),
+        Err(err @ (OptOutError::NotRecorded(_) | OptOutError::Unavailable(_))) => {
+            Err(Failure::runtime(format!(
+                "{err}: {}",
+                std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+            )))
+        }
     }
 }
 

@@ -41,7 +41,9 @@ pub fn generate_into(path: &Path) -> io::Result<[u8; 32]> {
     let mut file = options.open(path)?;
     let mut text = hex::encode(bytes);
     text.push('\n');
-    let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all());
     text.zeroize();
     written?;
     if let Some(dir) = path.parent() {
@@ -70,7 +72,10 @@ mod tests {
     #[test]
     fn only_64_hex_characters_parse() {
         assert_eq!(parse_hex32(&"ab".repeat(32)), Some([0xab; 32]));
-        assert_eq!(parse_hex32(&format!("  {}\n", "01".repeat(32))), Some([1; 32]));
+        assert_eq!(
+            parse_hex32(&format!("  {}\n", "01".repeat(32))),
+            Some([1; 32])
+        );
         for bad in ["", "ab", &"zz".repeat(32), &"ab".repeat(33)] {
             assert_eq!(parse_hex32(bad), None, "{bad}");
         }

@@ -63,7 +63,11 @@ impl Moto {
             .send()
             .await
             .expect("moto answers");
-        assert!(resp.status().is_success(), "creating bucket {name}: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "creating bucket {name}: {}",
+            resp.status()
+        );
         name
     }
 

@@ -154,7 +154,11 @@ impl KeyStore {
         let file: LegacyFile = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
         for record in file.keys {
             let body = serde_json::to_vec(&record).map_err(|e| err(e.to_string()))?;
-            match self.objects.create(&path(&record.info.id), Bytes::from(body)).await {
+            match self
+                .objects
+                .create(&path(&record.info.id), Bytes::from(body))
+                .await
+            {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -190,7 +194,9 @@ impl KeyStore {
 
     /// Whether no usable (unrevoked) key exists.
     pub fn is_empty(&self) -> bool {
-        self.read().values().all(|s| s.record.info.revoked_at.is_some())
+        self.read()
+            .values()
+            .all(|s| s.record.info.revoked_at.is_some())
     }
 
     /// Creates a key, stores its hash, returns the plaintext once.
@@ -222,7 +228,10 @@ impl KeyStore {
             id: key_id.clone(),
             reason: e.to_string(),
         })?;
-        let etag = self.objects.create(&path(&key_id), Bytes::from(body)).await?;
+        let etag = self
+            .objects
+            .create(&path(&key_id), Bytes::from(body))
+            .await?;
         let stored = Stored::new(record, etag)?;
         self.write().insert(key_id.clone(), stored);
         Ok(NewKey {
@@ -243,10 +252,11 @@ impl KeyStore {
                 Err(StoreError::NotFound { .. }) => return Err(KeyError::NotFound(id.to_string())),
                 Err(e) => return Err(e.into()),
             };
-            let mut record: Record = serde_json::from_slice(&got.bytes).map_err(|e| KeyError::Parse {
-                id: id.to_string(),
-                reason: e.to_string(),
-            })?;
+            let mut record: Record =
+                serde_json::from_slice(&got.bytes).map_err(|e| KeyError::Parse {
+                    id: id.to_string(),
+                    reason: e.to_string(),
+                })?;
             if record.info.revoked_at.is_some() {
                 return Ok(record.info);
             }
@@ -256,7 +266,11 @@ impl KeyStore {
                 reason: e.to_string(),
             })?;
             let written = match &got.etag {
-                Some(etag) => self.objects.update(&location, Bytes::from(body), etag).await,
+                Some(etag) => {
+                    self.objects
+                        .update(&location, Bytes::from(body), etag)
+                        .await
+                }
                 None => self.objects.put(&location, Bytes::from(body)).await,
             };
             match written {
@@ -274,7 +288,11 @@ impl KeyStore {
 
     /// Every key (ids, tenants, roles, dates; never a key or its hash), oldest first.
     pub fn list(&self) -> Vec<KeyInfo> {
-        let mut out: Vec<KeyInfo> = self.read().values().map(|s| s.record.info.clone()).collect();
+        let mut out: Vec<KeyInfo> = self
+            .read()
+            .values()
+            .map(|s| s.record.info.clone())
+            .collect();
         out.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
         out
     }
@@ -357,16 +375,24 @@ mod tests {
         let info = elsewhere.revoke(&new.key_id).await.expect("revoke");
         assert!(info.revoked_at.is_some());
         assert!(elsewhere.verify(&new.key).is_none());
-        assert!(keys.verify(&new.key).is_some(), "until it follows the store");
-        assert!(matches!(elsewhere.revoke("k_nope").await, Err(KeyError::NotFound(_))));
+        assert!(
+            keys.verify(&new.key).is_some(),
+            "until it follows the store"
+        );
+        assert!(matches!(
+            elsewhere.revoke("k_nope").await,
+            Err(KeyError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
     async fn a_follower_sees_keys_made_and_revoked_elsewhere() {
         let (_dir, store) = store().await;
         let server = Arc::new(KeyStore::open(&store, None).await.expect("open"));
-        let (watch, task) =
-            crate::store::watch::Watch::spawn(store.objects().clone(), std::time::Duration::from_millis(20));
+        let (watch, task) = crate::store::watch::Watch::spawn(
+            store.objects().clone(),
+            std::time::Duration::from_millis(20),
+        );
         let following = tokio::spawn({
             let server = server.clone();
             let follower = watch.follow();
@@ -385,7 +411,10 @@ mod tests {
     async fn wait_until(done: impl Fn() -> bool) {
         let start = std::time::Instant::now();
         while !done() {
-            assert!(start.elapsed() < std::time::Duration::from_secs(10), "never happened");
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "never happened"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
@@ -404,7 +433,10 @@ mod tests {
         )
         .expect("legacy file");
         let keys = KeyStore::open(&store, Some(&legacy)).await.expect("open");
-        assert_eq!(keys.verify("ek_old").map(|p| p.key_id), Some("k_old".into()));
+        assert_eq!(
+            keys.verify("ek_old").map(|p| p.key_id),
+            Some("k_old".into())
+        );
         assert!(!legacy.exists() && dir.path().join("keys.json.imported").exists());
     }
 

@@ -195,8 +195,14 @@ mod tests {
         let mut p2 = PartIndex::default();
         p2.push(2, &[b]);
         let (r1, r2) = (
-            PartRef { part: 1, generation: 1 },
-            PartRef { part: 2, generation: 3 },
+            PartRef {
+                part: 1,
+                generation: 1,
+            },
+            PartRef {
+                part: 2,
+                generation: 3,
+            },
         );
         let mut idx = KeyIndex::default();
         idx.insert_part(&batch, r1, &p1);

@@ -326,7 +326,9 @@ async fn commit_part(
         Ok((meta, ())) => meta,
         Err(e) => {
             // Never part of the result: remove it rather than leave it for the sweeper.
-            let _ = blobs.delete(key, Area::Data, &stored::part_object(part)).await;
+            let _ = blobs
+                .delete(key, Area::Data, &stored::part_object(part))
+                .await;
             let _ = blobs.delete(key, Area::Index, &part.suffix()).await;
             return Err(e);
         }

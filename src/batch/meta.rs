@@ -92,8 +92,13 @@ pub struct BatchSummary {
 impl BatchMeta {
     /// Part `n` as committed, if it is.
     pub fn part(&self, n: u32) -> Option<PartRef> {
-        let generation = *self.part_gens.get(usize::try_from(n).ok()?.checked_sub(1)?)?;
-        (n <= self.parts_done).then_some(PartRef { part: n, generation })
+        let generation = *self
+            .part_gens
+            .get(usize::try_from(n).ok()?.checked_sub(1)?)?;
+        (n <= self.parts_done).then_some(PartRef {
+            part: n,
+            generation,
+        })
     }
 
     /// Every committed part, in order.

@@ -19,7 +19,10 @@ use crate::blob::{Area, BatchKey, BlobError};
 const MAX_ATTEMPTS: usize = 20;
 
 /// Removes every stored row holding one of `keys`, within this call.
-pub(crate) async fn purge(shared: &Arc<Shared>, keys: &[[u8; 16]]) -> Result<PurgeReport, BatchError> {
+pub(crate) async fn purge(
+    shared: &Arc<Shared>,
+    keys: &[[u8; 16]],
+) -> Result<PurgeReport, BatchError> {
     if shared.store.is_shared() {
         sync_index(shared).await?;
     }
@@ -85,7 +88,8 @@ pub(crate) async fn purge_part(
             Err(BatchError::NotFound) => return Ok(0),
             Err(e) => return Err(e),
         };
-        let (gone, kept): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| doomed.contains(&r.row));
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| doomed.contains(&r.row));
         let removed = gone.len() as u64;
         let found_removed = gone.iter().filter(|r| r.enrichment.is_some()).count() as u64;
         if removed > 0 {

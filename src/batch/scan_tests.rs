@@ -2,9 +2,9 @@
 
 use std::collections::VecDeque;
 
+use super::error::{BatchError, Limit};
 use super::scan::{Encoding, Scanner};
 use super::settings::BatchLimits;
-use super::error::{BatchError, Limit};
 
 fn scan_with(input: &[u8], limits: BatchLimits) -> Result<Vec<Vec<String>>, BatchError> {
     scan_full(input, limits).map(|(rows, _)| rows)

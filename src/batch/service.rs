@@ -122,7 +122,8 @@ impl BatchService {
     {
         let shared = &self.shared;
         let mut writer = shared.blobs().writer(key, Area::Data, INPUT).await?;
-        let ingested = match ingest::ingest(body, &mut writer, shared.config.limits, options).await {
+        let ingested = match ingest::ingest(body, &mut writer, shared.config.limits, options).await
+        {
             Ok(ok) => ok,
             Err(e) => {
                 writer.abort().await;
@@ -362,7 +363,9 @@ async fn follow_jobs(shared: Arc<Shared>, mut follower: Follower) {
 #[cfg(test)]
 pub(crate) async fn stored_rows(svc: &BatchService, tenant: &str, id: BatchId) -> Vec<StoredRow> {
     let key = BatchService::key(tenant, id);
-    let meta = stored::live_meta(svc.shared.blobs(), &key).await.expect("meta");
+    let meta = stored::live_meta(svc.shared.blobs(), &key)
+        .await
+        .expect("meta");
     let mut out = Vec::new();
     for part in meta.parts() {
         out.extend(

@@ -63,7 +63,10 @@ impl BatchStore {
 
     /// Marks a batch as waiting for (or in) a job, for every replica to see.
     pub(crate) async fn mark_job(&self, key: &BatchKey) -> Result<(), StoreError> {
-        self.objects.put(&Self::marker(key), Bytes::new()).await.map(drop)
+        self.objects
+            .put(&Self::marker(key), Bytes::new())
+            .await
+            .map(drop)
     }
 
     /// The batch needs no job any more (done, failed, deleted).

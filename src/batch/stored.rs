@@ -58,8 +58,14 @@ pub(crate) async fn live_meta(blobs: &BlobStore, key: &BatchKey) -> Result<Batch
 }
 
 /// Writes the first metadata of a new batch.
-pub(crate) async fn create_meta(blobs: &BlobStore, key: &BatchKey, meta: &BatchMeta) -> Result<(), BatchError> {
-    blobs.create(key, Area::Data, META, &encode(key, meta)?).await?;
+pub(crate) async fn create_meta(
+    blobs: &BlobStore,
+    key: &BatchKey,
+    meta: &BatchMeta,
+) -> Result<(), BatchError> {
+    blobs
+        .create(key, Area::Data, META, &encode(key, meta)?)
+        .await?;
     Ok(())
 }
 
@@ -89,7 +95,11 @@ pub(crate) async fn modify_meta<T>(
 }
 
 /// Result rows as stored: one JSON object per line.
-pub(crate) fn encode_rows(key: &BatchKey, part: u32, rows: &[StoredRow]) -> Result<Vec<u8>, BatchError> {
+pub(crate) fn encode_rows(
+    key: &BatchKey,
+    part: u32,
+    rows: &[StoredRow],
+) -> Result<Vec<u8>, BatchError> {
     let mut out = Vec::new();
     for row in rows {
         serde_json::to_writer(&mut out, row).map_err(|e| BatchError::CorruptPart {
@@ -123,7 +133,11 @@ pub(crate) async fn read_part(
     Ok((rows, etag))
 }
 
-pub(crate) async fn read_index(blobs: &BlobStore, key: &BatchKey, part: PartRef) -> Result<PartIndex, BatchError> {
+pub(crate) async fn read_index(
+    blobs: &BlobStore,
+    key: &BatchKey,
+    part: PartRef,
+) -> Result<PartIndex, BatchError> {
     let (bytes, _) = blobs.get(key, Area::Index, &part.suffix()).await?;
     serde_json::from_slice(&bytes).map_err(|e| BatchError::CorruptPart {
         batch: key.id.to_string(),
@@ -138,7 +152,9 @@ pub(crate) async fn write_index(
     part: PartRef,
     index: &PartIndex,
 ) -> Result<(), BatchError> {
-    blobs.put(key, Area::Index, &part.suffix(), &encode(key, index)?).await?;
+    blobs
+        .put(key, Area::Index, &part.suffix(), &encode(key, index)?)
+        .await?;
     Ok(())
 }
 
@@ -150,6 +166,8 @@ pub(crate) async fn write_part(
     rows: &[StoredRow],
 ) -> Result<(), BatchError> {
     let body = encode_rows(key, part.part, rows)?;
-    blobs.put(key, Area::Data, &part_object(part), &body).await?;
+    blobs
+        .put(key, Area::Data, &part_object(part), &body)
+        .await?;
     Ok(())
 }

@@ -9,10 +9,10 @@ use super::{BatchArgs, BatchCmdError, Progress, write_atomically};
 use crate::app;
 use crate::batch::{BatchOptions, BatchStatus, BatchStore};
 use crate::blob::{BatchId, SystemClock};
+use crate::config::Loaded;
 use crate::seal::Keyring;
 use crate::store::Store;
 use crate::store::replicas::ReplicaShare;
-use crate::config::Loaded;
 use crate::telemetry::Metrics;
 
 /// The tenant name local runs store under (inside the private working directory only).

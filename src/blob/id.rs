@@ -200,7 +200,10 @@ mod tests {
                 Some((area, key.clone()))
             );
         }
-        assert_eq!(BatchKey::from_path(&key.key_object()), Some((Area::Key, key.clone())));
+        assert_eq!(
+            BatchKey::from_path(&key.key_object()),
+            Some((Area::Key, key.clone()))
+        );
         assert_eq!(BatchKey::parse_dotted(&key.dotted()), Some(key.clone()));
         assert_eq!(BatchKey::parse_dotted("x.y"), None);
         assert_eq!(BatchKey::from_path(&Path::from("state/jobs/x")), None);

@@ -134,7 +134,8 @@ impl BlobStore {
             .create(&key.key_object(), Bytes::from(bytes))
             .await
             .map_err(|e| store_err(key, e))?;
-        self.keys.insert(key.clone(), Arc::new(Unwrapped { key: data, stamp }));
+        self.keys
+            .insert(key.clone(), Arc::new(Unwrapped { key: data, stamp }));
         Ok(())
     }
 
@@ -179,7 +180,11 @@ impl BlobStore {
     /// Refuses a keyring that unwraps none of the stored batch keys (looking at one): started with the
     /// wrong `ENRICHD_STORAGE_KEY`, every batch would read as unreadable.
     pub async fn check_keyring(&self) -> Result<(), BlobError> {
-        let listed = self.objects.list(&Path::from(Area::Key.dir())).await.map_err(listing_err)?;
+        let listed = self
+            .objects
+            .list(&Path::from(Area::Key.dir()))
+            .await
+            .map_err(listing_err)?;
         let Some((_, key)) = listed.iter().find_map(|m| BatchKey::from_path(&m.location)) else {
             return Ok(());
         };
@@ -205,11 +210,26 @@ impl BlobStore {
         Ok(())
     }
 
-    async fn object_key(&self, key: &BatchKey, area: Area, name: &str) -> Result<[u8; 32], BlobError> {
-        Ok(self.unwrapped(key).await?.key.object_key(&format!("{}/{name}", area.dir())))
+    async fn object_key(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+    ) -> Result<[u8; 32], BlobError> {
+        Ok(self
+            .unwrapped(key)
+            .await?
+            .key
+            .object_key(&format!("{}/{name}", area.dir())))
     }
 
-    async fn sealed(&self, key: &BatchKey, area: Area, name: &str, plain: &[u8]) -> Result<Bytes, BlobError> {
+    async fn sealed(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+        plain: &[u8],
+    ) -> Result<Bytes, BlobError> {
         let okey = self.object_key(key, area, name).await?;
         crate::seal::seal(&okey, plain)
             .map(Bytes::from)
@@ -220,7 +240,13 @@ impl BlobStore {
     }
 
     /// Writes one object whole, sealed, replacing any there. Returns its version.
-    pub async fn put(&self, key: &BatchKey, area: Area, name: &str, plain: &[u8]) -> Result<Option<String>, BlobError> {
+    pub async fn put(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+        plain: &[u8],
+    ) -> Result<Option<String>, BlobError> {
         let bytes = self.sealed(key, area, name, plain).await?;
         self.objects
             .put(&key.object(area, name), bytes)
@@ -229,7 +255,13 @@ impl BlobStore {
     }
 
     /// Writes one object whole, sealed, only if none exists.
-    pub async fn create(&self, key: &BatchKey, area: Area, name: &str, plain: &[u8]) -> Result<Option<String>, BlobError> {
+    pub async fn create(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+        plain: &[u8],
+    ) -> Result<Option<String>, BlobError> {
         let bytes = self.sealed(key, area, name, plain).await?;
         self.objects
             .create(&key.object(area, name), bytes)
@@ -248,28 +280,42 @@ impl BlobStore {
         etag: &str,
     ) -> Result<Option<String>, BlobError> {
         let bytes = self.sealed(key, area, name, plain).await?;
-        match self.objects.update(&key.object(area, name), bytes, etag).await {
+        match self
+            .objects
+            .update(&key.object(area, name), bytes, etag)
+            .await
+        {
             Ok(etag) => Ok(etag),
-            Err(StoreError::Conflict { .. }) => match self.objects.get(&key.object(area, name)).await {
-                Err(StoreError::NotFound { .. }) => Err(BlobError::NotFound(key.id.to_string())),
-                _ => Err(BlobError::Conflict(key.id.to_string())),
-            },
+            Err(StoreError::Conflict { .. }) => {
+                match self.objects.get(&key.object(area, name)).await {
+                    Err(StoreError::NotFound { .. }) => {
+                        Err(BlobError::NotFound(key.id.to_string()))
+                    }
+                    _ => Err(BlobError::Conflict(key.id.to_string())),
+                }
+            }
             Err(e) => Err(store_err(key, e)),
         }
     }
 
     /// Reads and opens one object whole, with the version it was read at.
-    pub async fn get(&self, key: &BatchKey, area: Area, name: &str) -> Result<(Vec<u8>, Option<String>), BlobError> {
+    pub async fn get(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+    ) -> Result<(Vec<u8>, Option<String>), BlobError> {
         let okey = self.object_key(key, area, name).await?;
         let got = self
             .objects
             .get(&key.object(area, name))
             .await
             .map_err(|e| not_found_or(key, e))?;
-        let plain = crate::seal::open(&okey, &got.bytes).map_err(|source| BlobError::Unreadable {
-            batch: key.id.to_string(),
-            source,
-        })?;
+        let plain =
+            crate::seal::open(&okey, &got.bytes).map_err(|source| BlobError::Unreadable {
+                batch: key.id.to_string(),
+                source,
+            })?;
         Ok((plain, got.etag))
     }
 
@@ -293,34 +339,48 @@ impl BlobStore {
         };
         let batch = key.clone();
         let state = (sealed, Some(Opener::new(&okey)));
-        Ok(futures::stream::try_unfold(state, move |(mut sealed, mut opener)| {
-            let (unreadable, batch) = (unreadable.clone(), batch.clone());
-            async move {
-                loop {
-                    let Some(open) = opener.as_mut() else {
-                        return Ok(None);
-                    };
-                    match sealed.next().await {
-                        Some(chunk) => {
-                            let chunk = chunk.map_err(|e| store_err(&batch, e))?;
-                            let plain = open.push(&chunk).map_err(&unreadable)?;
-                            if !plain.is_empty() {
-                                return Ok(Some((Bytes::from(plain), (sealed, opener))));
+        Ok(
+            futures::stream::try_unfold(state, move |(mut sealed, mut opener)| {
+                let (unreadable, batch) = (unreadable.clone(), batch.clone());
+                async move {
+                    loop {
+                        let Some(open) = opener.as_mut() else {
+                            return Ok(None);
+                        };
+                        match sealed.next().await {
+                            Some(chunk) => {
+                                let chunk = chunk.map_err(|e| store_err(&batch, e))?;
+                                let plain = open.push(&chunk).map_err(&unreadable)?;
+                                if !plain.is_empty() {
+                                    return Ok(Some((Bytes::from(plain), (sealed, opener))));
+                                }
                             }
-                        }
-                        None => {
-                            let last = opener.take().map(Opener::finish).transpose().map_err(&unreadable)?;
-                            return Ok(Some((Bytes::from(last.unwrap_or_default()), (sealed, None))));
+                            None => {
+                                let last = opener
+                                    .take()
+                                    .map(Opener::finish)
+                                    .transpose()
+                                    .map_err(&unreadable)?;
+                                return Ok(Some((
+                                    Bytes::from(last.unwrap_or_default()),
+                                    (sealed, None),
+                                )));
+                            }
                         }
                     }
                 }
-            }
-        })
-        .boxed())
+            })
+            .boxed(),
+        )
     }
 
     /// Starts a streamed, sealed write; the object appears only when [`BlobWriter::finish`] succeeds.
-    pub async fn writer(&self, key: &BatchKey, area: Area, name: &str) -> Result<BlobWriter, BlobError> {
+    pub async fn writer(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+    ) -> Result<BlobWriter, BlobError> {
         let okey = self.object_key(key, area, name).await?;
         let inner = self
             .objects
@@ -360,7 +420,12 @@ impl BlobStore {
                 .await
                 .map_err(|e| store_err(key, e))?;
             for m in listed {
-                if self.objects.delete(&m.location).await.map_err(|e| store_err(key, e))? {
+                if self
+                    .objects
+                    .delete(&m.location)
+                    .await
+                    .map_err(|e| store_err(key, e))?
+                {
                     removed += 1;
                 }
             }
@@ -402,9 +467,17 @@ impl BlobStore {
     /// written and objects left without a key (a delete cut short), once a day old; and objects of the
     /// layout before batches were sealed (`<tenant>/<batch>/...` at the top) once `legacy_days` old.
     /// Expired batches are the caller's to delete, through [`BlobStore::delete_batch`].
-    pub async fn sweep_orphans(&self, now: SystemTime, legacy_days: u32) -> Result<SweepReport, BlobError> {
+    pub async fn sweep_orphans(
+        &self,
+        now: SystemTime,
+        legacy_days: u32,
+    ) -> Result<SweepReport, BlobError> {
         let mut report = SweepReport::default();
-        let keyed = self.objects.list(&Path::from(Area::Key.dir())).await.map_err(listing_err)?;
+        let keyed = self
+            .objects
+            .list(&Path::from(Area::Key.dir()))
+            .await
+            .map_err(listing_err)?;
         let live: BTreeMap<BatchKey, SystemTime> = keyed
             .iter()
             .filter_map(|m| Some((BatchKey::from_path(&m.location)?.1, m.last_modified.into())))
@@ -412,7 +485,12 @@ impl BlobStore {
         // Per batch with objects: the newest change, and whether its metadata exists.
         let mut seen: BTreeMap<BatchKey, (SystemTime, bool)> = BTreeMap::new();
         for area in [Area::Data, Area::Index] {
-            for m in self.objects.list(&Path::from(area.dir())).await.map_err(listing_err)? {
+            for m in self
+                .objects
+                .list(&Path::from(area.dir()))
+                .await
+                .map_err(listing_err)?
+            {
                 let Some((area, key)) = BatchKey::from_path(&m.location) else {
                     continue;
                 };
@@ -453,10 +531,19 @@ impl BlobStore {
             if TenantKey::from_segment(&top).is_none() {
                 continue;
             }
-            for m in self.objects.list(&Path::from(top.as_str())).await.map_err(listing_err)? {
+            for m in self
+                .objects
+                .list(&Path::from(top.as_str()))
+                .await
+                .map_err(listing_err)?
+            {
                 let modified: SystemTime = m.last_modified.into();
                 if modified + Duration::from_secs(u64::from(days) * 24 * 3600) <= now
-                    && self.objects.delete(&m.location).await.map_err(listing_err)?
+                    && self
+                        .objects
+                        .delete(&m.location)
+                        .await
+                        .map_err(listing_err)?
                 {
                     removed += 1;
                 }
@@ -468,7 +555,12 @@ impl BlobStore {
     /// Re-wraps every batch key that is under an older master key with the current one.
     pub async fn rewrap(&self) -> Result<RewrapReport, BlobError> {
         let mut report = RewrapReport::default();
-        for m in self.objects.list(&Path::from(Area::Key.dir())).await.map_err(listing_err)? {
+        for m in self
+            .objects
+            .list(&Path::from(Area::Key.dir()))
+            .await
+            .map_err(listing_err)?
+        {
             let Some((_, key)) = BatchKey::from_path(&m.location) else {
                 continue;
             };
@@ -478,7 +570,8 @@ impl BlobStore {
                 Err(StoreError::NotFound { .. }) => continue,
                 Err(e) => return Err(store_err(&key, e)),
             };
-            let mut record: KeyRecord = serde_json::from_slice(&got.bytes).map_err(|e| corrupt(&key, e))?;
+            let mut record: KeyRecord =
+                serde_json::from_slice(&got.bytes).map_err(|e| corrupt(&key, e))?;
             if !self.keyring.is_stale(&record.wrapped) {
                 continue;
             }
@@ -493,7 +586,11 @@ impl BlobStore {
             let bytes = serde_json::to_vec(&record).map_err(|e| corrupt(&key, e))?;
             let Some(etag) = got.etag else { continue };
             // A batch deleted meanwhile stays deleted: the update from the version read fails.
-            match self.objects.update(&m.location, Bytes::from(bytes), &etag).await {
+            match self
+                .objects
+                .update(&m.location, Bytes::from(bytes), &etag)
+                .await
+            {
                 Ok(_) => report.rewrapped += 1,
                 Err(StoreError::Conflict { .. }) => {}
                 Err(e) => return Err(store_err(&key, e)),
@@ -526,21 +623,33 @@ pub struct BlobWriter {
 impl BlobWriter {
     /// Appends bytes, waiting when too many parts are in flight (bounded memory).
     pub async fn write(&mut self, plain: &[u8]) -> Result<(), BlobError> {
-        let sealed = self.sealer.push(plain).map_err(|source| BlobError::Unreadable {
-            batch: self.key.id.to_string(),
-            source,
-        })?;
-        self.inner.write(&sealed).await.map_err(|e| store_err(&self.key, e))
+        let sealed = self
+            .sealer
+            .push(plain)
+            .map_err(|source| BlobError::Unreadable {
+                batch: self.key.id.to_string(),
+                source,
+            })?;
+        self.inner
+            .write(&sealed)
+            .await
+            .map_err(|e| store_err(&self.key, e))
     }
 
     /// Completes the object; only now does it become visible.
     pub async fn finish(mut self) -> Result<(), BlobError> {
         let key = self.key;
-        let last = self.sealer.finish().map_err(|source| BlobError::Unreadable {
-            batch: key.id.to_string(),
-            source,
-        })?;
-        self.inner.write(&last).await.map_err(|e| store_err(&key, e))?;
+        let last = self
+            .sealer
+            .finish()
+            .map_err(|source| BlobError::Unreadable {
+                batch: key.id.to_string(),
+                source,
+            })?;
+        self.inner
+            .write(&last)
+            .await
+            .map_err(|e| store_err(&key, e))?;
         self.inner.finish().await.map_err(|e| store_err(&key, e))
     }
 

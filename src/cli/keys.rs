@@ -79,7 +79,10 @@ pub async fn run(command: KeysCommand) -> Result<(), Failure> {
             let keys = open(&common).await?;
             for info in keys.list() {
                 if json {
-                    println!("{}", serde_json::to_string(&info).map_err(Failure::runtime)?);
+                    println!(
+                        "{}",
+                        serde_json::to_string(&info).map_err(Failure::runtime)?
+                    );
                 } else {
                     println!(
                         "{:<16} {:<24} {:<7} {:<21} {}",

@@ -618,7 +618,10 @@ mod tests {
         assert!(loaded.config.store.url_or(Path::new("d")).is_shared());
         assert_eq!(loaded.aws.len(), 1);
         assert!(loaded.storage_key.is_some());
-        assert!(!format!("{loaded:?}").contains("abab"), "secrets never print");
+        assert!(
+            !format!("{loaded:?}").contains("abab"),
+            "secrets never print"
+        );
         let default = Config::from_toml("", &[]).expect("defaults");
         assert_eq!(
             default.config.store.url_or(Path::new("/srv/d")).to_string(),

@@ -316,7 +316,10 @@ mod tests {
         fs::write(&path, HEX).expect("write");
         let (_, source) = ExclusionKey::resolve_shared(None, Some(&path)).expect("file");
         assert_eq!(source, KeySource::File(path));
-        assert!(fs::read_dir(dir.path()).expect("dir").count() == 1, "nothing generated");
+        assert!(
+            fs::read_dir(dir.path()).expect("dir").count() == 1,
+            "nothing generated"
+        );
     }
 
     #[test]

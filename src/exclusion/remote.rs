@@ -139,9 +139,9 @@ impl Remote {
     /// record to `visit`. Used at start.
     pub(super) async fn load(&self, mut visit: impl FnMut(Record)) -> Result<Read, RemoteError> {
         let listed = self.list().await?;
-        let entries = listed.iter().filter_map(|m| {
-            Some((m.location.as_ref().strip_prefix(DIR)?.strip_prefix('/')?, m))
-        });
+        let entries = listed
+            .iter()
+            .filter_map(|m| Some((m.location.as_ref().strip_prefix(DIR)?.strip_prefix('/')?, m)));
         self.apply(entries, &mut visit, true).await
     }
 
@@ -156,11 +156,14 @@ impl Remote {
 
     /// Lists the stored list now and applies what is new: for callers that must see every opt-out
     /// acknowledged so far.
-    pub(super) async fn catch_up(&self, visit: &mut impl FnMut(Record)) -> Result<Read, RemoteError> {
+    pub(super) async fn catch_up(
+        &self,
+        visit: &mut impl FnMut(Record),
+    ) -> Result<Read, RemoteError> {
         let listed = self.list().await?;
-        let entries = listed.iter().filter_map(|m| {
-            Some((m.location.as_ref().strip_prefix(DIR)?.strip_prefix('/')?, m))
-        });
+        let entries = listed
+            .iter()
+            .filter_map(|m| Some((m.location.as_ref().strip_prefix(DIR)?.strip_prefix('/')?, m)));
         self.apply(entries, visit, false).await
     }
 
@@ -180,7 +183,11 @@ impl Remote {
             let covers = self.covers(newest).await?;
             // Covers name only the segments compacted since the snapshot before: after a skipped
             // generation, segments covered by the skipped one may have been missed too.
-            let previous = seen.snapshot.as_deref().and_then(generation_of).unwrap_or(0);
+            let previous = seen
+                .snapshot
+                .as_deref()
+                .and_then(generation_of)
+                .unwrap_or(0);
             let missed = whole
                 || previous + 1 != *generation
                 || covers.iter().any(|c| !seen.applied.contains(c));
@@ -267,7 +274,8 @@ impl Remote {
             .get(..HEADER_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or_else(|| corrupt("shorter than a header".into()))?;
-        let key_id = format::decode_header(&header).map_err(|p| corrupt(format!("bad header: {p:?}")))?;
+        let key_id =
+            format::decode_header(&header).map_err(|p| corrupt(format!("bad header: {p:?}")))?;
         if key_id != self.key_id {
             return Err(RemoteError::KeyMismatch {
                 object: name.to_string(),
@@ -277,11 +285,16 @@ impl Remote {
         }
         let body = &bytes[HEADER_LEN..];
         if body.len() % RECORD_LEN != 0 {
-            return Err(corrupt(format!("{} bytes of records is not whole records", body.len())));
+            return Err(corrupt(format!(
+                "{} bytes of records is not whole records",
+                body.len()
+            )));
         }
         body.chunks_exact(RECORD_LEN)
             .map(|chunk| {
-                let chunk: &[u8; RECORD_LEN] = chunk.try_into().map_err(|_| corrupt("record size".into()))?;
+                let chunk: &[u8; RECORD_LEN] = chunk
+                    .try_into()
+                    .map_err(|_| corrupt("record size".into()))?;
                 format::decode_record(chunk).map_err(|p| corrupt(format!("bad record: {p:?}")))
             })
             .collect()
@@ -338,9 +351,9 @@ impl Remote {
         keep: impl Fn(&Record) -> bool,
     ) -> Result<Option<(Vec<Record>, u64)>, RemoteError> {
         let listed = self.list().await?;
-        let entries = listed.iter().filter_map(|m| {
-            Some((m.location.as_ref().strip_prefix(DIR)?.strip_prefix('/')?, m))
-        });
+        let entries = listed
+            .iter()
+            .filter_map(|m| Some((m.location.as_ref().strip_prefix(DIR)?.strip_prefix('/')?, m)));
         let (snapshots, segments, _) = split(entries);
         let mut newest: BTreeMap<u128, Record> = BTreeMap::new();
         let mut take = |r: Record| {
@@ -351,7 +364,10 @@ impl Remote {
         };
         let base = snapshots.iter().next_back();
         if let Some((_, name)) = base {
-            self.read_snapshot(name).await?.into_iter().for_each(&mut take);
+            self.read_snapshot(name)
+                .await?
+                .into_iter()
+                .for_each(&mut take);
         }
         let mut covers = Vec::new();
         for name in &segments {
@@ -369,7 +385,8 @@ impl Remote {
         let removed = total - kept.len() as u64;
         let generation = base.map_or(1, |(g, _)| g + 1);
         let covers_json = serde_json::to_vec(&covers).unwrap_or_default();
-        let mut bytes = Vec::with_capacity(4 + covers_json.len() + HEADER_LEN + kept.len() * RECORD_LEN);
+        let mut bytes =
+            Vec::with_capacity(4 + covers_json.len() + HEADER_LEN + kept.len() * RECORD_LEN);
         bytes.extend_from_slice(&(covers_json.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&covers_json);
         bytes.extend(self.encode(&kept));

@@ -240,7 +240,8 @@ async fn submit_form(
                  fault, not yours; please <a href=\"/optout\">try again</a> later.</p>",
             );
             if let Some(retry) = logged.headers().get(header::RETRY_AFTER) {
-                resp.headers_mut().insert(header::RETRY_AFTER, retry.clone());
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, retry.clone());
             }
             resp
         }

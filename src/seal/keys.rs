@@ -19,7 +19,9 @@ pub struct MasterKey {
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,7 +58,10 @@ impl Keyring {
 
     /// A keyring whose key exists only in this process (a local batch's scratch store).
     pub fn ephemeral() -> std::io::Result<Self> {
-        Ok(Self::new(MasterKey::from_bytes(crate::secret::random32()?), Vec::new()))
+        Ok(Self::new(
+            MasterKey::from_bytes(crate::secret::random32()?),
+            Vec::new(),
+        ))
     }
 
     pub fn current_id(&self) -> &str {
@@ -101,7 +106,13 @@ impl Keyring {
         let aad = [WRAP_AAD, context.as_bytes()].concat();
         let plain = master
             .cipher()
-            .decrypt(XNonce::from_slice(&nonce), Payload { msg: &sealed, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &sealed,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| SealError::Auth)?;
         let bytes: [u8; 32] = plain
             .as_slice()
@@ -165,14 +176,27 @@ mod tests {
         let wrapped = ring.wrap(&key, "batch-a");
         let back = ring.unwrap(&wrapped, "batch-a").expect("unwraps");
         assert_eq!(back.object_key("part"), key.object_key("part"));
-        assert_eq!(ring.unwrap(&wrapped, "batch-b").err(), Some(SealError::Auth));
+        assert_eq!(
+            ring.unwrap(&wrapped, "batch-b").err(),
+            Some(SealError::Auth)
+        );
         assert!(matches!(
             self::ring(2).unwrap(&wrapped, "batch-a"),
             Err(SealError::UnknownMasterKey(_))
         ));
         let mut tampered = wrapped.clone();
-        tampered.key.replace_range(0..2, if &tampered.key[0..2] == "00" { "01" } else { "00" });
-        assert_eq!(ring.unwrap(&tampered, "batch-a").err(), Some(SealError::Auth));
+        tampered.key.replace_range(
+            0..2,
+            if &tampered.key[0..2] == "00" {
+                "01"
+            } else {
+                "00"
+            },
+        );
+        assert_eq!(
+            ring.unwrap(&tampered, "batch-a").err(),
+            Some(SealError::Auth)
+        );
     }
 
     #[test]
@@ -180,13 +204,21 @@ mod tests {
         let key = DataKey::random().expect("random");
         let old = ring(1);
         let wrapped = old.wrap(&key, "b");
-        let rotated = Keyring::new(MasterKey::from_bytes([2; 32]), vec![MasterKey::from_bytes([1; 32])]);
+        let rotated = Keyring::new(
+            MasterKey::from_bytes([2; 32]),
+            vec![MasterKey::from_bytes([1; 32])],
+        );
         assert!(rotated.is_stale(&wrapped));
-        let back = rotated.unwrap(&wrapped, "b").expect("old key still unwraps");
+        let back = rotated
+            .unwrap(&wrapped, "b")
+            .expect("old key still unwraps");
         let rewrapped = rotated.wrap(&back, "b");
         assert!(!rotated.is_stale(&rewrapped));
         assert_eq!(rewrapped.master, rotated.current_id());
-        assert!(ring(2).unwrap(&rewrapped, "b").is_ok(), "the old key is no longer needed");
+        assert!(
+            ring(2).unwrap(&rewrapped, "b").is_ok(),
+            "the old key is no longer needed"
+        );
     }
 
     #[test]

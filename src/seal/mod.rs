@@ -26,7 +26,9 @@ pub enum SealError {
     #[error("not a sealed object: {0}")]
     Format(&'static str),
     /// Authentication failed: another key, or bytes changed, cut or reordered.
-    #[error("the sealed data does not authenticate with this key (changed, truncated, or another key)")]
+    #[error(
+        "the sealed data does not authenticate with this key (changed, truncated, or another key)"
+    )]
     Auth,
     /// The wrapped key names a master key this process was not given.
     #[error(

@@ -59,7 +59,11 @@ impl Sealer {
             // A full chunk is sealed only once a byte after it exists: otherwise it may be the last.
             if self.pending.len() == CHUNK {
                 let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK + 1));
-                out.extend(self.encryptor.encrypt_next(chunk.as_slice()).map_err(|_| TOO_LARGE)?);
+                out.extend(
+                    self.encryptor
+                        .encrypt_next(chunk.as_slice())
+                        .map_err(|_| TOO_LARGE)?,
+                );
             }
             let take = (CHUNK - self.pending.len()).min(plain.len());
             self.pending.extend_from_slice(&plain[..take]);
@@ -74,7 +78,11 @@ impl Sealer {
         if let Some(header) = self.header.take() {
             out.extend_from_slice(&header);
         }
-        out.extend(self.encryptor.encrypt_last(self.pending.as_slice()).map_err(|_| TOO_LARGE)?);
+        out.extend(
+            self.encryptor
+                .encrypt_last(self.pending.as_slice())
+                .map_err(|_| TOO_LARGE)?,
+        );
         Ok(out)
     }
 }
@@ -130,11 +138,16 @@ impl Opener {
             }
             self.start()?;
         }
-        let decryptor = self.decryptor.take().ok_or(SealError::Format("no header"))?;
+        let decryptor = self
+            .decryptor
+            .take()
+            .ok_or(SealError::Format("no header"))?;
         if self.pending.len() < TAG {
             return Err(SealError::Auth);
         }
-        decryptor.decrypt_last(self.pending.as_slice()).map_err(|_| SealError::Auth)
+        decryptor
+            .decrypt_last(self.pending.as_slice())
+            .map_err(|_| SealError::Auth)
     }
 
     fn start(&mut self) -> Result<(), SealError> {
@@ -227,13 +240,19 @@ mod tests {
         flipped[HEADER_LEN + 5] ^= 1;
         assert_eq!(open(&KEY, &flipped).err(), Some(SealError::Auth));
         assert_eq!(open(&[8; 32], &sealed).err(), Some(SealError::Auth));
-        assert!(matches!(open(&KEY, b"email\nada@example.org\n"), Err(SealError::Format(_))));
+        assert!(matches!(
+            open(&KEY, b"email\nada@example.org\n"),
+            Err(SealError::Format(_))
+        ));
     }
 
     #[test]
     fn the_same_plaintext_seals_differently_each_time_and_never_shows_through() {
         let plain = b"email\nada@analytical.example\n";
-        let (a, b) = (seal(&KEY, plain).expect("seal"), seal(&KEY, plain).expect("seal"));
+        let (a, b) = (
+            seal(&KEY, plain).expect("seal"),
+            seal(&KEY, plain).expect("seal"),
+        );
         assert_ne!(a, b);
         assert!(!a.windows(8).any(|w| w == b"analytic"));
     }

@@ -117,10 +117,18 @@ impl Leases {
         if !free && !self.silent_for_ttl(&path, &etag) {
             return Ok(None);
         }
-        match self.objects.update(&path, self.body(generation + 1, 0), &etag).await {
+        match self
+            .objects
+            .update(&path, self.body(generation + 1, 0), &etag)
+            .await
+        {
             Ok(etag) => {
                 if !free {
-                    tracing::info!(lease = name, generation = generation + 1, "Took over an abandoned lease.");
+                    tracing::info!(
+                        lease = name,
+                        generation = generation + 1,
+                        "Took over an abandoned lease."
+                    );
                 }
                 Ok(Some(self.granted(path, generation + 1, etag)))
             }
@@ -162,7 +170,11 @@ impl Leases {
                 path: lease.path.to_string(),
             });
         }
-        let (etag, renewal) = lease.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (etag, renewal) = lease
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let body = self.body(lease.generation, renewal + 1);
         match self.objects.update(&lease.path, body, &etag).await {
             Ok(etag) => {
@@ -181,7 +193,10 @@ impl Leases {
     /// Keeps renewing `lease` every third of its time-to-live until the returned task is dropped or
     /// the lease is lost. A renewal the store could not answer is retried at the next tick; if none
     /// succeeds for a whole time-to-live the lease is treated as lost, since others may take it.
-    pub fn keep_renewed(self: &Arc<Self>, lease: Arc<Lease>) -> tokio_util::task::AbortOnDropHandle<()> {
+    pub fn keep_renewed(
+        self: &Arc<Self>,
+        lease: Arc<Lease>,
+    ) -> tokio_util::task::AbortOnDropHandle<()> {
         let leases = self.clone();
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let every = leases.ttl / 3;
@@ -211,7 +226,12 @@ impl Leases {
         if lease.is_lost() {
             return;
         }
-        let etag = lease.state.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
+        let etag = lease
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone();
         let body = Body {
             holder: String::new(),
             generation: lease.generation,
@@ -254,16 +274,29 @@ mod tests {
         assert!(b.claim("job").await.expect("claim").is_none(), "held");
         tokio::time::advance(Duration::from_secs(4)).await;
         a.renew(&held).await.expect("renewed");
-        assert!(b.claim("job").await.expect("claim").is_none(), "a new version resets the clock");
+        assert!(
+            b.claim("job").await.expect("claim").is_none(),
+            "a new version resets the clock"
+        );
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(b.claim("job").await.expect("claim").is_none(), "4 s of silence is not 5");
+        assert!(
+            b.claim("job").await.expect("claim").is_none(),
+            "4 s of silence is not 5"
+        );
         tokio::time::advance(Duration::from_secs(2)).await;
         let taken = b.claim("job").await.expect("claim").expect("abandoned");
         assert_eq!(taken.generation(), 2);
-        assert!(matches!(a.renew(&held).await, Err(StoreError::Conflict { .. })));
+        assert!(matches!(
+            a.renew(&held).await,
+            Err(StoreError::Conflict { .. })
+        ));
         assert!(held.is_lost());
         b.release(&taken).await;
-        let again = a.claim("job").await.expect("claim").expect("released leases are free");
+        let again = a
+            .claim("job")
+            .await
+            .expect("claim")
+            .expect("released leases are free");
         assert_eq!(again.generation(), 3);
     }
 
@@ -274,7 +307,11 @@ mod tests {
         let before = leases(&store, "old", true);
         let _left = before.claim("job").await.expect("claim").expect("free");
         let after = leases(&store, "new", true);
-        let lease = after.claim("job").await.expect("claim").expect("taken at once");
+        let lease = after
+            .claim("job")
+            .await
+            .expect("claim")
+            .expect("taken at once");
         assert_eq!(lease.generation(), 2);
     }
 }

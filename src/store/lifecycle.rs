@@ -62,13 +62,25 @@ mod tests {
         let r = rules("eu/prod", 30);
         let rules = r["Rules"].as_array().expect("rules");
         let by_id = |id: &str| rules.iter().find(|x| x["ID"] == id).expect(id);
-        assert_eq!(by_id("enrichd-batch-keys")["Filter"]["Prefix"], "eu/prod/batch-keys/");
+        assert_eq!(
+            by_id("enrichd-batch-keys")["Filter"]["Prefix"],
+            "eu/prod/batch-keys/"
+        );
         assert_eq!(by_id("enrichd-batch-keys")["Expiration"]["Days"], 30);
         assert_eq!(by_id("enrichd-batches")["Expiration"]["Days"], 31);
-        assert_eq!(by_id("enrichd-indexes")["Filter"]["Prefix"], "eu/prod/indexes/");
+        assert_eq!(
+            by_id("enrichd-indexes")["Filter"]["Prefix"],
+            "eu/prod/indexes/"
+        );
         let abort = by_id("enrichd-abort-incomplete-uploads");
-        assert_eq!(abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"], 1);
+        assert_eq!(
+            abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"],
+            1
+        );
         assert_eq!(abort["Filter"]["Prefix"], "eu/prod/");
-        assert_eq!(super::rules("", 7)["Rules"][0]["Filter"]["Prefix"], "batch-keys/");
+        assert_eq!(
+            super::rules("", 7)["Rules"][0]["Filter"]["Prefix"],
+            "batch-keys/"
+        );
     }
 }

@@ -23,11 +23,11 @@
 //! `state/` is small and listed by every replica twice a second ([`watch`]); everything personal is
 //! under `batches/` and `indexes/`, sealed ([`crate::seal`]) with keys under `batch-keys/`.
 
-mod objects;
-mod url;
 pub mod lease;
 pub mod lifecycle;
+mod objects;
 pub mod replicas;
+mod url;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -106,7 +106,7 @@ impl Store {
                         source: std::io::Error::other(e.to_string()),
                     })?
                     .with_automatic_cleanup(true);
-                Objects::new(Arc::new(fs), Some(root.join(".update.lock")), metrics)
+                Objects::new(Arc::new(fs), Some(dir.join("store.lock")), metrics)
             }
             StoreUrl::S3 { bucket, prefix } => {
                 // Client options first: setting them replaces any client key (AWS_ALLOW_HTTP) set before.
@@ -127,12 +127,10 @@ impl Store {
                         builder = builder.with_config(key, value.expose_secret());
                     }
                 }
-                let s3 = builder
-                    .build()
-                    .map_err(|source| OpenError::S3 {
-                        url: url.to_string(),
-                        source,
-                    })?;
+                let s3 = builder.build().map_err(|source| OpenError::S3 {
+                    url: url.to_string(),
+                    source,
+                })?;
                 let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
                     Arc::new(s3)
                 } else {
@@ -183,7 +181,10 @@ impl Store {
             what,
         };
         let o = &self.objects;
-        let first = o.create(&path, Bytes::from_static(b"1")).await.map_err(unreachable)?;
+        let first = o
+            .create(&path, Bytes::from_static(b"1"))
+            .await
+            .map_err(unreachable)?;
         let outcome = async {
             match o.create(&path, Bytes::from_static(b"2")).await {
                 Err(StoreError::AlreadyExists { .. }) => {}
@@ -232,7 +233,10 @@ mod tests {
     async fn an_unreachable_store_is_named_in_the_error() {
         let url = StoreUrl::parse("s3://nowhere/x").expect("url");
         let aws = vec![
-            ("AWS_ENDPOINT_URL".to_string(), SecretString::from("http://127.0.0.1:9")),
+            (
+                "AWS_ENDPOINT_URL".to_string(),
+                SecretString::from("http://127.0.0.1:9"),
+            ),
             ("AWS_ALLOW_HTTP".to_string(), SecretString::from("true")),
             ("AWS_ACCESS_KEY_ID".to_string(), SecretString::from("k")),
             ("AWS_SECRET_ACCESS_KEY".to_string(), SecretString::from("s")),

@@ -4,7 +4,7 @@
 //! the object exists) and [`Objects::update`] (`If-Match: <etag>`, fails when someone wrote since it
 //! was read). S3 and S3-compatible servers do both. On a local directory `object_store` creates
 //! atomically (a hard link) but has no compare-and-swap, so updates and deletes there take an
-//! exclusive `flock` on `<root>/.update.lock` around "check the etag, then write": every process on
+//! exclusive `flock` on `<dir>/store.lock` (beside the objects) around "check the etag, then write": every process on
 //! the directory (a server, `enrichd keys revoke`, `enrichd store rewrap`) goes through it.
 //!
 //! Every request is counted in `enrichd_store_requests_total{op}`.
@@ -163,7 +163,10 @@ impl Objects {
             .await
             .map_err(|e| StoreError::from_os(path, e))?;
         let etag = got.meta.e_tag.clone();
-        let bytes = got.bytes().await.map_err(|e| StoreError::from_os(path, e))?;
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| StoreError::from_os(path, e))?;
         Ok(Versioned { bytes, etag })
     }
 

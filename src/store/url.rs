@@ -26,9 +26,9 @@ impl StoreUrl {
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let valid = (3..=63).contains(&bucket.len())
-                && bucket
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
             if !valid {
                 return Err(format!(
                     "'{bucket}' is not an S3 bucket name (3-63 lower-case letters, digits, '-' or '.')"
@@ -76,7 +76,10 @@ mod tests {
             StoreUrl::parse("file:///var/lib/enrichd"),
             Ok(StoreUrl::File("/var/lib/enrichd".into()))
         );
-        assert_eq!(StoreUrl::parse("file://./data"), Ok(StoreUrl::File("./data".into())));
+        assert_eq!(
+            StoreUrl::parse("file://./data"),
+            Ok(StoreUrl::File("./data".into()))
+        );
         assert_eq!(
             StoreUrl::parse("s3://enrichd-prod/eu/1/"),
             Ok(StoreUrl::S3 {

@@ -14,7 +14,10 @@ pub struct Listing(Arc<Vec<ObjectMeta>>);
 
 impl Listing {
     /// The objects under `state/<sub>/`, with the name below it.
-    pub fn under<'a>(&'a self, sub: &'a str) -> impl Iterator<Item = (&'a str, &'a ObjectMeta)> + 'a {
+    pub fn under<'a>(
+        &'a self,
+        sub: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a ObjectMeta)> + 'a {
         self.0.iter().filter_map(move |m| {
             let rest = m.location.as_ref().strip_prefix("state/")?;
             let name = rest.strip_prefix(sub)?.strip_prefix('/')?;

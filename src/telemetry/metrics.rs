@@ -267,7 +267,9 @@ impl Metrics {
 
     /// One request to the store; `op` is `get`, `put`, `put_create`, `list`, ...
     pub fn store_request(&self, op: &'static str) {
-        self.store_requests.get_or_create(&StoreOpLabels { op }).inc();
+        self.store_requests
+            .get_or_create(&StoreOpLabels { op })
+            .inc();
     }
 
     pub fn replicas(&self, live: u32) {

@@ -226,7 +226,12 @@ impl ExclusionList {
             torn_records: opened.torn_records,
             torn_bytes: opened.torn_bytes,
         };
-        let list = Self::build(&key, retention_days, loader, Durable::File(Arc::new(Mutex::new(log))));
+        let list = Self::build(
+            &key,
+            retention_days,
+            loader,
+            Durable::File(Arc::new(Mutex::new(log))),
+        );
         Ok((list, report))
     }
 
@@ -249,7 +254,10 @@ impl ExclusionList {
             torn_records: 0,
             torn_bytes: 0,
         };
-        Ok((Self::build(&key, retention_days, loader, Durable::Store(remote)), report))
+        Ok((
+            Self::build(&key, retention_days, loader, Durable::Store(remote)),
+            report,
+        ))
     }
 
     /// Whether the list is kept on a store other replicas share (and so must be followed).

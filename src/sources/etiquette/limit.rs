@@ -107,6 +107,9 @@ mod tests {
             tokio::time::advance(Duration::from_secs(1)).await;
             calls += burst(&limiter);
         }
-        assert!((20..=24).contains(&calls), "about 20 calls a minute plus the burst: {calls}");
+        assert!(
+            (20..=24).contains(&calls),
+            "about 20 calls a minute plus the burst: {calls}"
+        );
     }
 }

@@ -45,11 +45,11 @@ pub use cache::{DEFAULT_MAX_BYTES, DEFAULT_TTL, SourceCache};
 use self::breaker::{Admission, Breaker, Health};
 use self::cache::{CacheKey, KeyHasher};
 use self::limit::Limiter;
-use crate::store::replicas::ReplicaShare;
 use super::registry::SourceConfig;
 use super::{SharedAnswer, Source, SourceError};
 use crate::domain::Identifier;
 use crate::profile::Observation;
+use crate::store::replicas::ReplicaShare;
 
 /// The longest an upstream's `Retry-After` may pause a source: a broken header must not silence it for
 /// days.
