@@ -87,6 +87,8 @@ struct Stored {
     record: Record,
     principal: Principal,
     etag: Option<String>,
+    /// When this process read or wrote it: a listing asked for before then may not show it yet.
+    known_since: std::time::Instant,
 }
 
 impl Stored {
@@ -105,6 +107,7 @@ impl Stored {
             record,
             principal,
             etag,
+            known_since: std::time::Instant::now(),
         })
     }
 }
@@ -327,7 +330,10 @@ impl KeyStore {
                     tracing::warn!(key_id = id, error = %e, "Could not read a changed API key; retrying.");
                 }
             }
-            self.write().retain(|id, _| listed.contains(id));
+            // A key made here after the listing was asked for is not in it, and stays.
+            let started = listing.started();
+            self.write()
+                .retain(|id, s| listed.contains(id) || s.known_since > started);
         }
     }
 }

@@ -2,17 +2,22 @@
 //! jobs, replicas): one request instead of one per follower, and no follower waits on the store.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::{ObjectMeta, ObjectPath, Objects};
 
-/// What `state/` held at one tick, in key order.
-#[derive(Clone, Debug, Default)]
-pub struct Listing(Arc<Vec<ObjectMeta>>);
+/// What `state/` held at one tick, in key order, and when the listing was asked for.
+#[derive(Clone, Debug)]
+pub struct Listing(Arc<Vec<ObjectMeta>>, Instant);
 
 impl Listing {
+    /// When the listing was asked for: anything this process wrote after it may be missing from it.
+    pub fn started(&self) -> Instant {
+        self.1
+    }
+
     /// The objects under `state/<sub>/`, with the name below it.
     pub fn under<'a>(
         &'a self,
@@ -55,13 +60,14 @@ impl Watch {
             let mut failing = false;
             loop {
                 tick.tick().await;
+                let started = Instant::now();
                 match objects.list(&prefix).await {
                     Ok(list) => {
                         if failing {
                             tracing::info!("The store answers again.");
                             failing = false;
                         }
-                        sender.send_replace(Some(Listing(Arc::new(list))));
+                        sender.send_replace(Some(Listing(Arc::new(list), started)));
                     }
                     Err(e) => {
                         if !failing {
