@@ -262,7 +262,6 @@ pub enum Mode {
 #[derive(Clone)]
 pub struct S3Setup {
     pub url: String,
-    pub bucket: String,
     pub vars: Vec<(String, String)>,
     _keys: Arc<tempfile::TempDir>,
 }
@@ -292,7 +291,6 @@ impl S3Setup {
         ));
         Self {
             url,
-            bucket,
             vars,
             _keys: Arc::new(keys),
         }
@@ -479,6 +477,35 @@ impl Server {
             .await
             .expect("key")
             .key
+    }
+
+    /// The exclusion key the server hashes with, as hex.
+    pub fn exclusion_key_hex(&self) -> String {
+        match &self.s3 {
+            Some(_) => crate::binary::KEY.to_string(),
+            None => std::fs::read_to_string(self.data_dir.path().join("exclusion.key"))
+                .expect("the generated exclusion key"),
+        }
+    }
+
+    /// `grep -r` over everything the server stored (its data dir, and its bucket if it has one): the
+    /// (place, needle) pairs where stored bytes contain a needle, ignoring case.
+    pub async fn grep_stored(&self, needles: &[String]) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = grep_dir(self.data_dir.path(), needles)
+            .into_iter()
+            .map(|(p, n)| (p.display().to_string(), n))
+            .collect();
+        if let Some(s3) = &self.s3 {
+            for (name, bytes) in s3.objects().await {
+                let text = String::from_utf8_lossy(&bytes).to_lowercase();
+                for n in needles {
+                    if text.contains(&n.to_lowercase()) {
+                        found.push((name.clone(), n.clone()));
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// Every stored object of the batch area (`batches/`, `indexes/`, `batch-keys/`): its name and
