@@ -19,9 +19,11 @@ pub const META: &str = "meta";
 /// An upload that never got its metadata, and objects left without a key, are deleted once this old.
 const ORPHAN_GRACE: Duration = Duration::from_secs(24 * 3600);
 
-/// Unwrapped data keys are kept this long, so a status poll does not fetch the key each time. A
-/// delete on this replica forgets its key at once.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Unwrapped data keys are kept this long, so a running job or a status poll does not fetch the key
+/// for every object. A delete on this replica forgets the key at once; every other replica within
+/// this time, after which a copy of the batch's objects (a restored backup) reads as not found there
+/// too.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// When a batch was created and when it must be gone, as RFC 3339 text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

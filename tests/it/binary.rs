@@ -200,7 +200,7 @@ impl Drop for Instance {
 
 /// The address in the server's JSON startup line, `{"fields":{"message":"enrichd is listening.",
 /// "addr":"127.0.0.1:PORT",...}}`.
-fn listening_addr(line: &str) -> Option<String> {
+pub fn listening_addr(line: &str) -> Option<String> {
     let v: Value = serde_json::from_str(line).ok()?;
     let fields = v.get("fields")?;
     (fields.get("message")?.as_str()? == "enrichd is listening.")

@@ -12,5 +12,6 @@ mod helpers;
 mod lookup;
 mod optout;
 mod optout_spellings;
+mod replicas;
 mod sources;
 mod streaming;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::keys;
 use crate::both_stores;
-use crate::helpers::{Mode, Server, Upstreams};
+use crate::helpers::{Server, Upstreams};
 
 /// The keyed hash lines an admin would prepare offline with the same key.
 fn hash_lines(server: &Server, ids: &[enrichd::domain::Identifier]) -> Vec<String> {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{EXCLUDED, keys, statuses, streamed};
 use crate::both_stores;
-use crate::helpers::{Mode, Server, Upstreams, metric};
+use crate::helpers::{Server, Upstreams, metric};
 
 both_stores! {
     #[tokio::test]

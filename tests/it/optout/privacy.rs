@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::both_stores;
-use crate::helpers::{Mode, Server, Upstreams, captured_logs};
+use crate::helpers::{Server, Upstreams, captured_logs};
 
 #[tokio::test]
 async fn the_privacy_notice_is_rendered_from_the_running_configuration() {
