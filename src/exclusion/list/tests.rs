@@ -481,3 +481,131 @@ async fn the_version_moves_when_an_entry_is_added_and_only_then() {
         "removals never make anyone excluded, so they leave the version alone"
     );
 }
+
+mod shared_store {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::store::{Store, StoreUrl};
+    use crate::telemetry::Metrics;
+
+    async fn bucket_store() -> Store {
+        let moto = crate::testkit::moto();
+        let url = StoreUrl::parse(&format!("s3://{}/x", moto.bucket().await)).expect("url");
+        Store::open(&url, &moto.secrets(), Arc::new(Metrics::new())).expect("store")
+    }
+
+    async fn replica(store: &Store) -> ExclusionList {
+        ExclusionList::open_store(store, key(), DEFAULT_RETENTION_DAYS, SystemTime::now())
+            .await
+            .expect("open stored list")
+            .0
+    }
+
+    /// What one writer does: add its emails one opt-out at a time, sometimes compacting.
+    #[derive(Clone, Debug)]
+    struct Plan {
+        emails: Vec<u16>,
+        compact_after: Option<usize>,
+    }
+
+    fn plan() -> impl Strategy<Value = Plan> {
+        (
+            proptest::collection::vec(0u16..400, 1..12),
+            proptest::option::of(0usize..12),
+        )
+            .prop_map(|(emails, compact_after)| Plan {
+                emails,
+                compact_after,
+            })
+    }
+
+    async fn write(list: Arc<ExclusionList>, plan: Plan) {
+        for (i, n) in plan.emails.iter().enumerate() {
+            list.add(&[email(&format!("w{n}@example.com"))], Origin::Api)
+                .await
+                .expect("recorded");
+            if plan.compact_after == Some(i) {
+                list.compact(SystemTime::now()).await.expect("compacted");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(6))]
+        /// Two replicas take opt-outs at the same time (each also compacting at a random moment):
+        /// afterwards both, and a replica started fresh, hold every one of them.
+        #[test]
+        fn concurrent_writers_on_one_bucket_lose_no_opt_out(a in plan(), b in plan()) {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let store = bucket_store().await;
+                let (one, two) = (Arc::new(replica(&store).await), Arc::new(replica(&store).await));
+                let writers = [
+                    tokio::spawn(write(one.clone(), a.clone())),
+                    tokio::spawn(write(two.clone(), b.clone())),
+                ];
+                for w in writers {
+                    w.await.expect("writer");
+                }
+                one.catch_up().await.expect("catch up");
+                two.catch_up().await.expect("catch up");
+                let fresh = replica(&store).await;
+                for n in a.emails.iter().chain(&b.emails) {
+                    let id = email(&format!("w{n}@example.com"));
+                    for (who, list) in [("one", &*one), ("two", &*two), ("fresh", &fresh)] {
+                        assert!(list.is_excluded(&id), "w{n} missing at {who}");
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_list_written_with_another_key_is_refused() {
+        let store = bucket_store().await;
+        replica(&store)
+            .await
+            .add(&[email("ada@example.com")], Origin::Api)
+            .await
+            .expect("added");
+        let err = ExclusionList::open_store(
+            &store,
+            ExclusionKey::from_bytes([1; 32]),
+            DEFAULT_RETENTION_DAYS,
+            SystemTime::now(),
+        )
+        .await
+        .expect_err("another key");
+        assert!(err.to_string().contains("ENRICHD_EXCLUSION_KEY"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_missed_compacted_segments_reads_the_snapshot() {
+        let store = bucket_store().await;
+        let writer = replica(&store).await;
+        let reader = replica(&store).await;
+        for i in 0..5 {
+            writer
+                .add(&[email(&format!("c{i}@example.com"))], Origin::Api)
+                .await
+                .expect("added");
+        }
+        // The writer compacts twice before the reader looks: the segments are gone, and the newest
+        // snapshot's covers do not name them all.
+        writer.compact(SystemTime::now()).await.expect("compact");
+        writer
+            .add(&[email("late@example.com")], Origin::Api)
+            .await
+            .expect("added");
+        writer.compact(SystemTime::now()).await.expect("compact");
+        assert_eq!(reader.catch_up().await.expect("catch up"), 6);
+        assert!(reader.is_excluded(&email("c0@example.com")));
+        assert!(reader.is_excluded(&email("late@example.com")));
+        assert_eq!(writer.stats().await.entries, 6);
+    }
+}
