@@ -334,16 +334,16 @@ impl BlobStore {
             .get_stream(&key.object(area, name))
             .await
             .map_err(|e| not_found_or(key, e))?;
-        let batch = key.clone();
+        let id = key.id;
         let unreadable = move |source: SealError| BlobError::Unreadable {
-            batch: batch.id.to_string(),
+            batch: id.to_string(),
             source,
         };
         let batch = key.clone();
         let state = (sealed, Some(Opener::new(&okey)));
         Ok(
             futures::stream::try_unfold(state, move |(mut sealed, mut opener)| {
-                let (unreadable, batch) = (unreadable.clone(), batch.clone());
+                let batch = batch.clone();
                 async move {
                     loop {
                         let Some(open) = opener.as_mut() else {

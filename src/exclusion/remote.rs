@@ -284,7 +284,7 @@ impl Remote {
             });
         }
         let body = &bytes[HEADER_LEN..];
-        if body.len() % RECORD_LEN != 0 {
+        if !body.len().is_multiple_of(RECORD_LEN) {
             return Err(corrupt(format!(
                 "{} bytes of records is not whole records",
                 body.len()
