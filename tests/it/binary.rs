@@ -97,8 +97,17 @@ impl Setup {
     /// Starts `enrichd serve --listen 127.0.0.1:0` and waits for its address; `Err` with the exit
     /// status and stderr when the process ends instead.
     pub async fn start(&self) -> Result<Instance, (Option<i32>, String)> {
+        self.start_with(&[]).await
+    }
+
+    /// [`Setup::start`] with more environment variables.
+    pub async fn start_with(
+        &self,
+        env: &[(&str, &str)],
+    ) -> Result<Instance, (Option<i32>, String)> {
         let mut child = self
             .command(&["serve", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

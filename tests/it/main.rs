@@ -10,6 +10,7 @@ mod cli_batch;
 mod crash;
 mod deploy;
 mod helpers;
+mod keys;
 mod lookup;
 mod optout;
 mod optout_spellings;
