@@ -688,3 +688,123 @@ fn not_found_or(key: &BatchKey, e: StoreError) -> BlobError {
         e => store_err(key, e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{BatchId, ManualClock};
+    use crate::seal::MasterKey;
+
+    fn blobs(dir: &std::path::Path, clock: Arc<ManualClock>) -> BlobStore {
+        let store = Store::local(dir).expect("store");
+        let keyring = Keyring::new(MasterKey::from_bytes([3; 32]), Vec::new());
+        BlobStore::new(&store, Arc::new(keyring), clock)
+    }
+
+    #[tokio::test]
+    async fn objects_are_sealed_at_rest_and_unreadable_once_the_batch_key_is_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let b = blobs(dir.path(), Arc::new(ManualClock::new(now)));
+        let key = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&key, Stamp::new(now, 30))
+            .await
+            .expect("key");
+        b.put(&key, Area::Data, "part-000001-g1", b"ada@example.org")
+            .await
+            .expect("put");
+        let mut w = b.writer(&key, Area::Data, "input").await.expect("writer");
+        w.write(b"email\nada@example.org\n").await.expect("write");
+        w.finish().await.expect("finish");
+        assert!(
+            crate::testkit::grep_files(dir.path(), "ada@").is_empty(),
+            "plaintext at rest"
+        );
+        let copy = std::fs::read(
+            dir.path()
+                .join("blobs")
+                .join(key.object(Area::Data, "input").as_ref()),
+        )
+        .expect("sealed input");
+
+        b.delete_batch(&key).await.expect("delete");
+        // A copy put back (a backup restored) cannot be read: its key is gone.
+        let restored = blobs(dir.path(), Arc::new(ManualClock::new(now)));
+        std::fs::create_dir_all(
+            dir.path()
+                .join("blobs")
+                .join(key.prefix(Area::Data).as_ref()),
+        )
+        .expect("dir");
+        std::fs::write(
+            dir.path()
+                .join("blobs")
+                .join(key.object(Area::Data, "input").as_ref()),
+            copy,
+        )
+        .expect("restore");
+        assert!(matches!(
+            restored.get(&key, Area::Data, "input").await,
+            Err(BlobError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_keyless_objects_abandoned_uploads_and_the_old_layout_after_their_grace()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = SystemTime::now();
+        let clock = Arc::new(ManualClock::new(start));
+        let b = blobs(dir.path(), clock.clone());
+        let live = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&live, Stamp::new(start, 30))
+            .await
+            .expect("key");
+        b.put(&live, Area::Data, META, b"{}").await.expect("meta");
+        let abandoned = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&abandoned, Stamp::new(start, 30))
+            .await
+            .expect("key");
+        b.put(&abandoned, Area::Data, "input", b"x")
+            .await
+            .expect("input");
+        let keyless = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&keyless, Stamp::new(start, 30))
+            .await
+            .expect("key");
+        b.put(&keyless, Area::Index, "000001-g1", b"x")
+            .await
+            .expect("index");
+        b.objects
+            .delete(&keyless.key_object())
+            .await
+            .expect("key gone");
+        let legacy = dir
+            .path()
+            .join("blobs")
+            .join(TenantKey::of("old").as_str())
+            .join("b");
+        std::fs::create_dir_all(&legacy).expect("legacy dir");
+        std::fs::write(legacy.join("part-000001"), b"rows").expect("legacy object");
+
+        assert_eq!(
+            b.sweep_orphans(clock.now(), 30).await.expect("sweep"),
+            SweepReport::default()
+        );
+        clock.advance(ORPHAN_GRACE + Duration::from_secs(60));
+        let report = b.sweep_orphans(clock.now(), 30).await.expect("sweep");
+        assert_eq!(report.batches_removed, 2, "{report:?}");
+        assert!(
+            b.get(&live, Area::Data, META).await.is_ok(),
+            "a complete batch stays"
+        );
+        assert!(
+            legacy.join("part-000001").exists(),
+            "the old layout waits for its retention"
+        );
+        clock.advance(Duration::from_secs(30 * 24 * 3600));
+        let report = b.sweep_orphans(clock.now(), 30).await.expect("sweep");
+        assert_eq!(report.objects_removed, 1);
+        assert!(!legacy.join("part-000001").exists());
+    }
+}
