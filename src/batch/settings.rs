@@ -84,6 +84,6 @@ pub struct BatchOptions {
     pub columns: BTreeMap<String, String>,
     /// ISO 3166 region for phone numbers written without a country code.
     pub region: Option<String>,
-    /// URL told when the batch is done or failed (see [`super::seams::Notifier`]).
+    /// URL told when the batch is done or failed (by the `Notifier` seam).
     pub webhook: Option<String>,
 }
