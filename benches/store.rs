@@ -14,13 +14,13 @@
 //! Without the `--bench` argument that `cargo bench` passes (so under `cargo test --all-targets`) it
 //! runs a short smoke pass, to keep the test suite fast.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::response::IntoResponse;
+use enrichd::testkit::Served;
 use serde_json::{Value, json};
 
 const EXCLUSION_KEY: &str = "6b1f0a4c9d2e8f7a3b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f70";
@@ -54,16 +54,9 @@ async fn gravatar(delay: Duration) -> String {
 }
 
 struct Replica {
-    child: Child,
+    _served: Served,
     url: String,
     _data: tempfile::TempDir,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Where replicas keep their state, and their shared configuration.
@@ -134,32 +127,13 @@ impl Cluster {
     }
 
     fn start(&self, data: tempfile::TempDir) -> Replica {
-        let mut child = self
-            .command(data.path(), &["serve", "--listen", "127.0.0.1:0"])
-            .env("ENRICHD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn enrichd");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if v["fields"]["message"] == "enrichd is listening." {
-                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the replica starts");
+        let mut cmd = self.command(data.path(), &["serve", "--listen", "127.0.0.1:0"]);
+        cmd.env("ENRICHD_LOG", "info");
+        let served = Served::spawn(cmd, None, Duration::from_secs(60))
+            .unwrap_or_else(|(code, stderr)| panic!("enrichd exited ({code:?}): {stderr}"));
         Replica {
-            child,
-            url: format!("http://{addr}"),
+            url: served.url.clone(),
+            _served: served,
             _data: data,
         }
     }

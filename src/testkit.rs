@@ -114,3 +114,87 @@ pub fn grep_files(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf
     }
     found
 }
+
+/// A running `enrichd serve` child (JSON logs, `--listen 127.0.0.1:0`), SIGKILLed when dropped.
+pub struct Served {
+    child: std::process::Child,
+    pub url: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Served {
+    /// Spawns `cmd` with its stderr piped (every line also copied into `also`) and waits up to
+    /// `timeout` for its "listening" line. Blocking. `Err` with the exit code and stderr when the
+    /// process ends instead.
+    pub fn spawn(
+        mut cmd: std::process::Command,
+        also: Option<std::sync::Arc<std::sync::Mutex<String>>>,
+        timeout: Duration,
+    ) -> Result<Self, (Option<i32>, String)> {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn enrichd serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let own = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mine = own.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                for sink in std::iter::once(&mine).chain(also.as_ref()) {
+                    let mut text = sink.lock().expect("lock");
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(addr) => Ok(Self {
+                child,
+                url: format!("http://{addr}"),
+                stderr: own,
+            }),
+            Err(_) => {
+                let status = child.wait().ok().and_then(|s| s.code());
+                // The reader ends with the process: all its lines are copied once it is joined.
+                let _ = reader.join();
+                let text = own.lock().expect("lock").clone();
+                Err((status, text))
+            }
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing the process could finish.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What the process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in the server's JSON startup line, `{"fields":{"message":"enrichd is listening.",
+/// "addr":"127.0.0.1:PORT",...}}`.
+pub fn listening_addr(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields")?;
+    (fields.get("message")?.as_str()? == "enrichd is listening.")
+        .then(|| fields.get("addr")?.as_str().map(str::to_string))
+        .flatten()
+}

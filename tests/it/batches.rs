@@ -595,14 +595,7 @@ both_stores! {
 
         assert_eq!(done["rows_done"], 40);
         let (_, _, nd) = result(&server, &id, "?format=ndjson").await;
-        let numbers: Vec<u64> = nd
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).expect("json")["row"]
-                    .as_u64()
-                    .expect("row")
-            })
-            .collect();
+        let numbers = crate::helpers::ndjson_rows(&nd);
         assert_eq!(
             numbers,
             (1..=40).collect::<Vec<u64>>(),

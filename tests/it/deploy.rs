@@ -1,7 +1,6 @@
 //! The shipped deployment files parse and point at what the binary really uses: its port, its health
 //! and readiness paths, its configuration file, and only environment variables it reads.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::Value;
@@ -245,8 +244,7 @@ fn the_containerfile_runs_the_binary_non_root_on_its_port_with_its_health_check(
     let text = std::fs::read_to_string(root().join("Containerfile")).expect("Containerfile");
     let line = |start: &str| {
         text.lines()
-            .filter(|l| l.starts_with(start))
-            .next_back()
+            .rfind(|l| l.starts_with(start))
             .unwrap_or_else(|| panic!("no {start}"))
             .to_string()
     };

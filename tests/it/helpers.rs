@@ -784,6 +784,17 @@ pub fn metric(text: &str, sample: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The row numbers of an NDJSON batch result, in the order served.
+pub fn ndjson_rows(text: &str) -> Vec<u64> {
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["row"]
+                .as_u64()
+                .expect("row")
+        })
+        .collect()
+}
+
 /// Every regular file under `dir`, recursively.
 pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut stack = vec![dir.to_path_buf()];

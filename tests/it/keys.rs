@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::binary::{Setup, text_of};
+use crate::binary::{Setup, created_key, text_of};
 
 const STORAGE_A: &str = "a1a2a3a4a5a6a7a8a9b0b1b2b3b4b5b6b7b8b9c0c1c2c3c4c5c6c7c8c9d0d1d2";
 const STORAGE_B: &str = "f1f2f3f4f5f6f7f8f9e0e1e2e3e4e5e6e7e8e9d0d1d2d3d4d5d6d7d8d9c0c1c2";
@@ -34,15 +34,7 @@ async fn within_2s(what: &str, mut check: impl AsyncFnMut() -> bool) {
 async fn a_key_made_or_revoked_on_the_command_line_takes_effect_in_the_running_server_within_2s() {
     let s = Setup::new("").await;
     let inst = s.start().await.expect("serve");
-    let out = s.run(&["keys", "new", "--tenant", "late"]);
-    assert!(out.status.success(), "{}", text_of(&out.stderr));
-    let stdout = text_of(&out.stdout);
-    let key = stdout.lines().last().expect("key").to_string();
-    let id = stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("k_"))
-        .expect("id")
-        .to_string();
+    let (key, id) = created_key(&s.run(&["keys", "new", "--tenant", "late"]));
     within_2s("the new key works", async || {
         status(&s, &inst.url, &key, "/v1/sources").await == 200
     })

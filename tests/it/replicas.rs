@@ -3,17 +3,18 @@
 //! row exactly once, nothing of a batch is on a replica's disk, the bucket holds nothing readable,
 //! and a bucket outage keeps lookups going while opt-outs answer 503.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::binary::{KEY, bin, listening_addr, text_of};
+use enrichd::testkit::Served;
+
+use crate::binary::{KEY, bin, created_key, text_of};
 use crate::helpers::{Reply, STORAGE_KEY, Upstreams, assert_loopback, files_under, loopback_only};
 
 /// The promise: what one replica records, every other enforces within this.
@@ -28,25 +29,16 @@ struct Cluster {
     http: reqwest::Client,
 }
 
-/// A running replica. Killed (SIGKILL) when dropped.
+/// A running replica (SIGKILLed when dropped) and its own data directory.
 struct Replica {
-    child: Child,
+    served: Served,
     url: String,
     data: tempfile::TempDir,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Replica {
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill(self) {
+        self.served.kill();
     }
 }
 
@@ -121,52 +113,52 @@ impl Cluster {
 
     /// `enrichd keys new --tenant T`; the key printed on the last line.
     fn new_key(&self, tenant: &str) -> (String, String) {
-        let out = self.cli(&["keys", "new", "--tenant", tenant]);
-        assert!(out.status.success(), "{}", text_of(&out.stderr));
-        let stdout = text_of(&out.stdout);
-        let key = stdout.lines().last().expect("key line").to_string();
-        let id = stdout
-            .split_whitespace()
-            .find(|w| w.starts_with("k_"))
-            .expect("key id")
-            .to_string();
-        (key, id)
+        created_key(&self.cli(&["keys", "new", "--tenant", tenant]))
+    }
+
+    /// Three replicas, and a key every one of them accepts.
+    async fn three(&self) -> ([Replica; 3], String) {
+        let replicas = [self.start().await, self.start().await, self.start().await];
+        let (key, _) = self.new_key("acme");
+        for r in &replicas {
+            until(Duration::from_secs(10), "key everywhere", || async {
+                self.status(r, &key, "/v1/sources").await == 200
+            })
+            .await;
+        }
+        (replicas, key)
     }
 
     async fn start(&self) -> Replica {
         let data = tempfile::tempdir().expect("data dir");
-        let mut child = self
-            .command(data.path(), &["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn enrichd serve");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel::<String>();
-        let seen = Arc::new(Mutex::new(String::new()));
-        let own = seen.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                own.lock().expect("lock").push_str(&line);
-                own.lock().expect("lock").push('\n');
-                if let Some(addr) = listening_addr(&line) {
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
-            .await
-            .expect("join");
-        let Ok(addr) = addr else {
-            panic!("replica did not start: {}", seen.lock().expect("lock"));
-        };
+        let cmd = self.command(data.path(), &["serve", "--listen", "127.0.0.1:0"]);
+        let served =
+            tokio::task::spawn_blocking(move || Served::spawn(cmd, None, Duration::from_secs(30)))
+                .await
+                .expect("join")
+                .unwrap_or_else(|(code, stderr)| panic!("replica exited ({code:?}): {stderr}"));
         Replica {
-            child,
-            url: format!("http://{addr}"),
+            url: served.url.clone(),
+            served,
             data,
-            stderr: seen,
         }
+    }
+
+    /// Uploads `csv` at `r`; the batch id.
+    async fn upload(&self, r: &Replica, key: &str, csv: String) -> String {
+        let created: Value = self
+            .http
+            .post(format!("{}/v1/batches", r.url))
+            .bearer_auth(key)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .expect("upload")
+            .json()
+            .await
+            .expect("json");
+        created["id"].as_str().expect("id").to_string()
     }
 
     async fn lookup(&self, r: &Replica, key: &str, email: &str) -> Value {
@@ -300,13 +292,7 @@ async fn an_opt_out_at_one_replica_blocks_lookups_at_the_others_within_2s_and_co
     for e in &emails {
         c.up.gravatar_profile(e, "Prop Person", "Acme", None);
     }
-    let (a, b, third) = (c.start().await, c.start().await, c.start().await);
-    let (key, _) = c.new_key("acme");
-    until(Duration::from_secs(10), "key everywhere", || async {
-        c.status(&b, &key, "/v1/sources").await == 200
-            && c.status(&third, &key, "/v1/sources").await == 200
-    })
-    .await;
+    let ([a, b, third], key) = c.three().await;
     assert_eq!(c.lookup(&b, &key, &emails[0]).await["found"], true);
 
     assert_eq!(c.optout(&a, &emails[0]).await.status().as_u16(), 200);
@@ -370,27 +356,9 @@ async fn a_batch_uploaded_at_one_replica_is_followed_downloaded_and_deleted_at_a
         "Analytical Engines",
         None,
     );
-    let (a, b, third) = (c.start().await, c.start().await, c.start().await);
-    let (key, _) = c.new_key("acme");
-    until(Duration::from_secs(10), "key everywhere", || async {
-        c.status(&b, &key, "/v1/sources").await == 200
-            && c.status(&third, &key, "/v1/sources").await == 200
-    })
-    .await;
+    let ([a, b, third], key) = c.three().await;
     let csv = "email,note\nada.replica@analytical.example,first\nbob.replica@example.org,second\n";
-    let created: Value = c
-        .http
-        .post(format!("{}/v1/batches", a.url))
-        .bearer_auth(&key)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_str().expect("id").to_string();
+    let id = c.upload(&a, &key, csv.to_string()).await;
 
     let listed = c.get_json(&b, &key, "/v1/batches").await;
     assert_eq!(listed["batches"][0]["id"], id.as_str(), "{listed}");
@@ -514,25 +482,15 @@ async fn sigkill_of_the_replica_running_a_batch_leaves_another_to_finish_it_with
     })
     .await;
     let emails: Vec<String> = (1..=60).map(|i| format!("row{i}@example.org")).collect();
-    let created: Value = c
-        .http
-        .post(format!("{}/v1/batches", a.url))
-        .bearer_auth(&key)
-        .header("content-type", "text/csv")
-        .body(format!("email\n{}\n", emails.join("\n")))
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_str().expect("id").to_string();
+    let id = c
+        .upload(&a, &key, format!("email\n{}\n", emails.join("\n")))
+        .await;
     until(Duration::from_secs(30), "progress at A", || async {
         c.get_json(&a, &key, &format!("/v1/batches/{id}")).await["rows_done"].as_u64() >= Some(10)
     })
     .await;
     assert!(
-        a.stderr.lock().expect("lock").contains("Batch stored"),
+        a.served.stderr().contains("Batch stored"),
         "A took the upload"
     );
 
@@ -558,14 +516,7 @@ async fn sigkill_of_the_replica_running_a_batch_leaves_another_to_finish_it_with
         .text()
         .await
         .expect("text");
-    let rows: Vec<u64> = nd
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).expect("json")["row"]
-                .as_u64()
-                .expect("row")
-        })
-        .collect();
+    let rows = crate::helpers::ndjson_rows(&nd);
     assert_eq!(
         rows,
         (1..=60).collect::<Vec<u64>>(),
