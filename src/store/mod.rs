@@ -18,6 +18,9 @@
 //! state/jobs/<tenant-hash>.<batch-id>           a batch waiting or running
 //! state/replicas/<replica-id>                   heartbeats: how many replicas share the budgets
 //! leases/<name>                                 who runs a job, or the sweeper, now
+//! audit/                                        reserved for the append-only audit log: like
+//!                                               state/exclusion, one object per event or small group,
+//!                                               created with Objects::create under sortable names
 //! ```
 //!
 //! `state/` is small and listed by every replica twice a second ([`watch`]); everything personal is
