@@ -94,7 +94,12 @@ async fn run_inner(inner: &Arc<Inner>, key: &BatchKey) -> Result<(), BatchError>
         let n = meta.parts_done + 1;
         if let Some(adopted) = adopt_part(inner, key, n).await? {
             meta.rows_done += records.len() as u64;
-            meta.rows_found += adopted;
+            for row in &adopted {
+                meta.rows_found += u64::from(row.enrichment.is_some());
+                if row.failed() {
+                    meta.count_error(row.note.as_deref().unwrap_or(&row.status));
+                }
+            }
             meta.parts_done = n;
             checkpoint(inner, key, &meta).await?;
             continue;
@@ -102,9 +107,16 @@ async fn run_inner(inner: &Arc<Inner>, key: &BatchKey) -> Result<(), BatchError>
         let rows = enrich_part(inner, key, &meta, region, first_row, records).await;
         commit_part(inner, key, &mut meta, n, rows).await?;
     }
-    meta.status = BatchStatus::Done;
+    meta.finish();
     checkpoint(inner, key, &meta).await?;
-    tracing::info!(batch = %key.id, rows = meta.rows_done, found = meta.rows_found, "Batch done.");
+    tracing::info!(
+        batch = %key.id,
+        status = meta.status.as_str(),
+        rows = meta.rows_done,
+        found = meta.rows_found,
+        failed = meta.rows_error,
+        "Batch finished."
+    );
     Ok(())
 }
 
@@ -112,6 +124,8 @@ async fn run_inner(inner: &Arc<Inner>, key: &BatchKey) -> Result<(), BatchError>
 struct Done {
     row: StoredRow,
     keys: Vec<[u8; 16]>,
+    /// Why the row could not be enriched, when it could not.
+    failure: Option<String>,
 }
 
 async fn enrich_part(
@@ -132,27 +146,40 @@ async fn enrich_part(
             let input = columns.input(&cells);
             let (tenant, global, inner) = (tenant.clone(), inner.global.clone(), inner.clone());
             async move {
-                let (status, profile) = if !row_has_identifier(&input) {
-                    ("skipped".to_string(), None)
+                let mut warnings = Vec::new();
+                let (status, profile, failure) = if !row_has_identifier(&input) {
+                    ("skipped".to_string(), None, None)
                 } else {
-                    match Query::parse(&input, region) {
+                    match Query::parse_usable(&input, region) {
                         Err(errors) => {
                             let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
-                            (format!("invalid:{}", fields.join(",")), None)
+                            let why: Vec<&str> =
+                                errors.iter().map(|e| e.message.as_str()).collect();
+                            (
+                                format!("invalid:{}", fields.join(",")),
+                                None,
+                                Some(why.join("; ")),
+                            )
                         }
-                        Ok(q) => {
+                        Ok((q, left_out)) => {
+                            warnings = left_out
+                                .iter()
+                                .map(|e| format!("{}; looked up without it", e.message))
+                                .collect();
                             let _t = tenant.acquire_owned().await;
                             let _g = global.acquire_owned().await;
                             // Each row's lookup is its own task, so a part's rows use every worker
                             // thread; dropping the part (a deleted batch) aborts them.
                             let lookup =
                                 AbortOnDropHandle::new(tokio::spawn(inner.enricher.enrich(q)));
-                            let outcome: RowOutcome =
-                                lookup.await.unwrap_or_else(|_| RowOutcome::error());
-                            (outcome.status, outcome.profile)
+                            let outcome: RowOutcome = lookup.await.unwrap_or_else(|_| {
+                                RowOutcome::error("the lookup stopped unexpectedly")
+                            });
+                            (outcome.status, outcome.profile, outcome.reason)
                         }
                     }
                 };
+                let note = failure.iter().chain(&warnings).cloned().collect::<Vec<_>>();
                 let mut ids = input_identifiers(&input, region);
                 if let Some(p) = &profile {
                     ids.extend(p.identifiers());
@@ -170,8 +197,10 @@ async fn enrich_part(
                         cells,
                         status,
                         enrichment: profile.as_ref().map(Enrichment::from_profile),
+                        note: (!note.is_empty()).then(|| note.join("; ")),
                     },
                     keys,
+                    failure,
                 }
             }
         })
@@ -242,6 +271,9 @@ async fn commit_part(
             continue;
         }
         found += u64::from(done.row.enrichment.is_some());
+        if let Some(why) = &done.failure {
+            meta.count_error(why);
+        }
         index.push(done.row.row, &done.keys);
         write_line(&mut body, &done.row, key, n)?;
     }
@@ -272,8 +304,12 @@ async fn checkpoint(
     Ok(inner.blobs.put_meta(key, meta).await?)
 }
 
-/// A part written before a crash whose index is complete: take it as done. Returns its found rows.
-async fn adopt_part(inner: &Arc<Inner>, key: &BatchKey, n: u32) -> Result<Option<u64>, BatchError> {
+/// A part written before a crash whose index is complete: take it as done. Returns its rows.
+async fn adopt_part(
+    inner: &Arc<Inner>,
+    key: &BatchKey,
+    n: u32,
+) -> Result<Option<Vec<StoredRow>>, BatchError> {
     let index = match read_index(&inner.blobs, key, n).await {
         Ok(index) => index,
         Err(BatchError::NotFound) => return Ok(None),
@@ -282,9 +318,7 @@ async fn adopt_part(inner: &Arc<Inner>, key: &BatchKey, n: u32) -> Result<Option
     let rows = read_part(&inner.blobs, key, n).await?;
     lock(&inner.index).insert_part(key, n, &index);
     tracing::info!(batch = %key.id, part = n, "Adopted a part written before a restart.");
-    Ok(Some(
-        rows.iter().filter(|r| r.enrichment.is_some()).count() as u64
-    ))
+    Ok(Some(rows))
 }
 
 /// Rewrites part `n` without the rows holding any of `keys`; returns how many rows went.
@@ -307,10 +341,12 @@ pub(crate) async fn purge_part(
     let mut body = Vec::new();
     let mut removed = 0;
     let mut found_removed = 0;
+    let mut failed_removed = 0;
     for row in &rows {
         if doomed.contains(&row.row) {
             removed += 1;
             found_removed += u64::from(row.enrichment.is_some());
+            failed_removed += u64::from(row.failed());
         } else {
             write_line(&mut body, row, key, n)?;
         }
@@ -327,6 +363,7 @@ pub(crate) async fn purge_part(
     if let Ok(mut meta) = inner.blobs.live_meta::<BatchMeta>(key).await {
         meta.rows_purged += removed;
         meta.rows_found = meta.rows_found.saturating_sub(found_removed);
+        meta.rows_error = meta.rows_error.saturating_sub(failed_removed);
         inner.blobs.put_meta(key, &meta).await?;
     }
     tracing::info!(batch = %key.id, part = n, rows = removed, "Opted-out rows purged.");

@@ -43,6 +43,8 @@ pub struct RowOutcome {
     pub profile: Option<Profile>,
     /// The per-row status written in `enrichd_status` (`found`, `not_found`, `error`, ...).
     pub status: String,
+    /// Why an `error` row failed, in words that name sources and statuses, never row contents.
+    pub reason: Option<String>,
 }
 
 impl RowOutcome {
@@ -50,6 +52,7 @@ impl RowOutcome {
         Self {
             profile: Some(profile),
             status: "found".into(),
+            reason: None,
         }
     }
 
@@ -58,14 +61,16 @@ impl RowOutcome {
         Self {
             profile: None,
             status: "not_found".into(),
+            reason: None,
         }
     }
 
     /// Every source failed; the row may be retried by a new batch.
-    pub fn error() -> Self {
+    pub fn error(reason: impl Into<String>) -> Self {
         Self {
             profile: None,
             status: "error".into(),
+            reason: Some(reason.into()),
         }
     }
 }
@@ -281,6 +286,8 @@ impl BatchService {
             rows_done: 0,
             rows_found: 0,
             rows_purged: 0,
+            rows_error: 0,
+            error_reasons: BTreeMap::new(),
             parts_done: 0,
             part_rows: inner.config.part_rows,
             input: ingested.format,
