@@ -14,7 +14,7 @@ use crate::batch::{
     RowHasher,
 };
 use crate::blob::{BlobError, BlobStore, Clock, SystemClock};
-use crate::config::Loaded;
+use crate::config::{Loaded, SECRET_HINT};
 use crate::exclusion::log::LOG_FILE_NAME;
 use crate::exclusion::{
     ExclusionCheck, ExclusionError, ExclusionKey, ExclusionList, ExclusionSnapshot,
@@ -59,6 +59,23 @@ pub enum AppError {
     WebhookKey(String),
 }
 
+impl AppError {
+    /// Whether the operator's configuration is at fault (a malformed or missing secret, a log
+    /// written with another key, a provider that cannot be built), rather than the machine.
+    pub fn is_configuration(&self) -> bool {
+        use crate::exclusion::log::LogError;
+        match self {
+            Self::ExclusionKey(e) => matches!(
+                e,
+                ExclusionKeyError::BadEnv | ExclusionKeyError::BadFile { .. }
+            ),
+            Self::Exclusion(ExclusionError::Log(LogError::KeyMismatch { .. })) => true,
+            Self::ExclusionKeyMissing { .. } | Self::WebhookKey(_) | Self::Provider(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Env variable holding the webhook signing key (64 hex characters).
 pub const WEBHOOK_KEY_ENV: &str = "ENRICHD_WEBHOOK_KEY";
 
@@ -69,7 +86,9 @@ fn webhook_key(loaded: &Loaded) -> Result<Option<WebhookKey>, AppError> {
         .filter(|v| !v.trim().is_empty())
     {
         return WebhookKey::from_hex(&value).map(Some).ok_or_else(|| {
-            AppError::WebhookKey(format!("{WEBHOOK_KEY_ENV} must be 64 hex characters"))
+            AppError::WebhookKey(format!(
+                "{WEBHOOK_KEY_ENV} must be 64 hex characters; {SECRET_HINT}"
+            ))
         });
     }
     let Some(path) = &loaded.config.batches.webhook_key_file else {
@@ -78,7 +97,10 @@ fn webhook_key(loaded: &Loaded) -> Result<Option<WebhookKey>, AppError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| AppError::WebhookKey(format!("cannot read {}: {e}", path.display())))?;
     WebhookKey::from_hex(&text).map(Some).ok_or_else(|| {
-        AppError::WebhookKey(format!("{} must hold 64 hex characters", path.display()))
+        AppError::WebhookKey(format!(
+            "{} must hold 64 hex characters; {SECRET_HINT}",
+            path.display()
+        ))
     })
 }
 
@@ -139,12 +161,21 @@ pub fn pipeline(
 pub fn open_exclusion(loaded: &Loaded, data_dir: &Path) -> Result<ExclusionList, AppError> {
     let key_file = loaded.config.exclusion.key_file.as_deref();
     let (key, source) = ExclusionKey::load(key_file, data_dir)?;
-    if let KeySource::Generated(path) = &source {
-        tracing::warn!(
+    // Said at every start while the development key is in use, not only when it is made: a
+    // warning seen once is easily lost, and the key is as easily lost with the data directory.
+    match &source {
+        KeySource::Generated(path) => tracing::warn!(
             path = %path.display(),
             "no ENRICHD_EXCLUSION_KEY: generated a development exclusion key; back it up or set \
              ENRICHD_EXCLUSION_KEY, or every opt-out is lost with it"
-        );
+        ),
+        KeySource::File(path) if key_file.is_none() => tracing::warn!(
+            path = %path.display(),
+            "no ENRICHD_EXCLUSION_KEY: using the development exclusion key generated in the data \
+             directory; back it up or set ENRICHD_EXCLUSION_KEY to its 64 hex characters, or every \
+             opt-out is lost with it"
+        ),
+        KeySource::File(_) | KeySource::Env => {}
     }
     let retention = loaded.config.retention.exclusion_days;
     let now = std::time::SystemTime::now();
