@@ -1,6 +1,7 @@
 //! Harness for tests of the real `enrichd` binary: a data directory, a config pointing only at loopback
 //! fakes, a fixed exclusion key in the environment (and nothing else from the test's environment), and
-//! a server process whose address is read from its JSON startup log line.
+//! a server process whose address is read from its JSON startup log line. [`Setup::new_user`] is the
+//! same without the exclusion key and without an API key: the state a first-time user starts from.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -32,29 +33,15 @@ pub struct Setup {
     pub http: reqwest::Client,
     /// Everything every process of this setup wrote on stderr.
     pub stderr: Arc<Mutex<String>>,
+    /// Whether `ENRICHD_EXCLUSION_KEY` is set for every process.
+    exclusion_key: bool,
 }
 
 impl Setup {
     /// Upstream fakes, a config file (only loopback sources, JSON logs, `extra` appended) and a key.
     pub async fn new(extra: &str) -> Self {
-        let up = Upstreams::start().await;
-        let data = tempfile::tempdir().expect("data dir");
-        let text = loopback_only(&format!(
-            "{}\n[server]\nlog_format = \"json\"\n{extra}",
-            up.config()
-        ));
-        let loaded = enrichd::config::Config::from_toml(&text, &[]).expect("valid config");
-        assert_loopback(&loaded);
-        let config = data.path().join("enrichd.toml");
-        std::fs::write(&config, text).expect("write config");
-        let mut setup = Self {
-            up,
-            data,
-            config,
-            tenant_key: String::new(),
-            http: reqwest::Client::new(),
-            stderr: Arc::new(Mutex::new(String::new())),
-        };
+        let mut setup = Self::new_user(extra).await;
+        setup.exclusion_key = true;
         let out = setup.run(&["keys", "new", "--tenant", "test"]);
         assert!(out.status.success(), "keys new: {}", text_of(&out.stderr));
         setup.tenant_key = text_of(&out.stdout)
@@ -65,11 +52,40 @@ impl Setup {
         setup
     }
 
+    /// Upstream fakes and a config file as [`Setup::new`], but no API key yet and no
+    /// `ENRICHD_EXCLUSION_KEY`: what someone following the README has before the first start.
+    pub async fn new_user(extra: &str) -> Self {
+        let up = Upstreams::start().await;
+        let data = tempfile::tempdir().expect("data dir");
+        let text = loopback_only(&format!(
+            "{}\n[server]\nlog_format = \"json\"\n{extra}",
+            up.config()
+        ));
+        let loaded = enrichd::config::Config::from_toml(&text, &[]).expect("valid config");
+        assert_loopback(&loaded);
+        let config = data.path().join("enrichd.toml");
+        std::fs::write(&config, text).expect("write config");
+        Self {
+            up,
+            data,
+            config,
+            tenant_key: String::new(),
+            http: reqwest::Client::new(),
+            stderr: Arc::new(Mutex::new(String::new())),
+            exclusion_key: false,
+        }
+    }
+
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.data.path().join("exclusion").join("exclusion.log")
     }
 
-    /// `enrichd <args> --config C --data-dir D` with only the exclusion key and a log level set.
+    /// `enrichd <args> --config C --data-dir D` with only the exclusion key (unless a new user's)
+    /// and a log level set.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.args(args)
@@ -78,8 +94,10 @@ impl Setup {
             .arg("--data-dir")
             .arg(self.data.path())
             .env_clear()
-            .env("ENRICHD_EXCLUSION_KEY", KEY)
             .env("ENRICHD_LOG", "info");
+        if self.exclusion_key {
+            cmd.env("ENRICHD_EXCLUSION_KEY", KEY);
+        }
         cmd
     }
 
@@ -97,13 +115,25 @@ impl Setup {
     /// Starts `enrichd serve --listen 127.0.0.1:0` and waits for its address; `Err` with the exit
     /// status and stderr when the process ends instead.
     pub async fn start(&self) -> Result<Instance, (Option<i32>, String)> {
-        let mut child = self
-            .command(&["serve", "--listen", "127.0.0.1:0"])
+        self.start_with(self.command(&["serve", "--listen", "127.0.0.1:0"]))
+            .await
+    }
+
+    /// Starts `cmd` (an `enrichd serve`) and waits for its address, keeping what it writes on stdout.
+    pub async fn start_with(&self, mut cmd: Command) -> Result<Instance, (Option<i32>, String)> {
+        let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn enrichd serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (out_tx, out_rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = out_tx.send(line);
+            }
+        });
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel::<String>();
         let own = Arc::new(Mutex::new(String::new()));
@@ -127,6 +157,7 @@ impl Setup {
                 child,
                 url: format!("http://{addr}"),
                 stderr: own,
+                stdout: Mutex::new(out_rx),
             }),
             Err(_) => {
                 let status =
@@ -166,6 +197,7 @@ pub struct Instance {
     child: Child,
     pub url: String,
     stderr: Arc<Mutex<String>>,
+    stdout: Mutex<mpsc::Receiver<String>>,
 }
 
 impl Instance {
@@ -175,9 +207,32 @@ impl Instance {
         let _ = self.child.wait();
     }
 
+    /// Stops the process and returns every line it wrote on stdout.
+    pub fn kill_and_read_stdout(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let rx = self.stdout.lock().expect("lock");
+        rx.iter().collect()
+    }
+
     /// What this process wrote on stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("lock").clone()
+    }
+
+    /// The lines this process wrote on stdout, up to and including the first that `last` accepts
+    /// (waiting for it); every line written so far when the process closes its stdout first.
+    pub fn stdout_until(&self, last: impl Fn(&str) -> bool) -> Vec<String> {
+        let rx = self.stdout.lock().expect("lock");
+        let mut lines = Vec::new();
+        while let Ok(line) = rx.recv_timeout(START_TIMEOUT) {
+            let done = last(&line);
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
     }
 
     pub async fn metrics(&self, http: &reqwest::Client) -> String {

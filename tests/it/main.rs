@@ -8,6 +8,7 @@ mod cdp;
 mod cli;
 mod cli_batch;
 mod crash;
+mod first_hour;
 mod helpers;
 mod lookup;
 mod optout;
