@@ -285,6 +285,14 @@ async fn serve(listen: Option<ListenAddr>, common: &Common) -> Result<(), Failur
         std::io::stderr,
     );
     warn(&loaded, true);
+    let o = &loaded.config.operator;
+    if o.name.is_none() || (o.contact.is_none() && o.privacy_contact.is_none()) {
+        tracing::warn!(
+            "[operator] name and contact are not set: /privacy and the opt-out receipt cannot \
+             tell the people looked up whom to write to; set [operator] name and privacy_contact \
+             in the config"
+        );
+    }
     let addr = listen.unwrap_or_else(|| loaded.config.server.listen.clone());
     let app = App::build(&loaded, &data_dir).map_err(app_failure)?;
     let listener = tokio::net::TcpListener::bind(addr.as_str())

@@ -146,6 +146,13 @@ impl Env {
         super::job::run(&self.svc.inner, &key).await;
     }
 
+    /// Uploads `text` for tenant `t1` and runs the batch to its end; its id and summary.
+    async fn finished(&self, text: &[u8]) -> (BatchId, BatchSummary) {
+        let id = self.upload("t1", text).await;
+        self.run("t1", id).await;
+        (id, self.svc.get("t1", id).await.expect("meta").summary())
+    }
+
     async fn result_text(&self, tenant: &str, id: BatchId, format: Format) -> String {
         let mut stream = self.svc.result(tenant, id, format).await.expect("result");
         let mut out = Vec::new();
@@ -237,16 +244,11 @@ async fn a_lookup_that_panics_is_that_rows_error_and_the_batch_goes_on() {
 #[tokio::test]
 async fn a_batch_whose_every_row_failed_ends_failed_and_says_why() {
     let env = env();
-    let id = env
-        .upload(
-            "t1",
-            b"email\ndown@example.com\ndown@example.org\ndown@example.net\n",
-        )
+
+    let (_, summary) = env
+        .finished(b"email\ndown@example.com\ndown@example.org\ndown@example.net\n")
         .await;
 
-    env.run("t1", id).await;
-
-    let summary = env.svc.get("t1", id).await.expect("meta").summary();
     assert_eq!((summary.status, summary.rows_done), ("failed", 3));
     assert_eq!(summary.rows_error, 3);
     assert_eq!(
@@ -260,13 +262,11 @@ async fn a_batch_whose_every_row_failed_ends_failed_and_says_why() {
 #[tokio::test]
 async fn failed_rows_are_counted_with_their_reason_and_the_others_still_count() {
     let env = env();
-    let id = env
-        .upload("t1", b"email\ndown@example.com\nada@example.com\n")
+
+    let (id, summary) = env
+        .finished(b"email\ndown@example.com\nada@example.com\n")
         .await;
 
-    env.run("t1", id).await;
-
-    let summary = env.svc.get("t1", id).await.expect("meta").summary();
     assert_eq!(
         (summary.status, summary.rows_found, summary.rows_error),
         ("done", 1, 1)
@@ -287,14 +287,10 @@ async fn failed_rows_are_counted_with_their_reason_and_the_others_still_count() 
 #[tokio::test]
 async fn a_placeholder_or_unusable_cell_does_not_cost_the_row_its_email() {
     let env = env();
-    let id = env
-        .upload(
-            "t1",
-            b"email,phone\nada@example.com,n/a\nada@example.com,12\n,unknown\n",
-        )
-        .await;
 
-    env.run("t1", id).await;
+    let (id, _) = env
+        .finished(b"email,phone\nada@example.com,n/a\nada@example.com,12\n,unknown\n")
+        .await;
 
     let text = env.result_text("t1", id, Format::Ndjson).await;
     let rows: Vec<serde_json::Value> = text

@@ -103,7 +103,16 @@ impl Setup {
 
     /// Runs a command to completion; its stderr is kept with the setup's.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run enrichd");
+        self.run_with(args, &[])
+    }
+
+    /// [`Setup::run`] with these variables set too.
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let out = self
+            .command(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run enrichd");
         self.keep(&text_of(&out.stderr));
         out
     }

@@ -24,6 +24,21 @@ fn last_line(bytes: &[u8]) -> String {
         .to_string()
 }
 
+/// POSTs `body` as JSON, with `key` as a bearer token when given; the JSON answer.
+async fn post_json(http: &reqwest::Client, url: &str, key: Option<&str>, body: Value) -> Value {
+    let mut request = http.post(url).json(&body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// Polls a batch through the API until it is no longer queued or running.
 async fn finished_batch(http: &reqwest::Client, url: &str, key: &str) -> Value {
     loop {
@@ -43,6 +58,39 @@ async fn finished_batch(http: &reqwest::Client, url: &str, key: &str) -> Value {
     }
 }
 
+/// A CSV file holding `text` and an output path beside it, in a directory of their own.
+struct Csv {
+    _dir: tempfile::TempDir,
+    input: std::path::PathBuf,
+    output: std::path::PathBuf,
+}
+
+impl Csv {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("in.csv");
+        std::fs::write(&input, text).expect("csv");
+        let output = dir.path().join("out.csv");
+        Self {
+            _dir: dir,
+            input,
+            output,
+        }
+    }
+
+    /// `batch IN.csv -o OUT.csv`, then `extra`.
+    fn batch<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "batch",
+            self.input.to_str().expect("path"),
+            "-o",
+            self.output.to_str().expect("path"),
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readmes_first_hour_works_as_written() {
     let s = Setup::new_user("").await;
@@ -52,7 +100,6 @@ async fn the_readmes_first_hour_works_as_written() {
         "Analytical Engines",
         None,
     );
-    let dir = tempfile::tempdir().expect("tempdir");
 
     // "Run it": the first start creates a key, prints it once, and warns about the development
     // exclusion key.
@@ -66,17 +113,13 @@ async fn the_readmes_first_hour_works_as_written() {
     );
 
     // "One lookup", as JSON and as a streamed query string.
-    let one: Value = s
-        .http
-        .post(format!("{}/v1/lookup", inst.url))
-        .bearer_auth(&key)
-        .json(&json!({"email": "ada@analytical.example", "want": ["phone"], "timeout_ms": 4000}))
-        .send()
-        .await
-        .expect("lookup")
-        .json()
-        .await
-        .expect("json");
+    let one = post_json(
+        &s.http,
+        &format!("{}/v1/lookup", inst.url),
+        Some(&key),
+        json!({"email": "ada@analytical.example", "want": ["phone"], "timeout_ms": 4000}),
+    )
+    .await;
     assert_eq!(one["found"], true, "{one}");
     assert_eq!(one["profile"]["name"]["value"], "Ada Lovelace");
     let streamed = s
@@ -98,25 +141,10 @@ async fn the_readmes_first_hour_works_as_written() {
     assert_eq!(last["found"], true, "{streamed}");
 
     // "A CSV batch", with the command line against the running server...
-    let leads = dir.path().join("leads.csv");
-    std::fs::write(
-        &leads,
-        "email,company\nada@analytical.example,AE\nnobody@example.org,X\n",
-    )
-    .expect("csv");
-    let enriched = dir.path().join("enriched.csv");
-    let out = s.run(&[
-        "batch",
-        leads.to_str().expect("path"),
-        "-o",
-        enriched.to_str().expect("path"),
-        "--server",
-        &inst.url,
-        "--key",
-        &key,
-    ]);
+    let leads = Csv::new("email,company\nada@analytical.example,AE\nnobody@example.org,X\n");
+    let out = s.run(&leads.batch(&["--server", &inst.url, "--key", &key]));
     assert_eq!(out.status.code(), Some(0), "{}", text_of(&out.stderr));
-    let text = std::fs::read_to_string(&enriched).expect("result");
+    let text = std::fs::read_to_string(&leads.output).expect("result");
     assert!(
         text.contains("ada@analytical.example,AE,found,Ada Lovelace"),
         "{text}"
@@ -132,7 +160,7 @@ async fn the_readmes_first_hour_works_as_written() {
         .post(format!("{}/v1/batches", inst.url))
         .header("x-api-key", &key)
         .header("content-type", "text/csv")
-        .body(std::fs::read(&leads).expect("csv"))
+        .body(std::fs::read(&leads.input).expect("csv"))
         .send()
         .await
         .expect("upload")
@@ -171,29 +199,22 @@ async fn the_readmes_first_hour_works_as_written() {
     assert_eq!(erased.status().as_u16(), 204);
 
     // "Opting out needs no key; it is effective before the answer".
-    let receipt: Value = s
-        .http
-        .post(format!("{}/v1/optout", inst.url))
-        .json(&json!({"email": "ada@analytical.example"}))
-        .send()
-        .await
-        .expect("optout")
-        .json()
-        .await
-        .expect("json");
+    let receipt = post_json(
+        &s.http,
+        &format!("{}/v1/optout", inst.url),
+        None,
+        json!({"email": "ada@analytical.example"}),
+    )
+    .await;
     assert_eq!(receipt["status"], "recorded", "{receipt}");
     let hits = s.up.total_hits();
-    let after: Value = s
-        .http
-        .post(format!("{}/v1/lookup", inst.url))
-        .bearer_auth(&key)
-        .json(&json!({"email": "ada@analytical.example"}))
-        .send()
-        .await
-        .expect("lookup")
-        .json()
-        .await
-        .expect("json");
+    let after = post_json(
+        &s.http,
+        &format!("{}/v1/lookup", inst.url),
+        Some(&key),
+        json!({"email": "ada@analytical.example"}),
+    )
+    .await;
     assert_eq!(
         (&after["found"], &after["profile"]),
         (&json!(false), &Value::Null)
@@ -240,23 +261,17 @@ async fn a_start_that_cannot_listen_spends_no_key_and_the_next_start_prints_a_te
         "{}",
         lines[0]
     );
-    let lookup = s
-        .http
-        .get(format!("{}/v1/lookup?email=someone@example.org", inst.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("lookup");
-    assert_eq!(lookup.status().as_u16(), 200, "the README's tenant key");
-    let admin = s
-        .http
-        .get(format!("{}/v1/admin/exclusions/stats", inst.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("admin");
+    let status = |path: &'static str| {
+        let request = s.http.get(format!("{}{path}", inst.url)).bearer_auth(&key);
+        async move { request.send().await.expect("request").status().as_u16() }
+    };
     assert_eq!(
-        admin.status().as_u16(),
+        status("/v1/lookup?email=someone@example.org").await,
+        200,
+        "the README's tenant key"
+    );
+    assert_eq!(
+        status("/v1/admin/exclusions/stats").await,
         403,
         "a tenant key, not an admin key"
     );
@@ -309,11 +324,10 @@ async fn configuration_errors_name_the_key_the_line_or_variable_and_a_valid_valu
     );
 
     std::fs::write(&path, &good).expect("write");
-    let out = s
-        .command(&["lookup", "--email", "ada@example.com"])
-        .env("ENRICHD_LOOKUP__DEFAULT_TIMOUT_MS", "5000")
-        .output()
-        .expect("run");
+    let out = s.run_with(
+        &["lookup", "--email", "ada@example.com"],
+        &[("ENRICHD_LOOKUP__DEFAULT_TIMOUT_MS", "5000")],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(
         last_line(&out.stderr).starts_with(
@@ -365,11 +379,10 @@ async fn host_names_are_accepted_where_addresses_are() {
 async fn a_bad_exclusion_key_is_a_configuration_error_that_says_how_to_make_one() {
     let s = Setup::new("").await;
 
-    let out = s
-        .command(&["serve", "--listen", "127.0.0.1:0"])
-        .env("ENRICHD_EXCLUSION_KEY", "abc")
-        .output()
-        .expect("run");
+    let out = s.run_with(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("ENRICHD_EXCLUSION_KEY", "abc")],
+    );
 
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
@@ -456,11 +469,7 @@ async fn remote_commands_read_one_key_variable_and_explain_a_refused_key() {
         )
     );
     for var in ["ENRICHD_API_KEY", "ENRICHD_KEY"] {
-        let out = s
-            .command(&["sources", "--server", &inst.url])
-            .env(var, &s.tenant_key)
-            .output()
-            .expect("run");
+        let out = s.run_with(&["sources", "--server", &inst.url], &[(var, &s.tenant_key)]);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -469,22 +478,11 @@ async fn remote_commands_read_one_key_variable_and_explain_a_refused_key() {
         );
         assert!(text_of(&out.stdout).starts_with("SOURCE"), "{var}");
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, "email\nnobody@example.org\n").expect("csv");
-    let output = dir.path().join("out.csv");
-    let out = s
-        .command(&[
-            "batch",
-            input.to_str().expect("path"),
-            "-o",
-            output.to_str().expect("path"),
-            "--server",
-            &inst.url,
-        ])
-        .env("ENRICHD_KEY", &s.tenant_key)
-        .output()
-        .expect("run");
+    let csv = Csv::new("email\nnobody@example.org\n");
+    let out = s.run_with(
+        &csv.batch(&["--server", &inst.url]),
+        &[("ENRICHD_KEY", &s.tenant_key)],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text_of(&out.stderr));
     assert!(
         text_of(&out.stderr).contains("enrichd: 1 row enriched, 0 found; wrote"),
@@ -498,17 +496,9 @@ async fn remote_commands_read_one_key_variable_and_explain_a_refused_key() {
 async fn a_local_batch_beside_a_running_server_says_to_use_the_server() {
     let s = Setup::new("").await;
     let inst = s.start().await.expect("starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, "email\nnobody@example.org\n").expect("csv");
-    let output = dir.path().join("out.csv");
+    let csv = Csv::new("email\nnobody@example.org\n");
 
-    let out = s.run(&[
-        "batch",
-        input.to_str().expect("path"),
-        "-o",
-        output.to_str().expect("path"),
-    ]);
+    let out = s.run(&csv.batch(&[]));
 
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -518,11 +508,11 @@ async fn a_local_batch_beside_a_running_server_says_to_use_the_server() {
              beside it could miss the opt-outs it records, so send the batch to that server \
              instead: enrichd batch {} -o {} --server http://127.0.0.1:8080 --key KEY",
             s.data.path().display(),
-            input.display(),
-            output.display()
+            csv.input.display(),
+            csv.output.display()
         )
     );
-    assert!(!output.exists());
+    assert!(!csv.output.exists());
     inst.kill();
 }
 
@@ -532,17 +522,9 @@ async fn a_local_batch_whose_every_row_failed_exits_non_zero_with_the_reason() {
     let down = Reply::status(500, r#"{"error":"internal"}"#);
     s.up.gravatar.otherwise(down.clone());
     s.up.github.otherwise(down);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, "email\na@example.org\nb@example.org\n").expect("csv");
-    let output = dir.path().join("out.csv");
+    let csv = Csv::new("email\na@example.org\nb@example.org\n");
 
-    let out = s.run(&[
-        "batch",
-        input.to_str().expect("path"),
-        "-o",
-        output.to_str().expect("path"),
-    ]);
+    let out = s.run(&csv.batch(&[]));
 
     assert_eq!(out.status.code(), Some(1));
     let last = last_line(&out.stderr);
@@ -558,5 +540,5 @@ async fn a_local_batch_whose_every_row_failed_exits_non_zero_with_the_reason() {
         "{last}"
     );
     assert!(!text_of(&out.stderr).contains("rows enriched"));
-    assert!(!output.exists());
+    assert!(!csv.output.exists());
 }
