@@ -249,7 +249,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     common,
                 },
         } => {
-            let (_, data_dir) = load(&common)?;
+            let (loaded, data_dir) = load(&common)?;
+            warn(&loaded, false);
             let store = KeyStore::open(&data_dir).map_err(Failure::runtime)?;
             let role = if admin { Role::Admin } else { Role::Tenant };
             let key = store.create(&tenant, role).map_err(Failure::usage)?;
@@ -456,6 +457,7 @@ async fn sources(
         }
         None => {
             let (loaded, _) = load(common)?;
+            warn(&loaded, false);
             let pipeline = app::pipeline(
                 &loaded,
                 Arc::new(crate::exclusion::NoExclusions),
