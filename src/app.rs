@@ -14,7 +14,7 @@ use crate::batch::{
     PurgeHook, RowHasher,
 };
 use crate::blob::{BlobError, Clock, SystemClock};
-use crate::config::{Loaded, STORAGE_KEY_ENV, STORAGE_KEY_PREVIOUS_ENV};
+use crate::config::{Loaded, SECRET_HINT, STORAGE_KEY_ENV, STORAGE_KEY_PREVIOUS_ENV};
 use crate::exclusion::log::LOG_FILE_NAME;
 use crate::exclusion::{
     ExclusionCheck, ExclusionError, ExclusionKey, ExclusionList, ExclusionSnapshot,
@@ -67,6 +67,26 @@ pub enum AppError {
     StorageKey(String),
 }
 
+impl AppError {
+    /// Whether the operator's configuration is at fault (a malformed or missing secret, a log
+    /// written with another key, a provider that cannot be built), rather than the machine.
+    pub fn is_configuration(&self) -> bool {
+        use crate::exclusion::log::LogError;
+        match self {
+            Self::ExclusionKey(e) => matches!(
+                e,
+                ExclusionKeyError::BadEnv | ExclusionKeyError::BadFile { .. }
+            ),
+            Self::Exclusion(ExclusionError::Log(LogError::KeyMismatch { .. })) => true,
+            Self::ExclusionKeyMissing { .. }
+            | Self::WebhookKey(_)
+            | Self::StorageKey(_)
+            | Self::Provider(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Env variable holding the webhook signing key (64 hex characters).
 pub const WEBHOOK_KEY_ENV: &str = "ENRICHD_WEBHOOK_KEY";
 
@@ -77,7 +97,9 @@ fn webhook_key(loaded: &Loaded) -> Result<Option<WebhookKey>, AppError> {
         .filter(|v| !v.trim().is_empty())
     {
         return WebhookKey::from_hex(&value).map(Some).ok_or_else(|| {
-            AppError::WebhookKey(format!("{WEBHOOK_KEY_ENV} must be 64 hex characters"))
+            AppError::WebhookKey(format!(
+                "{WEBHOOK_KEY_ENV} must be 64 hex characters; {SECRET_HINT}"
+            ))
         });
     }
     let Some(path) = &loaded.config.batches.webhook_key_file else {
@@ -86,7 +108,10 @@ fn webhook_key(loaded: &Loaded) -> Result<Option<WebhookKey>, AppError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| AppError::WebhookKey(format!("cannot read {}: {e}", path.display())))?;
     WebhookKey::from_hex(&text).map(Some).ok_or_else(|| {
-        AppError::WebhookKey(format!("{} must hold 64 hex characters", path.display()))
+        AppError::WebhookKey(format!(
+            "{} must hold 64 hex characters; {SECRET_HINT}",
+            path.display()
+        ))
     })
 }
 
@@ -169,7 +194,7 @@ pub fn storage_keyring(
             .map(MasterKey::from_bytes)
             .ok_or_else(|| {
                 bad(format!(
-                    "{from} must hold exactly 64 hex characters (32 bytes)"
+                    "{from} must hold exactly 64 hex characters (32 bytes); {SECRET_HINT}"
                 ))
             })
     };
@@ -190,6 +215,12 @@ pub fn storage_keyring(
     } else {
         let path = data_dir.join(STORAGE_KEY_FILE);
         if path.exists() {
+            tracing::warn!(
+                path = %path.display(),
+                "no ENRICHD_STORAGE_KEY: using the development storage key generated in the data \
+                 directory; back it up or set ENRICHD_STORAGE_KEY to its 64 hex characters, or \
+                 every stored batch result is unreadable without it"
+            );
             read(&path)?
         } else {
             let bytes = crate::secret::generate_into(&path)
@@ -231,7 +262,7 @@ pub async fn open_exclusion(
     let (list, report) = match store.url() {
         StoreUrl::File(dir) => {
             let (key, source) = ExclusionKey::load(key_file, data_dir)?;
-            warn_generated(&source);
+            warn_generated(&source, key_file);
             ExclusionList::open(&dir.join("exclusion"), key, retention, now)?
         }
         StoreUrl::S3 { .. } => {
@@ -263,13 +294,22 @@ pub async fn open_exclusion(
     Ok(list)
 }
 
-fn warn_generated(source: &KeySource) {
-    if let KeySource::Generated(path) = source {
-        tracing::warn!(
+/// Said at every start while the development key is in use, not only when it is made: a warning seen
+/// once is easily lost, and the key is as easily lost with the data directory.
+fn warn_generated(source: &KeySource, key_file: Option<&Path>) {
+    match source {
+        KeySource::Generated(path) => tracing::warn!(
             path = %path.display(),
             "no ENRICHD_EXCLUSION_KEY: generated a development exclusion key; back it up or set \
              ENRICHD_EXCLUSION_KEY, or every opt-out is lost with it"
-        );
+        ),
+        KeySource::File(path) if key_file.is_none() => tracing::warn!(
+            path = %path.display(),
+            "no ENRICHD_EXCLUSION_KEY: using the development exclusion key generated in the data \
+             directory; back it up or set ENRICHD_EXCLUSION_KEY to its 64 hex characters, or every \
+             opt-out is lost with it"
+        ),
+        KeySource::File(_) | KeySource::Env => {}
     }
 }
 

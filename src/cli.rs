@@ -4,7 +4,6 @@ mod keys;
 mod store;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{self, App, AppError};
 use crate::auth::Role;
-use crate::config::{Config, Loaded};
+use crate::config::{Config, ListenAddr, Loaded};
 use crate::domain::{Query, QueryInput};
 use crate::exclusion::Origin;
 use crate::optout::OptOutError;
@@ -37,8 +36,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service.
     Serve {
+        /// Address to listen on, with a port: 127.0.0.1:8080, [::1]:8080 or localhost:8080.
         #[arg(long, env = "ENRICHD_LISTEN")]
-        listen: Option<SocketAddr>,
+        listen: Option<ListenAddr>,
         #[command(flatten)]
         common: Common,
     },
@@ -56,10 +56,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// A running service to ask (`http://127.0.0.1:8080`); needs `--key`.
-        #[arg(long, requires = "key")]
+        #[arg(long, env = "ENRICHD_SERVER")]
         server: Option<String>,
-        /// An API key of that service.
-        #[arg(long, env = "ENRICHD_KEY")]
+        /// An API key of that service (`ENRICHD_KEY` is read too, as an older name).
+        #[arg(long, env = API_KEY_ENV, hide_env_values = true)]
         key: Option<String>,
         #[command(flatten)]
         common: Common,
@@ -96,8 +96,25 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
         #[arg(long, env = "ENRICHD_LISTEN")]
-        listen: Option<SocketAddr>,
+        listen: Option<ListenAddr>,
     },
+    /// Print a new random 32-byte secret as 64 hex characters, the form ENRICHD_EXCLUSION_KEY,
+    /// ENRICHD_WEBHOOK_KEY and ENRICHD_STORAGE_KEY take.
+    Secret,
+}
+
+/// The variable holding an API key for `--server` commands.
+pub const API_KEY_ENV: &str = "ENRICHD_API_KEY";
+/// An older name of [`API_KEY_ENV`], still read when it is unset.
+pub const API_KEY_ENV_ALIAS: &str = "ENRICHD_KEY";
+
+/// The key from `--key` or `ENRICHD_API_KEY` (clap reads both), else from `ENRICHD_KEY`.
+fn api_key(given: Option<String>) -> Option<String> {
+    given.or_else(|| {
+        std::env::var(API_KEY_ENV_ALIAS)
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+    })
 }
 
 #[derive(Args, Debug, Clone)]
@@ -113,16 +130,23 @@ pub struct Common {
 /// A person, as `lookup` and `optout` take them: any identifier, a name only with a company or domain.
 #[derive(Args, Debug, Clone)]
 pub struct PersonArgs {
+    /// Email address, e.g. ada@example.com.
     #[arg(long)]
     pub email: Option<String>,
+    /// Phone number with its country code, e.g. +44 20 7946 0958 (national numbers need
+    /// lookup.default_region in the config).
     #[arg(long)]
     pub phone: Option<String>,
+    /// Profile URL: LinkedIn, GitHub, X, Keybase, Mastodon, ..., e.g. https://github.com/ada.
     #[arg(long)]
     pub profile_url: Option<String>,
+    /// Full name, e.g. "Ada Lovelace"; identifies someone only with --company or --domain.
     #[arg(long)]
     pub name: Option<String>,
+    /// The company the person works at, with --name.
     #[arg(long)]
     pub company: Option<String>,
+    /// The company's web domain, e.g. example.com, with --name.
     #[arg(long)]
     pub domain: Option<String>,
 }
@@ -174,6 +198,17 @@ impl Failure {
     }
 }
 
+/// Logs the configuration's warnings (a misspelt variable); commands that set up no logging print them.
+fn warn(loaded: &Loaded, logging: bool) {
+    for warning in &loaded.warnings {
+        if logging {
+            tracing::warn!("{warning}");
+        } else {
+            eprintln!("enrichd: warning: {warning}");
+        }
+    }
+}
+
 fn env_vars() -> Vec<(String, String)> {
     std::env::vars().collect()
 }
@@ -196,12 +231,22 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             server,
             key,
             common,
-        } => sources(json, server.as_deref(), key.as_deref(), &common).await,
+        } => sources(json, server.as_deref(), api_key(key).as_deref(), &common).await,
         Command::Optout { who, common } => optout(&who, &common).await,
-        Command::Batch { args, common } => batch(&args, &common).await,
+        Command::Batch { mut args, common } => {
+            args.key = api_key(args.key);
+            batch(&args, &common).await
+        }
         Command::Keys { command } => keys::run(command).await,
         Command::Store { command } => store::run(command).await,
         Command::Healthcheck { url, listen } => store::healthcheck(url, listen).await,
+        Command::Secret => {
+            let mut bytes = [0u8; 32];
+            rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut bytes)
+                .map_err(|_| Failure::runtime("the operating system's random generator failed"))?;
+            println!("{}", hex::encode(bytes));
+            Ok(())
+        }
     }
 }
 
@@ -216,7 +261,7 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failure> {
+async fn serve(listen: Option<ListenAddr>, common: &Common) -> Result<(), Failure> {
     let (loaded, data_dir) = load(common)?;
     telemetry::init(
         None,
@@ -224,28 +269,23 @@ async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failur
         stderr_is_terminal(),
         std::io::stderr,
     );
-    let addr = listen.unwrap_or(loaded.config.server.listen);
-    let app = App::build(&loaded, &data_dir)
-        .await
-        .map_err(Failure::runtime)?;
-    if app.state.keys.is_empty() {
-        let key = app
-            .state
-            .keys
-            .create("default", Role::Admin)
-            .await
-            .map_err(Failure::runtime)?;
-        println!(
-            "No tenant was configured: created admin key {} for tenant 'default'. It is shown once:",
-            key.key_id
+    warn(&loaded, true);
+    let o = &loaded.config.operator;
+    if o.name.is_none() || (o.contact.is_none() && o.privacy_contact.is_none()) {
+        tracing::warn!(
+            "[operator] name and contact are not set: /privacy and the opt-out receipt cannot \
+             tell the people looked up whom to write to; set [operator] name and privacy_contact \
+             in the config"
         );
-        println!("{}", key.key);
-        let _ = std::io::stdout().flush();
     }
-    let listener = tokio::net::TcpListener::bind(addr)
+    let addr = listen.unwrap_or_else(|| loaded.config.server.listen.clone());
+    let app = App::build(&loaded, &data_dir).await.map_err(app_failure)?;
+    let listener = tokio::net::TcpListener::bind(addr.as_str())
         .await
-        .map_err(|e| Failure::runtime(format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|e| bind_failure(&addr, &e))?;
     let local = listener.local_addr().map_err(Failure::runtime)?;
+    // Only once the port is ours: a start that cannot listen must not use up the one showing of a key.
+    first_key(&app).await?;
     let background = app.start_background().await.map_err(Failure::runtime)?;
     tracing::info!(addr = %local, sources = ?app.state.pipeline.source_names(), "enrichd is listening.");
     crate::http::serve(listener, app.router(), shutdown_signal())
@@ -254,6 +294,54 @@ async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failur
     background.stop().await;
     tracing::info!("enrichd stopped.");
     Ok(())
+}
+
+/// With no API key at all, creates a tenant key and prints it on stdout, alone on the last line:
+/// enough for the README's first lookups and batches, and no more. Admin keys, which also manage
+/// the exclusion list and read the audit log, are made on purpose with `enrichd keys new --admin`.
+async fn first_key(app: &App) -> Result<(), Failure> {
+    if !app.state.keys.is_empty() {
+        return Ok(());
+    }
+    let key = app
+        .state
+        .keys
+        .create("default", Role::Tenant)
+        .await
+        .map_err(Failure::runtime)?;
+    println!(
+        "No API key existed, so enrichd created tenant key {} for tenant 'default'. It is shown \
+         once; make more with `enrichd keys new --tenant NAME` (add --admin for the admin routes):",
+        key.key_id
+    );
+    println!("{}", key.key);
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+fn bind_failure(addr: &ListenAddr, e: &std::io::Error) -> Failure {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process is using that port: stop it, or choose another port with --listen \
+             (e.g. --listen 127.0.0.1:8081)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need privileges: choose a port above 1024 with --listen"
+        }
+        _ => "",
+    };
+    Failure::runtime(format!("cannot listen on {addr}: {e}{hint}"))
+}
+
+/// Building the service failed: a configuration problem (a malformed or missing secret, a log
+/// written with another key, a bad provider) is the caller's to fix (exit 2); anything else is a
+/// runtime failure.
+fn app_failure(e: AppError) -> Failure {
+    if e.is_configuration() {
+        Failure::usage(e)
+    } else {
+        Failure::runtime(e)
+    }
 }
 
 async fn batch(args: &crate::batchcli::BatchArgs, common: &Common) -> Result<(), Failure> {
@@ -266,6 +354,7 @@ async fn batch(args: &crate::batchcli::BatchArgs, common: &Common) -> Result<(),
         stderr_is_terminal(),
         std::io::stderr,
     );
+    warn(&loaded, true);
     let progress = crate::batchcli::Progress::new(stderr_is_terminal());
     crate::batchcli::run(args, &loaded, &data_dir, progress)
         .await
@@ -278,17 +367,18 @@ async fn batch(args: &crate::batchcli::BatchArgs, common: &Common) -> Result<(),
 async fn lookup(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
     let (loaded, data_dir) = load(common)?;
     telemetry::init(None, false, stderr_is_terminal(), std::io::stderr);
+    warn(&loaded, true);
     let query = args.query(&loaded)?;
     let exclusion = app::read_exclusion(&loaded, &data_dir)
         .await
-        .map_err(Failure::runtime)?;
+        .map_err(app_failure)?;
     let pipeline = app::pipeline(
         &loaded,
         exclusion,
         Arc::new(Metrics::new()),
         ReplicaShare::single(),
     )
-    .map_err(Failure::runtime)?;
+    .map_err(app_failure)?;
     let result = pipeline.lookup(&query, LookupOptions::default()).await;
     let json = serde_json::to_string_pretty(&result).map_err(Failure::runtime)?;
     println!("{json}");
@@ -298,6 +388,7 @@ async fn lookup(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
 async fn optout(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
     let (loaded, data_dir) = load(common)?;
     telemetry::init(None, false, stderr_is_terminal(), std::io::stderr);
+    warn(&loaded, true);
     let query = args.query(&loaded)?;
     let app = App::build(&loaded, &data_dir).await.map_err(|e| match e {
         AppError::Exclusion(x) if x.is_locked() => Failure::runtime(format!(
@@ -306,7 +397,7 @@ async fn optout(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
              /v1/admin/exclusions (admin key)",
             data_dir.display()
         )),
-        other => Failure::runtime(other),
+        other => app_failure(other),
     })?;
     match app.state.optout().run(&query, Origin::Cli).await {
         Ok(ack) => {
@@ -335,17 +426,21 @@ async fn sources(
 ) -> Result<(), Failure> {
     let states: Vec<serde_json::Value> = match server {
         Some(url) => {
+            let key = key.ok_or_else(|| {
+                Failure::usage(format!("--server needs --key (or {API_KEY_ENV})"))
+            })?;
             let url = format!("{}/v1/sources", url.trim_end_matches('/'));
             let resp = reqwest::Client::new()
                 .get(&url)
-                .bearer_auth(key.unwrap_or_default())
+                .bearer_auth(key)
                 .send()
                 .await
                 .map_err(|e| Failure::runtime(format!("cannot reach {url}: {e}")))?;
             if !resp.status().is_success() {
+                let status = resp.status().as_u16();
                 return Err(Failure::runtime(format!(
-                    "{url} answered HTTP {}",
-                    resp.status().as_u16()
+                    "{url} answered HTTP {status}{}",
+                    crate::batchcli::status_hint(status)
                 )));
             }
             let body: serde_json::Value = resp.json().await.map_err(Failure::runtime)?;
@@ -356,6 +451,7 @@ async fn sources(
         }
         None => {
             let (loaded, _) = load(common)?;
+            warn(&loaded, false);
             let pipeline = app::pipeline(
                 &loaded,
                 Arc::new(crate::exclusion::NoExclusions),

@@ -120,6 +120,7 @@ pub struct Served {
     child: std::process::Child,
     pub url: String,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stdout: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Served {
@@ -134,10 +135,17 @@ impl Served {
         use std::io::{BufRead, BufReader};
         let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn enrichd serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = out_tx.send(line);
+            }
+        });
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let own = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -159,6 +167,7 @@ impl Served {
                 child,
                 url: format!("http://{addr}"),
                 stderr: own,
+                stdout: std::sync::Mutex::new(out_rx),
             }),
             Err(_) => {
                 let status = child.wait().ok().and_then(|s| s.code());
@@ -179,6 +188,30 @@ impl Served {
     /// What the process wrote on stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Stops the process and returns every line it wrote on stdout.
+    pub fn kill_and_read_stdout(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let rx = self.stdout.lock().expect("lock");
+        rx.iter().collect()
+    }
+
+    /// The lines the process wrote on stdout, up to and including the first that `last` accepts
+    /// (waiting up to `timeout` for each); every line written so far when the process closes its
+    /// stdout first.
+    pub fn stdout_until(&self, timeout: Duration, last: impl Fn(&str) -> bool) -> Vec<String> {
+        let rx = self.stdout.lock().expect("lock");
+        let mut lines = Vec::new();
+        while let Ok(line) = rx.recv_timeout(timeout) {
+            let done = last(&line);
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
     }
 }
 

@@ -56,7 +56,14 @@ impl Enricher for PipelineEnricher {
                         .filter(|s| s.status != SourceStatus::Skipped)
                         .collect();
                     if !asked.is_empty() && asked.iter().all(|s| failed(&s.status)) {
-                        RowOutcome::error()
+                        let each: Vec<String> = asked
+                            .iter()
+                            .map(|s| format!("{} {}", s.name, s.status.as_str()))
+                            .collect();
+                        RowOutcome::error(format!(
+                            "every source asked failed ({})",
+                            each.join(", ")
+                        ))
                     } else {
                         RowOutcome::miss()
                     }

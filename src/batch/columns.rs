@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{QueryInput, fold_text};
+use crate::domain::{QueryInput, fold_text, is_placeholder};
 
 use super::error::BatchError;
 
@@ -187,12 +187,13 @@ impl ColumnMap {
             || (name && (self.has(Column::Company) || self.has(Column::Domain)))
     }
 
-    /// The query fields of one row (cells beyond the header are ignored).
+    /// The query fields of one row (cells beyond the header are ignored). Blank cells and
+    /// placeholders (`n/a`, `-`, `unknown`, ...) are left empty.
     pub fn input(&self, cells: &[String]) -> QueryInput {
         let mut q = QueryInput::default();
         for (col, cell) in self.by_index.iter().zip(cells) {
             let Some(col) = col else { continue };
-            if cell.trim().is_empty() {
+            if cell.trim().is_empty() || is_placeholder(cell) {
                 continue;
             }
             let slot = match col {

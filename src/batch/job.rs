@@ -156,11 +156,18 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
     }
     let (meta, ()) = stored::modify_meta(blobs, key, |m| {
         fence(m, lease)?;
-        m.status = BatchStatus::Done;
+        m.finish();
         Ok(())
     })
     .await?;
-    tracing::info!(batch = %key.id, rows = meta.rows_done, found = meta.rows_found, "Batch done.");
+    tracing::info!(
+        batch = %key.id,
+        status = meta.status.as_str(),
+        rows = meta.rows_done,
+        found = meta.rows_found,
+        failed = meta.rows_error,
+        "Batch finished."
+    );
     Ok(())
 }
 
@@ -168,6 +175,8 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
 struct Done {
     row: StoredRow,
     keys: Vec<[u8; 16]>,
+    /// Why the row could not be enriched, when it could not.
+    failure: Option<String>,
 }
 
 async fn enrich_part(
@@ -188,27 +197,40 @@ async fn enrich_part(
             let input = columns.input(&cells);
             let (tenant, global, shared) = (tenant.clone(), shared.global.clone(), shared.clone());
             async move {
-                let (status, profile) = if !row_has_identifier(&input) {
-                    ("skipped".to_string(), None)
+                let mut warnings = Vec::new();
+                let (status, profile, failure) = if !row_has_identifier(&input) {
+                    ("skipped".to_string(), None, None)
                 } else {
-                    match Query::parse(&input, region) {
+                    match Query::parse_usable(&input, region) {
                         Err(errors) => {
                             let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
-                            (format!("invalid:{}", fields.join(",")), None)
+                            let why: Vec<&str> =
+                                errors.iter().map(|e| e.message.as_str()).collect();
+                            (
+                                format!("invalid:{}", fields.join(",")),
+                                None,
+                                Some(why.join("; ")),
+                            )
                         }
-                        Ok(q) => {
+                        Ok((q, left_out)) => {
+                            warnings = left_out
+                                .iter()
+                                .map(|e| format!("{}; looked up without it", e.message))
+                                .collect();
                             let _t = tenant.acquire_owned().await;
                             let _g = global.acquire_owned().await;
                             // Each row's lookup is its own task, so a part's rows use every worker
                             // thread; dropping the part (a deleted batch) aborts them.
                             let lookup =
                                 AbortOnDropHandle::new(tokio::spawn(shared.enricher.enrich(q)));
-                            let outcome: RowOutcome =
-                                lookup.await.unwrap_or_else(|_| RowOutcome::error());
-                            (outcome.status, outcome.profile)
+                            let outcome: RowOutcome = lookup.await.unwrap_or_else(|_| {
+                                RowOutcome::error("the lookup stopped unexpectedly")
+                            });
+                            (outcome.status, outcome.profile, outcome.reason)
                         }
                     }
                 };
+                let note = failure.iter().chain(&warnings).cloned().collect::<Vec<_>>();
                 let mut ids = input_identifiers(&input, region);
                 if let Some(p) = &profile {
                     ids.extend(p.identifiers());
@@ -226,8 +248,10 @@ async fn enrich_part(
                         cells,
                         status,
                         enrichment: profile.as_ref().map(Enrichment::from_profile),
+                        note: (!note.is_empty()).then(|| note.join("; ")),
                     },
                     keys,
+                    failure,
                 }
             }
         })
@@ -297,12 +321,14 @@ async fn commit_part(
     let mut kept = Vec::with_capacity(rows.len());
     let mut index = PartIndex::default();
     let (mut found, mut purged) = (0, 0);
+    let mut failures = Vec::new();
     for done in rows {
         if done.keys.iter().any(|k| shared.hasher.is_excluded(k)) {
             purged += 1;
             continue;
         }
         found += u64::from(done.row.enrichment.is_some());
+        failures.extend(done.failure);
         index.push(done.row.row, &done.keys);
         kept.push(done.row);
     }
@@ -319,6 +345,9 @@ async fn commit_part(
         m.rows_done += processed;
         m.rows_found += found;
         m.rows_purged += purged;
+        for why in &failures {
+            m.count_error(why);
+        }
         Ok(())
     })
     .await;

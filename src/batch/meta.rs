@@ -1,5 +1,7 @@
 //! The metadata object of a batch: status, counters, checkpoint and how to read its input.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::blob::Stamp;
@@ -56,6 +58,13 @@ pub struct BatchMeta {
     /// Rows removed because the person opted out.
     #[serde(default)]
     pub rows_purged: u64,
+    /// Rows that could not be enriched: every source asked failed (`error`), or no identifier in the
+    /// row was valid (`invalid:<fields>`).
+    #[serde(default)]
+    pub rows_error: u64,
+    /// How many of those rows failed for each reason; at most [`MAX_REASONS`] reasons are told apart.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub error_reasons: BTreeMap<String, u64>,
     /// Checkpoint: parts `1..=parts_done` are complete.
     pub parts_done: u32,
     /// The lease generation the last checkpoint was written under: a job holding another generation
@@ -77,6 +86,11 @@ pub struct BatchMeta {
     pub webhook: Option<String>,
 }
 
+/// Distinct row failure reasons a batch counts; later ones are counted under [`OTHER_REASONS`], so
+/// that a file whose every row fails differently cannot grow its metadata without bound.
+pub const MAX_REASONS: usize = 16;
+const OTHER_REASONS: &str = "other reasons";
+
 /// What a tenant sees of a batch (`GET /v1/batches/{id}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BatchSummary {
@@ -85,6 +99,14 @@ pub struct BatchSummary {
     pub rows_total: u64,
     pub rows_done: u64,
     pub rows_found: u64,
+    /// Rows that could not be enriched (see [`BatchMeta::rows_error`]).
+    pub rows_error: u64,
+    /// The commonest reason those rows failed, when some did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_error_reason: Option<String>,
+    /// Why the batch failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub created_at: String,
     pub expires_at: String,
 }
@@ -113,8 +135,136 @@ impl BatchMeta {
             rows_total: self.rows_total,
             rows_done: self.rows_done,
             rows_found: self.rows_found,
+            rows_error: self.rows_error,
+            rows_error_reason: (self.rows_error > 0)
+                .then(|| self.commonest_reason().map(str::to_string))
+                .flatten(),
+            error: (self.status == BatchStatus::Failed).then(|| {
+                self.error
+                    .clone()
+                    .unwrap_or_else(|| "the batch could not be processed".into())
+            }),
             created_at: humantime::format_rfc3339_seconds(self.stamp.created_at).to_string(),
             expires_at: humantime::format_rfc3339_seconds(self.stamp.expires_at).to_string(),
         }
+    }
+
+    /// Counts one row that could not be enriched, and why.
+    pub fn count_error(&mut self, reason: &str) {
+        self.rows_error += 1;
+        let key =
+            if self.error_reasons.contains_key(reason) || self.error_reasons.len() < MAX_REASONS {
+                reason
+            } else {
+                OTHER_REASONS
+            };
+        *self.error_reasons.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// The reason most failed rows share (the first in order among equals).
+    pub fn commonest_reason(&self) -> Option<&str> {
+        self.error_reasons
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(reason, _)| reason.as_str())
+    }
+
+    /// Ends a batch whose every row has been processed: `failed` when not one row could be enriched,
+    /// so that a run against unreachable sources or a file of unusable values does not read as a
+    /// success; `done` otherwise.
+    pub fn finish(&mut self) {
+        if self.rows_done > 0 && self.rows_error == self.rows_done {
+            self.status = BatchStatus::Failed;
+            self.error = Some(format!(
+                "no row could be enriched; the commonest reason: {}",
+                self.commonest_reason().unwrap_or("unknown")
+            ));
+        } else {
+            self.status = BatchStatus::Done;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> BatchMeta {
+        let now = std::time::SystemTime::UNIX_EPOCH;
+        BatchMeta {
+            id: "b".into(),
+            stamp: Stamp::new(now, 30),
+            status: BatchStatus::Running,
+            rows_total: 3,
+            rows_done: 3,
+            rows_found: 0,
+            rows_purged: 0,
+            rows_error: 0,
+            error_reasons: BTreeMap::new(),
+            parts_done: 1,
+            lease_gen: 0,
+            part_gens: vec![0],
+            part_rows: 10,
+            input: InputFormat {
+                encoding: Encoding::Utf8,
+                bom: false,
+                delimiter: b',',
+                headers: Vec::new(),
+                columns: ColumnMap {
+                    by_index: Vec::new(),
+                },
+                region: None,
+                bytes: 0,
+            },
+            error: None,
+            webhook: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_every_row_failed_ends_failed_with_the_commonest_reason() {
+        let mut m = meta();
+        m.count_error("every source asked failed (gravatar error)");
+        m.count_error("every source asked failed (gravatar error)");
+        m.count_error("phone is not a phone number");
+
+        m.finish();
+
+        let s = m.summary();
+        assert_eq!(s.status, "failed");
+        assert_eq!(s.rows_error, 3);
+        assert_eq!(
+            s.error.as_deref(),
+            Some(
+                "no row could be enriched; the commonest reason: every source asked failed \
+                 (gravatar error)"
+            )
+        );
+    }
+
+    #[test]
+    fn a_batch_with_some_failed_rows_is_done_and_says_why_they_failed() {
+        let mut m = meta();
+        m.count_error("every source asked failed (gravatar timeout)");
+
+        m.finish();
+
+        let s = m.summary();
+        assert_eq!((s.status, s.rows_error), ("done", 1));
+        assert_eq!(
+            s.rows_error_reason.as_deref(),
+            Some("every source asked failed (gravatar timeout)")
+        );
+        assert!(s.error.is_none());
+    }
+
+    #[test]
+    fn reasons_beyond_the_limit_are_counted_together() {
+        let mut m = meta();
+        for i in 0..(MAX_REASONS + 5) {
+            m.count_error(&format!("reason {i}"));
+        }
+        assert_eq!(m.error_reasons.len(), MAX_REASONS + 1);
+        assert_eq!(m.error_reasons[OTHER_REASONS], 5);
     }
 }

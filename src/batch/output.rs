@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::profile::{Profile, Ranked, Sourced};
 
 /// The enrichment columns, in order, after the input columns.
-pub const ENRICH_COLUMNS: [&str; 10] = [
+pub const ENRICH_COLUMNS: [&str; 11] = [
     "enrichd_status",
     "enrichd_name",
     "enrichd_job_title",
@@ -32,6 +32,7 @@ pub const ENRICH_COLUMNS: [&str; 10] = [
     "enrichd_profiles",
     "enrichd_location",
     "enrichd_confidence",
+    "enrichd_note",
 ];
 
 /// How multi-valued cells are joined.
@@ -139,6 +140,16 @@ pub struct StoredRow {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrichment: Option<Enrichment>,
+    /// Why the row was not enriched, or which of its cells were left out and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl StoredRow {
+    /// Whether the row could not be enriched: every source failed, or no identifier in it was valid.
+    pub fn failed(&self) -> bool {
+        self.status == "error" || self.status.starts_with("invalid:")
+    }
 }
 
 /// Makes a cell safe to open in a spreadsheet (see the module doc).
@@ -226,7 +237,8 @@ impl Renderer {
                         .take(width);
                     let cells = input
                         .chain(std::iter::once(r.status.as_str()))
-                        .chain(extra.iter().map(String::as_str));
+                        .chain(extra.iter().map(String::as_str))
+                        .chain(std::iter::once(r.note.as_deref().unwrap_or_default()));
                     self.csv_line(&mut out, cells);
                 }
                 Format::Ndjson => {
@@ -241,6 +253,7 @@ impl Renderer {
                         "input": input,
                         "status": r.status,
                         "enrichment": r.enrichment,
+                        "note": r.note,
                     });
                     // Serialising a `Value` of strings and numbers cannot fail.
                     if serde_json::to_writer(&mut out, &line).is_ok() {
@@ -293,6 +306,7 @@ mod tests {
             cells: cells.iter().map(|s| s.to_string()).collect(),
             status: "found".into(),
             enrichment,
+            note: None,
         }
     }
 
@@ -318,7 +332,7 @@ mod tests {
         assert_eq!(lines[0], format!("Email;Note;{}", ENRICH_COLUMNS.join(";")));
         assert_eq!(
             lines[1],
-            "ada@x.com;'=1+1;found;Ada;;;;ada@x.com (valid) | a@y.com;'+33612345678;;;0.90"
+            "ada@x.com;'=1+1;found;Ada;;;;ada@x.com (valid) | a@y.com;'+33612345678;;;0.90;"
         );
     }
 

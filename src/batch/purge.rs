@@ -92,6 +92,7 @@ pub(crate) async fn purge_part(
             rows.into_iter().partition(|r| doomed.contains(&r.row));
         let removed = gone.len() as u64;
         let found_removed = gone.iter().filter(|r| r.enrichment.is_some()).count() as u64;
+        let failed_removed = gone.iter().filter(|r| r.failed()).count() as u64;
         if removed > 0 {
             let body = stored::encode_rows(key, part.part, &kept)?;
             let name = stored::part_object(part);
@@ -118,6 +119,7 @@ pub(crate) async fn purge_part(
             if m.part(part.part) == Some(part) {
                 m.rows_purged += removed;
                 m.rows_found = m.rows_found.saturating_sub(found_removed);
+                m.rows_error = m.rows_error.saturating_sub(failed_removed);
             }
             Ok(())
         })

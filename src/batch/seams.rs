@@ -15,6 +15,8 @@ pub struct RowOutcome {
     pub profile: Option<Profile>,
     /// The per-row status written in `enrichd_status` (`found`, `not_found`, `error`, ...).
     pub status: String,
+    /// Why an `error` row failed, in words that name sources and statuses, never row contents.
+    pub reason: Option<String>,
 }
 
 impl RowOutcome {
@@ -22,6 +24,7 @@ impl RowOutcome {
         Self {
             profile: Some(profile),
             status: "found".into(),
+            reason: None,
         }
     }
 
@@ -30,14 +33,16 @@ impl RowOutcome {
         Self {
             profile: None,
             status: "not_found".into(),
+            reason: None,
         }
     }
 
     /// Every source failed; the row may be retried by a new batch.
-    pub fn error() -> Self {
+    pub fn error(reason: impl Into<String>) -> Self {
         Self {
             profile: None,
             status: "error".into(),
+            reason: Some(reason.into()),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! Any replica may take an upload, answer for its status, serve its result or delete it; the job runs
 //! on whichever replica holds its lease (see `job.rs`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -139,6 +140,8 @@ impl BatchService {
             rows_done: 0,
             rows_found: 0,
             rows_purged: 0,
+            rows_error: 0,
+            error_reasons: BTreeMap::new(),
             parts_done: 0,
             lease_gen: 0,
             part_gens: Vec::new(),

@@ -38,6 +38,10 @@ impl Enricher for FakeEnricher {
             let _ = tx.send(());
             return Box::pin(futures::future::pending());
         }
+        if email.starts_with("down@") {
+            let out = RowOutcome::error("every source asked failed (fake error)");
+            return Box::pin(async move { out });
+        }
         if email.starts_with("panic@") {
             return Box::pin(async { panic!("the fake enricher fails on purpose") });
         }
@@ -157,6 +161,13 @@ impl Env {
         super::job::run(&self.svc.shared, &key).await;
     }
 
+    /// Uploads `text` for tenant `t1` and runs the batch to its end; its id and summary.
+    async fn finished(&self, text: &[u8]) -> (BatchId, BatchSummary) {
+        let id = self.upload("t1", text).await;
+        self.run("t1", id).await;
+        (id, self.svc.get("t1", id).await.expect("meta").summary())
+    }
+
     async fn result_text(&self, tenant: &str, id: BatchId, format: Format) -> String {
         let mut stream = self.svc.result(tenant, id, format).await.expect("result");
         let mut out = Vec::new();
@@ -211,11 +222,14 @@ async fn csv_result_keeps_input_then_enrichment_one_row_each() {
     );
     assert_eq!(
         lines[1],
-        "ada@example.com;Acme;'=SUM(1);found;Ada Lovelace;;;;ada@analytical.org (valid);'+33612345678;;;0.90"
+        "ada@example.com;Acme;'=SUM(1);found;Ada Lovelace;;;;ada@analytical.org (valid);'+33612345678;;;0.90;"
     );
-    assert_eq!(lines[2], "nobody@example.com;Acme;;not_found;;;;;;;;;");
-    assert_eq!(lines[3], ";Acme;no id;skipped;;;;;;;;;");
-    assert_eq!(lines[4], "not-an-email;Acme;;invalid:email;;;;;;;;;");
+    assert_eq!(lines[2], "nobody@example.com;Acme;;not_found;;;;;;;;;;");
+    assert_eq!(lines[3], ";Acme;no id;skipped;;;;;;;;;;");
+    assert_eq!(
+        lines[4],
+        "not-an-email;Acme;;invalid:email;;;;;;;;;;email is not an email address: it has no '@'"
+    );
     assert_eq!(lines.len(), 5);
 }
 
@@ -243,6 +257,74 @@ async fn a_lookup_that_panics_is_that_rows_error_and_the_batch_goes_on() {
         "{}",
         lines[2]
     );
+}
+
+#[tokio::test]
+async fn a_batch_whose_every_row_failed_ends_failed_and_says_why() {
+    let env = env();
+
+    let (_, summary) = env
+        .finished(b"email\ndown@example.com\ndown@example.org\ndown@example.net\n")
+        .await;
+
+    assert_eq!((summary.status, summary.rows_done), ("failed", 3));
+    assert_eq!(summary.rows_error, 3);
+    assert_eq!(
+        summary.error.as_deref(),
+        Some(
+            "no row could be enriched; the commonest reason: every source asked failed (fake error)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn failed_rows_are_counted_with_their_reason_and_the_others_still_count() {
+    let env = env();
+
+    let (id, summary) = env
+        .finished(b"email\ndown@example.com\nada@example.com\n")
+        .await;
+
+    assert_eq!(
+        (summary.status, summary.rows_found, summary.rows_error),
+        ("done", 1, 1)
+    );
+    assert_eq!(
+        summary.rows_error_reason.as_deref(),
+        Some("every source asked failed (fake error)")
+    );
+    let text = env.result_text("t1", id, Format::Csv).await;
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with(",error,,,,,,,,,,every source asked failed (fake error)")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_placeholder_or_unusable_cell_does_not_cost_the_row_its_email() {
+    let env = env();
+
+    let (id, _) = env
+        .finished(b"email,phone\nada@example.com,n/a\nada@example.com,12\n,unknown\n")
+        .await;
+
+    let text = env.result_text("t1", id, Format::Ndjson).await;
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows[0]["status"], "found");
+    assert!(rows[0]["note"].is_null(), "a placeholder is just empty");
+    assert_eq!(rows[1]["status"], "found");
+    assert_eq!(
+        rows[1]["note"],
+        "phone is a national number and no default region is configured: use +<country code>; \
+         looked up without it"
+    );
+    assert_eq!(rows[2]["status"], "skipped");
+    assert_eq!(env.enricher.calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{BatchArgs, BatchCmdError, Progress, write_atomically};
-use crate::app;
+use crate::app::{self, AppError};
 use crate::batch::{BatchOptions, BatchStatus, BatchStore};
 use crate::blob::{BatchId, SystemClock};
 use crate::config::Loaded;
@@ -17,6 +17,15 @@ use crate::telemetry::Metrics;
 
 /// The tenant name local runs store under (inside the private working directory only).
 const LOCAL_TENANT: &str = "local";
+
+/// A configuration problem is the caller's to fix; anything else is a runtime failure.
+fn app_error(e: AppError) -> BatchCmdError {
+    if e.is_configuration() {
+        BatchCmdError::Usage(e.to_string())
+    } else {
+        BatchCmdError::runtime(e)
+    }
+}
 
 /// Removes the working directory (a copy of the input and the result parts) on every exit path.
 struct WorkDir(PathBuf);
@@ -40,14 +49,25 @@ pub(super) async fn run(
     let metrics = Arc::new(Metrics::new());
     let store = app::open_store(loaded, data_dir, metrics.clone())
         .await
-        .map_err(BatchCmdError::runtime)?;
+        .map_err(app_error)?;
     let exclusion = Arc::new(
         app::open_exclusion(loaded, data_dir, &store)
             .await
-            .map_err(BatchCmdError::runtime)?,
+            .map_err(|e| match e {
+                AppError::Exclusion(x) if x.is_locked() => BatchCmdError::Runtime(format!(
+                    "a running enrichd server holds the data directory {}, and a local batch \
+                     beside it could miss the opt-outs it records, so send the batch to that \
+                     server instead: enrichd batch {} -o {} --server http://{} --key KEY",
+                    data_dir.display(),
+                    args.input.display(),
+                    args.output.display(),
+                    loaded.config.server.listen,
+                )),
+                other => app_error(other),
+            })?,
     );
     let pipeline = app::pipeline(loaded, exclusion.clone(), metrics, ReplicaShare::single())
-        .map_err(BatchCmdError::runtime)?;
+        .map_err(app_error)?;
     let parent = match args.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -101,10 +121,11 @@ pub(super) async fn run(
         match meta.status {
             BatchStatus::Done => break meta,
             BatchStatus::Failed => {
-                return Err(BatchCmdError::Runtime(format!(
-                    "the batch failed ({})",
-                    meta.error.as_deref().unwrap_or("unknown cause")
-                )));
+                progress.finish();
+                return Err(super::failed(
+                    meta.summary().error.as_deref().unwrap_or("unknown cause"),
+                    true,
+                ));
             }
             BatchStatus::Queued | BatchStatus::Running => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -117,11 +138,13 @@ pub(super) async fn run(
         .await
         .map_err(BatchCmdError::runtime)?;
     write_atomically(&args.output, stream).await?;
-    progress.message(&format!(
-        "{} rows enriched, {} found; wrote {}",
-        meta.rows_done,
-        meta.rows_found,
-        args.output.display()
+    let summary = meta.summary();
+    progress.message(&super::done_message(
+        summary.rows_done,
+        summary.rows_found,
+        summary.rows_error,
+        summary.rows_error_reason.as_deref(),
+        &args.output,
     ));
     Ok(())
 }

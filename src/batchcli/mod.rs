@@ -17,6 +17,7 @@ use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 
 pub use progress::Progress;
+pub use remote::status_hint;
 
 /// The `batch` command's arguments (`--config` and `--data-dir` come from the common flags).
 #[derive(Args, Debug, Clone)]
@@ -29,7 +30,7 @@ pub struct BatchArgs {
     /// Upload to this running enrichd instead of enriching locally (`http://127.0.0.1:8080`).
     #[arg(long, env = "ENRICHD_SERVER")]
     pub server: Option<String>,
-    /// The tenant API key for `--server`.
+    /// The tenant API key for `--server` (`ENRICHD_KEY` is read too, as an older name).
     #[arg(long, env = "ENRICHD_API_KEY", hide_env_values = true)]
     pub key: Option<String>,
     /// Result format.
@@ -111,6 +112,49 @@ pub async fn run(
         r = work => r,
         _ = tokio::signal::ctrl_c() => Err(BatchCmdError::Runtime("interrupted; no output was written".into())),
     }
+}
+
+/// `1 row`, `2 rows`.
+pub(crate) fn rows(n: u64) -> String {
+    format!("{n} {}", if n == 1 { "row" } else { "rows" })
+}
+
+/// The closing line of a batch that ended `done`: how many rows, how many found, and, when some
+/// could not be enriched, how many and the commonest reason.
+pub(crate) fn done_message(
+    done: u64,
+    found: u64,
+    failed: u64,
+    reason: Option<&str>,
+    output: &Path,
+) -> String {
+    let head = if failed == 0 {
+        format!("{} enriched, {found} found", rows(done))
+    } else {
+        format!(
+            "{} processed, {found} found, {} not enriched (commonest reason: {})",
+            rows(done),
+            rows(failed),
+            reason.unwrap_or("unknown")
+        )
+    };
+    format!("{head}; wrote {}", output.display())
+}
+
+/// The error of a batch that ended `failed`, with what to try next when the reason suggests it.
+pub(crate) fn failed(error: &str, local: bool) -> BatchCmdError {
+    let hint = if error.contains("no default region") {
+        "; give the country of national phone numbers with --region (e.g. --region FR)"
+    } else if error.contains("every source asked failed") && local {
+        "; `enrichd sources` shows each source's state, and the log above says why calls failed"
+    } else if error.contains("every source asked failed") {
+        "; the server's operator can see why in its log and with `enrichd sources`"
+    } else {
+        ""
+    };
+    BatchCmdError::Runtime(format!(
+        "the batch failed: {error}{hint}; no output was written"
+    ))
 }
 
 /// Writes `chunks` to a temporary file beside `output`, syncs it, and renames it over `output`.

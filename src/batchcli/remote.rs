@@ -17,10 +17,16 @@ struct Summary {
     #[serde(default)]
     rows_found: u64,
     #[serde(default)]
+    rows_error: u64,
+    #[serde(default)]
+    rows_error_reason: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
     expires_at: String,
 }
 
-/// The problem+json `detail`, or the status line.
+/// The problem+json `detail`, or the status line, and what to do about a refused key.
 async fn refusal(what: &str, resp: reqwest::Response) -> BatchCmdError {
     let status = resp.status();
     let detail = resp
@@ -29,7 +35,25 @@ async fn refusal(what: &str, resp: reqwest::Response) -> BatchCmdError {
         .ok()
         .and_then(|v| v["detail"].as_str().map(str::to_string))
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
-    BatchCmdError::Runtime(format!("{what} ({}): {detail}", status.as_u16()))
+    BatchCmdError::Runtime(format!(
+        "{what} ({}): {detail}{}",
+        status.as_u16(),
+        status_hint(status.as_u16())
+    ))
+}
+
+/// What to do when a server refuses a command's key (401) or its role (403); empty otherwise.
+pub fn status_hint(status: u16) -> &'static str {
+    match status {
+        401 => {
+            ": the server does not know this API key; check --key (or ENRICHD_API_KEY), or ask the \
+             server's operator for a key (`enrichd keys new --tenant NAME` on the server)"
+        }
+        403 => {
+            ": this key's role may not do that; an admin key is made with `enrichd keys new --admin`"
+        }
+        _ => "",
+    }
 }
 
 fn unreachable(server: &str, e: reqwest::Error) -> BatchCmdError {
@@ -97,9 +121,11 @@ pub(super) async fn run(
         match s.status.as_str() {
             "done" => break s,
             "failed" => {
-                return Err(BatchCmdError::Runtime(format!(
-                    "batch {id} failed on the server"
-                )));
+                progress.finish();
+                return Err(super::failed(
+                    s.error.as_deref().unwrap_or("the server gave no reason"),
+                    false,
+                ));
             }
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
@@ -136,10 +162,14 @@ pub(super) async fn run(
         }
     }
     progress.message(&format!(
-        "{} rows enriched, {} found; wrote {}{}",
-        done.rows_done,
-        done.rows_found,
-        args.output.display(),
+        "{}{}",
+        super::done_message(
+            done.rows_done,
+            done.rows_found,
+            done.rows_error,
+            done.rows_error_reason.as_deref(),
+            &args.output
+        ),
         if args.delete {
             "; deleted the batch on the server".to_string()
         } else {

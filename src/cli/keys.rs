@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 
-use super::{Common, Failure, load, role_name};
+use super::{Common, Failure, load, role_name, warn};
 use crate::app;
 use crate::auth::{KeyStore, Role};
 use crate::store::StoreUrl;
@@ -15,8 +15,11 @@ use crate::telemetry::Metrics;
 pub enum KeysCommand {
     /// Create an API key; only its hash is stored. The key is printed once, alone on the last line.
     New {
+        /// The tenant the key acts for: its batches are visible to its keys only.
         #[arg(long)]
         tenant: String,
+        /// An admin key: also the admin routes (exclusion import and statistics, audit, subject
+        /// access).
         #[arg(long)]
         admin: bool,
         #[command(flatten)]
@@ -41,6 +44,7 @@ pub enum KeysCommand {
 
 async fn open(common: &Common) -> Result<KeyStore, Failure> {
     let (loaded, data_dir) = load(common)?;
+    warn(&loaded, false);
     let store = app::open_store(&loaded, &data_dir, Arc::new(Metrics::new()))
         .await
         .map_err(Failure::runtime)?;

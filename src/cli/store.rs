@@ -1,6 +1,5 @@
 //! `enrichd store lifecycle|rewrap` and `enrichd healthcheck`: operating the store and the container.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use clap::Subcommand;
 use super::{Common, Failure, load};
 use crate::app;
 use crate::blob::{BlobStore, SystemClock};
+use crate::config::ListenAddr;
 use crate::store::{StoreUrl, lifecycle};
 use crate::telemetry::Metrics;
 
@@ -69,9 +69,9 @@ pub async fn run(command: StoreCommand) -> Result<(), Failure> {
 
 /// `enrichd healthcheck`: GET `/healthz` of the server on this machine; exit 0 when it answers 200.
 /// For a container's HEALTHCHECK, where no curl is installed.
-pub async fn healthcheck(url: Option<String>, listen: Option<SocketAddr>) -> Result<(), Failure> {
+pub async fn healthcheck(url: Option<String>, listen: Option<ListenAddr>) -> Result<(), Failure> {
     let url = url.unwrap_or_else(|| {
-        let port = listen.map_or(8080, |a| a.port());
+        let port = listen.as_ref().and_then(ListenAddr::port).unwrap_or(8080);
         format!("http://127.0.0.1:{port}/healthz")
     });
     let resp = reqwest::Client::new()

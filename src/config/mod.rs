@@ -4,6 +4,8 @@
 //! sources name the env var that holds their key (`api_key_env`).
 
 mod env;
+mod listen;
+mod report;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,10 +16,17 @@ use serde::Deserialize;
 
 use crate::pipeline::Want;
 
+pub use env::KNOWN_VARS;
+pub use listen::{LISTEN_EXAMPLES, ListenAddr};
+
 use crate::domain::Region;
 use crate::sources::SourceOverrides;
 use crate::sources::provider::{self, ProviderConfig, ProviderError};
 use crate::sources::registry::{self, SourceConfig, SourceConfigError};
+
+/// How to make a 32-byte secret (the exclusion, webhook and storage keys), for errors about one.
+pub const SECRET_HINT: &str =
+    "make one with `enrichd secret` (or `openssl rand -hex 32`) and keep a copy somewhere safe";
 
 /// The embedded retention policy (`policies/retention.toml`).
 pub const RETENTION_POLICY: &str = include_str!("../../policies/retention.toml");
@@ -40,6 +49,7 @@ pub struct Config {
     pub exclusion: ExclusionConfig,
     pub batches: BatchesConfig,
     pub store: StoreConfig,
+    pub operator: OperatorConfig,
     pub sources: BTreeMap<String, SourceOverrides>,
     /// Bring-your-own-key HTTP providers (`[[providers]]`), see `examples/providers.toml`.
     pub providers: Vec<ProviderConfig>,
@@ -48,7 +58,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     pub data_dir: PathBuf,
     /// Largest JSON request body accepted, in bytes.
     pub max_json_bytes: usize,
@@ -95,6 +105,19 @@ pub struct ExclusionConfig {
     pub optout_burst: u32,
     /// Largest admin bulk import body, in bytes.
     pub max_import_bytes: usize,
+}
+
+/// `[operator]`: who runs this instance (the controller, in data protection terms), named on the
+/// privacy notice and the opt-out receipt so that the people looked up know whom to write to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorConfig {
+    /// The organisation or person running the service, e.g. "Example Ltd".
+    pub name: Option<String>,
+    /// How to reach them: an email address, a web page or a postal address.
+    pub contact: Option<String>,
+    /// Where privacy questions and requests go, if not to `contact` (a data protection officer).
+    pub privacy_contact: Option<String>,
 }
 
 /// CSV batches (`[batches]`): upload limits, concurrency, the expiry sweep and the completion webhook.
@@ -201,7 +224,7 @@ pub struct Retention {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: ListenAddr::from(SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: PathBuf::from("./data"),
             max_json_bytes: 64 * 1024,
             max_in_flight: 1024,
@@ -264,8 +287,17 @@ pub enum ConfigError {
     },
     #[error("invalid configuration: {0}")]
     Parse(String),
-    #[error("invalid configuration: {key} {problem}")]
-    Invalid { key: &'static str, problem: String },
+    /// A value that parsed but is refused; `at` says where it was set (`enrichd.toml:3`, `set by
+    /// ENRICHD_LOOKUP__MAX_HOPS`), when it was not the default.
+    #[error(
+        "invalid configuration: {key}{} {problem}",
+        at.as_ref().map(|a| format!(" ({a})")).unwrap_or_default()
+    )]
+    Invalid {
+        key: &'static str,
+        problem: String,
+        at: Option<String>,
+    },
     #[error("invalid configuration: {0}")]
     Source(#[from] SourceConfigError),
     #[error("invalid configuration: {0}")]
@@ -285,6 +317,9 @@ pub struct Loaded {
     /// `ENRICHD_STORAGE_KEY` and `ENRICHD_STORAGE_KEY_PREVIOUS`, as given.
     pub storage_key: Option<SecretString>,
     pub storage_key_previous: Option<SecretString>,
+    /// Things that do not stop the service but are most likely mistakes (a misspelt variable);
+    /// each command logs them once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -297,16 +332,29 @@ impl Config {
             })?,
             None => String::new(),
         };
-        Self::from_toml(&text, vars)
+        Self::from_source(&text, path, vars)
     }
 
     /// Parses TOML text, applies env overrides, validates. Used by `load` and by tests.
     pub fn from_toml(text: &str, vars: &[(String, String)]) -> Result<Loaded, ConfigError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_string()))?;
+        Self::from_source(text, None, vars)
+    }
+
+    /// The file's text alone is read first, so that its errors can name their line; then the
+    /// overrides, whose errors name their variable.
+    fn from_source(
+        text: &str,
+        file: Option<&Path>,
+        vars: &[(String, String)],
+    ) -> Result<Loaded, ConfigError> {
+        let origin = report::Origin::new(text, file, vars);
+        toml::from_str::<Config>(text).map_err(|e| ConfigError::Parse(origin.file_error(&e)))?;
+        let file_table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(origin.file_error(&e)))?;
+        let mut table = file_table.clone();
         env::apply_overrides(&mut table, vars)?;
         let config: Config = Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Parse(e.message().to_string()))?;
+            .map_err(|e| env::blame::<Config>(&file_table, vars, e))?;
         let lookup_env = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let sources = registry::resolve(&config.sources, &lookup_env)?;
         provider::validate(&config.providers)?;
@@ -316,7 +364,14 @@ impl Config {
             .filter_map(|p| p.auth_env.as_deref())
             .filter_map(|var| Some((var.to_string(), SecretString::from(lookup_env(var)?))))
             .collect();
-        let region = config.validate()?;
+        let region = config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, problem, .. } => ConfigError::Invalid {
+                key,
+                problem,
+                at: origin.where_set(key),
+            },
+            other => other,
+        })?;
         let aws = vars
             .iter()
             .filter(|(k, _)| k.starts_with("AWS_"))
@@ -335,6 +390,7 @@ impl Config {
             aws,
             storage_key: secret(STORAGE_KEY_ENV),
             storage_key_previous: secret(STORAGE_KEY_PREVIOUS_ENV),
+            warnings: env::unknown_vars(vars),
         })
     }
 
@@ -343,6 +399,7 @@ impl Config {
             Err(ConfigError::Invalid {
                 key,
                 problem: problem.to_string(),
+                at: None,
             })
         };
         if self.retention.batch_results_days == 0 || self.retention.batch_results_days > 30 {
@@ -430,6 +487,22 @@ impl Config {
         if self.server.max_in_flight == 0 {
             return invalid("server.max_in_flight", "must be above 0");
         }
+        for (key, value) in [
+            ("operator.name", &self.operator.name),
+            ("operator.contact", &self.operator.contact),
+            ("operator.privacy_contact", &self.operator.privacy_contact),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.trim().is_empty() || v.len() > 500)
+            {
+                return invalid(
+                    key,
+                    "must be between 1 and 500 characters, e.g. \"Example Ltd\" or \
+                     \"privacy@example.com\"; leave it out to name no one",
+                );
+            }
+        }
         if !matches!(self.server.log_format.as_str(), "text" | "json") {
             return invalid("server.log_format", "must be \"text\" or \"json\"");
         }
@@ -441,6 +514,7 @@ impl Config {
                     .map_err(|e: crate::domain::Invalid| ConfigError::Invalid {
                         key: "lookup.default_region",
                         problem: e.to_string(),
+                        at: None,
                     })
             }
         }
@@ -638,6 +712,106 @@ mod tests {
         let err =
             Config::from_toml("", &vars(&[("ENRICHD_LOOKUP__MAX_HOOPS", "3")])).expect_err("typo");
         assert!(err.to_string().contains("max_hoops"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_named_as_the_variable() {
+        let err = Config::from_toml("", &vars(&[("ENRICHD_LOOKUP__DEFAULT_TIMOUT_MS", "5000")]))
+            .expect_err("typo");
+
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: ENRICHD_LOOKUP__DEFAULT_TIMOUT_MS sets lookup.default_timout_ms, \
+             which is not a setting; expected one of `default_timeout_ms`, `max_timeout_ms`, \
+             `max_hops`, `default_want`, `default_region`"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_the_file_and_line_or_the_variable_and_what_is_valid() {
+        let file = "[lookup]\ndefault_timeout_ms = \"5s\"\n";
+        let err = Config::from_toml(file, &[]).expect_err("5s");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: lookup.default_timeout_ms (line 2) must be a whole number of \
+             milliseconds, e.g. 5000, not string \"5s\""
+        );
+
+        let err = Config::from_toml("", &vars(&[("ENRICHD_LOOKUP__DEFAULT_TIMEOUT_MS", "5s")]))
+            .expect_err("5s");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: ENRICHD_LOOKUP__DEFAULT_TIMEOUT_MS sets \
+             lookup.default_timeout_ms, which must be a whole number of milliseconds, e.g. 5000, \
+             not string \"5s\""
+        );
+    }
+
+    #[test]
+    fn a_refused_value_says_where_it_was_set() {
+        let file = "[server]\nmax_in_flight = 5\n\n[retention]\nbatch_results_days = 31\n";
+        let err = Config::from_toml(file, &[]).expect_err("31 days");
+        assert!(
+            err.to_string().starts_with(
+                "invalid configuration: retention.batch_results_days (line 5) must be"
+            ),
+            "{err}"
+        );
+
+        let err = Config::from_toml("", &vars(&[("ENRICHD_TENANTS__RATE_PER_MINUTE", "0")]))
+            .expect_err("zero");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: tenants.rate_per_minute (set by \
+             ENRICHD_TENANTS__RATE_PER_MINUTE) must be above 0"
+        );
+    }
+
+    #[test]
+    fn listen_takes_host_names_as_well_as_addresses() {
+        let loaded =
+            Config::from_toml("[server]\nlisten = \"localhost:8080\"\n", &[]).expect("a host name");
+        assert_eq!(loaded.config.server.listen.as_str(), "localhost:8080");
+
+        let err =
+            Config::from_toml("[server]\nlisten = \"localhost\"\n", &[]).expect_err("no port");
+        assert!(
+            err.to_string().contains("server.listen (line 2)")
+                && err.to_string().contains(LISTEN_EXAMPLES),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_enrichd_variable_that_sets_nothing_is_warned_about() {
+        let loaded = Config::from_toml(
+            "",
+            &vars(&[
+                ("ENRICHD_LOOKUP_MAX_HOPS", "1"),
+                ("ENRICHD_EXCLUSION_KEY", "x"),
+                ("ENRICHD_LISTEN", "x"),
+            ]),
+        )
+        .expect("valid");
+
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].starts_with("ENRICHD_LOOKUP_MAX_HOPS is not a variable"));
+    }
+
+    #[test]
+    fn the_operator_is_optional_and_must_not_be_blank() {
+        let loaded = Config::from_toml(
+            "[operator]\nname = \"Example Ltd\"\nprivacy_contact = \"dpo@example.com\"\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(loaded.config.operator.name.as_deref(), Some("Example Ltd"));
+        assert!(loaded.config.operator.contact.is_none());
+        let err = Config::from_toml("[operator]\ncontact = \" \"\n", &[]).expect_err("blank");
+        assert!(
+            err.to_string().contains("operator.contact (line 2)"),
+            "{err}"
+        );
     }
 
     #[test]

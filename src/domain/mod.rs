@@ -16,7 +16,7 @@ pub use identifier::{Identifier, IdentifierKind};
 pub use name::{DomainName, OrgName, PersonName, fold_text};
 pub use phone::{PhoneE164, Region};
 pub use profile_url::{ProfileUrl, Service};
-pub use query::{FieldError, Query, QueryInput};
+pub use query::{FieldError, Query, QueryInput, is_placeholder};
 
 /// Why one value failed to parse. The caller attaches the field name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

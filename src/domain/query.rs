@@ -22,7 +22,13 @@ pub struct QueryInput {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FieldError {
     pub field: &'static str,
+    /// A sentence for API and command-line users; it names the field.
     pub message: String,
+    /// What is wrong with the value itself, without the field's name (`must be an http or https
+    /// URL`), so that a page for the public can put its own label in front. `None` for errors about
+    /// the query as a whole (no identifier, a name alone).
+    #[serde(skip)]
+    pub problem: Option<String>,
 }
 
 impl FieldError {
@@ -30,8 +36,44 @@ impl FieldError {
         Self {
             field,
             message: message.into(),
+            problem: None,
         }
     }
+
+    /// A value that does not parse: `<field> <problem>`.
+    fn value(field: &'static str, problem: Invalid) -> Self {
+        Self {
+            field,
+            message: format!("{field} {problem}"),
+            problem: Some(problem.0),
+        }
+    }
+}
+
+/// Cell and field values that stand for "nothing here" in exported spreadsheets and forms, compared
+/// case-insensitively after trimming. Each is read as an empty field rather than as a value that
+/// fails to parse. `na` is not among them: it is a surname.
+const PLACEHOLDERS: [&str; 14] = [
+    "-",
+    "--",
+    "\u{2013}",
+    "\u{2014}",
+    "?",
+    "n/a",
+    "n.a.",
+    "#n/a",
+    "none",
+    "null",
+    "nil",
+    "unknown",
+    "not available",
+    "(blank)",
+];
+
+/// Whether a value is a placeholder for "no value" (`n/a`, `-`, `none`, `unknown`, `null`, `—`, ...).
+pub fn is_placeholder(value: &str) -> bool {
+    let value = value.trim();
+    PLACEHOLDERS.iter().any(|p| value.eq_ignore_ascii_case(p))
 }
 
 /// A validated lookup query: at least one personal identifier is present.
@@ -46,7 +88,9 @@ pub struct Query {
 }
 
 impl Query {
-    /// Validates every field and reports all invalid ones at once.
+    /// Validates every field and reports all invalid ones at once. Blank fields and placeholders
+    /// ([`is_placeholder`]) count as absent; a query left with no identifier by a placeholder names
+    /// that field.
     pub fn parse(input: &QueryInput, region: Option<Region>) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut q = Query {
@@ -83,6 +127,16 @@ impl Query {
             }
         }
         if errors.is_empty() && q.identifiers().iter().all(|i| !i.is_personal()) {
+            if let Some((field, value)) = placeholder_field(input) {
+                errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "{field} is '{value}', which stands for no value: give a real {field}, or \
+                         another identifier (email, phone, profile_url, or name with company or domain)"
+                    ),
+                ));
+                return Err(errors);
+            }
             let (field, message) = if q.name.is_some() {
                 (
                     "name",
@@ -100,6 +154,40 @@ impl Query {
             Ok(q)
         } else {
             Err(errors)
+        }
+    }
+
+    /// [`Query::parse`] for a row of a file, where one bad cell should not cost the whole row: fields
+    /// that do not parse are left out when what remains still identifies someone, and come back as
+    /// warnings. When nothing usable remains, the errors are those of [`Query::parse`].
+    pub fn parse_usable(
+        input: &QueryInput,
+        region: Option<Region>,
+    ) -> Result<(Self, Vec<FieldError>), Vec<FieldError>> {
+        let errors = match Self::parse(input, region) {
+            Ok(q) => return Ok((q, Vec::new())),
+            Err(errors) => errors,
+        };
+        let mut usable = input.clone();
+        for e in &errors {
+            let slot = match e.field {
+                "email" => &mut usable.email,
+                "phone" => &mut usable.phone,
+                "profile_url" => &mut usable.profile_url,
+                "name" => &mut usable.name,
+                "first_name" | "last_name" => {
+                    usable.last_name = None;
+                    &mut usable.first_name
+                }
+                "company" => &mut usable.company,
+                "domain" => &mut usable.domain,
+                _ => return Err(errors),
+            };
+            *slot = None;
+        }
+        match Self::parse(&usable, region) {
+            Ok(q) => Ok((q, errors)),
+            Err(_) => Err(errors),
         }
     }
 
@@ -126,7 +214,8 @@ impl Query {
     }
 }
 
-/// Parses one optional field; a blank value counts as absent, an invalid one is recorded.
+/// Parses one optional field; a blank value or a placeholder counts as absent, an invalid one is
+/// recorded.
 fn check<T>(
     errors: &mut Vec<FieldError>,
     field: &'static str,
@@ -135,12 +224,31 @@ fn check<T>(
 ) -> Option<T> {
     let raw = nonblank(raw)?;
     parse(raw)
-        .map_err(|e| errors.push(FieldError::new(field, format!("{field} {e}"))))
+        .map_err(|e| errors.push(FieldError::value(field, e)))
         .ok()
 }
 
 fn nonblank(s: &Option<String>) -> Option<&str> {
-    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && !is_placeholder(s))
+}
+
+/// The first identifier field holding a placeholder, with the placeholder as given.
+fn placeholder_field(input: &QueryInput) -> Option<(&'static str, &str)> {
+    [
+        ("email", &input.email),
+        ("phone", &input.phone),
+        ("profile_url", &input.profile_url),
+        ("name", &input.name),
+        ("company", &input.company),
+        ("domain", &input.domain),
+    ]
+    .into_iter()
+    .find_map(|(field, v)| {
+        let v = v.as_deref()?.trim();
+        is_placeholder(v).then_some((field, v))
+    })
 }
 
 #[cfg(test)]
@@ -221,6 +329,80 @@ mod tests {
         let ids = q.identifiers();
         assert_eq!(ids.len(), 1);
         assert_eq!(ids[0].canonical(), "ada lovelace|acme");
+    }
+
+    #[test]
+    fn placeholders_are_read_as_empty_fields() {
+        for placeholder in [
+            "n/a", "N/A", " - ", "none", "unknown", "null", "\u{2014}", "#N/A",
+        ] {
+            let q = Query::parse(
+                &input(&[("email", "ada@example.com"), ("phone", placeholder)]),
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{placeholder:?}: {e:?}"));
+            assert!(q.phone.is_none(), "{placeholder:?}");
+        }
+        let q = Query::parse(
+            &input(&[
+                ("first_name", "Kim"),
+                ("last_name", "Na"),
+                ("company", "Acme"),
+            ]),
+            None,
+        )
+        .expect("Na is a surname, not a placeholder");
+        assert_eq!(q.identifiers()[0].canonical(), "kim na|acme");
+    }
+
+    #[test]
+    fn a_placeholder_as_the_only_identifier_is_named_without_parsing_it() {
+        let errors = Query::parse(&input(&[("phone", "n/a")]), None).expect_err("no identifier");
+
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "phone");
+        assert!(
+            errors[0]
+                .message
+                .starts_with("phone is 'n/a', which stands for no value"),
+            "{}",
+            errors[0].message
+        );
+        assert!(
+            !errors[0].message.contains("region"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn a_row_keeps_its_usable_identifiers_and_warns_about_the_rest() {
+        let (q, warnings) = Query::parse_usable(
+            &input(&[("email", "ada@example.com"), ("phone", "12")]),
+            None,
+        )
+        .expect("the email is usable");
+        assert!(q.email.is_some() && q.phone.is_none());
+        assert_eq!(
+            warnings.iter().map(|w| w.field).collect::<Vec<_>>(),
+            ["phone"]
+        );
+
+        let (q, warnings) = Query::parse_usable(
+            &input(&[("email", "ada@example.com"), ("first_name", "Ada")]),
+            None,
+        )
+        .expect("a half name does not cost the email");
+        assert!(q.name.is_none());
+        assert_eq!(warnings[0].field, "last_name");
+
+        let errors =
+            Query::parse_usable(&input(&[("email", "nope"), ("name", "Ada Lovelace")]), None)
+                .expect_err("a name alone is not enough");
+        assert_eq!(
+            errors.iter().map(|e| e.field).collect::<Vec<_>>(),
+            ["email"]
+        );
     }
 
     #[test]

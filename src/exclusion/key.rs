@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretBox};
 
+use crate::config::SECRET_HINT;
 use crate::domain::IdentifierKind;
 
 /// The environment variable holding the secret as 64 hex characters.
@@ -25,9 +26,14 @@ pub const DEFAULT_KEY_VERSION: u16 = 1;
 /// Why the exclusion key could not be loaded. Messages name the variable or file, never the value.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{KEY_ENV} must be exactly 64 hex characters (32 bytes); the value given is not")]
+    #[error(
+        "{KEY_ENV} must be exactly 64 hex characters (32 bytes) and the value given is not; \
+         {SECRET_HINT}"
+    )]
     BadEnv,
-    #[error("the exclusion key file {path} must hold exactly 64 hex characters (32 bytes)")]
+    #[error(
+        "the exclusion key file {path} must hold exactly 64 hex characters (32 bytes); {SECRET_HINT}"
+    )]
     BadFile { path: PathBuf },
     #[error("cannot read the exclusion key file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },

@@ -201,10 +201,11 @@ async fn submit_form(
             "You are opted out",
             &format!(
                 "<h1>You are opted out</h1>\n<p>{EFFECT}</p>\n<p>Your receipt number is \
-                 <strong><code>{id}</code></strong>. Keep it if you want to write to the operator \
+                 <strong><code>{id}</code></strong>. Keep it if you want to write to {whom} \
                  about this opt-out; it is not linked to your identifiers anywhere.</p>\n\
                  <p><a href=\"/privacy\">Read the privacy notice</a></p>",
                 id = escape(&ack.receipt_id),
+                whom = write_to(&state.privacy.operator),
             ),
         ),
         Err(OptOutError::Incomplete { receipt_id, what }) => {
@@ -246,6 +247,58 @@ async fn submit_form(
             resp
         }
     })
+}
+
+/// Whom the receipt tells a person to write to: the operator by name and address as configured
+/// (`[operator]`), or, when none is, the privacy notice's section about it.
+fn write_to(o: &super::privacy::Operator) -> String {
+    let address = o.privacy_contact.as_deref().or(o.contact.as_deref());
+    match (o.name.as_deref(), address) {
+        (Some(name), Some(address)) => format!(
+            "{}, who runs this service, at {}",
+            escape(name),
+            super::privacy::contact_html(address)
+        ),
+        (Some(name), None) => format!("{}, who runs this service", escape(name)),
+        (None, Some(address)) => format!(
+            "the operator of this service at {}",
+            super::privacy::contact_html(address)
+        ),
+        (None, None) => "whoever runs this service (the operator has not published a contact \
+                         address; see the privacy notice)"
+            .to_string(),
+    }
+}
+
+/// An error as the public reads it: the form's labels, not the API's field names, and what to
+/// type instead.
+fn public_message(e: &FieldError) -> String {
+    let label = IDENTIFIERS
+        .iter()
+        .chain(&NAME_WITH)
+        .find(|i| i.id == e.field)
+        .map_or("Full name", |i| i.label);
+    match (e.field, e.problem.as_deref()) {
+        ("email", Some(_)) => {
+            "Enter an email address in the correct format, like name@example.com".into()
+        }
+        ("phone", Some(p)) if p.contains("national number") => "Enter the phone number with its \
+            country code, like +44 20 7946 0958"
+            .into(),
+        ("phone", Some(_)) => {
+            "Enter a phone number that exists, with its country code, like +44 20 7946 0958".into()
+        }
+        ("profile_url", Some(p)) => format!(
+            "Enter the web address of your profile page, like linkedin.com/in/your-name (this one {p})"
+        ),
+        (_, Some(p)) => format!("{label} {p}"),
+        ("name", None) => "A name alone cannot be blocked, as many people share it: add your \
+            company or its website"
+            .into(),
+        (_, None) => "Give at least one of these: your email address, phone number or profile \
+            address, or your full name with your company"
+            .into(),
+    }
 }
 
 /// One input of the form.
@@ -336,7 +389,7 @@ fn render_form(status: StatusCode, values: &FormValues, errors: &[FieldError]) -
             html.push_str(&format!(
                 "<p class=\"error\" id=\"{}-error\"><span class=\"visually-hidden\">Error:</span> {}</p>\n",
                 input.id,
-                escape(&e.message)
+                escape(&public_message(e))
             ));
             described.push(format!("{}-error", input.id));
         }
@@ -379,7 +432,7 @@ fn render_form(status: StatusCode, values: &FormValues, errors: &[FieldError]) -
             };
             body.push_str(&format!(
                 "<li><a href=\"#{target}\">{}</a></li>\n",
-                escape(&e.message)
+                escape(&public_message(e))
             ));
         }
         body.push_str("</ul>\n</div>\n");
@@ -431,24 +484,70 @@ mod tests {
         assert!(v.phone.is_empty());
     }
 
+    async fn html_of(resp: Response) -> String {
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
     #[tokio::test]
     async fn a_refused_form_names_the_field_and_keeps_the_values_escaped() {
         let values = FormValues {
             email: "\"><script>".into(),
             ..FormValues::default()
         };
-        let errors = [FieldError::new("email", "email has no '@'")];
+        let errors = Query::parse(&values.input(), None).expect_err("not an email");
 
         let resp = render_form(StatusCode::UNPROCESSABLE_ENTITY, &values, &errors);
 
         assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        let html = String::from_utf8_lossy(&body);
-        assert!(html.contains("<a href=\"#email\">email has no &#39;@&#39;</a>"));
+        let html = html_of(resp).await;
+        assert!(html.contains(
+            "<a href=\"#email\">Enter an email address in the correct format, like name@example.com</a>"
+        ));
         assert!(html.contains("aria-invalid=\"true\""));
         assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;\""));
         assert!(!html.contains("<script>"));
+    }
+
+    #[tokio::test]
+    async fn errors_on_the_public_form_use_its_labels_not_field_names() {
+        let values = FormValues {
+            phone: "020 7946 0958".into(),
+            profile_url: "ftp://example.com/me".into(),
+            domain: "not a domain".into(),
+            ..FormValues::default()
+        };
+        let errors = Query::parse(&values.input(), None).expect_err("three bad fields");
+
+        let html = html_of(render_form(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &values,
+            &errors,
+        ))
+        .await;
+
+        let messages: Vec<&str> = html
+            .split("<span class=\"visually-hidden\">Error:</span> ")
+            .skip(1)
+            .filter_map(|rest| rest.split("</p>").next())
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "Enter the phone number with its country code, like +44 20 7946 0958",
+                "Enter the web address of your profile page, like linkedin.com/in/your-name (this \
+                 one must be an http or https URL)",
+                "Company website is not a domain name with at least two labels",
+            ]
+        );
+        for field_name in ["profile_url", "default region", "domain is", "phone is"] {
+            let shown = html
+                .split('<')
+                .filter_map(|tag| tag.split_once('>').map(|(_, text)| text))
+                .any(|text| text.contains(field_name));
+            assert!(!shown, "{field_name} is shown to the public: {html}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! `GET /privacy` (HTML) and `GET /privacy.json`: the privacy notice, built once at start from the
 //! running configuration, so it always says what this instance actually does: what it stores and for
 //! how long (from the retention policy), which sources are enabled, what each is asked about and where
-//! that goes, and how to opt out.
+//! that goes, who runs it and how to reach them (`[operator]`), and how to opt out.
 
 use axum::Json;
 use axum::Router;
@@ -27,11 +27,20 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Clone, Serialize)]
 pub struct PrivacyNotice {
     pub summary: &'static str,
+    /// Who runs this instance and how to reach them; every field `null` when not configured.
+    pub operator: Operator,
     /// Everything the service keeps, personal or not, and for how long.
     pub stored: Vec<Stored>,
     /// The enabled sources, in the order they are asked.
     pub sources: Vec<SourceUse>,
     pub opt_out: OptOutNotice,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Operator {
+    pub name: Option<String>,
+    pub contact: Option<String>,
+    pub privacy_contact: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,8 +145,15 @@ impl PrivacyNotice {
                 recipient: recipient(loaded, s.name()),
             })
             .collect();
+        let o = &loaded.config.operator;
+        let trimmed = |v: &Option<String>| v.as_deref().map(|s| s.trim().to_string());
         Self {
             summary: SUMMARY,
+            operator: Operator {
+                name: trimmed(&o.name),
+                contact: trimmed(&o.contact),
+                privacy_contact: trimmed(&o.privacy_contact),
+            },
             stored,
             sources,
             opt_out: OptOutNotice {
@@ -217,6 +233,41 @@ fn recipient(loaded: &Loaded, name: &str) -> String {
     }
 }
 
+/// An email address as a `mailto:` link, a web address as a link, anything else as text.
+pub(super) fn contact_html(contact: &str) -> String {
+    let text = escape(contact);
+    if contact.starts_with("https://") || contact.starts_with("http://") {
+        format!("<a href=\"{text}\">{text}</a>")
+    } else if contact.contains('@') && !contact.contains(char::is_whitespace) {
+        format!("<a href=\"mailto:{text}\">{text}</a>")
+    } else {
+        text
+    }
+}
+
+fn operator_html(o: &Operator) -> String {
+    let mut out = String::from("<h2>Who runs this service</h2>\n<p>");
+    match &o.name {
+        Some(name) => out.push_str(&format!(
+            "This service is run by <strong>{}</strong>, who decides what it is used for.",
+            escape(name)
+        )),
+        None => out.push_str("The operator of this service has not given their name here."),
+    }
+    if let Some(contact) = &o.contact {
+        out.push_str(&format!(" Contact: {}.", contact_html(contact)));
+    }
+    match o.privacy_contact.as_deref().or(o.contact.as_deref()) {
+        Some(address) => out.push_str(&format!(
+            " For questions about your data, or to ask what is held about you, write to {}.",
+            contact_html(address)
+        )),
+        None => out.push_str(" No contact address was given; the opt-out below works without one."),
+    }
+    out.push_str("</p>\n");
+    out
+}
+
 fn kind_label(kind: &str) -> String {
     match kind {
         "email" => "email address".into(),
@@ -249,6 +300,7 @@ async fn html(State(state): State<AppState>) -> Response {
         n.opt_out.form,
         escape(n.opt_out.effective)
     );
+    body.push_str(&operator_html(&n.operator));
     body.push_str(
         "<h2>What is kept, and for how long</h2>\n<table>\n<thead><tr><th scope=\"col\">What</th>\
          <th scope=\"col\">Where</th><th scope=\"col\">Personal data</th><th scope=\"col\">How long</th>\

@@ -30,6 +30,20 @@ fn config(up: &Upstreams, batches: &str) -> String {
     )
 }
 
+/// A server whose Gravatar fake knows Ada Lovelace (`ada@analytical.example`), with `[batches]` set
+/// as given.
+async fn knowing_ada(batches: &str) -> (Upstreams, Server) {
+    let up = Upstreams::start().await;
+    up.gravatar_profile(
+        "ada@analytical.example",
+        "Ada Lovelace",
+        "Analytical Engines",
+        None,
+    );
+    let server = Server::start(&config(&up, batches)).await;
+    (up, server)
+}
+
 async fn upload_csv(server: &Server, key: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
     upload_csv_to(server, key, "/v1/batches", body).await
 }
@@ -91,14 +105,19 @@ async fn summary(server: &Server, id: &str) -> (u16, Value) {
 }
 
 async fn wait_done(server: &Server, id: &str) -> Value {
+    let s = wait_finished(server, id).await;
+    assert_eq!(s["status"], "done", "batch failed: {s}");
+    s
+}
+
+/// Polls until the batch leaves `queued` and `running`; its summary.
+async fn wait_finished(server: &Server, id: &str) -> Value {
     let start = Instant::now();
     loop {
         let (status, s) = summary(server, id).await;
         assert_eq!(status, 200, "{s}");
-        match s["status"].as_str() {
-            Some("done") => return s,
-            Some("failed") => panic!("batch failed: {s}"),
-            _ => {}
+        if !matches!(s["status"].as_str(), Some("queued" | "running")) {
+            return s;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
@@ -818,4 +837,81 @@ both_stores! {
             );
         }
 }
+}
+
+#[tokio::test]
+async fn a_batch_whose_every_row_failed_is_failed_with_the_commonest_reason() {
+    let up = Upstreams::start().await;
+    up.gravatar
+        .otherwise(Reply::status(503, r#"{"error":"Service Unavailable"}"#));
+    let server = Server::start(&config(&up, "")).await;
+
+    let id = upload(
+        &server,
+        b"email\na@example.org\nb@example.org\nc@example.org\n",
+    )
+    .await;
+    let done = wait_finished(&server, &id).await;
+
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(
+        (&done["rows_done"], &done["rows_error"]),
+        (&Value::from(3), &Value::from(3))
+    );
+    assert_eq!(
+        done["error"],
+        "no row could be enriched; the commonest reason: every source asked failed (gravatar error)"
+    );
+    let listed = server.batches().await;
+    assert_eq!(
+        listed["batches"][0]["status"], "failed",
+        "the list says so too"
+    );
+}
+
+#[tokio::test]
+async fn rows_use_their_valid_identifiers_and_say_what_was_left_out() {
+    let (_up, server) = knowing_ada("").await;
+
+    let id = upload(
+        &server,
+        b"email,phone\nada@analytical.example,n/a\nada@analytical.example,12\n-,N/A\nnope,+1\n",
+    )
+    .await;
+    let done = wait_finished(&server, &id).await;
+    let (_, _, text) = result(&server, &id, "").await;
+
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(
+        (&done["rows_found"], &done["rows_error"]),
+        (&Value::from(2), &Value::from(1))
+    );
+    let rows = rows(&text, b',');
+    let status = |r: &Vec<String>| r[2].clone();
+    let note = |r: &Vec<String>| r.last().cloned().unwrap_or_default();
+    assert_eq!(rows[0].last().map(String::as_str), Some("enrichd_note"));
+    assert_eq!(
+        (status(&rows[1]), note(&rows[1])),
+        ("found".into(), String::new())
+    );
+    assert_eq!(
+        (status(&rows[2]), note(&rows[2])),
+        (
+            "found".into(),
+            "phone is a national number and no default region is configured: use +<country \
+             code>; looked up without it"
+                .into()
+        )
+    );
+    assert_eq!(
+        status(&rows[3]),
+        "skipped",
+        "placeholders only: nothing to look up"
+    );
+    assert_eq!(status(&rows[4]), "invalid:email,phone");
+    assert_eq!(
+        done["rows_error_reason"],
+        "email is not an email address: it has no '@'; phone is not a phone number"
+    );
+    assert_eq!(rows[2][3], "Ada Lovelace", "looked up by the email");
 }

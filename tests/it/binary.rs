@@ -1,6 +1,7 @@
 //! Harness for tests of the real `enrichd` binary: a data directory, a config pointing only at loopback
 //! fakes, a fixed exclusion key in the environment (and nothing else from the test's environment), and
-//! a server process whose address is read from its JSON startup log line.
+//! a server process whose address is read from its JSON startup log line. [`Setup::new_user`] is the
+//! same without the exclusion key and without an API key: the state a first-time user starts from.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -16,7 +17,7 @@ use crate::helpers::{Upstreams, assert_loopback, loopback_only};
 /// The exclusion key every process of a test shares (test-only, 32 bytes as hex).
 pub const KEY: &str = "6b1f0a4c9d2e8f7a3b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f70";
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -33,29 +34,15 @@ pub struct Setup {
     pub http: reqwest::Client,
     /// Everything every process of this setup wrote on stderr.
     pub stderr: Arc<Mutex<String>>,
+    /// Whether `ENRICHD_EXCLUSION_KEY` is set for every process.
+    exclusion_key: bool,
 }
 
 impl Setup {
     /// Upstream fakes, a config file (only loopback sources, JSON logs, `extra` appended) and a key.
     pub async fn new(extra: &str) -> Self {
-        let up = Upstreams::start().await;
-        let data = tempfile::tempdir().expect("data dir");
-        let text = loopback_only(&format!(
-            "{}\n[server]\nlog_format = \"json\"\n{extra}",
-            up.config()
-        ));
-        let loaded = enrichd::config::Config::from_toml(&text, &[]).expect("valid config");
-        assert_loopback(&loaded);
-        let config = data.path().join("enrichd.toml");
-        std::fs::write(&config, text).expect("write config");
-        let mut setup = Self {
-            up,
-            data,
-            config,
-            tenant_key: String::new(),
-            http: reqwest::Client::new(),
-            stderr: Arc::new(Mutex::new(String::new())),
-        };
+        let mut setup = Self::new_user(extra).await;
+        setup.exclusion_key = true;
         let out = setup.run(&["keys", "new", "--tenant", "test"]);
         assert!(out.status.success(), "keys new: {}", text_of(&out.stderr));
         setup.tenant_key = text_of(&out.stdout)
@@ -66,11 +53,40 @@ impl Setup {
         setup
     }
 
+    /// Upstream fakes and a config file as [`Setup::new`], but no API key yet and no
+    /// `ENRICHD_EXCLUSION_KEY`: what someone following the README has before the first start.
+    pub async fn new_user(extra: &str) -> Self {
+        let up = Upstreams::start().await;
+        let data = tempfile::tempdir().expect("data dir");
+        let text = loopback_only(&format!(
+            "{}\n[server]\nlog_format = \"json\"\n{extra}",
+            up.config()
+        ));
+        let loaded = enrichd::config::Config::from_toml(&text, &[]).expect("valid config");
+        assert_loopback(&loaded);
+        let config = data.path().join("enrichd.toml");
+        std::fs::write(&config, text).expect("write config");
+        Self {
+            up,
+            data,
+            config,
+            tenant_key: String::new(),
+            http: reqwest::Client::new(),
+            stderr: Arc::new(Mutex::new(String::new())),
+            exclusion_key: false,
+        }
+    }
+
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.data.path().join("exclusion").join("exclusion.log")
     }
 
-    /// `enrichd <args> --config C --data-dir D` with only the exclusion key and a log level set.
+    /// `enrichd <args> --config C --data-dir D` with only the exclusion key (unless a new user's)
+    /// and a log level set.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.args(args)
@@ -79,14 +95,25 @@ impl Setup {
             .arg("--data-dir")
             .arg(self.data.path())
             .env_clear()
-            .env("ENRICHD_EXCLUSION_KEY", KEY)
             .env("ENRICHD_LOG", "info");
+        if self.exclusion_key {
+            cmd.env("ENRICHD_EXCLUSION_KEY", KEY);
+        }
         cmd
     }
 
     /// Runs a command to completion; its stderr is kept with the setup's.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run enrichd");
+        self.run_with(args, &[])
+    }
+
+    /// [`Setup::run`] with these variables set too.
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let out = self
+            .command(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run enrichd");
         self.keep(&text_of(&out.stderr));
         out
     }
@@ -108,6 +135,11 @@ impl Setup {
     ) -> Result<Instance, (Option<i32>, String)> {
         let mut cmd = self.command(&["serve", "--listen", "127.0.0.1:0"]);
         cmd.envs(env.iter().copied());
+        self.start_command(cmd).await
+    }
+
+    /// Starts `cmd` (an `enrichd serve`) and waits for its address, keeping what it writes on stdout.
+    pub async fn start_command(&self, cmd: Command) -> Result<Instance, (Option<i32>, String)> {
         let all = self.stderr.clone();
         tokio::task::spawn_blocking(move || Served::spawn(cmd, Some(all), START_TIMEOUT))
             .await

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::cdp::Browser;
-use crate::helpers::{Server, Upstreams};
+use crate::helpers::{Reply, Server, Upstreams};
 
 /// Polls `condition` (a JS expression) until it is truthy, then returns `value`.
 fn wait_for(condition: &str, value: &str) -> String {
@@ -16,6 +16,37 @@ fn wait_for(condition: &str, value: &str) -> String {
          if (Date.now() - t0 > 20000) {{ reject(new Error('timed out waiting for: ' + {cond_str})); return; }} \
          setTimeout(tick, 50); }}; tick(); }})",
         cond_str = serde_json::to_string(condition).expect("json")
+    )
+}
+
+/// A new tab showing `/app`, loaded.
+async fn open_app(browser: &mut Browser, server: &Server) -> String {
+    let page = browser.new_page().await;
+    browser
+        .call(
+            Some(&page),
+            "Page.navigate",
+            json!({"url": format!("{}/app", server.url)}),
+        )
+        .await;
+    browser
+        .eval(
+            &page,
+            &wait_for(
+                "document.readyState === 'complete' && document.getElementById('key')",
+                "true",
+            ),
+        )
+        .await;
+    page
+}
+
+/// JS statements that paste `key` in the key field as a user would.
+fn enter_key(key: &str) -> String {
+    let key_js = serde_json::to_string(key).expect("json");
+    format!(
+        "const k = document.getElementById('key'); k.value = {key_js}; \
+         k.dispatchEvent(new Event('change'));"
     )
 }
 
@@ -42,23 +73,7 @@ async fn the_app_page_uploads_by_drag_and_drop_follows_progress_downloads_and_de
             json!({"behavior": "allow", "downloadPath": downloads.path().to_str().expect("path")}),
         )
         .await;
-    let page = browser.new_page().await;
-    browser
-        .call(
-            Some(&page),
-            "Page.navigate",
-            json!({"url": format!("{}/app", server.url)}),
-        )
-        .await;
-    browser
-        .eval(
-            &page,
-            &wait_for(
-                "document.readyState === 'complete' && document.getElementById('key')",
-                "true",
-            ),
-        )
-        .await;
+    let page = open_app(&mut browser, &server).await;
 
     let labelled = browser
         .eval(
@@ -69,17 +84,16 @@ async fn the_app_page_uploads_by_drag_and_drop_follows_progress_downloads_and_de
     assert_eq!(labelled, json!(true), "every input has a label");
 
     // Paste the key, drop a file on the drop zone, submit.
-    let key_js = serde_json::to_string(&server.key).expect("json");
     browser
         .eval(
             &page,
             &format!(
-                "(() => {{ const k = document.getElementById('key'); k.value = {key_js}; \
-                 k.dispatchEvent(new Event('change')); \
+                "(() => {{ {} \
                  const dt = new DataTransfer(); \
                  dt.items.add(new File(['email,note\\nada@analytical.example,=1+1\\nbob@example.org,plain\\n'], 'people.csv', {{type: 'text/csv'}})); \
                  document.getElementById('drop').dispatchEvent(new DragEvent('drop', {{dataTransfer: dt, bubbles: true, cancelable: true}})); \
-                 return document.getElementById('chosen').textContent; }})()"
+                 return document.getElementById('chosen').textContent; }})()",
+                enter_key(&server.key)
             ),
         )
         .await;
@@ -179,4 +193,57 @@ async fn the_app_page_uploads_by_drag_and_drop_follows_progress_downloads_and_de
         .status()
         .as_u16();
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_app_page_shows_a_failed_batch_and_why() {
+    let up = Upstreams::start().await;
+    up.gravatar
+        .otherwise(Reply::status(503, r#"{"error":"Service Unavailable"}"#));
+    let server = Server::start(&format!(
+        "[sources.gravatar]\nbase_url = \"{}\"\n",
+        up.gravatar.url
+    ))
+    .await;
+    let uploaded = server
+        .post("/v1/batches")
+        .header("content-type", "text/csv")
+        .body("email\na@example.org\nb@example.org\n")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status().as_u16(), 202);
+    let mut browser = Browser::launch().await;
+    let page = open_app(&mut browser, &server).await;
+
+    browser
+        .eval(
+            &page,
+            &format!("(() => {{ {} return true; }})()", enter_key(&server.key)),
+        )
+        .await;
+    let status = browser
+        .eval(
+            &page,
+            &wait_for(
+                "document.querySelector('#batches tr[data-status=\"failed\"]')",
+                "document.querySelector('#batches tr[data-status=\"failed\"] td.status').textContent",
+            ),
+        )
+        .await;
+
+    assert_eq!(
+        status,
+        json!(
+            "failedno row could be enriched; the commonest reason: every source asked failed \
+             (gravatar error)"
+        )
+    );
+    let buttons = browser
+        .eval(
+            &page,
+            "[...document.querySelectorAll('#batches tr[data-status=\"failed\"] button')].map(b => b.textContent).join(',')",
+        )
+        .await;
+    assert_eq!(buttons, json!("Delete"), "nothing to download");
 }

@@ -111,7 +111,7 @@ async fn lookup_refuses_a_list_whose_key_is_missing() {
         .output()
         .expect("run");
 
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
     let stderr = text_of(&out.stderr);
     assert!(stderr.contains("no exclusion key was found"), "{stderr}");
     assert!(out.stdout.is_empty(), "no answer without the list");

@@ -9,6 +9,7 @@ mod cli;
 mod cli_batch;
 mod crash;
 mod deploy;
+mod first_hour;
 mod helpers;
 mod keys;
 mod lookup;

@@ -15,24 +15,7 @@ async fn the_privacy_notice_is_rendered_from_the_running_configuration() {
     ))
     .await;
 
-    let notice: Value = server
-        .anon(Method::GET, "/privacy.json")
-        .send()
-        .await
-        .expect("json")
-        .json()
-        .await
-        .expect("json");
-    let html_resp = server
-        .anon(Method::GET, "/privacy")
-        .send()
-        .await
-        .expect("html");
-    assert_eq!(
-        html_resp.headers()["content-type"],
-        "text/html; charset=utf-8"
-    );
-    let html = html_resp.text().await.expect("html");
+    let (notice, html) = notice(&server).await;
 
     let stored = notice["stored"].as_array().expect("stored");
     let seconds: Vec<Option<u64>> = stored
@@ -159,5 +142,84 @@ async fn openapi_documents_the_opt_out_admin_and_privacy_routes() {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
     assert_eq!(doc["paths"]["/v1/optout"]["post"]["security"], json!([]));
+    server.stop().await;
+}
+
+/// `/privacy.json` and `/privacy`, which is HTML.
+async fn notice(server: &Server) -> (Value, String) {
+    let json = server
+        .anon(Method::GET, "/privacy.json")
+        .send()
+        .await
+        .expect("json")
+        .json()
+        .await
+        .expect("json");
+    let html = server
+        .anon(Method::GET, "/privacy")
+        .send()
+        .await
+        .expect("html");
+    assert_eq!(html.headers()["content-type"], "text/html; charset=utf-8");
+    (json, html.text().await.expect("html"))
+}
+
+#[tokio::test]
+async fn the_operator_is_named_on_the_notice_and_the_receipt() {
+    let up = Upstreams::start().await;
+    let server = Server::start(&format!(
+        "{}\n[operator]\nname = \"Example Ltd\"\ncontact = \"https://example.com/contact\"\n\
+         privacy_contact = \"dpo@example.com\"\n",
+        up.config()
+    ))
+    .await;
+
+    let (notice, html) = notice(&server).await;
+    let receipt = server
+        .anon(Method::POST, "/optout")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email=someone%40example.org")
+        .send()
+        .await
+        .expect("submit")
+        .text()
+        .await
+        .expect("html");
+
+    assert_eq!(
+        notice["operator"],
+        json!({"name": "Example Ltd", "contact": "https://example.com/contact",
+               "privacy_contact": "dpo@example.com"})
+    );
+    assert!(
+        html.contains("This service is run by <strong>Example Ltd</strong>")
+            && html.contains("<a href=\"https://example.com/contact\">")
+            && html.contains("write to <a href=\"mailto:dpo@example.com\">dpo@example.com</a>"),
+        "{html}"
+    );
+    assert!(
+        receipt.contains(
+            "Keep it if you want to write to Example Ltd, who runs this service, at \
+             <a href=\"mailto:dpo@example.com\">dpo@example.com</a> about this opt-out"
+        ),
+        "{receipt}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_an_operator_the_notice_says_so_instead_of_naming_no_one() {
+    let server = Server::start("").await;
+
+    let (notice, html) = notice(&server).await;
+
+    assert_eq!(
+        notice["operator"],
+        json!({"name": null, "contact": null, "privacy_contact": null})
+    );
+    assert!(
+        html.contains("The operator of this service has not given their name here."),
+        "{html}"
+    );
     server.stop().await;
 }

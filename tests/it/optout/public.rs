@@ -150,7 +150,7 @@ async fn invalid_opt_outs_are_422_naming_the_field_and_change_nothing() {
     assert_eq!(form.status(), 422);
     let html = form.text().await.expect("html");
     assert!(html.contains("There is a problem"));
-    assert!(html.contains("a name alone is not an identifier"), "{html}");
+    assert!(html.contains("A name alone cannot be blocked"), "{html}");
     assert!(html.contains("<a href=\"#name\">"));
     assert!(
         html.contains("value=\"Ada &lt;Lovelace&gt;\""),
@@ -222,5 +222,34 @@ async fn opt_outs_are_rate_limited_per_client_address() {
             .contains("Nothing was recorded")
     );
     assert_eq!(server.exclusion_stats().await["entries"], 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_public_form_answers_in_its_own_words_not_in_field_names() {
+    let server = Server::start("").await;
+
+    let page = server
+        .anon(Method::POST, "/optout")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("phone=020+7946+0958&profile_url=ftp%3A%2F%2Fexample.com%2Fme")
+        .send()
+        .await
+        .expect("submit");
+
+    assert_eq!(page.status(), 422);
+    let html = page.text().await.expect("html");
+    assert!(
+        html.contains(
+            "<a href=\"#phone\">Enter the phone number with its country code, like +44 20 7946 \
+             0958</a>"
+        ) && html.contains(
+            "<a href=\"#profile_url\">Enter the web address of your profile page, like \
+             linkedin.com/in/your-name (this one must be an http or https URL)</a>"
+        ),
+        "{html}"
+    );
+    assert!(!html.contains("profile_url must"), "{html}");
+    assert!(!html.contains("default region"), "{html}");
     server.stop().await;
 }
