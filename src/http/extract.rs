@@ -12,7 +12,7 @@ use super::{ApiError, AppState, Tenant};
 use crate::domain::{DomainName, QueryInput, Region};
 use crate::extract::{Extracted, extract};
 use crate::pipeline::Lookup;
-use crate::sources::dns::is_webmail;
+use crate::domain::is_webmail;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -107,7 +107,7 @@ impl Pipeline {
     }
 
     /// Every configured source and provider with its live state (breaker, pause, cache).
-    pub fn source_states(&self) -> Vec<crate::sources::registry::SourceState> {
+    pub fn source_states(&self) -> Vec<crate::sources::SourceState> {
         self.inner.sources.states()
     }
 

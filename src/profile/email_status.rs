@@ -15,7 +15,7 @@
 use serde::Serialize;
 
 use super::{Profile, Sourced};
-use crate::sources::dns::{is_disposable, is_webmail};
+use crate::domain::{is_disposable, is_webmail};
 
 /// The finder's name; its addresses are guesses until another source confirms one.
 const FINDER: &str = "finder";

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::dns::{is_disposable, is_webmail};
-use super::registry::{Deps, SourceConfig, Spec};
+use crate::domain::{is_disposable, is_webmail};
+use super::spec::{Deps, SourceConfig, Spec};
 use super::{Source, SourceError};
 use crate::domain::{DomainName, Email, Identifier, PersonName, fold_text};
 use crate::profile::{Field, Observation};

@@ -8,14 +8,14 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::registry::{Deps, SourceConfig, Spec};
+use super::spec::{Deps, SourceConfig, Spec};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::{DomainName, Email, Identifier, ProfileUrl, Service};
 use crate::profile::{Field, Observation};
 
 pub const SPEC: Spec = Spec {
     name: "github",
-    schemes: super::registry::HTTP,
+    schemes: super::spec::HTTP,
     defaults: || {
         SourceConfig::new("https://api.github.com", 2_500, 30, 0.6).with_key_env("GITHUB_TOKEN")
     },

@@ -10,14 +10,14 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::registry::{Deps, SourceConfig, Spec};
+use super::spec::{Deps, SourceConfig, Spec};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::{Email, Identifier, PhoneE164, ProfileUrl};
 use crate::profile::{Field, Observation};
 
 pub const SPEC: Spec = Spec {
     name: "gravatar",
-    schemes: super::registry::HTTP,
+    schemes: super::spec::HTTP,
     defaults: || {
         SourceConfig::new("https://api.gravatar.com/v3", 2_000, 16, 0.7)
             .with_key_env("GRAVATAR_API_KEY")

@@ -12,7 +12,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::registry::{Deps, HTTP, SourceConfig, Spec};
+use super::spec::{Deps, HTTP, SourceConfig, Spec};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::{DomainName, Identifier, ProfileUrl, Service};
 use crate::profile::{Field, Observation};

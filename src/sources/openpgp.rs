@@ -11,7 +11,7 @@ use base64::Engine;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::registry::{Deps, HTTP, SourceConfig, Spec};
+use super::spec::{Deps, HTTP, SourceConfig, Spec};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::{Email, Identifier, PersonName};
 use crate::profile::{Field, Observation};

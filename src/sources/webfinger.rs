@@ -15,7 +15,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::registry::{Deps, HTTP, SourceConfig, Spec};
+use super::spec::{Deps, HTTP, SourceConfig, Spec};
 use super::ssrf::{self, HostResolver, SystemResolver, TemplateHost};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::{Identifier, ProfileUrl, Service};

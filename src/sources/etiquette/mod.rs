@@ -45,7 +45,7 @@ pub use cache::{DEFAULT_MAX_BYTES, DEFAULT_TTL, SourceCache};
 use self::breaker::{Admission, Breaker, Health};
 use self::cache::{CacheKey, KeyHasher};
 use self::limit::Limiter;
-use super::registry::SourceConfig;
+use super::spec::SourceConfig;
 use super::{SharedAnswer, Source, SourceError};
 use crate::domain::Identifier;
 use crate::profile::Observation;
