@@ -124,7 +124,7 @@ fn encoded(s: &str) -> url::form_urlencoded::ByteSerialize<'_> {
 
 fn observations(u: User) -> Vec<Observation> {
     let mut out = Vec::with_capacity(10);
-    out.push(Observation::profile(&ProfileUrl::github(&u.login)));
+    out.push(Observation::profile(ProfileUrl::github(&u.login)));
     let mut text = |field, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
             out.push(Observation::new(field, v));
@@ -143,7 +143,7 @@ fn observations(u: User) -> Vec<Observation> {
     if let Some(blog) = u.blog.filter(|b| !b.trim().is_empty()) {
         match ProfileUrl::parse(&blog) {
             Ok(p) if p.service() != crate::domain::Service::Other => {
-                out.push(Observation::profile(&p))
+                out.push(Observation::profile(p))
             }
             _ => {
                 let url = if blog.contains("://") {
@@ -158,10 +158,10 @@ fn observations(u: User) -> Vec<Observation> {
         }
     }
     if let Some(e) = u.email.and_then(|e| Email::parse(&e).ok()) {
-        out.push(Observation::email(&e));
+        out.push(Observation::email(e));
     }
     if let Some(handle) = u.twitter_username.filter(|h| !h.trim().is_empty()) {
-        out.push(Observation::profile(&ProfileUrl::x(&handle)));
+        out.push(Observation::profile(ProfileUrl::x(&handle)));
     }
     out
 }

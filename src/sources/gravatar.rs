@@ -130,7 +130,7 @@ fn observations(p: Profile) -> Vec<Observation> {
     text(Field::Photo, p.avatar_url);
     for account in p.verified_accounts.into_iter().filter(|a| !a.is_hidden) {
         if let Some(url) = account.url.and_then(|u| ProfileUrl::parse(&u).ok()) {
-            out.push(Observation::profile(&url));
+            out.push(Observation::profile(url));
         }
     }
     if let Some(c) = p.contact_info {
@@ -139,11 +139,11 @@ fn observations(p: Profile) -> Vec<Observation> {
             .flatten()
         {
             if let Ok(p) = PhoneE164::parse(&phone, None) {
-                out.push(Observation::phone(&p));
+                out.push(Observation::phone(p));
             }
         }
         if let Some(e) = c.email.and_then(|e| Email::parse(&e).ok()) {
-            out.push(Observation::email(&e));
+            out.push(Observation::email(e));
         }
     }
     out
@@ -179,7 +179,7 @@ mod tests {
         assert!(has(Field::JobTitle, "Mathematician"));
         assert!(has(Field::Profile, "https://github.com/ada"));
         assert!(
-            !obs.iter().any(|o| o.value.contains("hidden")),
+            !obs.iter().any(|o| o.value.text().contains("hidden")),
             "hidden accounts are not reported"
         );
         assert!(has(Field::Phone, "+442079460958"));

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::Registered;
 use super::etiquette::{GuardConfig, Guarded, SourceCache};
 use super::provider::ProviderSource;
 use super::registry::BUILTIN;
 use super::spec::{Deps, SourceConfig};
-use super::Registered;
 
 /// The enabled sources, built, each behind its etiquette guard and ready for the fan-out.
 #[derive(Clone, Default)]

@@ -156,7 +156,7 @@ fn observations(jrd: Jrd) -> Vec<Observation> {
             .ok()
             .filter(|p| p.service() != Service::Other)
         {
-            let obs = Observation::profile(&p);
+            let obs = Observation::profile(p);
             if !out.contains(&obs) {
                 out.push(obs);
             }

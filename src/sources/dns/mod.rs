@@ -28,7 +28,6 @@ use super::{Source, SourceError};
 use crate::domain::{Identifier, is_disposable, is_webmail};
 use crate::profile::{Field, Observation};
 
-
 pub const SPEC: Spec = Spec {
     name: "dns",
     schemes: &["dns", "udp", "tcp"],
