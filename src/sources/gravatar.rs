@@ -82,9 +82,7 @@ impl Source for Gravatar {
             let Identifier::Email(email) = id else {
                 return Ok(Vec::new());
             };
-            let mut path = String::with_capacity(80);
-            path.push_str("/profiles/");
-            push_profile_hash(email, &mut path);
+            let path = format!("/profiles/{}", profile_hash(email));
             match self.upstream.get_json::<Profile>(&path).await? {
                 Fetched::NotFound => Ok(Vec::new()),
                 Fetched::Found(p) => Ok(observations(p)),
@@ -96,24 +94,11 @@ impl Source for Gravatar {
 
 /// Gravatar identifies a profile by the hex SHA-256 of the trimmed, lower-cased address.
 pub fn profile_hash(email: &Email) -> String {
-    let mut hash = String::with_capacity(64);
-    push_profile_hash(email, &mut hash);
-    hash
-}
-
-/// Appends [`profile_hash`] to `out`, digit by digit (`hex::encode` goes through an iterator of
-/// chars and a new string).
-fn push_profile_hash(email: &Email, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in Sha256::digest(email.as_str().as_bytes()) {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
+    hex::encode(Sha256::digest(email.as_str().as_bytes()))
 }
 
 fn observations(p: Profile) -> Vec<Observation> {
-    // Eight text fields, a few accounts and contacts: one allocation for a full profile, and at most
-    // 1 KiB (12 observations of 80 bytes), which glibc's malloc serves from its per-thread cache.
+    // Eight text fields, a few accounts and contacts.
     let mut out = Vec::with_capacity(12);
     let mut text = |field, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
