@@ -6,8 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::Ids;
-use super::fanout::{Answers, millis};
+use super::fanout::{Answers, Ids, millis};
 use super::release::Verdict;
 use crate::profile::Profile;
 use crate::sources::{Registered, SourceStatus};
@@ -18,15 +17,6 @@ pub struct SourceReport {
     pub name: Arc<str>,
     pub status: SourceStatus,
     pub latency_ms: u64,
-}
-
-/// A progress event: which source finished, how, how fast, how many values. Never the values.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SourceEvent {
-    pub name: Arc<str>,
-    pub status: SourceStatus,
-    pub latency_ms: u64,
-    pub fields: usize,
 }
 
 /// The answer to one lookup, already filtered through the exclusion list.

@@ -13,17 +13,30 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use serde::Serialize;
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::want::{self, Want};
-use super::{Ids, SourceEvent};
 use crate::domain::Identifier;
 use crate::exclusion::ExclusionCheck;
 use crate::profile::{Field, Observation};
 use crate::sources::{Registered, SharedAnswer, SourceError, SourceStatus};
 use crate::telemetry::{Metrics, SourceMetrics};
+
+/// A progress event: which source finished, how, how fast, how many values. Never the values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceEvent {
+    pub name: Arc<str>,
+    pub status: SourceStatus,
+    pub latency_ms: u64,
+    pub fields: usize,
+}
+
+/// The identifiers a lookup met, each stored once and shared with the source calls about it. A lookup
+/// meets a handful, so they live on the stack until they outgrow it.
+pub(crate) type Ids = SmallVec<[Arc<Identifier>; 8]>;
 
 /// Which identifiers reported by sources the fan-out may follow.
 pub(crate) trait Follow: Sync {

@@ -21,16 +21,16 @@ mod want;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use answer::{Lookup, SourceEvent, SourceReport};
+pub use answer::{Lookup, SourceReport};
+pub use fanout::SourceEvent;
 pub use want::Want;
 
-use self::fanout::{Everything, Fanout, Unlisted};
+use self::fanout::{Everything, Fanout, Ids, Unlisted};
 use self::precheck::{Precheck, precheck};
-use crate::domain::{Identifier, Query};
+use crate::domain::Query;
 use crate::exclusion::ExclusionCheck;
 use crate::profile::Profile;
 use crate::sources::{Registered, SourceSet, SourceState};
@@ -58,10 +58,6 @@ pub struct LookupOptions {
     /// Fields the paid waterfall stops at; the configured default when `None`.
     pub want: Option<Vec<Want>>,
 }
-
-/// The identifiers a lookup met, each stored once and shared with the source calls about it. A lookup
-/// meets a handful, so they live on the stack until they outgrow it.
-pub(crate) type Ids = SmallVec<[Arc<Identifier>; 8]>;
 
 /// The shared lookup pipeline. Cheap to clone.
 #[derive(Clone)]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::Ids;
+use super::fanout::Ids;
 use crate::exclusion::ExclusionCheck;
 
 /// What the pre-check decided.
