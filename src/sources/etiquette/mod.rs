@@ -180,12 +180,10 @@ impl Source for Guarded {
             // went away) does not cancel the call that others joined.
             let (this, id) = (Arc::clone(inner), Arc::clone(id));
             let call = tokio::spawn(async move {
-                // A panicking source fails its callers' call, not their tasks. Boxed: the call's
-                // state is large, and moka's coalescing moves the future it is given.
+                // A panicking source fails its callers' call, not their tasks.
                 let fetch = AssertUnwindSafe(this.guarded_call(&id))
                     .catch_unwind()
-                    .map(|r| r.unwrap_or(Err(SourceError::NotAttempted("the source failed"))))
-                    .boxed();
+                    .map(|r| r.unwrap_or(Err(SourceError::NotAttempted("the source failed"))));
                 this.cache.get_or_fetch(key, &this.name, fetch).await
             });
             match call.await {
