@@ -98,6 +98,7 @@ async fn submit_json(
             what,
             retry_after_secs: RETRY_INCOMPLETE_SECS,
         }),
+        Err(err @ OptOutError::Unavailable(_)) => Err(ApiError::unavailable(err)),
         Err(err @ OptOutError::NotRecorded(_)) => Err(ApiError::internal(err)),
     }
 }
@@ -225,15 +226,24 @@ async fn submit_form(
             );
             resp
         }
-        Err(err @ OptOutError::NotRecorded(_)) => {
-            // Rendering the internal error logs its cause chain, as for every other route.
-            let logged = ApiError::internal(err).into_response();
-            page(
+        Err(err @ (OptOutError::NotRecorded(_) | OptOutError::Unavailable(_))) => {
+            // Rendering the error logs its cause chain, as for every other route.
+            let logged = match err {
+                OptOutError::Unavailable(_) => ApiError::unavailable(err),
+                _ => ApiError::internal(err),
+            }
+            .into_response();
+            let mut resp = page(
                 logged.status(),
                 "Opt-out failed",
                 "<h1>Your opt-out could not be recorded</h1>\n<p>Nothing was saved. This is our \
                  fault, not yours; please <a href=\"/optout\">try again</a> later.</p>",
-            )
+            );
+            if let Some(retry) = logged.headers().get(header::RETRY_AFTER) {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, retry.clone());
+            }
+            resp
         }
     })
 }

@@ -10,6 +10,7 @@ use super::etiquette::{GuardConfig, Guarded, SourceCache};
 use super::provider::ProviderSource;
 use super::registry::BUILTIN;
 use super::spec::{Deps, SourceConfig};
+use crate::store::replicas::ReplicaShare;
 
 /// The enabled sources, built, each behind its etiquette guard and ready for the fan-out.
 #[derive(Clone, Default)]
@@ -22,6 +23,8 @@ pub struct SourceSet {
     listed: Vec<Listed>,
     /// The answer cache shared by every guard.
     cache: SourceCache,
+    /// This replica's share of each source's budget.
+    share: ReplicaShare,
 }
 
 /// One configured source as `enrichd sources` shows it.
@@ -69,6 +72,7 @@ impl SourceSet {
     ) -> Self {
         let mut set = Self {
             cache: cache.clone(),
+            share: deps.share.clone(),
             ..Self::default()
         };
         for spec in BUILTIN {
@@ -123,10 +127,11 @@ impl SourceSet {
     }
 
     pub(crate) fn push(&mut self, registered: Registered, guard: GuardConfig) {
-        let guarded = Arc::new(Guarded::new(
+        let guarded = Arc::new(Guarded::with_share(
             registered.source.clone(),
             guard,
             self.cache.clone(),
+            self.share.clone(),
         ));
         self.sources.push(Registered {
             source: guarded.clone(),

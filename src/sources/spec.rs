@@ -6,6 +6,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use super::Source;
+use crate::store::replicas::ReplicaShare;
 
 /// One built-in source: its name, its defaults, and how to build it from its resolved config.
 pub struct Spec {
@@ -23,6 +24,8 @@ pub const HTTP: &[&str] = &["http", "https"];
 /// What a source may need to build itself.
 pub struct Deps {
     pub http: reqwest::Client,
+    /// This replica's share of each source's budget (see [`crate::store::replicas`]).
+    pub share: ReplicaShare,
 }
 
 /// A source's resolved settings (`[sources.<name>]` over the source's defaults).
