@@ -57,7 +57,7 @@ impl Source for Gravatar {
                 ),
             ];
             if let Ok(account) = ProfileUrl::parse(&format!("https://github.com/{login}")) {
-                out.push(Observation::profile(&account));
+                out.push(Observation::profile(account));
             }
             Ok(out)
         }
@@ -90,7 +90,7 @@ impl Source for Github {
                 Observation::new(Field::CompanyName, "@benchco"),
                 Observation::new(Field::Location, "London"),
                 Observation::new(Field::Website, "https://bench.example"),
-                Observation::profile(p),
+                Observation::profile(p.clone()),
             ])
         }
         .boxed()
@@ -171,7 +171,7 @@ fn main() {
         for _ in 0..rounds {
             bare_us.push(round(&bare, n, &mut next).await);
             // A round counts as "full" when the cache had no room for another profile as it began.
-            let full = cache.held_bytes() + 4096 > cache.max_bytes();
+            let full = cache.held_bytes().await + 4096 > cache.max_bytes();
             let us = round(&guarded, n, &mut next).await;
             if full {
                 full_us.push(us)

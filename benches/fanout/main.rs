@@ -32,7 +32,8 @@
 //! Phases: warm-up of both; **saturation**, closed loop with `FANOUT_CLIENTS` (32) clients, alternating
 //! enrichd and baseline over several rounds, with the CPU time each server's runtime threads spent per
 //! lookup (from `/proc/self/task/*/schedstat`: steadier than lookups/s on a shared machine, and what the
-//! ratio comes down to); **open loop** at half the baseline's median saturation rate, alternating
+//! ratio comes down to); **open loop** at half the lower of the two systems' median saturation rates
+//! (so that both run at most half loaded and the p99 measures added latency, not queueing), alternating
 //! again: lookup `i` is due at `t0 + i/rate` and its latency is measured from that intended time
 //! (coordinated omission included). `FANOUT_OPEN_CONNECTIONS` (64) sender tasks on the load runtime
 //! take the lookups in turn, like a client with a bounded pool: a stall queues lookups (and counts
@@ -40,11 +41,16 @@
 //! prints how busy the machine was (this process's CPU ÷ cores) and how much the hypervisor stole: a
 //! round near 1.0 busy is queueing, and its p99 says more about capacity than about overhead.
 //!
-//! The last two lines are the figures tracked by issue 2:
-//! `throughput_ratio` (median over rounds of enrichd lookups/s ÷ baseline lookups/s in the same round)
-//! and `added_p99_ms` (median over rounds of enrichd p99 − baseline p99 in the same open-loop round;
+//! **memory** (`memory.rs`): each system alone in a child process, 10,000 lookups in flight (fewer when
+//! the open-file limit cannot hold three connections each) against fakes that hold every call 2 s; the
+//! child's resident memory above its settled level, per lookup in flight.
+//!
+//! The last three lines are the figures tracked:
+//! `throughput_ratio` (median over rounds of enrichd lookups/s ÷ baseline lookups/s in the same round),
+//! `added_p99_ms` (median over rounds of enrichd p99 − baseline p99 in the same open-loop round;
 //! paired like the ratio because one neighbour's stall on this shared machine moves a pooled p99 by
-//! tens of milliseconds for whichever system it hits; the pooled p99s are printed above it).
+//! tens of milliseconds for whichever system it hits; the pooled p99s are printed above it) and
+//! `inflight_memory_ratio` (enrichd's memory per lookup in flight ÷ the baseline's).
 //!
 //! Knobs for quick runs and profiling: `FANOUT_CLIENTS`, `FANOUT_WARMUP_SECS`, `FANOUT_SAT_SECS`,
 //! `FANOUT_SAT_ROUNDS`, `FANOUT_OPEN_SECS`, `FANOUT_OPEN_ROUNDS`, `FANOUT_OPEN_CONNECTIONS` (64),
@@ -57,6 +63,7 @@
 //! it is through nearly all of a full run, within its short warm-up).
 
 mod load;
+mod memory;
 mod systems;
 mod upstreams;
 
@@ -147,9 +154,26 @@ fn check_scenario(aux: &Runtime, calls: &Calls, targets: &[Arc<Target>; 2]) {
     }
 }
 
+/// The servers' runtime: tokio's default worker count, or `FANOUT_SUT_THREADS`.
+pub fn sut_runtime() -> Runtime {
+    let mut sut = tokio::runtime::Builder::new_multi_thread();
+    if let Ok(n) = std::env::var("FANOUT_SUT_THREADS") {
+        sut.worker_threads(n.parse().expect("FANOUT_SUT_THREADS is a count"));
+    }
+    sut.enable_all()
+        .thread_name("sut")
+        .build()
+        .expect("system-under-test runtime")
+}
+
 fn main() {
     // Production logs at `info`; the bench pays that filter's cost and throws the lines away.
     enrichd::telemetry::init(Some("info"), false, false, std::io::sink);
+    // The memory phase runs each system in a child process: this executable, told which system.
+    if let Ok(system) = std::env::var("FANOUT_SERVE") {
+        memory::serve_child(&system);
+        return;
+    }
 
     // `cargo bench` passes `--bench`; under `cargo test --all-targets` (an unoptimised build, no
     // `--bench`) one short round of each phase checks that the bench still runs end to end.
@@ -163,15 +187,7 @@ fn main() {
     let open_len = Duration::from_secs(knob("FANOUT_OPEN_SECS", full_or_smoke(3, 1)));
     let open_rounds = knob("FANOUT_OPEN_ROUNDS", full_or_smoke(6, 1));
 
-    let mut sut = tokio::runtime::Builder::new_multi_thread();
-    if let Ok(n) = std::env::var("FANOUT_SUT_THREADS") {
-        sut.worker_threads(n.parse().expect("FANOUT_SUT_THREADS is a count"));
-    }
-    let sut = sut
-        .enable_all()
-        .thread_name("sut")
-        .build()
-        .expect("system-under-test runtime");
+    let sut = sut_runtime();
     let aux = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -179,7 +195,7 @@ fn main() {
         .build()
         .expect("load generator runtime");
 
-    let up = aux.block_on(start_upstreams());
+    let up = aux.block_on(start_upstreams(None));
     let enrichd = sut.block_on(start_enrichd(&up));
     let baseline_url = sut.block_on(start_baseline(&up));
     let emails = Arc::new(AtomicU64::new(0));
@@ -259,8 +275,8 @@ fn main() {
     let enrichd_max = median(enrichd_rates);
     let throughput_ratio = median(ratios.clone());
 
-    // Open loop at half the baseline's maximum.
-    let rate = (baseline_max / 2.0).max(1.0);
+    // Open loop at half the lower of the two maximums: both systems at most half loaded.
+    let rate = (baseline_max.min(enrichd_max) / 2.0).max(1.0);
     println!(
         "\nopen loop at {rate:.0} lookups/s ({open_len:?} per system per round, at most {connections} in flight)"
     );
@@ -292,6 +308,28 @@ fn main() {
         }
         p99_diffs.push(p99s[0] - p99s[1]);
     }
+    // Memory: each system alone in a child process, every upstream call held.
+    let (in_flight, files) = memory::lookups_that_fit(full_or_smoke(memory::TARGET_LOOKUPS, 200));
+    println!(
+        "\nmemory ({in_flight} lookups in flight, upstreams hold every call {:?}; open-file limit {files})",
+        memory::HOLD
+    );
+    let held = aux.block_on(start_upstreams(Some(memory::HOLD)));
+    let mut mem = Vec::new();
+    for name in ["enrichd", "baseline"] {
+        let served = memory::Served::start(name, &held);
+        let m = memory::measure(&aux, &served, name, in_flight);
+        served.stop();
+        println!(
+            "  {name:<8} settled {:.1} MiB, peak {:.1} MiB: {:.2} KiB per lookup in flight ({} errors)",
+            m.idle_kib as f64 / 1024.0,
+            m.peak_kib as f64 / 1024.0,
+            m.kib_per_lookup(),
+            m.errors
+        );
+        mem.push(m.kib_per_lookup());
+    }
+
     let mut p = [[Duration::ZERO; 4]; 2];
     for (i, o) in open.iter_mut().enumerate() {
         o.latencies.sort();
@@ -306,7 +344,7 @@ fn main() {
 
     println!("\nsummary");
     println!(
-        "  saturation  enrichd {enrichd_max:.0} lookups/s, baseline {baseline_max:.0} lookups/s (medians); per-round ratios {}",
+        "  saturation  enrichd {enrichd_max:.0} lookups/s, baseline {baseline_max:.0} lookups/s (medians; the open loop ran at half the lower, {rate:.0}/s); per-round ratios {}",
         ratios
             .iter()
             .map(|r| format!("{r:.3}"))
@@ -346,9 +384,21 @@ fn main() {
             .join(", "),
         ms(p[0][1]) - ms(p[1][1])
     );
-    println!("  goals: throughput_ratio >= 0.8, added_p99_ms <= 1.0");
+    println!(
+        "  memory      {in_flight} lookups in flight: enrichd {:.2} KiB each, baseline {:.2} KiB each",
+        mem[0], mem[1]
+    );
+    println!("inflight_kib_per_lookup_enrichd={:.2}", mem[0]);
+    println!("inflight_kib_per_lookup_baseline={:.2}", mem[1]);
+    println!(
+        "  goals: throughput_ratio >= 0.8, added_p99_ms <= 1.0, inflight_memory_ratio <= 1.25"
+    );
     println!("throughput_ratio={throughput_ratio:.3}");
     println!("added_p99_ms={:.3}", median(p99_diffs));
+    println!(
+        "inflight_memory_ratio={:.3}",
+        mem[0] / mem[1].max(f64::EPSILON)
+    );
 
     sut.shutdown_background();
     aux.shutdown_background();

@@ -1,6 +1,7 @@
 //! The two systems under test: enrichd as the integration tests build it, and the bare baseline.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -10,8 +11,33 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use crate::DEADLINE;
 use crate::upstreams::{Body, JSON, Upstreams, bind, reply, serve_http1};
+
+/// The lookup deadline and each call's timeout, the same for both systems: the bench's defaults, or
+/// room for the memory phase's held calls when `FANOUT_HOLD_MS` is set.
+#[derive(Clone, Copy)]
+pub struct Timing {
+    pub deadline: Duration,
+    pub call_timeout: Duration,
+}
+
+impl Timing {
+    pub fn from_env() -> Self {
+        match std::env::var("FANOUT_HOLD_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(hold_ms) => Self {
+                deadline: Duration::from_millis(3 * hold_ms + 5_000),
+                call_timeout: Duration::from_millis(hold_ms + 5_000),
+            },
+            None => Self {
+                deadline: crate::DEADLINE,
+                call_timeout: Duration::from_secs(2),
+            },
+        }
+    }
+}
 
 /// enrichd, built as tests/it/helpers.rs builds it: its address, a tenant key, and its data dir (removed
 /// on drop).
@@ -23,11 +49,13 @@ pub struct Enrichd {
 
 /// Only `gravatar` and `github`, on the fakes; no limit of enrichd's own can bind before the CPU does.
 fn enrichd_config(up: &Upstreams) -> String {
+    let timing = Timing::from_env();
     let mut c = format!(
         "[server]\nmax_in_flight = 1000000\n\
          [tenants]\nrate_per_minute = 1000000000\nburst = 10000000\n\
-         [lookup]\ndefault_timeout_ms = {}\n",
-        DEADLINE.as_millis()
+         [lookup]\ndefault_timeout_ms = {}\nmax_timeout_ms = {}\n",
+        timing.deadline.as_millis(),
+        timing.deadline.as_millis().max(15_000)
     );
     let cache_secs = std::env::var("FANOUT_CACHE_SECS").ok();
     let cache_mib = std::env::var("FANOUT_CACHE_MIB").ok();
@@ -42,8 +70,9 @@ fn enrichd_config(up: &Upstreams) -> String {
     }
     for (name, url) in [("gravatar", &up.gravatar), ("github", &up.github)] {
         c.push_str(&format!(
-            "[sources.{name}]\nbase_url = \"{url}\"\ntimeout_ms = 2000\n\
-             rate_per_minute = 1000000000\nconcurrency = 1000000\n"
+            "[sources.{name}]\nbase_url = \"{url}\"\ntimeout_ms = {}\n\
+             rate_per_minute = 1000000000\nconcurrency = 1000000\n",
+            timing.call_timeout.as_millis()
         ));
     }
     // Every other built-in source is off: the bench reaches nothing past loopback.
@@ -85,6 +114,7 @@ pub async fn start_enrichd(up: &Upstreams) -> Enrichd {
 
 struct Baseline {
     http: reqwest::Client,
+    deadline: Duration,
     gravatar: String,
     github: String,
 }
@@ -186,7 +216,7 @@ impl Baseline {
             return reply(StatusCode::UNPROCESSABLE_ENTITY, JSON, "{}");
         };
         let email = input.email.trim().to_lowercase();
-        let (profile, user) = tokio::time::timeout(DEADLINE, self.fan_out(&email))
+        let (profile, user) = tokio::time::timeout(self.deadline, self.fan_out(&email))
             .await
             .unwrap_or((None, None));
         let status = |hit: bool| if hit { "hit" } else { "miss" };
@@ -202,8 +232,13 @@ impl Baseline {
 
 /// Starts the baseline on the current runtime; answers on any path.
 pub async fn start_baseline(up: &Upstreams) -> String {
+    let timing = Timing::from_env();
     let baseline = Arc::new(Baseline {
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder()
+            .timeout(timing.call_timeout)
+            .build()
+            .expect("baseline HTTP client"),
+        deadline: timing.deadline,
         gravatar: up.gravatar.clone(),
         github: up.github.clone(),
     });

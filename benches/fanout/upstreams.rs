@@ -67,13 +67,14 @@ pub async fn bind() -> (TcpListener, String) {
     (listener, url)
 }
 
-/// Upstream calls received, by endpoint.
+/// Upstream calls received, by endpoint; and how long the fakes hold each before answering.
 #[derive(Default)]
 pub struct Calls {
     gravatar_profiles: AtomicU64,
     github_search: AtomicU64,
     github_users: AtomicU64,
     other: AtomicU64,
+    hold: Option<std::time::Duration>,
 }
 
 /// A snapshot of [`Calls`].
@@ -150,6 +151,9 @@ fn not_found() -> Response<Body> {
 }
 
 async fn gravatar(calls: Arc<Calls>, req: Request<Incoming>) -> Response<Body> {
+    if let Some(hold) = calls.hold {
+        tokio::time::sleep(hold).await;
+    }
     match req.uri().path().strip_prefix("/profiles/") {
         Some(hash) if !hash.is_empty() => {
             calls.gravatar_profiles.fetch_add(1, Ordering::Relaxed);
@@ -163,6 +167,9 @@ async fn gravatar(calls: Arc<Calls>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn github(calls: Arc<Calls>, req: Request<Incoming>) -> Response<Body> {
+    if let Some(hold) = calls.hold {
+        tokio::time::sleep(hold).await;
+    }
     let path = req.uri().path();
     if path == "/search/commits" {
         calls.github_search.fetch_add(1, Ordering::Relaxed);
@@ -190,8 +197,12 @@ pub struct Upstreams {
     pub calls: Arc<Calls>,
 }
 
-pub async fn start_upstreams() -> Upstreams {
-    let calls = Arc::new(Calls::default());
+/// The fakes; `hold` delays every answer by that long.
+pub async fn start_upstreams(hold: Option<std::time::Duration>) -> Upstreams {
+    let calls = Arc::new(Calls {
+        hold,
+        ..Calls::default()
+    });
     let (gl, gravatar_url) = bind().await;
     let c = calls.clone();
     tokio::spawn(serve_http1(gl, move |req| gravatar(c.clone(), req)));

@@ -33,10 +33,7 @@ use super::settings::BatchLimits;
 use super::state::{Shared, job_lease, lock};
 use super::stored::{self, INPUT};
 use crate::blob::{Area, BatchKey, BlobError, BlobStore};
-use crate::domain::{
-    DomainName, Email, Identifier, OrgName, PersonName, PhoneE164, ProfileUrl, Query, QueryInput,
-    Region,
-};
+use crate::domain::{Identifier, Query, QueryInput, Region};
 use crate::store::lease::Lease;
 
 /// Runs a batch's job to its end if this replica gets its lease (else returns at once: another
@@ -260,43 +257,10 @@ async fn enrich_part(
         .await
 }
 
-fn field(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
 /// Every identifier a row's input holds, each field parsed on its own (an invalid phone does not hide
 /// a valid email from the purge index).
 fn input_identifiers(q: &QueryInput, region: Option<Region>) -> Vec<Identifier> {
-    let mut out = Vec::new();
-    out.extend(
-        field(&q.email)
-            .and_then(|e| Email::parse(e).ok())
-            .map(Identifier::Email),
-    );
-    out.extend(
-        field(&q.phone)
-            .and_then(|p| PhoneE164::parse(p, region).ok())
-            .map(Identifier::Phone),
-    );
-    out.extend(
-        field(&q.profile_url)
-            .and_then(|p| ProfileUrl::parse(p).ok())
-            .map(Identifier::Profile),
-    );
-    let name = match (field(&q.name), field(&q.first_name), field(&q.last_name)) {
-        (Some(n), _, _) => PersonName::parse(n).ok(),
-        (None, Some(f), Some(l)) => PersonName::from_parts(f, l).ok(),
-        _ => None,
-    };
-    if let Some(name) = name {
-        if let Some(c) = field(&q.company).and_then(|c| OrgName::parse(c).ok()) {
-            out.push(Identifier::NameAtCompany(name.clone(), c));
-        }
-        if let Some(d) = field(&q.domain).and_then(|d| DomainName::parse(d).ok()) {
-            out.push(Identifier::NameAtDomain(name, d));
-        }
-    }
-    out
+    Query::parse_each(q, region).0.identifiers()
 }
 
 /// Writes part `n` (rows of people on the exclusion list dropped), its index, then the checkpoint;

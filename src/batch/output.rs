@@ -64,7 +64,7 @@ pub struct Enrichment {
 
 impl Enrichment {
     pub fn from_profile(p: &Profile) -> Self {
-        let best = |r: &Option<Ranked>| r.as_ref().map(|r| r.best.value.clone());
+        let best = |r: &Option<Ranked>| r.as_ref().map(|r| r.best.value.to_string());
         let company = p.company.as_ref();
         let mut confidences: Vec<f64> = Vec::new();
         let mut note = |r: Option<&Ranked>| {
@@ -95,8 +95,8 @@ impl Enrichment {
             company: company.and_then(|c| best(&c.name)),
             company_domain: company.and_then(|c| best(&c.domain)),
             emails: p.emails.iter().map(with_detail).collect(),
-            phones: p.phones.iter().map(|s| s.value.clone()).collect(),
-            profiles: p.profiles.iter().map(|s| s.value.clone()).collect(),
+            phones: p.phones.iter().map(|s| s.value.to_string()).collect(),
+            profiles: p.profiles.iter().map(|s| s.value.to_string()).collect(),
             location: best(&p.location),
             confidence,
         }
@@ -127,7 +127,7 @@ fn with_detail(s: &Sourced) -> String {
     }
     match &s.detail {
         Some(d) if !d.trim().is_empty() => format!("{} ({})", s.value, d.trim()),
-        _ => s.value.clone(),
+        _ => s.value.to_string(),
     }
 }
 
@@ -357,7 +357,6 @@ mod tests {
             detail: Some("valid".into()),
             status: None,
             evidence: None,
-            id: None,
         });
         let e = Enrichment::from_profile(&p);
         assert_eq!(e.emails, ["ada@x.com (valid)"]);

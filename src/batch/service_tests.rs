@@ -13,7 +13,7 @@ use super::service::stored_rows;
 use super::*;
 use crate::blob::{BatchId, BatchKey, ManualClock, TenantKey};
 use crate::domain::{Identifier, Query};
-use crate::profile::{Profile, Ranked, Sourced};
+use crate::profile::{Field, Observation, Profile, Ranked, Sourced};
 use crate::seal::{Keyring, MasterKey};
 use crate::store::Store;
 
@@ -68,26 +68,25 @@ fn key_of(id: &Identifier) -> [u8; 16] {
     out
 }
 
-fn sourced(v: &str, detail: Option<&str>) -> Sourced {
+fn sourced(field: Field, v: &str, detail: Option<&str>) -> Sourced {
     Sourced {
-        value: v.into(),
+        value: Observation::new(field, v).value,
         confidence: 0.9,
         sources: Arc::from([Arc::from("fake")]),
         detail: detail.map(str::to_string),
         status: None,
         evidence: None,
-        id: None,
     }
 }
 
 fn ada() -> Profile {
     Profile {
         name: Some(Ranked {
-            best: sourced("Ada Lovelace", None),
+            best: sourced(Field::FullName, "Ada Lovelace", None),
             alternatives: vec![],
         }),
-        emails: vec![sourced("ada@analytical.org", Some("valid"))],
-        phones: vec![sourced("+33612345678", None)],
+        emails: vec![sourced(Field::Email, "ada@analytical.org", Some("valid"))],
+        phones: vec![sourced(Field::Phone, "+33612345678", None)],
         ..Profile::default()
     }
 }

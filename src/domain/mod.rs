@@ -6,6 +6,7 @@
 
 mod email;
 mod identifier;
+mod mail_domains;
 mod name;
 mod phone;
 mod profile_url;
@@ -13,6 +14,7 @@ mod query;
 
 pub use email::Email;
 pub use identifier::{Identifier, IdentifierKind};
+pub use mail_domains::{is_disposable, is_webmail};
 pub use name::{DomainName, OrgName, PersonName, fold_text};
 pub use phone::{PhoneE164, Region};
 pub use profile_url::{ProfileUrl, Service};

@@ -1,20 +1,29 @@
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     DomainName, Email, Identifier, Invalid, OrgName, PersonName, PhoneE164, ProfileUrl, Region,
 };
 
-/// What a client sent, before validation. Shared by the JSON body, the query string, the CLI and CSV rows.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// What a client sent, before validation. Shared by the JSON body, the query string, the CLI and CSV rows
+/// (request types flatten it in rather than repeat its fields).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryInput {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub profile_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub company: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
 }
 
@@ -92,6 +101,42 @@ impl Query {
     /// ([`is_placeholder`]) count as absent; a query left with no identifier by a placeholder names
     /// that field.
     pub fn parse(input: &QueryInput, region: Option<Region>) -> Result<Self, Vec<FieldError>> {
+        let (q, mut errors) = Self::parse_each(input, region);
+        if errors.is_empty() && q.identifiers().iter().all(|i| !i.is_personal()) {
+            if let Some((field, value)) = placeholder_field(input) {
+                errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "{field} is '{value}', which stands for no value: give a real {field}, or \
+                         another identifier (email, phone, profile_url, or name with company or domain)"
+                    ),
+                ));
+                return Err(errors);
+            }
+            let (field, message) = if q.name.is_some() {
+                (
+                    "name",
+                    "a name alone is not an identifier: add company or domain",
+                )
+            } else {
+                (
+                    "email",
+                    "at least one identifier is required: email, phone, profile_url, or name with company or domain",
+                )
+            };
+            errors.push(FieldError::new(field, message));
+        }
+        if errors.is_empty() {
+            Ok(q)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Every field parsed on its own: the query of the fields that are valid, and an error for each
+    /// one that is not. A batch row's purge index takes the valid ones even when the row as a whole
+    /// is refused (an invalid phone must not hide a valid email).
+    pub fn parse_each(input: &QueryInput, region: Option<Region>) -> (Self, Vec<FieldError>) {
         let mut errors = Vec::new();
         let mut q = Query {
             email: check(&mut errors, "email", &input.email, Email::parse),
@@ -126,35 +171,7 @@ impl Query {
                 (None, None) => {}
             }
         }
-        if errors.is_empty() && q.identifiers().iter().all(|i| !i.is_personal()) {
-            if let Some((field, value)) = placeholder_field(input) {
-                errors.push(FieldError::new(
-                    field,
-                    format!(
-                        "{field} is '{value}', which stands for no value: give a real {field}, or \
-                         another identifier (email, phone, profile_url, or name with company or domain)"
-                    ),
-                ));
-                return Err(errors);
-            }
-            let (field, message) = if q.name.is_some() {
-                (
-                    "name",
-                    "a name alone is not an identifier: add company or domain",
-                )
-            } else {
-                (
-                    "email",
-                    "at least one identifier is required: email, phone, profile_url, or name with company or domain",
-                )
-            };
-            errors.push(FieldError::new(field, message));
-        }
-        if errors.is_empty() {
-            Ok(q)
-        } else {
-            Err(errors)
-        }
+        (q, errors)
     }
 
     /// [`Query::parse`] for a row of a file, where one bad cell should not cost the whole row: fields

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use super::body::{JsonBody, media_type, query};
 use super::lookup::{Asked, validate};
 use super::{ApiError, AppState, Tenant};
+use crate::domain::is_webmail;
 use crate::domain::{DomainName, QueryInput, Region};
 use crate::extract::{Extracted, extract};
 use crate::pipeline::Lookup;
-use crate::sources::dns::is_webmail;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,7 +69,9 @@ impl FromRequest<AppState> for Text {
 #[derive(Debug, Serialize)]
 pub struct ExtractResponse {
     pub extracted: Found,
-    pub query: SuggestedQuery,
+    /// The lookup body the extraction suggests: the first of each identifier, the name with the
+    /// company.
+    pub query: QueryInput,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lookup: Option<Lookup>,
 }
@@ -84,23 +86,6 @@ pub struct Found {
     pub name: Option<String>,
     pub title: Option<String>,
     pub company: Option<String>,
-}
-
-/// The lookup body the extraction suggests: the first of each identifier, the name with the company.
-#[derive(Debug, Default, Serialize)]
-pub struct SuggestedQuery {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub profile_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub company: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
 }
 
 pub async fn post(
@@ -128,20 +113,11 @@ pub async fn post(
     let found = extract(&body.text, region);
     let suggested = suggest(&found);
     let lookup = if run_lookup {
-        let input = QueryInput {
-            email: suggested.email.clone(),
-            phone: suggested.phone.clone(),
-            profile_url: suggested.profile_url.clone(),
-            name: suggested.name.clone(),
-            company: suggested.company.clone(),
-            domain: suggested.domain.clone(),
-            ..QueryInput::default()
-        };
         let asked = Asked {
             timeout_ms: params.timeout_ms,
             ..Asked::default()
         };
-        let (query, opts) = validate(&state, &input, asked).map_err(|e| match e {
+        let (query, opts) = validate(&state, &suggested, asked).map_err(|e| match e {
             // A bad `timeout_ms` is the caller's parameter, not the text's fault.
             ApiError::Invalid(errors) if errors.iter().any(|e| e.field == "timeout_ms") => {
                 ApiError::Invalid(errors)
@@ -179,7 +155,7 @@ impl From<&Extracted> for Found {
 }
 
 /// The first of each identifier; the company's domain from a corporate address or the first website.
-fn suggest(e: &Extracted) -> SuggestedQuery {
+fn suggest(e: &Extracted) -> QueryInput {
     let corporate = e
         .emails
         .iter()
@@ -191,12 +167,13 @@ fn suggest(e: &Extracted) -> SuggestedQuery {
         .filter_map(|w| DomainName::parse(w.trim_start_matches("https://")).ok())
         .map(|d| d.as_str().to_string())
         .next();
-    SuggestedQuery {
+    QueryInput {
         email: e.emails.first().map(|x| x.as_str().to_string()),
         phone: e.phones.first().map(|x| x.as_str().to_string()),
         profile_url: e.profile_urls.first().map(|x| x.to_url()),
         name: e.name.clone(),
         company: e.name.as_ref().and(e.company.clone()),
         domain: e.name.as_ref().and(corporate.or(site)),
+        ..QueryInput::default()
     }
 }

@@ -4,11 +4,12 @@
 //! The steps of [`OptOut::run`], each finished before the next begins:
 //! 1. **record**: the given identifiers are hashed onto the exclusion list and fsynced. From here on no
 //!    lookup by them reaches an upstream, even if a later step fails.
-//! 2. **expand**: one live lookup of the given identifiers, the only lookup that bypasses the list
-//!    ([`LookupOptions::bypass_exclusion_for_optout_expansion`]). The emails, phones and profile URLs of
-//!    the merged profile are hashed onto the list too (origin `expansion`), so a later lookup by any of
-//!    them is refused before fan-out. The profile itself is dropped here: it is never returned, stored
-//!    or logged. A slow or failing source only makes the expansion smaller.
+//! 2. **expand**: one live fan-out and merge of the given identifiers ([`Pipeline::expand`]: the same
+//!    stages as a lookup, without the exclusion checks, since the person is on the list already). The
+//!    emails, phones and profile URLs of the merged profile are hashed onto the list too (origin
+//!    `expansion`), so a later lookup by any of them is refused before fan-out. The profile itself is
+//!    dropped here: it is never returned, stored or logged. A slow or failing source only makes the
+//!    expansion smaller.
 //! 3. **forget**: every [`OptOutHook`] (source cache, stored batch results) drops what it holds about
 //!    any of the identifiers.
 //! 4. **acknowledge** with a receipt id that says nothing about the person, and nothing about whether
@@ -24,8 +25,8 @@ use futures::future::BoxFuture;
 
 use crate::domain::{Identifier, IdentifierKind, Query};
 use crate::exclusion::{ExclusionList, Hashed, HookError, OptOutHook, Origin};
-use crate::pipeline::{LookupOptions, Pipeline};
-use crate::profile::{Field, Profile, Sourced};
+use crate::pipeline::Pipeline;
+use crate::profile::Profile;
 use crate::telemetry::Metrics;
 
 /// The detail the address finder puts on its guessed addresses. A guess is not something a source
@@ -161,19 +162,12 @@ impl OptOut {
         self.list.add(&ids, origin).await
     }
 
-    /// The personal identifiers a live lookup of `query` finds beyond the query's own.
+    /// The personal identifiers a live lookup of `query` finds beyond the query's own. Free sources
+    /// only: an opt-out never spends the operator's paid credits.
     async fn expand(&self, query: &Query) -> Vec<Identifier> {
-        let opts = LookupOptions {
-            timeout: Some(self.expand_timeout),
-            bypass_exclusion_for_optout_expansion: true,
-            // Free sources only: an opt-out never spends the operator's paid credits.
-            want: Some(Vec::new()),
-            ..LookupOptions::default()
-        };
-        let lookup = self.pipeline.lookup(query, opts).await;
+        let merged = self.pipeline.expand(query, self.expand_timeout).await;
         let own = query.identifiers();
-        lookup
-            .profile
+        merged
             .as_deref()
             .map(expansion_identifiers)
             .unwrap_or_default()
@@ -274,41 +268,38 @@ pub struct Imported {
 /// own name + company, if given, is already on the list.
 pub fn expansion_identifiers(profile: &Profile) -> Vec<Identifier> {
     let mut out = Vec::new();
-    let mut take = |values: &[Sourced], field: Field| {
-        for v in values
-            .iter()
-            .filter(|v| v.detail.as_deref() != Some(GUESSED))
+    let values = profile
+        .emails
+        .iter()
+        .chain(&profile.phones)
+        .chain(&profile.profiles);
+    for v in values.filter(|v| v.detail.as_deref() != Some(GUESSED)) {
+        if let Some(id) = v.value.identifier()
+            && matches!(
+                id.kind(),
+                IdentifierKind::Email | IdentifierKind::Phone | IdentifierKind::ProfileUrl
+            )
+            && !out.contains(id)
         {
-            if let Some(id) = v.identifier(field)
-                && matches!(
-                    id.kind(),
-                    IdentifierKind::Email | IdentifierKind::Phone | IdentifierKind::ProfileUrl
-                )
-                && !out.contains(&id)
-            {
-                out.push(id);
-            }
+            out.push(id.clone());
         }
-    };
-    take(&profile.emails, Field::Email);
-    take(&profile.phones, Field::Phone);
-    take(&profile.profiles, Field::Profile);
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::{Field, Observation, Sourced};
 
-    fn sourced(value: &str, detail: Option<&str>) -> Sourced {
+    fn sourced(field: Field, value: &str, detail: Option<&str>) -> Sourced {
         Sourced {
-            value: value.into(),
+            value: Observation::new(field, value).value,
             confidence: 0.5,
             sources: Arc::from([Arc::from("gravatar")]),
             detail: detail.map(str::to_string),
             status: None,
             evidence: None,
-            id: None,
         }
     }
 
@@ -316,14 +307,14 @@ mod tests {
     fn expansion_takes_emails_phones_and_profiles_but_not_guesses_or_names() {
         let profile = Profile {
             emails: vec![
-                sourced("ada@work.example", None),
-                sourced("a.lovelace@work.example", Some(GUESSED)),
-                sourced("not an email", None),
+                sourced(Field::Email, "ada@work.example", None),
+                sourced(Field::Email, "a.lovelace@work.example", Some(GUESSED)),
+                sourced(Field::Email, "not an email", None),
             ],
-            phones: vec![sourced("+442079460958", None)],
+            phones: vec![sourced(Field::Phone, "+442079460958", None)],
             profiles: vec![
-                sourced("https://github.com/ada", None),
-                sourced("https://github.com/ada", None),
+                sourced(Field::Profile, "https://github.com/ada", None),
+                sourced(Field::Profile, "https://github.com/ada", None),
             ],
             ..Profile::default()
         };

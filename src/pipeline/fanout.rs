@@ -1,175 +1,288 @@
-//! The concurrent fan-out: every enabled source that can use an identifier is called at once, each under
-//! its own timeout and all under one deadline; identifiers that sources report are followed (hops) within
-//! the same deadline. Partial results are kept: a slow or broken source never breaks the lookup.
+//! Stage 3, the concurrent fan-out: every selected source that can use an identifier is called at once,
+//! each under its own timeout and all under one deadline; identifiers that sources report are followed
+//! (hops) within the same deadline, when [`Follow`] admits them. Partial results are kept: a slow or
+//! broken source never breaks the lookup. The output is answers and statuses only: merging them is the
+//! next stage's.
 //!
 //! Paid providers do not join the concurrent fan-out. Once the free sources have settled, they run as a
 //! waterfall: one at a time in their configured order, each on the best identifier it accepts, and only
 //! while a wanted field ([`Want`]) is still missing.
 
-use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use serde::Serialize;
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::want::{self, Want};
-use super::{Inner, Lookup, SourceEvent, SourceReport};
-use crate::domain::{Identifier, Query};
+use crate::domain::Identifier;
 use crate::exclusion::ExclusionCheck;
-use crate::profile::{self, Field, Observation, Reported};
+use crate::profile::{Field, Observation};
 use crate::sources::{Registered, SharedAnswer, SourceError, SourceStatus};
+use crate::telemetry::{Metrics, SourceMetrics};
+
+/// A progress event: which source finished, how, how fast, how many values. Never the values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceEvent {
+    pub name: Arc<str>,
+    pub status: SourceStatus,
+    pub latency_ms: u64,
+    pub fields: usize,
+}
+
+/// The identifiers a lookup met, each stored once and shared with the source calls about it. A lookup
+/// meets a handful, so they live on the stack until they outgrow it.
+pub(crate) type Ids = SmallVec<[Arc<Identifier>; 8]>;
+
+/// Which identifiers reported by sources the fan-out may follow.
+pub(crate) trait Follow: Sync {
+    /// `new` are the identifiers an answer holds that the lookup has not met yet. `false` stops the
+    /// fan-out, and its answer is withheld.
+    fn admit(&self, new: &mut dyn Iterator<Item = &Identifier>) -> bool;
+}
+
+/// A lookup follows nobody on the exclusion list, and stops when a source reports one: its answer is
+/// about an excluded person.
+pub(crate) struct Unlisted<'a>(pub &'a dyn ExclusionCheck);
+
+impl Follow for Unlisted<'_> {
+    fn admit(&self, new: &mut dyn Iterator<Item = &Identifier>) -> bool {
+        !self.0.any_excluded(new)
+    }
+}
+
+/// The opt-out's expansion follows everyone: its person is on the list already.
+pub(crate) struct Everything;
+
+impl Follow for Everything {
+    fn admit(&self, _: &mut dyn Iterator<Item = &Identifier>) -> bool {
+        true
+    }
+}
+
+/// What a fan-out is given besides its identifiers.
+pub(crate) struct Fanout<'a> {
+    pub sources: &'a [Registered],
+    /// Which of `sources` this lookup may call.
+    pub selected: SmallVec<[bool; 16]>,
+    pub source_metrics: &'a [SourceMetrics],
+    pub metrics: &'a Metrics,
+    pub deadline: Instant,
+    pub max_hops: u32,
+    pub wanted: &'a [Want],
+    pub events: Option<mpsc::UnboundedSender<SourceEvent>>,
+}
+
+/// What the fan-out gathered: each source's run, by its position among the sources.
+pub(crate) struct Answers {
+    pub runs: Vec<Run>,
+    /// Every identifier the lookup met, the query's first, each admitted by [`Follow`] when met.
+    pub met: Ids,
+    /// What the paid providers' hits cost.
+    pub cost: f64,
+    /// The fan-out stopped because [`Follow`] refused an identifier or a source objected (451).
+    pub withheld: bool,
+}
 
 /// What one source did over the whole lookup (it may be called once per identifier it accepts).
-struct Progress {
-    status: SourceStatus,
-    first_start: Option<Instant>,
-    last_end: Option<Instant>,
+pub(crate) struct Run {
+    pub status: SourceStatus,
+    pub first_start: Option<Instant>,
+    pub last_end: Option<Instant>,
     /// Every answer this source gave, shared with the answer cache rather than copied out of it.
-    answers: SmallVec<[Arc<[Observation]>; 2]>,
+    pub answers: SmallVec<[Arc<[Observation]>; 2]>,
     in_flight: usize,
 }
 
-/// The identifiers a lookup met, each stored once; the bookkeeping refers to them by index. A lookup
-/// meets a handful, so this and the other per-lookup lists live on the stack until they outgrow it.
-type Ids = SmallVec<[Arc<Identifier>; 8]>;
-
-struct CallResult {
-    source: usize,
-    hop: u32,
-    /// Index of the identifier asked about in the lookup's identifier store.
-    id: usize,
-    started: Instant,
-    result: SharedAnswer,
-}
-
-pub(super) async fn run(
-    inner: &Inner,
-    query: &Query,
-    timeout: Duration,
-    only: Option<&[String]>,
-    events: Option<mpsc::UnboundedSender<SourceEvent>>,
-    wanted: &[Want],
-) -> Lookup {
-    let start = Instant::now();
-    let deadline = start + timeout;
-    let sources = &inner.sources.sources;
-    let selected: SmallVec<[bool; 16]> = sources
-        .iter()
-        .map(|s| only.is_none_or(|names| names.iter().any(|n| n == s.name())))
-        .collect();
-    let mut progress: Vec<Progress> = sources
-        .iter()
-        .map(|_| Progress {
+impl Run {
+    fn new() -> Self {
+        Self {
             status: SourceStatus::Skipped,
             first_start: None,
             last_end: None,
             answers: SmallVec::new(),
             in_flight: 0,
-        })
-        .collect();
-
-    // Read before the first check: see `finish`.
-    let list_version = inner.exclusion.version();
-    let initial = query.identifiers();
-    if inner.exclusion.any_excluded(&mut initial.iter()) {
-        // Nobody is asked. The answer mirrors a miss from every source that would have been asked.
-        for (i, s) in sources.iter().enumerate() {
-            if selected[i] && initial.iter().any(|id| s.source.accepts(id)) {
-                progress[i].status = SourceStatus::Miss;
-            }
         }
-        let checked = Checked {
-            ids: &[],
-            list_version,
-        };
-        return finish(inner, sources, progress, start, true, 0.0, checked);
     }
 
-    // Every identifier met, stored once; the bookkeeping below refers to them by index. A lookup meets
-    // a handful, so linear searches beat hashing them.
-    let mut ids = Ids::new();
-    // Identifiers followed, in the order they became known: the query's first, the best for a paid call.
-    let mut known: SmallVec<[usize; 8]> = SmallVec::new();
-    let mut waterfall: VecDeque<usize> = (0..sources.len())
-        .filter(|&i| selected[i] && sources[i].paid)
-        .collect();
-    let mut cost = 0.0;
-    // (source, identifier) pairs already asked, or reported by that source itself.
-    let mut tried: SmallVec<[(usize, usize); 16]> = SmallVec::new();
-    let mut calls = FuturesUnordered::new();
-    let mut frontier: SmallVec<[(usize, u32); 8]> = initial
-        .into_iter()
-        .map(|id| (index_of(&mut ids, Cow::Owned(id)), 0))
-        .collect();
-    let mut withheld = false;
-    // One timer for the whole lookup, not one per answer awaited.
-    let expiry = tokio::time::sleep_until(deadline);
-    tokio::pin!(expiry);
+    /// Skipped is replaced by anything; otherwise the better of the two statuses wins.
+    fn record(&mut self, new: SourceStatus) {
+        self.status = if self.status == SourceStatus::Skipped {
+            new
+        } else {
+            self.status.combine(new)
+        };
+    }
+}
 
+/// One source call's end.
+struct CallResult {
+    source: usize,
+    hop: u32,
+    /// The identifier asked about, by its place in [`Answers::met`].
+    id: usize,
+    started: Instant,
+    result: SharedAnswer,
+}
+
+/// Runs the fan-out from `ids` until every call has answered or the deadline passes.
+pub(crate) async fn run(plan: Fanout<'_>, ids: Ids, follow: &dyn Follow) -> Answers {
+    let mut state = State::new(&plan, ids);
+    let mut calls = FuturesUnordered::new();
+    // One timer for the whole lookup, not one per answer awaited.
+    let expiry = tokio::time::sleep_until(plan.deadline);
+    tokio::pin!(expiry);
     loop {
-        for (idx, hop) in frontier.drain(..) {
-            if known.contains(&idx) {
+        for (i, idx, hop) in state.next_calls() {
+            calls.push(call(
+                i,
+                &plan.sources[i],
+                Arc::clone(&state.met[idx]),
+                idx,
+                hop,
+                plan.deadline,
+            ));
+        }
+        let done = tokio::select! {
+            biased;
+            done = calls.next() => done,
+            () = &mut expiry => break,
+        };
+        match done {
+            Some(done) => {
+                if !state.settle(done, follow) {
+                    break;
+                }
+            }
+            // Everything asked has answered: the waterfall may ask the next paid provider.
+            None => match state.next_paid() {
+                Some((i, idx)) => {
+                    calls.push(call(
+                        i,
+                        &plan.sources[i],
+                        Arc::clone(&state.met[idx]),
+                        idx,
+                        0,
+                        plan.deadline,
+                    ));
+                }
+                None => break,
+            },
+        }
+    }
+    // Whatever is still running at the deadline timed out; it is dropped (and so cancelled) here. When
+    // the answer is withheld the calls were cut short on purpose and read as misses.
+    drop(calls);
+    state.finish()
+}
+
+/// The fan-out's bookkeeping; identifiers are referred to by their place in `met`.
+struct State<'p, 'a> {
+    plan: &'p Fanout<'a>,
+    runs: Vec<Run>,
+    met: Ids,
+    /// How many of `met` came with the query (they come first).
+    from_query: usize,
+    /// Identifiers whose sources were asked, in the order they became known: the query's first, the
+    /// best for a paid call.
+    known: SmallVec<[usize; 8]>,
+    /// Identifiers to ask about, with their hop.
+    frontier: SmallVec<[(usize, u32); 8]>,
+    /// (source, identifier) pairs already asked, or reported by that source itself.
+    tried: SmallVec<[(usize, usize); 16]>,
+    /// Paid providers not asked yet, in waterfall order.
+    waterfall: SmallVec<[usize; 4]>,
+    cost: f64,
+    withheld: bool,
+}
+
+impl<'p, 'a> State<'p, 'a> {
+    fn new(plan: &'p Fanout<'a>, ids: Ids) -> Self {
+        let sources = plan.sources;
+        Self {
+            runs: sources.iter().map(|_| Run::new()).collect(),
+            frontier: (0..ids.len()).map(|idx| (idx, 0)).collect(),
+            from_query: ids.len(),
+            met: ids,
+            known: SmallVec::new(),
+            tried: SmallVec::new(),
+            waterfall: (0..sources.len())
+                .filter(|&i| plan.selected[i] && sources[i].paid)
+                .collect(),
+            cost: 0.0,
+            withheld: false,
+            plan,
+        }
+    }
+
+    /// The free calls the frontier asks for: every selected source that accepts an identifier and
+    /// was not asked about it yet.
+    fn next_calls(&mut self) -> SmallVec<[(usize, usize, u32); 8]> {
+        let mut out = SmallVec::new();
+        for (idx, hop) in std::mem::take(&mut self.frontier) {
+            if self.known.contains(&idx) {
                 continue;
             }
-            known.push(idx);
-            for (i, s) in sources.iter().enumerate() {
-                if selected[i]
+            self.known.push(idx);
+            for (i, s) in self.plan.sources.iter().enumerate() {
+                if self.plan.selected[i]
                     && !s.paid
-                    && s.source.accepts(&ids[idx])
-                    && !tried.contains(&(i, idx))
+                    && s.source.accepts(&self.met[idx])
+                    && !self.tried.contains(&(i, idx))
                 {
-                    tried.push((i, idx));
-                    progress[i].in_flight += 1;
-                    progress[i].first_start.get_or_insert_with(Instant::now);
-                    calls.push(call(i, s, Arc::clone(&ids[idx]), idx, hop, deadline));
+                    self.start(i, idx);
+                    out.push((i, idx, hop));
                 }
             }
         }
-        let next = tokio::select! {
-            biased;
-            next = calls.next() => Ok(next),
-            () = &mut expiry => Err(()),
-        };
-        let done = match next {
-            Ok(Some(done)) => done,
-            // Everything asked has answered: the waterfall may ask the next paid provider.
-            Ok(None) => {
-                let observed = progress
-                    .iter()
-                    .flat_map(|p| p.answers.iter().flat_map(|a| a.iter()));
-                if waterfall.is_empty() || want::missing(wanted, query, observed).is_empty() {
-                    break;
-                }
-                let Some((i, idx)) = next_paid(&mut waterfall, sources, &ids, &known) else {
-                    break;
-                };
-                tried.push((i, idx));
-                progress[i].in_flight += 1;
-                progress[i].first_start.get_or_insert_with(Instant::now);
-                calls.push(call(
-                    i,
-                    &sources[i],
-                    Arc::clone(&ids[idx]),
-                    idx,
-                    0,
-                    deadline,
-                ));
-                continue;
+        out
+    }
+
+    /// The next paid provider in the waterfall that accepts a known identifier, with the first such
+    /// identifier, while a wanted field is missing. Providers that accept none stay `skipped`.
+    fn next_paid(&mut self) -> Option<(usize, usize)> {
+        if self.waterfall.is_empty() {
+            return None;
+        }
+        let observed = self
+            .runs
+            .iter()
+            .flat_map(|r| r.answers.iter().flat_map(|a| a.iter()));
+        let query = self.met[..self.from_query].iter().map(Arc::as_ref);
+        if want::missing(self.plan.wanted, query, observed).is_empty() {
+            return None;
+        }
+        while !self.waterfall.is_empty() {
+            let i = self.waterfall.remove(0);
+            let accepts = |&&idx: &&usize| self.plan.sources[i].source.accepts(&self.met[idx]);
+            if let Some(&idx) = self.known.iter().find(accepts) {
+                self.start(i, idx);
+                return Some((i, idx));
             }
-            Err(_) => break,
-        };
-        let p = &mut progress[done.source];
-        let source = &sources[done.source];
+        }
+        None
+    }
+
+    fn start(&mut self, source: usize, idx: usize) {
+        self.tried.push((source, idx));
+        let run = &mut self.runs[source];
+        run.in_flight += 1;
+        run.first_start.get_or_insert_with(Instant::now);
+    }
+
+    /// Takes one call's answer in. `false` when the fan-out must stop: the answer is withheld.
+    fn settle(&mut self, done: CallResult, follow: &dyn Follow) -> bool {
+        let source = &self.plan.sources[done.source];
         let now = Instant::now();
-        p.in_flight -= 1;
-        p.last_end = Some(now);
         let latency = now.duration_since(done.started);
-        inner.source_metrics[done.source].call(status_of(&done.result), latency);
+        let run = &mut self.runs[done.source];
+        run.in_flight -= 1;
+        run.last_end = Some(now);
+        self.plan.source_metrics[done.source].call(status_of(&done.result), latency);
         let observations = match done.result {
             Ok(answer) => answer,
             Err(SourceError::Objected) => {
@@ -177,14 +290,14 @@ pub(super) async fn run(
                     source = source.name(),
                     "Upstream reports an objection (451); withholding the result."
                 );
-                withheld = true;
-                break;
+                self.withheld = true;
+                return false;
             }
             Err(err) => {
                 tracing::warn!(source = source.name(), retryable = err.retryable(), error = %err, "Upstream call failed.");
-                p.status = p.status_or(err.status());
-                emit(&events, source, err.status(), latency, 0);
-                continue;
+                run.record(err.status());
+                self.emit(source, err.status(), latency, 0);
+                return true;
             }
         };
         let status = if observations.is_empty() {
@@ -192,78 +305,88 @@ pub(super) async fn run(
         } else {
             SourceStatus::Hit
         };
-        p.status = p.status_or(status);
+        run.record(status);
         if source.paid && status == SourceStatus::Hit {
-            cost += source.cost_per_hit;
-            inner
+            self.cost += source.cost_per_hit;
+            self.plan
                 .metrics
                 .provider_cost(source.name(), source.cost_per_hit);
         }
-        // Check every identifier a source produced before it is followed or any value leaves. One met
-        // earlier in this lookup was checked then and is never asked about again; an opt-out since then
-        // is caught by the check of the whole profile before release.
-        if inner.exclusion.any_excluded(
+        // Every identifier a source produced is admitted before it is followed or any value leaves.
+        // One met earlier in this lookup was admitted then; an opt-out since then is caught by the
+        // check of the whole profile before release.
+        let met = &self.met;
+        if !follow.admit(
             &mut observations
                 .iter()
                 .filter_map(Observation::identifier)
-                .filter(|id| !ids.iter().any(|known| **known == **id)),
+                .filter(|id| !met.iter().any(|known| **known == **id)),
         ) {
-            withheld = true;
-            break;
+            self.withheld = true;
+            return false;
         }
         for id in observations.iter().filter_map(Observation::identifier) {
-            let idx = index_of(&mut ids, Cow::Borrowed(id));
+            let idx = self.index_of(id);
             // A source is never asked again about what it reported itself.
-            if !tried.contains(&(done.source, idx)) {
-                tried.push((done.source, idx));
+            if !self.tried.contains(&(done.source, idx)) {
+                self.tried.push((done.source, idx));
             }
-            if done.hop < inner.limits.max_hops {
-                frontier.push((idx, done.hop + 1));
+            if done.hop < self.plan.max_hops {
+                self.frontier.push((idx, done.hop + 1));
             }
         }
-        let confirmation = confirmation(&observations, &ids[done.id]);
-        emit(&events, source, status, latency, observations.len());
-        p.answers.push(observations);
+        let confirmation = confirmation(&observations, &self.met[done.id]);
+        self.emit(source, status, latency, observations.len());
+        let run = &mut self.runs[done.source];
+        run.answers.push(observations);
         if let Some(c) = confirmation {
             // The query's own email, checked before the fan-out started and already known.
-            p.answers.push(Arc::from([c]));
+            run.answers.push(Arc::from([c]));
+        }
+        true
+    }
+
+    /// Where `id` is in `met`, adding it if new.
+    fn index_of(&mut self, id: &Identifier) -> usize {
+        match self.met.iter().position(|known| **known == *id) {
+            Some(i) => i,
+            None => {
+                self.met.push(Arc::new(id.clone()));
+                self.met.len() - 1
+            }
         }
     }
 
-    // Whatever is still running at the deadline timed out; it is dropped (and so cancelled) here. When the
-    // answer is withheld the calls were cut short on purpose and read as misses.
-    let cut = if withheld {
-        SourceStatus::Miss
-    } else {
-        SourceStatus::Timeout
-    };
-    for p in progress.iter_mut().filter(|p| p.in_flight > 0) {
-        p.status = p.status_or(cut);
-        p.last_end = Some(deadline.min(Instant::now()));
+    fn emit(&self, s: &Registered, status: SourceStatus, latency: Duration, fields: usize) {
+        if let Some(tx) = &self.plan.events {
+            // A closed receiver means the client left; the fan-out is about to be dropped anyway.
+            let _ = tx.send(SourceEvent {
+                name: Arc::clone(&s.label),
+                status,
+                latency_ms: millis(latency),
+                fields,
+            });
+        }
     }
-    drop(calls);
-    let checked = Checked {
-        ids: &ids,
-        list_version,
-    };
-    finish(inner, sources, progress, start, withheld, cost, checked)
-}
 
-/// The identifiers a lookup checked against the exclusion list as it met them, and the list's version
-/// read before the first check.
-struct Checked<'a> {
-    ids: &'a [Arc<Identifier>],
-    list_version: Option<u64>,
-}
-
-impl Checked<'_> {
-    /// The identifiers the check before release may skip: those checked when met, provided nothing was
-    /// added to the list since the lookup began. None otherwise.
-    fn still_absent(&self, exclusion: &dyn ExclusionCheck) -> &[Arc<Identifier>] {
-        if self.list_version.is_some() && exclusion.version() == self.list_version {
-            self.ids
+    /// Calls still running have timed out (or, when the answer is withheld, were cut short and read
+    /// as misses).
+    fn finish(mut self) -> Answers {
+        let cut = if self.withheld {
+            SourceStatus::Miss
         } else {
-            &[]
+            SourceStatus::Timeout
+        };
+        let end = self.plan.deadline.min(Instant::now());
+        for run in self.runs.iter_mut().filter(|r| r.in_flight > 0) {
+            run.record(cut);
+            run.last_end = Some(end);
+        }
+        Answers {
+            runs: self.runs,
+            met: self.met,
+            cost: self.cost,
+            withheld: self.withheld,
         }
     }
 }
@@ -280,49 +403,8 @@ fn confirmation(observations: &[Observation], id: &Identifier) -> Option<Observa
         .any(|o| !matches!(o.field, Field::Fact(_)));
     let listed = observations
         .iter()
-        .any(|o| o.field == Field::Email && o.value == email.as_str());
-    (about_a_person && !listed).then(|| Observation::email(email))
-}
-
-/// The next paid provider in the waterfall that accepts a known identifier, with the first such
-/// identifier. Providers that accept none stay `skipped`.
-fn next_paid(
-    waterfall: &mut VecDeque<usize>,
-    sources: &[Registered],
-    ids: &[Arc<Identifier>],
-    known: &[usize],
-) -> Option<(usize, usize)> {
-    while let Some(i) = waterfall.pop_front() {
-        if let Some(&idx) = known
-            .iter()
-            .find(|&&idx| sources[i].source.accepts(&ids[idx]))
-        {
-            return Some((i, idx));
-        }
-    }
-    None
-}
-
-/// Where `id` is in the lookup's identifier store, adding it if new (copied only when borrowed).
-fn index_of(ids: &mut Ids, id: Cow<'_, Identifier>) -> usize {
-    match ids.iter().position(|known| **known == *id) {
-        Some(i) => i,
-        None => {
-            ids.push(Arc::new(id.into_owned()));
-            ids.len() - 1
-        }
-    }
-}
-
-impl Progress {
-    /// Skipped is replaced by anything; otherwise the better of the two statuses wins.
-    fn status_or(&self, new: SourceStatus) -> SourceStatus {
-        if self.status == SourceStatus::Skipped {
-            new
-        } else {
-            self.status.combine(new)
-        }
-    }
+        .any(|o| o.field == Field::Email && o.identifier() == Some(id));
+    (about_a_person && !listed).then(|| Observation::email(email.clone()))
 }
 
 async fn call(
@@ -362,100 +444,7 @@ fn status_of(r: &SharedAnswer) -> SourceStatus {
     }
 }
 
-fn emit(
-    events: &Option<mpsc::UnboundedSender<SourceEvent>>,
-    s: &Registered,
-    status: SourceStatus,
-    latency: Duration,
-    fields: usize,
-) {
-    if let Some(tx) = events {
-        // A closed receiver means the client left; the fan-out is about to be dropped anyway.
-        let _ = tx.send(SourceEvent {
-            name: Arc::clone(&s.label),
-            status,
-            latency_ms: millis(latency),
-            fields,
-        });
-    }
-}
-
-fn finish(
-    inner: &Inner,
-    sources: &[Registered],
-    progress: Vec<Progress>,
-    start: Instant,
-    mut withheld: bool,
-    cost: f64,
-    checked: Checked<'_>,
-) -> Lookup {
-    // One report per answer; the merge counts a source once per value however many answers hold it.
-    let reported: Vec<Reported<'_>> = sources
-        .iter()
-        .zip(&progress)
-        .flat_map(|(s, p)| {
-            p.answers.iter().map(|a| Reported {
-                source: s.name(),
-                weight: s.weight,
-                observations: a,
-            })
-        })
-        .collect();
-    let mut profile = if withheld {
-        None
-    } else {
-        profile::merge(&reported)
-    };
-    if let Some(p) = profile.as_mut() {
-        profile::annotate_emails(p);
-    }
-    // Every identifier in the profile is checked once more before it is released, so that an opt-out
-    // that landed during the lookup withholds it. One the lookup already checked is skipped while the
-    // list has not changed since: it cannot have been added. Identifiers the merge composed (a name at
-    // a company) are new here and always checked.
-    if profile.as_ref().is_some_and(|p| {
-        let ids = p.identifiers_borrowed();
-        let exclusion = &*inner.exclusion;
-        let absent = checked.still_absent(exclusion);
-        exclusion.any_excluded(
-            &mut ids
-                .iter()
-                .map(|id| &**id)
-                .filter(|id| !absent.iter().any(|known| **known == **id)),
-        )
-    }) {
-        withheld = true;
-        profile = None;
-    }
-    let sources = sources
-        .iter()
-        .zip(&progress)
-        .map(|(s, p)| SourceReport {
-            name: Arc::clone(&s.label),
-            // A withheld answer must read like a miss: no source may claim a hit.
-            status: if withheld && p.status == SourceStatus::Hit {
-                SourceStatus::Miss
-            } else {
-                p.status
-            },
-            latency_ms: match (p.first_start, p.last_end) {
-                (Some(a), Some(b)) => millis(b.saturating_duration_since(a)),
-                _ => 0,
-            },
-        })
-        .collect();
-    Lookup {
-        found: profile.is_some(),
-        profile,
-        sources,
-        took_ms: millis(start.elapsed()),
-        // What was spent is in the metrics; a withheld answer must not hint at a paid hit.
-        cost: if withheld { 0.0 } else { cost },
-        withheld,
-    }
-}
-
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -467,7 +456,7 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::domain::{ProfileUrl, QueryInput};
+    use crate::domain::{ProfileUrl, Query, QueryInput};
     use crate::exclusion::ExclusionCheck;
     use crate::pipeline::{Limits, LookupOptions, Pipeline};
     use crate::sources::{Registered, Source, SourceSet};
@@ -492,14 +481,14 @@ mod tests {
         ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
             let profile = |url: &str| {
                 ProfileUrl::parse(url)
-                    .map(|p| Observation::profile(&p))
+                    .map(Observation::profile)
                     .map_err(|_| SourceError::Malformed("test URL".into()))
             };
             async move {
                 match id {
                     Identifier::Email(e) => Ok(vec![
                         profile("https://github.com/ada")?,
-                        Observation::email(e),
+                        Observation::email(e.clone()),
                     ]),
                     _ => Ok(vec![
                         profile("https://github.com/ada")?,

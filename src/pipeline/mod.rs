@@ -1,23 +1,39 @@
-//! The lookup pipeline: exclusion check, concurrent fan-out with hops, in-memory merge, final filter.
+//! The lookup pipeline. [`Pipeline::lookup`] is its stages, each a function from one typed value to the
+//! next:
 //!
-//! Handlers, the CLI and batch jobs all call [`Pipeline::lookup`]; none of them calls an upstream directly.
+//! 1. the query's identifiers ([`Query::identifiers`], parsed when the query was);
+//! 2. the exclusion pre-check ([`precheck`]): [`Precheck::Cleared`], or [`Precheck::Excluded`] and
+//!    nobody is asked;
+//! 3. the fan-out ([`fanout`]): every source's answers and status, hops included;
+//! 4. the merge ([`release::merge`]) of those answers into one profile;
+//! 5. the check of every identifier in that profile before release ([`release::release`]);
+//! 6. the answer ([`answer`]): what the client sees, a miss when the person is excluded.
+//!
+//! Handlers, the CLI and batch rows call [`Pipeline::lookup`]; the opt-out's expansion calls
+//! [`Pipeline::expand`], stages 1, 3 and 4 of the same pipeline. Nothing else calls an upstream.
 
+mod answer;
 mod fanout;
-mod json;
-mod outcome;
+mod precheck;
+mod release;
 mod want;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-pub use outcome::{Lookup, SourceEvent, SourceReport};
+pub use answer::{Lookup, SourceReport};
+pub use fanout::SourceEvent;
 pub use want::Want;
 
+use self::fanout::{Everything, Fanout, Ids, Unlisted};
+use self::precheck::{Precheck, precheck};
 use crate::domain::Query;
-use crate::exclusion::{ExclusionCheck, NoExclusions};
-use crate::sources::{Registered, SourceSet};
+use crate::exclusion::ExclusionCheck;
+use crate::profile::Profile;
+use crate::sources::{Registered, SourceSet, SourceState};
 use crate::telemetry::{Metrics, SourceMetrics};
 
 /// Deadline and hop limits for every lookup.
@@ -41,19 +57,12 @@ pub struct LookupOptions {
     pub events: Option<mpsc::UnboundedSender<SourceEvent>>,
     /// Fields the paid waterfall stops at; the configured default when `None`.
     pub want: Option<Vec<Want>>,
-    /// Skips the exclusion list, before fan-out and after merge. Only for the lookup that expands an
-    /// opt-out ([`crate::optout`]): the person is already on the list, so a checked lookup would find
-    /// nothing. Its result must never leave the process: it is hashed onto the list and dropped. Such
-    /// lookups are not counted in `enrichd_lookups_total`.
-    pub bypass_exclusion_for_optout_expansion: bool,
 }
 
 /// The shared lookup pipeline. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
     inner: Arc<Inner>,
-    /// The same sources without the exclusion list, for opt-out expansion only.
-    unchecked: Arc<Inner>,
 }
 
 struct Inner {
@@ -72,18 +81,11 @@ impl Pipeline {
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let source_metrics: Vec<SourceMetrics> = sources
+        let source_metrics = sources
             .sources
             .iter()
             .map(|s| metrics.source(s.name()))
             .collect();
-        let unchecked = Arc::new(Inner {
-            sources: sources.clone(),
-            exclusion: Arc::new(NoExclusions),
-            limits: limits.clone(),
-            metrics: metrics.clone(),
-            source_metrics: source_metrics.clone(),
-        });
         Self {
             inner: Arc::new(Inner {
                 sources,
@@ -92,7 +94,6 @@ impl Pipeline {
                 metrics,
                 source_metrics,
             }),
-            unchecked,
         }
     }
 
@@ -107,7 +108,7 @@ impl Pipeline {
     }
 
     /// Every configured source and provider with its live state (breaker, pause, cache).
-    pub fn source_states(&self) -> Vec<crate::sources::registry::SourceState> {
+    pub fn source_states(&self) -> Vec<SourceState> {
         self.inner.sources.states()
     }
 
@@ -123,29 +124,72 @@ impl Pipeline {
     /// Looks a person up. Never fails: sources that fail are reported with their status, and a query or
     /// result that touches the exclusion list answers exactly like a miss.
     pub async fn lookup(&self, query: &Query, opts: LookupOptions) -> Lookup {
-        let expansion = opts.bypass_exclusion_for_optout_expansion;
-        let inner = if expansion {
-            &self.unchecked
-        } else {
-            &self.inner
+        let started = Instant::now();
+        let inner = &*self.inner;
+        let exclusion = &*inner.exclusion;
+        let wanted = opts.want.as_deref().unwrap_or(&inner.limits.default_want);
+        let plan = inner.plan(opts.timeout, opts.sources.as_deref(), wanted, opts.events);
+        let lookup = match precheck(exclusion, identifiers(query)) {
+            Precheck::Excluded(ids) => answer::excluded(inner.sources(), &plan.selected, &ids),
+            Precheck::Cleared(cleared) => {
+                let follow = Unlisted(exclusion);
+                let answers = fanout::run(plan, cleared.ids(), &follow).await;
+                let merged = release::merge(inner.sources(), &answers);
+                let verdict = release::release(merged, exclusion, &cleared, &answers);
+                answer::answer(inner.sources(), &answers, verdict, started)
+            }
         };
-        let limits = &inner.limits;
-        let timeout = opts
-            .timeout
-            .unwrap_or(limits.default_timeout)
-            .min(limits.max_timeout);
-        let lookup = fanout::run(
-            inner,
-            query,
-            timeout,
-            opts.sources.as_deref(),
-            opts.events,
-            opts.want.as_deref().unwrap_or(&limits.default_want),
-        )
-        .await;
-        if !expansion {
-            inner.metrics.lookup_finished(lookup.outcome_label());
-        }
+        inner.metrics.lookup_finished(lookup.outcome_label());
         lookup
     }
+
+    /// The profile a live lookup of `query` merges, never checked against the exclusion list: for the
+    /// opt-out's expansion only, whose person is on the list already, and whose result is hashed onto
+    /// it and dropped, never released. Free sources only (no paid call is wanted); not counted in
+    /// `enrichd_lookups_total`.
+    pub async fn expand(&self, query: &Query, timeout: Duration) -> Option<Box<Profile>> {
+        let inner = &*self.inner;
+        let plan = inner.plan(Some(timeout), None, &[], None);
+        let answers = fanout::run(plan, identifiers(query), &Everything).await;
+        release::merge(inner.sources(), &answers)
+    }
+}
+
+impl Inner {
+    fn sources(&self) -> &[Registered] {
+        &self.sources.sources
+    }
+
+    /// What a fan-out needs besides the identifiers: the sources selected, the deadline, the fields the
+    /// paid waterfall looks for.
+    fn plan<'a>(
+        &'a self,
+        timeout: Option<Duration>,
+        only: Option<&[String]>,
+        wanted: &'a [Want],
+        events: Option<mpsc::UnboundedSender<SourceEvent>>,
+    ) -> Fanout<'a> {
+        let timeout = timeout
+            .unwrap_or(self.limits.default_timeout)
+            .min(self.limits.max_timeout);
+        Fanout {
+            sources: self.sources(),
+            selected: self
+                .sources()
+                .iter()
+                .map(|s| only.is_none_or(|names| names.iter().any(|n| n == s.name())))
+                .collect(),
+            source_metrics: &self.source_metrics,
+            metrics: &self.metrics,
+            deadline: Instant::now() + timeout,
+            max_hops: self.limits.max_hops,
+            wanted,
+            events,
+        }
+    }
+}
+
+/// Stage 1: the identifiers the query can be looked up by, each shared from here on.
+fn identifiers(query: &Query) -> Ids {
+    query.identifiers().into_iter().map(Arc::new).collect()
 }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::domain::{Identifier, Query};
+use crate::domain::Identifier;
 use crate::profile::{Field, Observation};
 
 /// A field a lookup may ask for (`want: ["email", "phone"]`).
@@ -89,8 +89,8 @@ impl Want {
         }
     }
 
-    fn in_query(self, query: &Query) -> bool {
-        query.identifiers().iter().any(|id| {
+    fn in_query<'a>(self, mut query: impl Iterator<Item = &'a Identifier>) -> bool {
+        query.any(|id| {
             matches!(
                 (self, id),
                 (Self::Email, Identifier::Email(_))
@@ -112,17 +112,17 @@ impl fmt::Display for Want {
     }
 }
 
-/// The wanted fields still missing after the query and `observed`.
+/// The wanted fields still missing after the query's identifiers and `observed`.
 pub fn missing<'a>(
     wanted: &[Want],
-    query: &Query,
+    query: impl Iterator<Item = &'a Identifier> + Clone,
     observed: impl Iterator<Item = &'a Observation> + Clone,
 ) -> Vec<Want> {
     wanted
         .iter()
         .copied()
         .filter(|w| {
-            !w.in_query(query)
+            !w.in_query(query.clone())
                 && !observed
                     .clone()
                     .any(|o| w.matches(o.field) && o.detail.as_deref() != Some("candidate"))
@@ -133,7 +133,7 @@ pub fn missing<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::QueryInput;
+    use crate::domain::{Query, QueryInput};
 
     fn query(email: &str) -> Query {
         let input = QueryInput {
@@ -166,15 +166,21 @@ mod tests {
         let wanted = [Want::Email, Want::Phone, Want::JobTitle];
         let none: Vec<Observation> = Vec::new();
         assert_eq!(
-            missing(&wanted, &q, none.iter()),
+            missing(&wanted, q.identifiers().iter(), none.iter()),
             [Want::Phone, Want::JobTitle]
         );
         let obs = [
             Observation::new(Field::Phone, "+442071838750").with_detail("candidate"),
             Observation::new(Field::JobTitle, "Engineer"),
         ];
-        assert_eq!(missing(&wanted, &q, obs.iter()), [Want::Phone]);
+        assert_eq!(
+            missing(&wanted, q.identifiers().iter(), obs.iter()),
+            [Want::Phone]
+        );
         let obs = [Observation::new(Field::Phone, "+442071838750")];
-        assert_eq!(missing(&[Want::Phone], &q, obs.iter()), Vec::<Want>::new());
+        assert_eq!(
+            missing(&[Want::Phone], q.identifiers().iter(), obs.iter()),
+            Vec::<Want>::new()
+        );
     }
 }

@@ -15,7 +15,8 @@
 use serde::Serialize;
 
 use super::{Profile, Sourced};
-use crate::sources::dns::{is_disposable, is_webmail};
+use crate::domain::Identifier;
+use crate::domain::{is_disposable, is_webmail};
 
 /// The finder's name; its addresses are guesses until another source confirms one.
 const FINDER: &str = "finder";
@@ -74,17 +75,21 @@ fn domain_without_mail(profile: &Profile) -> Option<String> {
     if accepts.best.value != "false" {
         return None;
     }
-    let mut domains = profile.emails.iter().filter_map(|e| domain_of(&e.value));
+    let mut domains = profile.emails.iter().filter_map(domain_of);
     let first = domains.next()?;
     domains.all(|d| d == first).then(|| first.to_string())
 }
 
-fn domain_of(email: &str) -> Option<&str> {
-    email.rsplit_once('@').map(|(_, d)| d)
+/// The domain of an email value.
+fn domain_of(email: &Sourced) -> Option<&str> {
+    match email.value.identifier() {
+        Some(Identifier::Email(e)) => Some(e.domain()),
+        _ => None,
+    }
 }
 
 fn judge(email: &Sourced, no_mail_domain: Option<&str>) -> (EmailStatus, String) {
-    let domain = domain_of(&email.value).unwrap_or("");
+    let domain = domain_of(email).unwrap_or("");
     let confirming: Vec<&str> = email
         .sources
         .iter()
@@ -131,17 +136,16 @@ fn judge(email: &Sourced, no_mail_domain: Option<&str>) -> (EmailStatus, String)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::Ranked;
+    use crate::profile::{Field, Observation, Ranked};
 
     fn email(value: &str, sources: &[&str], detail: Option<&str>) -> Sourced {
         Sourced {
-            value: value.into(),
+            value: Observation::new(Field::Email, value).value,
             confidence: 0.5,
             sources: sources.iter().map(|s| std::sync::Arc::from(*s)).collect(),
             detail: detail.map(str::to_string),
             status: None,
             evidence: None,
-            id: None,
         }
     }
 

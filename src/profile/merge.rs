@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::{Company, Field, Observation, Profile, Ranked, Reported, Sourced};
-use crate::domain::{Identifier, fold_text};
+use super::{Company, Field, Observation, Profile, Ranked, Reported, Sourced, Value};
+use crate::domain::{PersonName, fold_text};
 
 /// Merges what every source reported into one profile, or `None` when nobody reported anything.
 ///
@@ -18,8 +18,6 @@ use crate::domain::{Identifier, fold_text};
 /// one-name list that every value only that source reported shares.
 pub fn merge(reports: &[Reported<'_>]) -> Option<Box<Profile>> {
     let observed = reports.iter().map(|r| r.observations.len()).sum();
-    // On the stack for a lookup's usual dozen values: on the heap, a dozen groups are a block above
-    // 1 KiB, which glibc's malloc serves from its shared bins, under the arena's lock.
     let mut groups: SmallVec<[Group<'_>; 16]> = SmallVec::with_capacity(observed);
     let mut names: Vec<Arc<[Arc<str>]>> = Vec::with_capacity(reports.len());
     for report in reports {
@@ -42,8 +40,7 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Box<Profile>> {
                     groups.push(Group {
                         field: obs.field,
                         key,
-                        display: &obs.value,
-                        id: obs.identifier(),
+                        value: &obs.value,
                         detail: None,
                         sources: Sources::None,
                     });
@@ -113,18 +110,15 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Box<Profile>> {
             _ => sorted_names(g.sources.iter().map(|(n, _)| name(n))),
         };
         Sourced {
-            value: g.display.to_string(),
+            value: g.value.clone(),
             confidence: o.confidence,
             sources,
             detail: g.detail.map(str::to_string),
             status: None,
             evidence: None,
-            id: g.id.cloned(),
         }
     };
 
-    // Built in place on the heap: a profile is about 1.8 KB, and the answer carrying it is moved
-    // through every layer on its way out.
     let mut p = Box::<Profile>::default();
     let mut company = Company::default();
     let mut order = order.iter().peekable();
@@ -172,7 +166,11 @@ pub fn merge(reports: &[Reported<'_>]) -> Option<Box<Profile>> {
         && let (Some(first), Some(last)) = (&p.first_name, &p.last_name)
     {
         let mut best = first.best.clone();
-        best.value = format!("{} {}", first.best.value, last.best.value);
+        let (first_text, last_text) = (first.best.value.text(), last.best.value.text());
+        best.value = match PersonName::from_parts(&first_text, &last_text) {
+            Ok(name) => Value::Name(name),
+            Err(_) => Value::Text(format!("{first_text} {last_text}")),
+        };
         best.confidence = round3(first.best.confidence.min(last.best.confidence));
         best.sources = sorted_names(
             first
@@ -202,8 +200,7 @@ struct Ordered {
 struct Group<'a> {
     field: Field,
     key: Key<'a>,
-    display: &'a str,
-    id: Option<&'a Identifier>,
+    value: &'a Value,
     detail: Option<&'a str>,
     sources: Sources,
 }
@@ -262,17 +259,22 @@ impl Sources {
 /// copy.
 enum Key<'a> {
     Id(Cow<'a, str>),
-    Url(&'a str),
-    Text(&'a str),
+    Url(Cow<'a, str>),
+    Text(Cow<'a, str>),
 }
 
 impl<'a> Key<'a> {
     fn of(obs: &'a Observation) -> Self {
         match obs.identifier() {
             Some(id) => Self::Id(id.canonical_str()),
-            None => match obs.field {
-                Field::Photo | Field::Website => Self::Url(obs.value.trim_end_matches('/')),
-                _ => Self::Text(&obs.value),
+            None => match (obs.field, obs.value.text()) {
+                (Field::Photo | Field::Website, Cow::Borrowed(url)) => {
+                    Self::Url(Cow::Borrowed(url.trim_end_matches('/')))
+                }
+                (Field::Photo | Field::Website, Cow::Owned(url)) => {
+                    Self::Url(Cow::Owned(url.trim_end_matches('/').to_string()))
+                }
+                (_, text) => Self::Text(text),
             },
         }
     }
@@ -531,7 +533,7 @@ mod tests {
             obs(Field::Fact("registrar"), "Registrar B"),
         ];
         let p = merge_equal(&a, &b).expect("profile");
-        let best = |r: &Option<Ranked>| r.as_ref().map(|r| r.best.value.clone());
+        let best = |r: &Option<Ranked>| r.as_ref().map(|r| r.best.value.to_string());
         assert_eq!(best(&p.name).as_deref(), Some("Ada Lovelace"));
         assert_eq!(best(&p.first_name).as_deref(), Some("Ada"));
         assert_eq!(best(&p.last_name).as_deref(), Some("Lovelace"));
@@ -551,7 +553,7 @@ mod tests {
         assert_eq!(registrar.best.value, "Registrar A");
         assert_eq!(registrar.alternatives[0].value, "Registrar B");
         assert_eq!(p.facts["mail_provider"].best.value, "Mailco");
-        let sites: Vec<&str> = p.websites.iter().map(|w| w.value.as_str()).collect();
+        let sites: Vec<String> = p.websites.iter().map(|w| w.value.to_string()).collect();
         assert_eq!(sites, ["https://b.example", "https://a.example"]);
     }
 

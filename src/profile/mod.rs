@@ -6,6 +6,7 @@ mod email_status;
 mod merge;
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -14,7 +15,7 @@ use serde::ser::{SerializeStruct, Serializer};
 pub use email_status::{EmailStatus, annotate as annotate_emails};
 pub use merge::merge;
 
-use crate::domain::{Email, Identifier, PhoneE164, ProfileUrl};
+use crate::domain::{DomainName, Email, Identifier, OrgName, PersonName, PhoneE164, ProfileUrl};
 
 /// A profile field a source can report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,68 +47,144 @@ impl Field {
     }
 }
 
-/// One value one source reported. Identifier-like values (email, phone, profile) are canonical already.
-///
-/// The fields are read-only in practice: nothing changes an observation once built, because the
-/// identifier a value is gets parsed once, when it is built, and kept beside it.
+/// A value as a source reported it, typed when the source's answer was read: the identifiers the
+/// fan-out follows and the exclusion list checks, and the names the list's name pairs are built from,
+/// are parsed once there and carried, never parsed again from their text.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// An email, phone or profile URL.
+    Id(Identifier),
+    /// A person's full name.
+    Name(PersonName),
+    /// An organisation's name.
+    Org(OrgName),
+    /// A company's web domain.
+    Domain(DomainName),
+    Text(String),
+}
+
+impl Value {
+    /// The value as an answer shows it (a profile URL with its scheme).
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            Self::Id(Identifier::Profile(p)) => Cow::Owned(p.to_url()),
+            Self::Id(id) => id.canonical_str(),
+            Self::Name(n) => Cow::Borrowed(n.as_str()),
+            Self::Org(o) => Cow::Borrowed(o.as_str()),
+            Self::Domain(d) => Cow::Borrowed(d.as_str()),
+            Self::Text(t) => Cow::Borrowed(t),
+        }
+    }
+
+    /// The identifier this value is, for emails, phones and profile URLs.
+    pub fn identifier(&self) -> Option<&Identifier> {
+        match self {
+            Self::Id(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Self::Text(t) if t.is_empty())
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(Identifier::Profile(p)) => write!(f, "https://{}", p.canonical()),
+            other => f.write_str(&other.text()),
+        }
+    }
+}
+
+/// Text, as given.
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_string())
+    }
+}
+
+impl PartialEq<&str> for Value {
+    fn eq(&self, other: &&str) -> bool {
+        self.text() == *other
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Id(Identifier::Profile(_)) => serializer.collect_str(self),
+            other => serializer.serialize_str(&other.text()),
+        }
+    }
+}
+
+/// One value one source reported: which field it is, the typed value, and what the source said
+/// about it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
     pub field: Field,
-    pub value: String,
+    pub value: Value,
     /// Extra information about this value, e.g. an email's deliverability status.
     pub detail: Option<String>,
-    /// The identifier `value` is, for email, phone and profile fields that parse as one. Boxed: most
-    /// values are not identifiers, and inline it would make every observation 128 bytes instead of 80.
-    id: Option<Box<Identifier>>,
 }
 
-// A source's answer of a dozen values stays within 1 KiB: see `gravatar::observations`.
-const _: () = assert!(std::mem::size_of::<Observation>() <= 80);
-
 impl Observation {
+    /// A value as a source's answer gives it, trimmed and parsed for its field: emails, phones and
+    /// profile URLs become identifiers, full names and company names and domains their types; a
+    /// value that does not parse, and every other field, is text.
     pub fn new(field: Field, value: impl Into<String>) -> Self {
-        let mut value: String = value.into();
-        let trimmed = value.trim();
-        if trimmed.len() != value.len() {
-            value = trimmed.to_string();
+        let mut text: String = value.into();
+        let trimmed = text.trim();
+        if trimmed.len() != text.len() {
+            text = trimmed.to_string();
         }
-        let id = identifier_of(field, &value).map(Box::new);
+        let value = match field {
+            Field::Email => Email::parse(&text)
+                .ok()
+                .map(|e| Value::Id(Identifier::Email(e))),
+            Field::Phone => PhoneE164::parse(&text, None)
+                .ok()
+                .map(|p| Value::Id(Identifier::Phone(p))),
+            Field::Profile => ProfileUrl::parse(&text)
+                .ok()
+                .map(|p| Value::Id(Identifier::Profile(p))),
+            Field::FullName => PersonName::parse(&text).ok().map(Value::Name),
+            Field::CompanyName => OrgName::parse(&text).ok().map(Value::Org),
+            Field::CompanyDomain => DomainName::parse(&text).ok().map(Value::Domain),
+            _ => None,
+        };
+        Self {
+            field,
+            value: value.unwrap_or(Value::Text(text)),
+            detail: None,
+        }
+    }
+
+    pub fn email(e: Email) -> Self {
+        Self::of(Field::Email, Value::Id(Identifier::Email(e)))
+    }
+
+    pub fn phone(p: PhoneE164) -> Self {
+        Self::of(Field::Phone, Value::Id(Identifier::Phone(p)))
+    }
+
+    pub fn profile(p: ProfileUrl) -> Self {
+        Self::of(Field::Profile, Value::Id(Identifier::Profile(p)))
+    }
+
+    /// A company's domain, parsed already.
+    pub fn domain(d: DomainName) -> Self {
+        Self::of(Field::CompanyDomain, Value::Domain(d))
+    }
+
+    fn of(field: Field, value: Value) -> Self {
         Self {
             field,
             value,
             detail: None,
-            id,
         }
-    }
-
-    /// An observation of an identifier already parsed: nothing to parse again.
-    fn of(field: Field, value: String, id: Identifier) -> Self {
-        Self {
-            field,
-            value,
-            detail: None,
-            id: Some(Box::new(id)),
-        }
-    }
-
-    pub fn email(e: &Email) -> Self {
-        Self::of(
-            Field::Email,
-            e.as_str().to_string(),
-            Identifier::Email(e.clone()),
-        )
-    }
-
-    pub fn phone(p: &PhoneE164) -> Self {
-        Self::of(
-            Field::Phone,
-            p.as_str().to_string(),
-            Identifier::Phone(p.clone()),
-        )
-    }
-
-    pub fn profile(p: &ProfileUrl) -> Self {
-        Self::of(Field::Profile, p.to_url(), Identifier::Profile(p.clone()))
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -118,17 +195,7 @@ impl Observation {
     /// The identifier this value is, if it is one. The fan-out follows these and checks them against the
     /// exclusion list before any value is released.
     pub fn identifier(&self) -> Option<&Identifier> {
-        self.id.as_deref()
-    }
-}
-
-/// The identifier a trimmed `field` value is, for email, phone and profile fields that parse as one.
-fn identifier_of(field: Field, value: &str) -> Option<Identifier> {
-    match field {
-        Field::Email => Email::parse(value).ok().map(Identifier::Email),
-        Field::Phone => PhoneE164::parse(value, None).ok().map(Identifier::Phone),
-        Field::Profile => ProfileUrl::parse(value).ok().map(Identifier::Profile),
-        _ => None,
+        self.value.identifier()
     }
 }
 
@@ -142,11 +209,10 @@ pub struct Reported<'a> {
 
 /// One merged value: who reported it and how much to trust it.
 ///
-/// Serialised as `{value, confidence, sources, detail?, status?, evidence?}`; the identifier stays
-/// in memory.
+/// Serialised as `{value, confidence, sources, detail?, status?, evidence?}`, the value as its text.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sourced {
-    pub value: String,
+    pub value: Value,
     pub confidence: f64,
     /// Source names, sorted. The list is shared by the values one source reported alone.
     pub sources: Arc<[Arc<str>]>,
@@ -155,14 +221,11 @@ pub struct Sourced {
     pub status: Option<EmailStatus>,
     /// Emails only: why `status` is what it is.
     pub evidence: Option<String>,
-    /// The identifier `value` is (emails, phones, profiles), as the merge found it; never serialised.
-    pub id: Option<Identifier>,
 }
 
 /// The best value for a single-valued field, and the conflicting ones, ranked.
 ///
-/// Serialised as the best value's fields plus `alternatives` when there are any (written by hand:
-/// serde's `flatten` buffers every field of the best value first, on every answer).
+/// Serialised as the best value's fields plus `alternatives` when there are any.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ranked {
     pub best: Sourced,
@@ -254,70 +317,78 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Every personal identifier the profile holds: its emails, phones, profile URLs, and the best name
-    /// with each company name and domain. The exclusion check runs over exactly this set.
+    /// Every personal identifier the profile holds, each once: every email, phone and profile URL
+    /// among its values (alternatives and facts included), and each name with each company name and
+    /// domain. The exclusion check before release runs over exactly this set.
     pub fn identifiers(&self) -> Vec<Identifier> {
-        self.identifiers_borrowed()
-            .into_iter()
-            .map(Cow::into_owned)
-            .collect()
+        let mut out: Vec<Identifier> = Vec::new();
+        self.for_each_identifier(|id| {
+            if !out.contains(id) {
+                out.push(id.clone());
+            }
+        });
+        out
     }
 
-    /// [`identifiers`](Self::identifiers), borrowing those the profile holds already (the exclusion
-    /// check before release only reads them).
-    pub fn identifiers_borrowed(&self) -> Vec<Cow<'_, Identifier>> {
-        use crate::domain::{DomainName, OrgName, PersonName};
-        let mut out: Vec<Cow<'_, Identifier>> = Vec::new();
-        for (list, field) in [
-            (&self.emails, Field::Email),
-            (&self.phones, Field::Phone),
-            (&self.profiles, Field::Profile),
-        ] {
-            out.extend(list.iter().filter_map(|s| s.identifier_borrowed(field)));
+    /// Calls `visit` with each of [`identifiers`](Self::identifiers) (some more than once), borrowing
+    /// those the profile holds.
+    pub fn for_each_identifier(&self, mut visit: impl FnMut(&Identifier)) {
+        for id in self.values().filter_map(|s| s.value.identifier()) {
+            visit(id);
         }
-        let names = self.name.iter().flat_map(ranked_values);
-        for name in names.filter_map(|n| PersonName::parse(n).ok()) {
-            if let Some(company) = &self.company {
-                for c in company
-                    .name
-                    .iter()
-                    .flat_map(ranked_values)
-                    .filter_map(|c| OrgName::parse(c).ok())
-                {
-                    out.push(Cow::Owned(Identifier::NameAtCompany(name.clone(), c)));
-                }
-                for d in company
-                    .domain
-                    .iter()
-                    .flat_map(ranked_values)
-                    .filter_map(|d| DomainName::parse(d).ok())
-                {
-                    out.push(Cow::Owned(Identifier::NameAtDomain(name.clone(), d)));
+        let Some(company) = &self.company else {
+            return;
+        };
+        let names = self.name.iter().flat_map(Ranked::values);
+        for name in names.filter_map(|n| match &n.value {
+            Value::Name(n) => Some(n),
+            _ => None,
+        }) {
+            let parts = [&company.name, &company.domain];
+            for v in parts.into_iter().flatten().flat_map(Ranked::values) {
+                match &v.value {
+                    Value::Org(o) => visit(&Identifier::NameAtCompany(name.clone(), o.clone())),
+                    Value::Domain(d) => visit(&Identifier::NameAtDomain(name.clone(), d.clone())),
+                    _ => {}
                 }
             }
         }
-        out
+    }
+
+    /// Every value the profile holds, alternatives and facts included.
+    pub fn values(&self) -> impl Iterator<Item = &Sourced> {
+        let ranked = [
+            &self.name,
+            &self.first_name,
+            &self.last_name,
+            &self.job_title,
+            &self.location,
+            &self.photo,
+            &self.bio,
+        ];
+        let company = self
+            .company
+            .iter()
+            .flat_map(|c| [&c.name, &c.domain])
+            .flatten();
+        ranked
+            .into_iter()
+            .flatten()
+            .chain(company)
+            .chain(self.facts.values())
+            .flat_map(Ranked::values)
+            .chain(&self.emails)
+            .chain(&self.phones)
+            .chain(&self.profiles)
+            .chain(&self.websites)
     }
 }
 
-impl Sourced {
-    /// The identifier this value is as a `field` value: the one the merge kept, else parsed from the
-    /// value (a `Sourced` built elsewhere, e.g. in tests, carries none).
-    pub fn identifier(&self, field: Field) -> Option<Identifier> {
-        self.identifier_borrowed(field).map(Cow::into_owned)
+impl Ranked {
+    /// The best value, then the alternatives.
+    pub fn values(&self) -> impl Iterator<Item = &Sourced> {
+        std::iter::once(&self.best).chain(&self.alternatives)
     }
-
-    /// [`identifier`](Self::identifier), borrowed when the merge kept one.
-    pub fn identifier_borrowed(&self, field: Field) -> Option<Cow<'_, Identifier>> {
-        match &self.id {
-            Some(id) => Some(Cow::Borrowed(id)),
-            None => identifier_of(field, self.value.trim()).map(Cow::Owned),
-        }
-    }
-}
-
-fn ranked_values(r: &Ranked) -> impl Iterator<Item = &str> {
-    std::iter::once(r.best.value.as_str()).chain(r.alternatives.iter().map(|a| a.value.as_str()))
 }
 
 #[cfg(test)]
@@ -326,13 +397,12 @@ mod tests {
 
     fn sourced(value: &str, confidence: f64, sources: &[&str]) -> Sourced {
         Sourced {
-            value: value.into(),
+            value: Value::Text(value.into()),
             confidence,
             sources: sources.iter().map(|s| Arc::from(*s)).collect(),
             detail: None,
             status: None,
             evidence: None,
-            id: None,
         }
     }
 
@@ -366,7 +436,6 @@ mod tests {
         let email = Sourced {
             status: Some(EmailStatus::Valid),
             evidence: Some("address known to gravatar".into()),
-            id: Email::parse("a@example.com").ok().map(Identifier::Email),
             ..sourced("a@example.com", 0.7, &["gravatar"])
         };
         assert_eq!(

@@ -3,7 +3,7 @@ use std::time::Duration;
 use super::SourceStatus;
 
 /// Why a source could not answer. The fan-out adds the source's name when it logs one.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("the upstream did not answer in time")]
     Timeout,

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::dns::{is_disposable, is_webmail};
-use super::registry::{Deps, SourceConfig, Spec};
+use super::spec::{Deps, SourceConfig, Spec};
 use super::{Source, SourceError};
 use crate::domain::{DomainName, Email, Identifier, PersonName, fold_text};
+use crate::domain::{is_disposable, is_webmail};
 use crate::profile::{Field, Observation};
 
 /// How many candidates the source reports.
@@ -195,7 +195,7 @@ mod tests {
     async fn source_reports_top_three_as_candidates() {
         let id = Identifier::NameAtDomain(name("Élodie Martin"), domain());
         let obs = Finder.lookup(&id).await.expect("pure");
-        let values: Vec<&str> = obs.iter().map(|o| o.value.as_str()).collect();
+        let values: Vec<String> = obs.iter().map(|o| o.value.to_string()).collect();
         assert_eq!(
             values,
             [

@@ -8,14 +8,14 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::registry::{Deps, SourceConfig, Spec};
+use super::spec::{Deps, SourceConfig, Spec};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::{DomainName, Email, Identifier, ProfileUrl, Service};
 use crate::profile::{Field, Observation};
 
 pub const SPEC: Spec = Spec {
     name: "github",
-    schemes: super::registry::HTTP,
+    schemes: super::spec::HTTP,
     defaults: || {
         SourceConfig::new("https://api.github.com", 2_500, 30, 0.6).with_key_env("GITHUB_TOKEN")
     },
@@ -124,7 +124,7 @@ fn encoded(s: &str) -> url::form_urlencoded::ByteSerialize<'_> {
 
 fn observations(u: User) -> Vec<Observation> {
     let mut out = Vec::with_capacity(10);
-    out.push(Observation::profile(&ProfileUrl::github(&u.login)));
+    out.push(Observation::profile(ProfileUrl::github(&u.login)));
     let mut text = |field, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
             out.push(Observation::new(field, v));
@@ -143,7 +143,7 @@ fn observations(u: User) -> Vec<Observation> {
     if let Some(blog) = u.blog.filter(|b| !b.trim().is_empty()) {
         match ProfileUrl::parse(&blog) {
             Ok(p) if p.service() != crate::domain::Service::Other => {
-                out.push(Observation::profile(&p))
+                out.push(Observation::profile(p))
             }
             _ => {
                 let url = if blog.contains("://") {
@@ -158,10 +158,10 @@ fn observations(u: User) -> Vec<Observation> {
         }
     }
     if let Some(e) = u.email.and_then(|e| Email::parse(&e).ok()) {
-        out.push(Observation::email(&e));
+        out.push(Observation::email(e));
     }
     if let Some(handle) = u.twitter_username.filter(|h| !h.trim().is_empty()) {
-        out.push(Observation::profile(&ProfileUrl::x(&handle)));
+        out.push(Observation::profile(ProfileUrl::x(&handle)));
     }
     out
 }

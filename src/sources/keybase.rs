@@ -12,7 +12,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::registry::{Deps, HTTP, SourceConfig, Spec};
+use super::spec::{Deps, HTTP, SourceConfig, Spec};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::{DomainName, Identifier, ProfileUrl, Service};
 use crate::profile::{Field, Observation};
@@ -155,7 +155,7 @@ fn query_for(id: &Identifier) -> Option<(&'static str, &str)> {
 
 fn observations(u: User) -> Vec<Observation> {
     let keybase = ProfileUrl::parse(&format!("https://keybase.io/{}", u.basics.username));
-    let mut out: Vec<Observation> = keybase.iter().map(Observation::profile).collect();
+    let mut out: Vec<Observation> = keybase.into_iter().map(Observation::profile).collect();
     let mut text = |field, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
             out.push(Observation::new(field, v));
@@ -177,11 +177,10 @@ fn observations(u: User) -> Vec<Observation> {
     {
         let detail = "keybase proof";
         match proof.proof_type.as_str() {
-            "github" => out.push(
-                Observation::profile(&ProfileUrl::github(&proof.nametag)).with_detail(detail),
-            ),
+            "github" => out
+                .push(Observation::profile(ProfileUrl::github(&proof.nametag)).with_detail(detail)),
             "twitter" => {
-                out.push(Observation::profile(&ProfileUrl::x(&proof.nametag)).with_detail(detail))
+                out.push(Observation::profile(ProfileUrl::x(&proof.nametag)).with_detail(detail))
             }
             "generic_web_site" | "dns" => {
                 if let Ok(d) = DomainName::parse(&proof.nametag) {

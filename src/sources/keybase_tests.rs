@@ -100,7 +100,7 @@ async fn keybase_user_yields_name_location_and_proved_accounts() {
     assert!(has(Field::Profile, "https://x.com/malgorithms"));
     assert!(has(Field::Website, "https://chriscoyne.com"));
     assert!(
-        !obs.iter().any(|o| o.value.contains("revoked")),
+        !obs.iter().any(|o| o.value.text().contains("revoked")),
         "proofs not in state 1 are ignored"
     );
 }

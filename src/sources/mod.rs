@@ -2,7 +2,7 @@
 //!
 //! The fan-out knows nothing about any one source: it asks each registered source whether it
 //! [`accepts`](Source::accepts) an identifier and calls [`lookup`](Source::lookup) under a timeout. Adding a
-//! source is adding a file here and one line in [`registry::BUILTIN`].
+//! source is adding a file here (its [`spec::Spec`]) and one line in [`registry::BUILTIN`].
 
 pub mod dns;
 mod error;
@@ -18,6 +18,8 @@ pub mod openpgp;
 pub mod provider;
 pub mod rdap;
 pub mod registry;
+mod set;
+pub mod spec;
 pub mod ssrf;
 pub mod webfinger;
 pub mod website;
@@ -30,7 +32,9 @@ use serde::Serialize;
 
 pub use error::SourceError;
 pub use http::{Fetched, Upstream};
-pub use registry::{SourceConfig, SourceOverrides, SourceSet};
+pub use registry::SourceOverrides;
+pub use set::{Listed, SourceSet, SourceState};
+pub use spec::SourceConfig;
 
 use crate::domain::Identifier;
 use crate::profile::Observation;

@@ -11,7 +11,7 @@ use base64::Engine;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::registry::{Deps, HTTP, SourceConfig, Spec};
+use super::spec::{Deps, HTTP, SourceConfig, Spec};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::{Email, Identifier, PersonName};
 use crate::profile::{Field, Observation};
@@ -215,7 +215,7 @@ fn observations(uids: &[String]) -> Vec<Observation> {
             out.push(Observation::new(Field::FullName, n.as_str()).with_detail("openpgp user id"));
         }
         if let Some(e) = email.and_then(|e| Email::parse(&e).ok()) {
-            out.push(Observation::email(&e).with_detail("openpgp user id"));
+            out.push(Observation::email(e).with_detail("openpgp user id"));
         }
     }
     out

@@ -13,10 +13,10 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::dns::{is_disposable, is_webmail};
-use super::registry::{Deps, HTTP, SourceConfig, Spec};
+use super::spec::{Deps, HTTP, SourceConfig, Spec};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::{Identifier, fold_text};
+use crate::domain::{is_disposable, is_webmail};
 use crate::profile::{Field, Observation};
 
 pub const SPEC: Spec = Spec {

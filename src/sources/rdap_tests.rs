@@ -78,10 +78,10 @@ fn domain(d: &str) -> Identifier {
     Identifier::Domain(DomainName::parse(d).expect("valid domain"))
 }
 
-fn fact<'a>(obs: &'a [Observation], name: &'static str) -> Option<&'a str> {
+fn fact(obs: &[Observation], name: &'static str) -> Option<String> {
     obs.iter()
         .find(|o| o.field == Field::Fact(name))
-        .map(|o| o.value.as_str())
+        .map(|o| o.value.to_string())
 }
 
 #[tokio::test]
@@ -91,9 +91,12 @@ async fn disclosed_registrant_gives_company_registrar_and_date() {
         .lookup(&domain("acme.example"))
         .await
         .expect("answered");
-    assert_eq!(fact(&obs, "registrar"), Some("MarkMonitor Inc."));
-    assert_eq!(fact(&obs, "registered_on"), Some("1997-09-15"));
-    assert_eq!(fact(&obs, "registrant_org"), Some("Acme Robotics, Inc."));
+    assert_eq!(fact(&obs, "registrar").as_deref(), Some("MarkMonitor Inc."));
+    assert_eq!(fact(&obs, "registered_on").as_deref(), Some("1997-09-15"));
+    assert_eq!(
+        fact(&obs, "registrant_org").as_deref(),
+        Some("Acme Robotics, Inc.")
+    );
     assert!(
         obs.iter()
             .any(|o| o.field == Field::CompanyName && o.value == "Acme Robotics, Inc.")
@@ -107,7 +110,7 @@ async fn privacy_placeholder_is_not_a_company() {
         .lookup(&domain("private.example"))
         .await
         .expect("answered");
-    assert_eq!(fact(&obs, "registrar"), Some("NameCheap, Inc."));
+    assert_eq!(fact(&obs, "registrar").as_deref(), Some("NameCheap, Inc."));
     assert_eq!(fact(&obs, "registrant_org"), None);
     assert!(!obs.iter().any(|o| o.field == Field::CompanyName));
 }

@@ -15,7 +15,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::registry::{Deps, HTTP, SourceConfig, Spec};
+use super::spec::{Deps, HTTP, SourceConfig, Spec};
 use super::ssrf::{self, HostResolver, SystemResolver, TemplateHost};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::{Identifier, ProfileUrl, Service};
@@ -156,7 +156,7 @@ fn observations(jrd: Jrd) -> Vec<Observation> {
             .ok()
             .filter(|p| p.service() != Service::Other)
         {
-            let obs = Observation::profile(&p);
+            let obs = Observation::profile(p);
             if !out.contains(&obs) {
                 out.push(obs);
             }

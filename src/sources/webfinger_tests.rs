@@ -64,10 +64,10 @@ async fn mastodon_account_yields_profile_page_handle_and_avatar() {
     assert!(has(Field::Profile, "https://mastodon.social/@gargron"));
     assert!(
         obs.iter()
-            .any(|o| o.field == Field::Photo && o.value.ends_with("a.png"))
+            .any(|o| o.field == Field::Photo && o.value.text().ends_with("a.png"))
     );
     assert!(
-        !obs.iter().any(|o| o.value.contains("/users/")),
+        !obs.iter().any(|o| o.value.text().contains("/users/")),
         "ActivityPub ids are not profiles"
     );
 }

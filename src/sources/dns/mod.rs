@@ -1,11 +1,10 @@
 //! DNS facts about an email's domain: MX (does it accept mail, which provider hosts it), SPF and DMARC
 //! presence, and whether the domain is a webmail provider's, a disposable-address service's or a
-//! company's ([`lists`]).
+//! company's ([`crate::domain::is_webmail`]).
 //!
 //! `base_url` names the nameserver to ask: `dns://1.1.1.1:53` or `udp://...` (UDP), `tcp://...` (TCP).
 //! The host must be an IP address. Names are queried fully qualified; no hosts file, no search list.
 
-pub mod lists;
 #[cfg(test)]
 mod tests;
 
@@ -24,12 +23,10 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{ResolveError, TokioResolver};
 
-use super::registry::{Deps, SourceConfig, Spec};
+use super::spec::{Deps, SourceConfig, Spec};
 use super::{Source, SourceError};
-use crate::domain::Identifier;
+use crate::domain::{Identifier, is_disposable, is_webmail};
 use crate::profile::{Field, Observation};
-
-pub use lists::{is_disposable, is_webmail};
 
 pub const SPEC: Spec = Spec {
     name: "dns",

@@ -101,7 +101,7 @@ fn email(s: &str) -> Identifier {
 fn facts(obs: &[Observation]) -> HashMap<&'static str, String> {
     obs.iter()
         .filter_map(|o| match o.field {
-            Field::Fact(name) => Some((name, o.value.clone())),
+            Field::Fact(name) => Some((name, o.value.to_string())),
             _ => None,
         })
         .collect()

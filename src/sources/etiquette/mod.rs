@@ -2,13 +2,10 @@
 //! not change.
 //!
 //! Layers, in call order:
-//! 1. **cache + coalescing** ([`SourceCache`]): a fresh answer (hit or miss) is served from memory;
-//!    concurrent identical lookups share one upstream call. The first caller drives that call itself
-//!    (no task per call, and nothing shared is built unless someone joins); a caller that joins waits
-//!    on a one-shot channel the call answers when it ends. When the first caller goes away before the
-//!    end, the call is handed to a tokio task and finishes there, so a caller that leaves cannot
-//!    cancel it, those who joined still get the answer, and it is still cached. Errors are shared
-//!    with the callers waiting at the time, never cached.
+//! 1. **cache + coalescing** ([`SourceCache`], on moka): a fresh answer (hit or miss) is served from
+//!    memory; concurrent identical lookups share one upstream call. A call runs in a tokio task of its
+//!    own, so a caller that leaves cannot cancel it: those who joined still get the answer, and it is
+//!    still cached. Errors are shared with the callers waiting at the time, never cached.
 //! 2. **pause**: after an upstream `429`/`Retry-After`, calls fail fast as `RateLimited` until then.
 //! 3. **circuit breaker**: after `breaker_failures` consecutive retryable failures, calls fail fast
 //!    with `NotAttempted("circuit open")` for `breaker_cooldown`; then one probe decides.
@@ -26,26 +23,21 @@ mod limit;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 pub use breaker::BreakerState;
 pub use cache::{DEFAULT_MAX_BYTES, DEFAULT_TTL, SourceCache};
 
 use self::breaker::{Admission, Breaker, Health};
-use self::cache::{CacheKey, KeyHasher};
 use self::limit::Limiter;
-use super::registry::SourceConfig;
+use super::spec::SourceConfig;
 use super::{SharedAnswer, Source, SourceError};
 use crate::domain::Identifier;
 use crate::profile::Observation;
@@ -110,26 +102,11 @@ pub struct Guarded {
     inner: Arc<Inner>,
 }
 
-/// What a shared upstream call ends with; errors are shared by reference and rebuilt per caller.
-type Outcome = Result<Arc<[Observation]>, Arc<SourceError>>;
-
-/// An upstream call in flight, in the flight table under its cache key and the cache's generation
-/// when it started (a call started before an invalidation is never joined after it).
-#[derive(Default)]
-struct Flight {
-    /// Callers that joined after the call started; each is sent the outcome when it ends.
-    joined: Vec<oneshot::Sender<Outcome>>,
-}
-
-/// A flight's place in the table.
-type FlightKey = (CacheKey, u64);
-
 struct Inner {
     source: Arc<dyn Source>,
     name: Arc<str>,
     cfg: GuardConfig,
     cache: SourceCache,
-    flights: Mutex<HashMap<FlightKey, Flight, KeyHasher>>,
     limiter: Option<Limiter>,
     paused_until: Mutex<Option<Instant>>,
     bulkhead: Semaphore,
@@ -155,7 +132,6 @@ impl Guarded {
             bulkhead: Semaphore::new(cfg.concurrency.max(1)),
             breaker: Mutex::new(Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown)),
             paused_until: Mutex::new(None),
-            flights: Mutex::new(HashMap::default()),
             source,
             cfg,
             cache,
@@ -206,19 +182,25 @@ impl Source for Guarded {
 
     fn lookup_shared<'a>(&'a self, id: &'a Arc<Identifier>) -> BoxFuture<'a, SharedAnswer> {
         async move {
-            let key = self.inner.cache.key(&self.inner.name, id);
-            if let Some(answer) = self.inner.cache.get(&key) {
+            let inner = &self.inner;
+            let key = inner.cache.key(&inner.name, id);
+            if let Some(answer) = inner.cache.get(&key).await {
                 return Ok(answer);
             }
-            let outcome = match Inner::join_or_start(&self.inner, key, id) {
-                Joined::First(call) => call.await,
-                Joined::Later(answer) => answer.await.unwrap_or_else(|_| {
-                    Err(Arc::new(SourceError::NotAttempted(
-                        "the shared call was abandoned",
-                    )))
-                }),
-            };
-            outcome.map_err(|e| duplicate(&e))
+            // The call and its coalescing run in a task of their own: a caller that leaves (its client
+            // went away) does not cancel the call that others joined.
+            let (this, id) = (Arc::clone(inner), Arc::clone(id));
+            let call = tokio::spawn(async move {
+                // A panicking source fails its callers' call, not their tasks.
+                let fetch = AssertUnwindSafe(this.guarded_call(&id))
+                    .catch_unwind()
+                    .map(|r| r.unwrap_or(Err(SourceError::NotAttempted("the source failed"))));
+                this.cache.get_or_fetch(key, &this.name, fetch).await
+            });
+            match call.await {
+                Ok(answer) => answer.map_err(|e| SourceError::clone(&e)),
+                Err(_) => Err(SourceError::NotAttempted("the shared call was abandoned")),
+            }
         }
         .boxed()
     }
@@ -229,58 +211,6 @@ impl Source for Guarded {
 }
 
 impl Inner {
-    /// Joins the call in flight for `key`, or starts one.
-    fn join_or_start(this: &Arc<Self>, key: CacheKey, id: &Arc<Identifier>) -> Joined {
-        let flight = (key, this.cache.generation());
-        let mut flights = lock(&this.flights);
-        if let Some(f) = flights.get_mut(&flight) {
-            let (tx, rx) = oneshot::channel();
-            f.joined.push(tx);
-            return Joined::Later(rx);
-        }
-        flights.insert(flight, Flight::default());
-        drop(flights);
-        let call = Self::fetch(Arc::clone(this), flight, Arc::clone(id)).boxed();
-        Joined::First(Leading {
-            call: Some(call),
-            inner: Arc::clone(this),
-            flight,
-        })
-    }
-
-    /// The shared upstream call: runs the guards, caches a success, then leaves the flight table and
-    /// sends the outcome to every caller that joined.
-    async fn fetch(this: Arc<Self>, flight: FlightKey, id: Arc<Identifier>) -> Outcome {
-        // A panicking source fails its callers' call, not their tasks.
-        let result = AssertUnwindSafe(this.guarded_call(&id))
-            .catch_unwind()
-            .await
-            .unwrap_or(Err(SourceError::NotAttempted("the source failed")));
-        let outcome = match result {
-            Ok(observations) => {
-                let observations: Arc<[Observation]> = Arc::from(observations);
-                let (key, generation) = flight;
-                this.cache
-                    .insert(key, &this.name, Arc::clone(&observations), generation);
-                Ok(observations)
-            }
-            Err(e) => Err(Arc::new(e)),
-        };
-        for caller in this.leave(flight) {
-            // A caller that went away no longer listens; that is all a failed send means.
-            let _ = caller.send(outcome.clone());
-        }
-        outcome
-    }
-
-    /// Takes `flight` out of the table; returns the callers that joined it.
-    fn leave(&self, flight: FlightKey) -> Vec<oneshot::Sender<Outcome>> {
-        lock(&self.flights)
-            .remove(&flight)
-            .map(|f| f.joined)
-            .unwrap_or_default()
-    }
-
     async fn guarded_call(&self, id: &Identifier) -> Result<Vec<Observation>, SourceError> {
         let start = Instant::now();
         let deadline = start + self.cfg.call_timeout;
@@ -337,47 +267,6 @@ impl Inner {
     }
 }
 
-/// How a caller takes part in an upstream call: it drives the call, or it joined one in flight.
-enum Joined {
-    First(Leading),
-    Later(oneshot::Receiver<Outcome>),
-}
-
-/// The first caller's hold on the call, which it polls itself. Dropped before the call ends (its
-/// client went away), it hands the call to a tokio task, where it finishes, is cached and answers
-/// those who joined.
-struct Leading {
-    call: Option<BoxFuture<'static, Outcome>>,
-    inner: Arc<Inner>,
-    flight: FlightKey,
-}
-
-impl Future for Leading {
-    type Output = Outcome;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let Some(call) = self.call.as_mut() else {
-            return Poll::Ready(Err(Arc::new(SourceError::NotAttempted(
-                "the call was already awaited",
-            ))));
-        };
-        let outcome = std::task::ready!(call.poll_unpin(cx));
-        self.call = None;
-        Poll::Ready(outcome)
-    }
-}
-
-impl Drop for Leading {
-    fn drop(&mut self) {
-        let Some(call) = self.call.take() else { return };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(call)),
-            // No runtime to finish it: the call ends here, and so does the wait of whoever joined.
-            Err(_) => drop(self.inner.leave(self.flight)),
-        }
-    }
-}
-
 /// An admitted breaker slot: recorded once, or handed back when dropped unrecorded.
 struct Ticket<'a> {
     breaker: &'a Mutex<Breaker>,
@@ -407,19 +296,4 @@ impl Drop for Ticket<'_> {
 /// Short critical sections only, never across an `.await`; a panic elsewhere does not poison them.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A copy of a shared error for one caller (`SourceError` is not `Clone`).
-fn duplicate(e: &SourceError) -> SourceError {
-    match e {
-        SourceError::Timeout => SourceError::Timeout,
-        SourceError::RateLimited { retry_after } => SourceError::RateLimited {
-            retry_after: *retry_after,
-        },
-        SourceError::Status { status } => SourceError::Status { status: *status },
-        SourceError::Malformed(m) => SourceError::Malformed(m.clone()),
-        SourceError::Transport(m) => SourceError::Transport(m.clone()),
-        SourceError::Objected => SourceError::Objected,
-        SourceError::NotAttempted(why) => SourceError::NotAttempted(why),
-    }
 }

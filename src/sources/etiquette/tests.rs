@@ -181,36 +181,6 @@ async fn callers_that_joined_get_the_answer_after_the_first_caller_leaves() {
     all_get_the_one_call_s_hit(&fake, joined).await;
 }
 
-#[test]
-fn a_call_dropped_where_no_runtime_can_finish_it_releases_those_that_joined() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("test runtime");
-    let fake = Arc::new(Fake::gated());
-    let g = guard(&fake, config());
-    let id = email("ada@example.com");
-    let mut first = g.lookup(&id);
-    let mut joined = g.lookup(&id);
-    rt.block_on(async {
-        assert!(futures::poll!(&mut first).is_pending());
-        assert!(futures::poll!(&mut joined).is_pending());
-    });
-    assert_eq!(fake.calls(), 1);
-
-    drop(first);
-
-    let released = rt.block_on(joined);
-    assert!(
-        matches!(released, Err(SourceError::NotAttempted(_))),
-        "{released:?}"
-    );
-    fake.open_gate();
-    let next = rt.block_on(g.lookup(&id));
-    assert_eq!(next.expect("a new call, not the abandoned one"), hit());
-    assert_eq!(fake.calls(), 2);
-}
-
 #[tokio::test]
 async fn an_answer_finished_after_every_caller_left_is_still_cached() {
     let fake = Arc::new(Fake::gated());

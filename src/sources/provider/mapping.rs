@@ -144,17 +144,15 @@ impl FieldMap {
             Kind::Text(field) => {
                 (v.chars().count() <= MAX_TEXT).then(|| Observation::new(field, v))
             }
-            Kind::Email => Email::parse(v).ok().map(|e| Observation::email(&e)),
-            Kind::Phone => PhoneE164::parse(v, None)
-                .ok()
-                .map(|p| Observation::phone(&p)),
-            Kind::Profile => ProfileUrl::parse(v).ok().map(|p| Observation::profile(&p)),
+            Kind::Email => Email::parse(v).ok().map(Observation::email),
+            Kind::Phone => PhoneE164::parse(v, None).ok().map(Observation::phone),
+            Kind::Profile => ProfileUrl::parse(v).ok().map(Observation::profile),
             Kind::Linkedin => ProfileUrl::parse(&linkedin_url(v))
                 .ok()
-                .map(|p| Observation::profile(&p)),
+                .map(Observation::profile),
             Kind::Twitter => ProfileUrl::parse(&twitter_url(v))
                 .ok()
-                .map(|p| Observation::profile(&p)),
+                .map(Observation::profile),
             Kind::Domain => {
                 domain_of(v).map(|d| Observation::new(Field::CompanyDomain, d.as_str()))
             }
@@ -287,7 +285,7 @@ mod tests {
         for (field, pointer, expected) in cases {
             let got: Vec<String> = observations(&[map(field, &[pointer])], &doc)
                 .into_iter()
-                .map(|o| o.value)
+                .map(|o| o.value.to_string())
                 .collect();
             assert_eq!(got, expected, "{field} at {pointer}");
         }

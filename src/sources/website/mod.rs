@@ -18,11 +18,11 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::dns::{is_disposable, is_webmail};
-use super::registry::{Deps, HTTP, SourceConfig, Spec};
+use super::spec::{Deps, HTTP, SourceConfig, Spec};
 use super::ssrf::{self, HostResolver, SystemResolver, TemplateHost};
 use super::{Fetched, Source, SourceError, Upstream};
 use crate::domain::Identifier;
+use crate::domain::{is_disposable, is_webmail};
 use crate::extract;
 use crate::profile::{Field, Observation};
 

@@ -46,7 +46,7 @@ fn page(status: u16, content_type: &'static str, body: &str) -> Response {
 fn values(obs: &[Observation], name: &'static str) -> Vec<String> {
     obs.iter()
         .filter(|o| o.field == Field::Fact(name))
-        .map(|o| o.value.clone())
+        .map(|o| o.value.to_string())
         .collect()
 }
 

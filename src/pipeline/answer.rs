@@ -1,0 +1,111 @@
+//! Stage 6: what the client sees. An answer that was withheld, or whose query named an excluded
+//! person, reads like a miss.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::fanout::{Answers, Ids, millis};
+use super::release::Verdict;
+use crate::profile::Profile;
+use crate::sources::{Registered, SourceStatus};
+
+/// What became of one source in one lookup.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceReport {
+    pub name: Arc<str>,
+    pub status: SourceStatus,
+    pub latency_ms: u64,
+}
+
+/// The answer to one lookup, already filtered through the exclusion list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lookup {
+    pub found: bool,
+    /// Boxed: the answer is moved through every layer on its way out, the profile is large.
+    pub profile: Option<Box<Profile>>,
+    pub sources: Vec<SourceReport>,
+    pub took_ms: u64,
+    /// What the paid providers' hits in this lookup cost, in the operator's currency unit.
+    pub cost: f64,
+    /// Whether the answer was withheld for the exclusion list. Never serialised: an excluded answer
+    /// must look exactly like a miss. Used for metrics only.
+    #[serde(skip)]
+    pub withheld: bool,
+}
+
+impl Lookup {
+    pub(super) fn outcome_label(&self) -> &'static str {
+        match (self.withheld, self.found) {
+            (true, _) => "excluded",
+            (false, true) => "found",
+            (false, false) => "miss",
+        }
+    }
+}
+
+/// The answer to a lookup that ran: each source's status and latency, the profile the check released.
+/// A withheld answer reads like a miss: no profile, no source claiming a hit, no cost.
+pub(crate) fn answer(
+    sources: &[Registered],
+    answers: &Answers,
+    verdict: Verdict,
+    started: Instant,
+) -> Lookup {
+    let (profile, withheld) = match verdict {
+        Verdict::Released(profile) => (profile, false),
+        Verdict::Withheld => (None, true),
+    };
+    let reports = sources
+        .iter()
+        .zip(&answers.runs)
+        .map(|(s, run)| SourceReport {
+            name: Arc::clone(&s.label),
+            status: if withheld && run.status == SourceStatus::Hit {
+                SourceStatus::Miss
+            } else {
+                run.status
+            },
+            latency_ms: match (run.first_start, run.last_end) {
+                (Some(a), Some(b)) => millis(b.saturating_duration_since(a)),
+                _ => 0,
+            },
+        })
+        .collect();
+    Lookup {
+        found: profile.is_some(),
+        profile,
+        sources: reports,
+        took_ms: millis(started.elapsed()),
+        // What was spent is in the metrics; a withheld answer must not hint at a paid hit.
+        cost: if withheld { 0.0 } else { answers.cost },
+        withheld,
+    }
+}
+
+/// The answer to a query that names an excluded person: nobody was asked, and it mirrors a miss from
+/// every selected source that would have been asked.
+pub(crate) fn excluded(sources: &[Registered], selected: &[bool], ids: &Ids) -> Lookup {
+    let reports = sources
+        .iter()
+        .zip(selected)
+        .map(|(s, &selected)| SourceReport {
+            name: Arc::clone(&s.label),
+            status: if selected && ids.iter().any(|id| s.source.accepts(id)) {
+                SourceStatus::Miss
+            } else {
+                SourceStatus::Skipped
+            },
+            latency_ms: 0,
+        })
+        .collect();
+    Lookup {
+        found: false,
+        profile: None,
+        sources: reports,
+        took_ms: 0,
+        cost: 0.0,
+        withheld: true,
+    }
+}
