@@ -115,7 +115,7 @@ async fn a_storage_key_rotation_is_finished_by_rewrap_and_a_wrong_key_refuses_th
         Ok(_) => panic!("a key that unwraps no batch must refuse the start"),
         Err(failed) => failed,
     };
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "a wrong secret is a configuration error");
     assert!(stderr.contains("ENRICHD_STORAGE_KEY_PREVIOUS"), "{stderr}");
 
     let out = s
