@@ -29,6 +29,10 @@ pub struct Lookup {
     pub took_ms: u64,
     /// What the paid providers' hits in this lookup cost, in the operator's currency unit.
     pub cost: f64,
+    /// What the client can do when the answer is empty for a reason of configuration (no enabled
+    /// source takes the identifiers given); omitted when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<String>,
     /// Whether the answer was withheld for the exclusion list. Never serialised: an excluded answer
     /// must look exactly like a miss. Used for metrics only.
     #[serde(skip)]
@@ -80,6 +84,7 @@ pub(crate) fn answer(
         took_ms: millis(started.elapsed()),
         // What was spent is in the metrics; a withheld answer must not hint at a paid hit.
         cost: if withheld { 0.0 } else { answers.cost },
+        hints: Vec::new(),
         withheld,
     }
 }
@@ -106,6 +111,7 @@ pub(crate) fn excluded(sources: &[Registered], selected: &[bool], ids: &Ids) -> 
         sources: reports,
         took_ms: 0,
         cost: 0.0,
+        hints: Vec::new(),
         withheld: true,
     }
 }

@@ -14,6 +14,7 @@
 
 mod answer;
 mod fanout;
+mod hints;
 mod precheck;
 mod release;
 mod want;
@@ -33,7 +34,7 @@ use self::precheck::{Precheck, precheck};
 use crate::domain::Query;
 use crate::exclusion::ExclusionCheck;
 use crate::profile::Profile;
-use crate::sources::{Registered, SourceSet, SourceState};
+use crate::sources::{Registered, SourceSet, SourceState, SourceStatus};
 use crate::telemetry::{Metrics, SourceMetrics};
 
 /// Deadline and hop limits for every lookup.
@@ -139,6 +140,16 @@ impl Pipeline {
                 answer::answer(inner.sources(), &answers, verdict, started)
             }
         };
+        let mut lookup = lookup;
+        if lookup
+            .sources
+            .iter()
+            .all(|s| s.status == SourceStatus::Skipped)
+        {
+            lookup
+                .hints
+                .push(hints::nothing_asked(&query.identifiers()));
+        }
         inner.metrics.lookup_finished(lookup.outcome_label());
         lookup
     }

@@ -674,3 +674,40 @@ async fn a_server_at_its_in_flight_limit_refuses_at_once_with_503() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_lookup_no_source_can_take_says_so_and_names_a_provider_that_could() {
+    let up = Upstreams::start().await;
+    up.gravatar_profile("h@example.com", "Hint Person", "Acme", None);
+    let server = Server::start(&up.config()).await;
+
+    let (status, by_phone) = server.lookup(json!({"phone": "+33612345678"})).await;
+    let (_, by_email) = server.lookup(json!({"email": "h@example.com"})).await;
+
+    assert_eq!(status, 200);
+    assert_eq!(by_phone["found"], false);
+    let statuses: Vec<&str> = by_phone["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter_map(|s| s["status"].as_str())
+        .collect();
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| *s == "skipped"),
+        "{by_phone}"
+    );
+    let hint = by_phone["hints"][0].as_str().expect("a hint");
+    assert!(
+        hint.starts_with("no enabled source can look up a phone number")
+            && hint.contains("pdl_person_by_phone"),
+        "{hint}"
+    );
+    assert_eq!(by_email["found"], true);
+    assert!(by_email.get("hints").is_none(), "{by_email}");
+    assert_eq!(
+        up.gravatar.hits(&Upstreams::gravatar_path("h@example.com")),
+        1,
+        "only the email was sent upstream"
+    );
+    server.stop().await;
+}

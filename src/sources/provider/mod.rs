@@ -10,6 +10,7 @@
 //! output shows them.
 
 mod config;
+pub mod examples;
 mod mapping;
 mod template;
 #[cfg(test)]

@@ -78,6 +78,9 @@ fn shipped_examples_load_through_the_config_parser_and_stay_disabled() {
             "hunter_email_finder",
             "hunter_person",
             "pdl_person",
+            "pdl_person_by_phone",
+            "pdl_person_by_profile",
+            "pdl_person_by_name",
             "apollo_match",
             "apollo_match_by_name"
         ]
