@@ -103,6 +103,18 @@ pub enum Command {
     Secret,
 }
 
+/// The file in the data directory holding the address a running `serve` listens on.
+pub const SERVER_ADDR_FILE: &str = "server.addr";
+
+/// The address of the server running on `data_dir`: what it wrote at start, else the configured one.
+pub fn running_server_addr(data_dir: &std::path::Path, configured: &ListenAddr) -> String {
+    std::fs::read_to_string(data_dir.join(SERVER_ADDR_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| configured.to_string())
+}
+
 /// The variable holding an API key for `--server` commands.
 pub const API_KEY_ENV: &str = "ENRICHD_API_KEY";
 /// An older name of [`API_KEY_ENV`], still read when it is unset.
@@ -288,9 +300,22 @@ async fn serve(listen: Option<ListenAddr>, common: &Common) -> Result<(), Failur
     first_key(&app).await?;
     let background = app.start_background().await.map_err(Failure::runtime)?;
     tracing::info!(addr = %local, sources = ?app.state.pipeline.source_names(), "enrichd is listening.");
-    crate::http::serve(listener, app.router(), shutdown_signal())
-        .await
-        .map_err(Failure::runtime)?;
+    // Where this server listens, for commands run beside it on a local store that must send their
+    // work to it (a local batch refused for the data directory's lock names this address). Best
+    // effort: only a hint. A replica on a shared store keeps nothing on its disk, and has no lock.
+    let addr_file = matches!(
+        loaded.config.store.url_or(&data_dir),
+        crate::store::StoreUrl::File(_)
+    )
+    .then(|| data_dir.join(SERVER_ADDR_FILE));
+    if let Some(file) = &addr_file {
+        let _ = std::fs::write(file, format!("{local}\n"));
+    }
+    let served = crate::http::serve(listener, app.router(), shutdown_signal()).await;
+    if let Some(file) = &addr_file {
+        let _ = std::fs::remove_file(file);
+    }
+    served.map_err(Failure::runtime)?;
     background.stop().await;
     tracing::info!("enrichd stopped.");
     Ok(())
@@ -393,9 +418,10 @@ async fn optout(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
     let app = App::build(&loaded, &data_dir).await.map_err(|e| match e {
         AppError::Exclusion(x) if x.is_locked() => Failure::runtime(format!(
             "a running enrichd server holds the exclusion list in {}, so this command may not write \
-             it; submit the opt-out to that server instead with POST /v1/optout (public) or POST \
-             /v1/admin/exclusions (admin key)",
-            data_dir.display()
+             it; submit the opt-out to that server instead with POST http://{addr}/v1/optout \
+             (public) or POST http://{addr}/v1/admin/exclusions (admin key)",
+            data_dir.display(),
+            addr = running_server_addr(&data_dir, &loaded.config.server.listen),
         )),
         other => app_failure(other),
     })?;

@@ -61,7 +61,7 @@ pub(super) async fn run(
                     data_dir.display(),
                     args.input.display(),
                     args.output.display(),
-                    loaded.config.server.listen,
+                    crate::cli::running_server_addr(data_dir, &loaded.config.server.listen),
                 )),
                 other => app_error(other),
             })?,

@@ -507,10 +507,11 @@ async fn a_local_batch_beside_a_running_server_says_to_use_the_server() {
         format!(
             "enrichd: a running enrichd server holds the data directory {}, and a local batch \
              beside it could miss the opt-outs it records, so send the batch to that server \
-             instead: enrichd batch {} -o {} --server http://127.0.0.1:8080 --key KEY",
+             instead: enrichd batch {} -o {} --server {} --key KEY",
             s.data.path().display(),
             csv.input.display(),
-            csv.output.display()
+            csv.output.display(),
+            inst.url,
         )
     );
     assert!(!csv.output.exists());
