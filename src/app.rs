@@ -298,6 +298,7 @@ impl App {
             privacy,
             batches,
             max_upload_bytes: c.batches.max_bytes,
+            connections: Arc::new(http::Connections::new(&c.server)),
         });
         Ok(Self {
             state,
@@ -331,7 +332,8 @@ impl App {
         })
     }
 
-    pub fn router(&self) -> axum::Router {
-        http::router(self.state.clone())
+    /// The routes and the connection limits they are served under.
+    pub fn router(&self) -> http::Served {
+        http::service(self.state.clone())
     }
 }

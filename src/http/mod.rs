@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod batches;
 mod body;
+mod client;
 mod extract;
 mod guard;
 mod html;
@@ -25,10 +26,11 @@ use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 
 pub use auth::{Admin, Tenant};
+pub use client::TrustedProxies;
 pub use optout::ClientAddr;
 pub use privacy::PrivacyNotice;
 pub use problem::ApiError;
-pub use serve::serve;
+pub use serve::{Connections, Served, serve};
 
 use crate::auth::{ClientLimiter, KeyStore, TenantLimiter};
 use crate::batch::BatchService;
@@ -89,6 +91,13 @@ pub struct AppServices {
     pub batches: BatchService,
     /// Largest batch upload, in bytes (`batches.max_bytes`).
     pub max_upload_bytes: u64,
+    /// Connection caps and timers, trusted proxies, the upload slots (`[server]`).
+    pub connections: Arc<Connections>,
+}
+
+/// The router with the connection limits of its state: what [`serve`] runs.
+pub fn service(state: AppState) -> Served {
+    Served::new(router(state.clone()), state)
 }
 
 /// The full router. Tests and `serve` both build it from an [`AppState`].

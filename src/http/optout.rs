@@ -47,14 +47,19 @@ impl AppState {
     }
 }
 
-/// The client's address from the connection ([`super::serve`] records it). A router served without
-/// connection info (an in-process test) puts every client under `0.0.0.0`.
+/// The client's address: what the guard resolved (the peer, or the client a trusted proxy named),
+/// else the connection's peer. A router served without connection info (an in-process test) puts
+/// every client under `0.0.0.0`.
+#[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        if let Some(resolved) = parts.extensions.get::<ClientAddr>() {
+            return Ok(*resolved);
+        }
         Ok(Self(
             parts
                 .extensions
@@ -155,6 +160,15 @@ async fn submit_form(
     ClientAddr(client): ClientAddr,
     req: Request,
 ) -> Result<Response, ApiError> {
+    if cross_site(req.headers()) {
+        return Ok(page(
+            StatusCode::FORBIDDEN,
+            "Opt out from this site – enrichd",
+            "<h1>Please use the form on this site</h1>\n<p>This request came from a page on another \
+             site, so nothing was recorded: an opt-out is only taken from this service's own form. \
+             <a href=\"/optout\">Open the opt-out form</a> and submit it there.</p>",
+        ));
+    }
     if media_type(req.headers()) != "application/x-www-form-urlencoded" {
         return Err(ApiError::UnsupportedMediaType {
             expected: "application/x-www-form-urlencoded",
@@ -236,6 +250,55 @@ async fn submit_form(
             )
         }
     })
+}
+
+/// Whether a browser says this form submission came from a page on another site, which must not be
+/// able to submit opt-outs in a visitor's name (and from the visitor's address, spending its quota).
+///
+/// Browsers send `Sec-Fetch-Site`; only `same-origin` and `none` (typed or bookmarked) pass. Older
+/// browsers send `Origin` on a form post instead, which must name the host the request was sent to
+/// (`Host`, or `X-Forwarded-Host` behind a proxy: a cross-site form cannot set either). A client that
+/// sends neither is not a browser, and no other site can make it post; the JSON API needs no check, as
+/// a cross-site page cannot send `application/json` without a CORS preflight this service never
+/// grants. The form works without JavaScript: no token is needed.
+fn cross_site(headers: &axum::http::HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let Some(origin) = origin.to_str().ok().and_then(authority_of_origin) else {
+        // `null` (a sandboxed or privacy-sensitive context) or garbage.
+        return true;
+    };
+    let named = |name: header::HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|host| without_default_port(host.trim(), origin.1) == origin.0)
+    };
+    !(named(header::HOST) || named(header::HeaderName::from_static("x-forwarded-host")))
+}
+
+/// `https://example.com:8443` as (`example.com:8443`, `https`), its default port dropped.
+fn authority_of_origin(origin: &str) -> Option<(String, &str)> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "http",
+        "https" => "https",
+        _ => return None,
+    };
+    Some((without_default_port(rest, scheme), scheme))
+}
+
+fn without_default_port(host: &str, scheme: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    host.strip_suffix(default)
+        .map_or(host.clone(), str::to_string)
 }
 
 /// One input of the form.
@@ -419,6 +482,46 @@ mod tests {
         assert_eq!(v.email, "ada@example.com");
         assert_eq!(v.name, "Ada Lovelace");
         assert!(v.phone.is_empty());
+    }
+
+    #[test]
+    fn form_posts_from_another_site_are_told_apart() {
+        let h = |pairs: &[(&'static str, &str)]| {
+            let mut map = axum::http::HeaderMap::new();
+            for (k, v) in pairs {
+                map.append(*k, v.parse().expect("value"));
+            }
+            map
+        };
+        let host = ("host", "optout.example.org");
+        let cases: [(&[(&'static str, &str)], bool); 10] = [
+            (&[host], false),
+            (&[host, ("sec-fetch-site", "same-origin")], false),
+            (&[host, ("sec-fetch-site", "none")], false),
+            (&[host, ("sec-fetch-site", "cross-site")], true),
+            (&[host, ("sec-fetch-site", "same-site")], true),
+            (&[host, ("origin", "https://optout.example.org")], false),
+            (
+                &[
+                    ("host", "optout.example.org:443"),
+                    ("origin", "https://optout.example.org"),
+                ],
+                false,
+            ),
+            (&[host, ("origin", "https://evil.example")], true),
+            (&[host, ("origin", "null")], true),
+            (
+                &[
+                    ("host", "10.0.0.5:8080"),
+                    ("x-forwarded-host", "optout.example.org"),
+                    ("origin", "https://optout.example.org"),
+                ],
+                false,
+            ),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(cross_site(&h(pairs)), want, "{pairs:?}");
+        }
     }
 
     #[tokio::test]

@@ -39,6 +39,12 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("the service is overloaded")]
     Overloaded,
+    /// 429: the client's address holds as many connections (or, through a proxy, requests) as it may.
+    #[error("too many connections from your address at once; close some, or retry later")]
+    TooManyConnections,
+    /// 408: the request body did not keep the minimum pace (`server.body_min_bytes_per_second`).
+    #[error("the request body arrived too slowly")]
+    RequestTimeout,
     #[error(
         "your opt-out {receipt_id} is recorded and lookups by what you gave are already refused, but \
          {what} did not finish; submitting the same opt-out again is safe and completes it"
@@ -72,7 +78,8 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded | Self::OptOutIncomplete { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -90,6 +97,8 @@ impl ApiError {
             Self::UnsupportedMediaType { .. } => "unsupported-media-type",
             Self::Invalid(_) => "invalid-input",
             Self::RateLimited { .. } => "rate-limited",
+            Self::TooManyConnections => "too-many-connections",
+            Self::RequestTimeout => "request-timeout",
             Self::Overloaded => "overloaded",
             Self::OptOutIncomplete { .. } => "optout-incomplete",
             Self::Internal(_) => "internal",
@@ -142,7 +151,7 @@ impl IntoResponse for ApiError {
             Self::RateLimited { retry_after } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
-            Self::Overloaded => Some(1),
+            Self::Overloaded | Self::TooManyConnections => Some(1),
             Self::OptOutIncomplete {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
@@ -150,6 +159,11 @@ impl IntoResponse for ApiError {
         };
         if let Some(secs) = retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, Self::RequestTimeout) {
+            // The rest of the body may still be on its way: the connection cannot carry another
+            // request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

@@ -90,6 +90,11 @@ struct OriginLabels {
     origin: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The service's Prometheus metrics. Labels are low-cardinality: route templates, source names, statuses.
@@ -104,6 +109,7 @@ pub struct Metrics {
     exclusion_entries: Family<OriginLabels, Counter>,
     in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     overloaded: Counter<u64, AtomicU64>,
+    connections_refused: Family<ReasonLabels, Counter>,
     provider_cost: Family<SourceName, Counter<f64, AtomicU64>>,
     labels: Interned,
 }
@@ -132,6 +138,7 @@ impl Metrics {
             exclusion_entries: Family::default(),
             in_flight: Gauge::default(),
             overloaded: Counter::default(),
+            connections_refused: Family::default(),
             provider_cost: Family::default(),
             labels: Interned::default(),
         };
@@ -185,6 +192,11 @@ impl Metrics {
             "overload_rejections",
             "Requests refused with 503 because too many were in flight",
             m.overloaded.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections answered 503 or 429 and closed at accept, by reason (full, per_client)",
+            m.connections_refused.clone(),
         );
         Self { registry, ..m }
     }
@@ -252,6 +264,13 @@ impl Metrics {
 
     pub fn overloaded(&self) {
         self.overloaded.inc();
+    }
+
+    /// A connection refused at accept; `reason` is `full` or `per_client`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition.
