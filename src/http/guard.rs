@@ -138,7 +138,7 @@ where
                     inner: self.inner.call(req),
                     slot: Some(slot),
                 },
-                Err(resp) => GuardedFuture::Refused(std::future::ready(Ok(resp))),
+                Err(record) => GuardedFuture::refused(record, ApiError::Overloaded),
             },
             Admission::Work { limit } => {
                 // The ready service goes with the request; a clone is left for the next one.
@@ -197,7 +197,7 @@ where
     };
     let slot = match in_flight(record, client) {
         Ok(slot) => slot,
-        Err(resp) => return Ok(resp),
+        Err(record) => return Ok(refuse(&record, ApiError::Overloaded)),
     };
     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
     let Ok(resp) = inner
@@ -206,14 +206,17 @@ where
     Ok(slot.answered(resp))
 }
 
-/// An in-flight slot for the request, or the 503 that refuses it.
-fn in_flight(record: Record, client: Option<ClientSlot>) -> Result<Slot, Response> {
-    match record.state.in_flight.try_acquire() {
-        Ok(permit) => permit.forget(),
-        Err(_) => {
-            record.state.metrics.overloaded();
-            return Err(refuse(&record, ApiError::Overloaded));
-        }
+/// An in-flight slot for the request; its record back when none is free.
+fn in_flight(record: Record, client: Option<ClientSlot>) -> Result<Slot, Record> {
+    let taken = record
+        .state
+        .in_flight
+        .try_acquire()
+        .map(|p| p.forget())
+        .is_ok();
+    if !taken {
+        record.state.metrics.overloaded();
+        return Err(record);
     }
     record.state.metrics.in_flight(1);
     Ok(Slot::new(record, Hold::InFlight, client))

@@ -1,6 +1,7 @@
 //! The integration suite: the real server on 127.0.0.1:0 against loopback upstream fakes, and the
 //! real binary for what only a process can show (SIGKILL, startup refusals, the CLI).
 
+mod abuse;
 mod batches;
 mod binary;
 mod browser;
