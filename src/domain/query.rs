@@ -5,7 +5,7 @@ use super::{
 };
 
 /// What a client sent, before validation. Shared by the JSON body, the query string, the CLI and CSV rows.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryInput {
     pub email: Option<String>,
@@ -19,7 +19,7 @@ pub struct QueryInput {
 }
 
 /// One invalid field of a query.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: &'static str,
     pub message: String,

@@ -8,17 +8,18 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::body::{JsonBody, media_type};
+use super::api::{BodyErrors, Invalid, Problem};
+use super::body::{JsonBody, media_type, rejected_body};
 use super::html::{escape, page};
 use super::{ApiError, AppState};
 use crate::domain::{FieldError, Query, QueryInput};
@@ -28,10 +29,10 @@ use crate::optout::{OptOut, OptOutError};
 /// Seconds a client is asked to wait before resubmitting an opt-out that did not fully finish.
 const RETRY_INCOMPLETE_SECS: u64 = 5;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/optout", get(form).post(submit_form))
-        .route("/v1/optout", post(submit_json))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(form, submit_form))
+        .routes(routes!(submit_json))
 }
 
 impl AppState {
@@ -70,9 +71,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 }
 
 /// The JSON acknowledgement of `POST /v1/optout`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Acknowledgement {
+    /// Not linked to the identifiers anywhere.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     receipt_id: String,
+    #[schema(value_type = String, pattern = "^recorded$")]
     status: &'static str,
     detail: &'static str,
 }
@@ -81,6 +85,28 @@ const EFFECT: &str = "The opt-out is in effect: lookups by these identifiers, an
                       phones and profile URLs the sources hold for this person, are refused without \
                       asking any source, and stored results holding them are deleted.";
 
+/// Opts a person out (no key): in effect before the answer is sent. The answer never says whether the
+/// person was already listed.
+#[utoipa::path(
+    post,
+    path = "/v1/optout",
+    tag = "opt-out",
+    security(()),
+    request_body(content = QueryInput, content_type = "application/json",
+                 description = "Any of email, phone, profile_url, or name (or first_name and \
+                                last_name) with company or domain. A name alone is refused."),
+    responses(
+        (status = 200, description = "Recorded and in effect.", body = Acknowledgement),
+        Invalid, BodyErrors,
+        (status = 429, description = "Too many opt-outs (or requests at once) from this address; \
+          see `Retry-After`.", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64))),
+        (status = 503, description = "Overloaded, or recorded and enforced but the removal from \
+          caches or stored results did not finish (resubmitting is safe); see `Retry-After`.",
+         body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64))),
+    )
+)]
 async fn submit_json(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
@@ -151,10 +177,37 @@ impl FormValues {
     }
 }
 
+/// The opt-out form: plain, accessible HTML that works without JavaScript.
+#[utoipa::path(get, path = "/optout", tag = "opt-out", security(()),
+    responses((status = 200, description = "The form.", body = String, content_type = "text/html")))]
 async fn form() -> Response {
     render_form(StatusCode::OK, &FormValues::default(), &[])
 }
 
+/// The form's submission, answered in HTML; in effect before the answer is sent. Only taken from
+/// this service's own page (`Sec-Fetch-Site` or `Origin`).
+#[utoipa::path(
+    post,
+    path = "/optout",
+    tag = "opt-out",
+    security(()),
+    request_body(content = QueryInput, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The receipt page.", body = String, content_type = "text/html"),
+        (status = 403, description = "Posted from a page on another site; nothing recorded.",
+         body = String, content_type = "text/html"),
+        (status = 422, description = "The form again, the invalid field named; nothing recorded.",
+         body = String, content_type = "text/html"),
+        (status = 429, description = "Too many opt-outs from this address; see `Retry-After`.",
+         content(("text/html"), (Problem = "application/problem+json")),
+         headers(("Retry-After" = u64))),
+        (status = 503, description = "Overloaded, or recorded and enforced but not yet complete \
+          (resubmitting is safe); see `Retry-After`.",
+         content(("text/html"), (Problem = "application/problem+json")),
+         headers(("Retry-After" = u64))),
+        BodyErrors,
+    )
+)]
 async fn submit_form(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
@@ -176,12 +229,7 @@ async fn submit_form(
     }
     let body = Bytes::from_request(req, &state)
         .await
-        .map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge {
-                limit: state.max_json_bytes,
-            },
-            other => ApiError::invalid("body", other.body_text()),
-        })?;
+        .map_err(|e| rejected_body(e, state.max_json_bytes))?;
     if let Err(wait) = state.optout_limiter.check(client) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut resp = page(

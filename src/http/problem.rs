@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
+use super::api::Problem;
+use crate::domain::FieldError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-
-use crate::domain::FieldError;
 
 /// An HTTP-facing error. Client faults carry a precise, safe message; our faults are opaque.
 #[derive(Debug, thiserror::Error)]
@@ -106,17 +105,6 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -137,7 +125,7 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             errors: match &self {
-                Self::Invalid(errors) => Some(errors),
+                Self::Invalid(errors) => Some(errors.clone()),
                 _ => None,
             },
         };

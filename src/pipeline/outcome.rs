@@ -6,8 +6,9 @@ use crate::profile::Profile;
 use crate::sources::SourceStatus;
 
 /// What became of one source in one lookup.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SourceReport {
+    #[schema(value_type = String)]
     pub name: Arc<str>,
     pub status: SourceStatus,
     pub latency_ms: u64,
@@ -23,7 +24,7 @@ pub struct SourceEvent {
 }
 
 /// The answer to one lookup, already filtered through the exclusion list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Lookup {
     pub found: bool,
     /// Boxed, so that moving the answer moves a pointer rather than the profile's 1.8 KB.

@@ -20,7 +20,7 @@ use crate::sources::dns::{is_disposable, is_webmail};
 /// The finder's name; its addresses are guesses until another source confirms one.
 const FINDER: &str = "finder";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EmailStatus {
     Valid,

@@ -144,11 +144,13 @@ pub struct Reported<'a> {
 ///
 /// Serialised as `{value, confidence, sources, detail?, status?, evidence?}`; the identifier stays
 /// in memory.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, utoipa::ToSchema)]
 pub struct Sourced {
     pub value: String,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub confidence: f64,
     /// Source names, sorted. The list is shared by the values one source reported alone.
+    #[schema(value_type = Vec<String>)]
     pub sources: Arc<[Arc<str>]>,
     pub detail: Option<String>,
     /// Emails only: what the lookup learned about the address.
@@ -156,6 +158,7 @@ pub struct Sourced {
     /// Emails only: why `status` is what it is.
     pub evidence: Option<String>,
     /// The identifier `value` is (emails, phones, profiles), as the merge found it; never serialised.
+    #[schema(ignore)]
     pub id: Option<Identifier>,
 }
 
@@ -214,7 +217,7 @@ impl Serialize for Ranked {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Company {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<Ranked>,
@@ -223,7 +226,7 @@ pub struct Company {
 }
 
 /// The merged profile. Only built in memory, only released after the exclusion check.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Profile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<Ranked>,
@@ -250,6 +253,7 @@ pub struct Profile {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub websites: Vec<Sourced>,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = std::collections::BTreeMap<String, Ranked>)]
     pub facts: std::collections::BTreeMap<&'static str, Ranked>,
 }
 

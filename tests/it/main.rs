@@ -8,6 +8,7 @@ mod browser;
 mod cdp;
 mod cli;
 mod cli_batch;
+mod contract;
 mod crash;
 mod helpers;
 mod lookup;
