@@ -24,7 +24,7 @@ pub struct Enrichd {
 /// Only `gravatar` and `github`, on the fakes; no limit of enrichd's own can bind before the CPU does.
 fn enrichd_config(up: &Upstreams) -> String {
     let mut c = format!(
-        "[server]\nmax_in_flight = 1000000\n\
+        "[server]\nmax_in_flight = 1000000\nmax_connections_per_client = 1000000\n\
          [tenants]\nrate_per_minute = 1000000000\nburst = 10000000\n\
          [lookup]\ndefault_timeout_ms = {}\n",
         DEADLINE.as_millis()

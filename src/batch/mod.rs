@@ -33,7 +33,7 @@ pub use error::{BatchError, ErrorKind, Limit};
 pub use meta::{BatchMeta, BatchStatus, BatchSummary};
 pub use output::{ENRICH_COLUMNS, Enrichment, Format, StoredRow, neutralise};
 pub use purge::{PurgeReport, RowHasher};
-pub use scan::{BatchLimits, Encoding};
+pub use scan::{BatchLimits, Encoding, Scanner};
 pub use service::{
     BatchConfig, BatchOptions, BatchService, Concurrency, Enricher, Notifier, RowOutcome,
 };

@@ -29,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{Admin, Tenant};
-pub use client::TrustedProxies;
+pub use client::{TrustedProxies, Via, client_of};
 pub use optout::ClientAddr;
 pub use privacy::PrivacyNotice;
 pub use problem::ApiError;
