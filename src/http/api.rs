@@ -246,3 +246,194 @@ pub fn document(mut api: utoipa::openapi::OpenApi, state: &AppState) -> String {
     }
     doc.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::pipeline::{Lookup, SourceReport};
+    use crate::profile::{Company, EmailStatus, Profile};
+    use crate::sources::SourceStatus;
+
+    fn document_of_default_app() -> (Value, tempfile::TempDir) {
+        let loaded = crate::config::Config::from_toml("", &[]).expect("defaults");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = crate::app::App::build(&loaded, dir.path()).expect("app builds");
+        let doc = crate::http::openapi_document(&app.state);
+        (
+            serde_json::from_str(&doc).expect("the document is JSON"),
+            dir,
+        )
+    }
+
+    /// The schema `schema` names, following `$ref`s.
+    fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+        match schema.get("$ref").and_then(Value::as_str) {
+            Some(r) => resolve(
+                doc,
+                doc.pointer(&r.replacen('#', "", 1)).expect("ref resolves"),
+            ),
+            None => schema,
+        }
+    }
+
+    /// Every member of `value` is declared by `schema` (recursively), and every required one is there.
+    fn conforms(doc: &Value, schema: &Value, value: &Value, path: &str) {
+        let mut parts: Vec<&Value> = Vec::new();
+        let mut todo = vec![resolve(doc, schema)];
+        while let Some(part) = todo.pop() {
+            parts.push(part);
+            for key in ["allOf", "oneOf", "anyOf"] {
+                if let Some(list) = part.get(key).and_then(Value::as_array) {
+                    todo.extend(list.iter().map(|s| resolve(doc, s)));
+                }
+            }
+        }
+        match value {
+            Value::Object(members) => {
+                for (name, member) in members {
+                    let declared = parts
+                        .iter()
+                        .find_map(|p| p.get("properties").and_then(|ps| ps.get(name)))
+                        .or_else(|| {
+                            parts
+                                .iter()
+                                .find_map(|p| p.get("additionalProperties"))
+                                .filter(|a| a.is_object())
+                        })
+                        .unwrap_or_else(|| panic!("{path}.{name} is not in the schema"));
+                    conforms(doc, declared, member, &format!("{path}.{name}"));
+                }
+                for part in &parts {
+                    for req in part
+                        .get("required")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let req = req.as_str().expect("names");
+                        assert!(members.contains_key(req), "{path}.{req} is required");
+                    }
+                }
+            }
+            Value::Array(items) => {
+                let item = parts
+                    .iter()
+                    .find_map(|p| p.get("items"))
+                    .unwrap_or_else(|| panic!("{path} is not an array in the schema"));
+                for (i, v) in items.iter().enumerate() {
+                    conforms(doc, item, v, &format!("{path}[{i}]"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn sourced(value: &str) -> Sourced {
+        Sourced {
+            value: value.into(),
+            confidence: 0.7,
+            sources: Arc::from(vec![Arc::<str>::from("gravatar")]),
+            detail: Some("detail".into()),
+            status: None,
+            evidence: None,
+            id: None,
+        }
+    }
+
+    #[test]
+    fn a_full_answer_is_what_the_document_describes() {
+        let (doc, _dir) = document_of_default_app();
+        let ranked = Ranked {
+            best: sourced("Ada Lovelace"),
+            alternatives: vec![sourced("A. Lovelace")],
+        };
+        let mut email = sourced("ada@example.com");
+        email.status = Some(EmailStatus::Valid);
+        email.evidence = Some("known to gravatar".into());
+        let profile = Profile {
+            name: Some(ranked.clone()),
+            job_title: Some(ranked.clone()),
+            company: Some(Company {
+                name: Some(ranked.clone()),
+                domain: Some(ranked.clone()),
+            }),
+            emails: vec![email],
+            phones: vec![sourced("+442079460958")],
+            profiles: vec![sourced("https://github.com/adalove")],
+            facts: [("mail_provider", ranked)].into_iter().collect(),
+            ..Profile::default()
+        };
+        let lookup = Lookup {
+            found: true,
+            profile: Some(Box::new(profile)),
+            sources: vec![SourceReport {
+                name: Arc::from("gravatar"),
+                status: SourceStatus::Hit,
+                latency_ms: 12,
+            }],
+            took_ms: 13,
+            cost: 0.0,
+            withheld: false,
+        };
+        let schema = json!({"$ref": "#/components/schemas/Lookup"});
+        let mut written = Vec::new();
+        lookup.write_json(&mut written);
+        let written: Value = serde_json::from_slice(&written).expect("the answer is JSON");
+
+        conforms(&doc, &schema, &written, "answer");
+        conforms(
+            &doc,
+            &schema,
+            &serde_json::to_value(&lookup).expect("json"),
+            "answer",
+        );
+    }
+
+    #[test]
+    fn a_batch_summary_is_what_the_document_describes() {
+        let (doc, _dir) = document_of_default_app();
+        let summary = crate::batch::BatchSummary {
+            id: "0".repeat(32),
+            status: "done",
+            rows_total: 3,
+            rows_done: 3,
+            rows_found: 1,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            expires_at: "2026-01-31T00:00:00Z".into(),
+        };
+        let value = serde_json::to_value(&summary).expect("json");
+
+        conforms(
+            &doc,
+            &json!({"$ref": "#/components/schemas/BatchSummary"}),
+            &value,
+            "summary",
+        );
+        let listed = json!({ "batches": [value] });
+        conforms(
+            &doc,
+            &json!({"$ref": "#/components/schemas/BatchList"}),
+            &listed,
+            "list",
+        );
+    }
+
+    #[test]
+    fn the_document_states_the_configured_limits() {
+        let (doc, _dir) = document_of_default_app();
+        let props = &doc["components"]["schemas"]["LookupRequest"]["properties"];
+        assert_eq!(props["timeout_ms"]["maximum"], 15_000);
+        assert_eq!(props["timeout_ms"]["minimum"], 1);
+        assert!(
+            props["sources"]["items"]["enum"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+        );
+        assert!(doc["paths"]["/v1/lookup"]["post"]["responses"]["503"].is_object());
+        assert!(doc["paths"]["/v1/optout"]["post"]["responses"]["408"].is_object());
+    }
+}
