@@ -95,7 +95,11 @@ impl ProfileUrl {
         } else {
             Service::Other
         };
-        let path = segments.join("/");
+        let path = segments
+            .iter()
+            .map(|s| canonical_segment(s))
+            .collect::<Vec<_>>()
+            .join("/");
         let canonical = if path.is_empty() {
             host.into_owned()
         } else {
@@ -266,6 +270,30 @@ fn segment(p: &str) -> Cow<'_, str> {
     }
 }
 
+/// A decoded segment as the canonical form writes it, so that the canonical URL reads back to
+/// itself: as it is, or with what reading would change percent-encoded (whitespace and controls, the
+/// characters [`segment`] decodes or the URL parser treats as delimiters, and the `.` of a `.` or
+/// `..` segment, which a parser would resolve).
+fn canonical_segment(s: &str) -> Cow<'_, str> {
+    let changes = |c: char| c.is_control() || c.is_whitespace() || "%+&=/?#\\".contains(c);
+    let dots = s == "." || s == "..";
+    if !dots && !s.contains(changes) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if changes(c) || (dots && c == '.') {
+            let mut utf8 = [0; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn valid_handle(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c))
 }
@@ -285,6 +313,23 @@ impl fmt::Debug for ProfileUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_canonical_url_reads_back_to_itself() {
+        // Found by the `identifiers` fuzz target: `+` decodes to a space, which the canonical URL kept
+        // raw and the next reading trimmed, so one profile had two canonical forms.
+        for raw in [
+            "m/CGCG:A\0\0DA@\u{FFFD}XAMPLE.CCGOM+",
+            "example.org/a+b/c%2Bd/%2F/%3F%23",
+            "example.org/%2e%2e/x",
+            "example.org/a%26b/c=d/tab%09here",
+            "mastodon.example/@ada+x",
+        ] {
+            let first = ProfileUrl::parse(raw).expect("parses");
+            let again = ProfileUrl::parse(&first.to_url()).expect("the canonical URL parses");
+            assert_eq!(again.canonical(), first.canonical(), "{raw:?}");
+        }
+    }
 
     #[test]
     fn canonicalises_known_services() {
