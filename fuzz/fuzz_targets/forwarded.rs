@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(value) = axum::http::HeaderValue::from_bytes(value) else {
         return;
     };
-    let name = if which % 2 == 0 { "forwarded" } else { "x-forwarded-for" };
+    let name = if which % 2 == 0 {
+        "forwarded"
+    } else {
+        "x-forwarded-for"
+    };
     let mut headers = axum::http::HeaderMap::new();
     headers.insert(name, value);
     let trusted = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).expect("valid");

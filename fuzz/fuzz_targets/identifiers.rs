@@ -11,21 +11,38 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     if let Ok(email) = Email::parse(&text) {
         let again = Email::parse(email.as_str()).expect("a parsed email parses again");
-        assert_eq!(again.as_str(), email.as_str(), "email parsing is idempotent");
+        assert_eq!(
+            again.as_str(),
+            email.as_str(),
+            "email parsing is idempotent"
+        );
     }
     if let Ok(domain) = DomainName::parse(&text) {
         let again = DomainName::parse(domain.as_str()).expect("a parsed domain parses again");
-        assert_eq!(again.as_str(), domain.as_str(), "domain parsing is idempotent");
+        assert_eq!(
+            again.as_str(),
+            domain.as_str(),
+            "domain parsing is idempotent"
+        );
     }
     let region: Option<Region> = "FR".parse().ok();
     if let Ok(phone) = PhoneE164::parse(&text, region) {
         let again = PhoneE164::parse(phone.as_str(), None).expect("an E.164 number parses again");
-        assert_eq!(again.as_str(), phone.as_str(), "phone parsing is idempotent");
+        assert_eq!(
+            again.as_str(),
+            phone.as_str(),
+            "phone parsing is idempotent"
+        );
     }
     let _ = PhoneE164::parse(&text, None);
     if let Ok(url) = ProfileUrl::parse(&text) {
         let again = ProfileUrl::parse(&url.to_url()).expect("a canonical profile URL parses again");
-        assert_eq!(again.to_url(), url.to_url(), "profile URL parsing is idempotent");
+        assert_eq!(
+            again.to_url(),
+            url.to_url(),
+            "profile URL parsing is idempotent"
+        );
+        assert_eq!(again.service(), url.service(), "and keeps the service");
     }
     let _ = PersonName::parse(&text);
     let _ = OrgName::parse(&text);

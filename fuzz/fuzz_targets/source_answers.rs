@@ -15,7 +15,13 @@ fuzz_target!(|data: &[u8]| {
         2 => drop(keybase::parse_answer(body)),
         3 => drop(webfinger::parse_answer(body)),
         4 => drop(rdap::parse_answer(body)),
-        5 => drop(website::observations("example.com", &String::from_utf8_lossy(body))),
-        _ => drop(enrichd::extract::extract(&String::from_utf8_lossy(body), None)),
+        5 => drop(website::observations(
+            "example.com",
+            &String::from_utf8_lossy(body),
+        )),
+        _ => drop(enrichd::extract::extract(
+            &String::from_utf8_lossy(body),
+            None,
+        )),
     }
 });

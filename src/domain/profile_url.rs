@@ -188,8 +188,8 @@ fn url_parts<'a>(raw: &str) -> Result<Parts<'a>, Invalid> {
     let segments = url
         .path_segments()
         .map(|s| {
-            s.filter(|p| !p.is_empty())
-                .map(|p| Cow::Owned(segment(p).into_owned()))
+            s.map(|p| Cow::<str>::Owned(segment(p).into_owned()))
+                .filter(|p| !p.is_empty())
                 .collect()
         })
         .unwrap_or_default();
@@ -236,10 +236,11 @@ fn plain_parts(raw: &str) -> Option<Parts<'_>> {
     if !plain_path {
         return None;
     }
+    // A segment that decodes to nothing (`&`, `=`) is dropped like an empty one.
     let segments = path
         .split('/')
-        .filter(|p| !p.is_empty())
         .map(segment)
+        .filter(|p| !p.is_empty())
         .collect();
     let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
@@ -324,10 +325,14 @@ mod tests {
             "example.org/%2e%2e/x",
             "example.org/a%26b/c=d/tab%09here",
             "mastodon.example/@ada+x",
+            // A segment that decodes to nothing is dropped, not kept as an empty one.
+            "Adl////'////&///o.v4ILac//o.v2IL[ce+n///'////2co.uk",
+            "mastodon.example/&/@ada",
         ] {
             let first = ProfileUrl::parse(raw).expect("parses");
             let again = ProfileUrl::parse(&first.to_url()).expect("the canonical URL parses");
             assert_eq!(again.canonical(), first.canonical(), "{raw:?}");
+            assert_eq!(again.service(), first.service(), "{raw:?}");
         }
     }
 
