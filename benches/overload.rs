@@ -8,7 +8,9 @@
 //! - `drain_ms`: from the shutdown signal to `serve` returning, with 50 lookups in progress whose
 //!   upstream takes 500 ms.
 //!
-//! Prints `name=value` lines. Times are one machine's; compare figures from one run.
+//! Prints `name=value` lines. Times are one machine's; compare figures from one run. Without the
+//! `--bench` argument that `cargo bench` passes (so under `cargo test --all-targets`) it runs a small
+//! smoke pass instead.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -19,11 +21,33 @@ use axum::response::IntoResponse;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket};
 
-const ROUNDS: usize = 3;
-const CONCURRENT: usize = 600;
 const IN_FLIGHT: usize = 64;
-const SLOW_BODIES: usize = 2_000;
-const DRAIN_LOOKUPS: usize = 50;
+
+/// How much each scenario does: the benchmark's figures, or a smoke pass under `cargo test`.
+#[derive(Clone, Copy)]
+struct Scale {
+    rounds: usize,
+    concurrent: usize,
+    slow_bodies: usize,
+    probes: usize,
+    drain_lookups: usize,
+}
+
+const FULL: Scale = Scale {
+    rounds: 3,
+    concurrent: 600,
+    slow_bodies: 2_000,
+    probes: 200,
+    drain_lookups: 50,
+};
+
+const SMOKE: Scale = Scale {
+    rounds: 1,
+    concurrent: 100,
+    slow_bodies: 200,
+    probes: 20,
+    drain_lookups: 10,
+};
 
 /// A Gravatar v3 stand-in that answers every profile after `delay`, counting requests.
 async fn upstream(delay: Duration, hits: Arc<AtomicUsize>) -> String {
@@ -118,12 +142,13 @@ async fn lookup(http: &reqwest::Client, s: &Running) -> (u16, bool, f64) {
     (status, retry, started.elapsed().as_secs_f64() * 1000.0)
 }
 
-async fn overload(http: &reqwest::Client) {
+async fn overload(http: &reqwest::Client, scale: Scale) {
     let up = upstream(Duration::from_millis(200), Arc::default()).await;
     let s = start(&up).await;
     let (mut served, mut shed) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let answers = futures::future::join_all((0..CONCURRENT).map(|_| lookup(http, &s))).await;
+    for _ in 0..scale.rounds {
+        let answers =
+            futures::future::join_all((0..scale.concurrent).map(|_| lookup(http, &s))).await;
         for (status, retry, ms) in answers {
             match status {
                 200 => served.push(ms),
@@ -141,12 +166,12 @@ async fn overload(http: &reqwest::Client) {
     let _ = s.served.await;
 }
 
-async fn slow_bodies(http: &reqwest::Client) {
+async fn slow_bodies(http: &reqwest::Client, scale: Scale) {
     let up = upstream(Duration::from_millis(20), Arc::default()).await;
     let s = start(&up).await;
     let target: SocketAddr = s.url.trim_start_matches("http://").parse().expect("addr");
-    let mut held = Vec::with_capacity(SLOW_BODIES);
-    for i in 0..SLOW_BODIES {
+    let mut held = Vec::with_capacity(scale.slow_bodies);
+    for i in 0..scale.slow_bodies {
         let from = Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8);
         let socket = TcpSocket::new_v4().expect("socket");
         socket
@@ -159,7 +184,7 @@ async fn slow_bodies(http: &reqwest::Client) {
         held.push(stream);
     }
     let mut health = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..scale.probes {
         let started = Instant::now();
         let resp = http
             .get(format!("{}/healthz", s.url))
@@ -183,11 +208,11 @@ async fn slow_bodies(http: &reqwest::Client) {
     let _ = s.served.await;
 }
 
-async fn drain(http: &reqwest::Client) {
+async fn drain(http: &reqwest::Client, scale: Scale) {
     let hits = Arc::new(AtomicUsize::new(0));
     let up = upstream(Duration::from_millis(500), hits.clone()).await;
     let s = start(&up).await;
-    let pending: Vec<_> = (0..DRAIN_LOOKUPS)
+    let pending: Vec<_> = (0..scale.drain_lookups)
         .map(|_| {
             let (http, url, key) = (http.clone(), s.url.clone(), s.key.clone());
             tokio::spawn(async move {
@@ -214,10 +239,16 @@ async fn drain(http: &reqwest::Client) {
         }
     }
     println!("drain_ms={drain_ms:.1}");
-    println!("drain_answered={answered}/{DRAIN_LOOKUPS}");
+    println!("drain_answered={answered}/{}", scale.drain_lookups);
 }
 
 fn main() {
+    let scale = if std::env::args().any(|a| a == "--bench") {
+        FULL
+    } else {
+        println!("smoke run (cargo test): figures below are not the benchmark's");
+        SMOKE
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -225,11 +256,11 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(CONCURRENT)
+            .pool_max_idle_per_host(scale.concurrent)
             .build()
             .expect("client");
-        overload(&http).await;
-        slow_bodies(&http).await;
-        drain(&http).await;
+        overload(&http, scale).await;
+        slow_bodies(&http, scale).await;
+        drain(&http, scale).await;
     });
 }
