@@ -189,7 +189,7 @@ fn url_parts<'a>(raw: &str) -> Result<Parts<'a>, Invalid> {
         .path_segments()
         .map(|s| {
             s.map(|p| Cow::<str>::Owned(segment(p).into_owned()))
-                .filter(|p| !p.is_empty())
+                .filter(|p| kept(p))
                 .collect()
         })
         .unwrap_or_default();
@@ -236,12 +236,7 @@ fn plain_parts(raw: &str) -> Option<Parts<'_>> {
     if !plain_path {
         return None;
     }
-    // A segment that decodes to nothing (`&`, `=`) is dropped like an empty one.
-    let segments = path
-        .split('/')
-        .map(segment)
-        .filter(|p| !p.is_empty())
-        .collect();
+    let segments = path.split('/').map(segment).filter(|p| kept(p)).collect();
     let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
@@ -271,19 +266,24 @@ fn segment(p: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether a decoded segment is part of the path: an empty one is not, nor one that decodes to nothing
+/// (`&`, `=`), nor a `.` or `..` that decoding made (`&.`), which a URL parser would resolve away
+/// when the canonical URL is read again (it resolves `%2E` too).
+fn kept(segment: &str) -> bool {
+    !matches!(segment, "" | "." | "..")
+}
+
 /// A decoded segment as the canonical form writes it, so that the canonical URL reads back to
-/// itself: as it is, or with what reading would change percent-encoded (whitespace and controls, the
-/// characters [`segment`] decodes or the URL parser treats as delimiters, and the `.` of a `.` or
-/// `..` segment, which a parser would resolve).
+/// itself: as it is, or with what reading would change percent-encoded (whitespace and controls, and
+/// the characters [`segment`] decodes or the URL parser treats as delimiters).
 fn canonical_segment(s: &str) -> Cow<'_, str> {
     let changes = |c: char| c.is_control() || c.is_whitespace() || "%+&=/?#\\".contains(c);
-    let dots = s == "." || s == "..";
-    if !dots && !s.contains(changes) {
+    if !s.contains(changes) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if changes(c) || (dots && c == '.') {
+        if changes(c) {
             let mut utf8 = [0; 4];
             for b in c.encode_utf8(&mut utf8).bytes() {
                 out.push_str(&format!("%{b:02X}"));
@@ -328,6 +328,8 @@ mod tests {
             // A segment that decodes to nothing is dropped, not kept as an empty one.
             "Adl////'////&///o.v4ILac//o.v2IL[ce+n///'////2co.uk",
             "mastodon.example/&/@ada",
+            // Nor is a `.` or `..` that decoding made, which a parser would resolve.
+            "example.org/o//&.//x/.&./y",
         ] {
             let first = ProfileUrl::parse(raw).expect("parses");
             let again = ProfileUrl::parse(&first.to_url()).expect("the canonical URL parses");
