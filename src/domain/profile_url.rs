@@ -50,6 +50,9 @@ impl ProfileUrl {
             Some(parts) => parts,
             None => url_parts(trimmed)?,
         };
+        if host.trim_matches('.').is_empty() {
+            return Err(Invalid::new("has no host"));
+        }
         let first = segments.first().map(|s| &**s);
         let second = segments.get(1).map(|s| &**s);
 
@@ -335,6 +338,15 @@ mod tests {
             let again = ProfileUrl::parse(&first.to_url()).expect("the canonical URL parses");
             assert_eq!(again.canonical(), first.canonical(), "{raw:?}");
             assert_eq!(again.service(), first.service(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_url_whose_host_is_only_www_is_refused() {
+        // Found by the `identifiers` fuzz target: `www.` lost its `www.` and became an empty host,
+        // whose canonical URL (`https://`) was no URL at all.
+        for raw in ["www.", "https://www./x", "www..", "."] {
+            assert!(ProfileUrl::parse(raw).is_err(), "{raw:?}");
         }
     }
 
