@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use enrichd::batch::{BatchOptions, BatchService, BatchStatus, Format};
+use enrichd::batch::{BatchOptions, BatchService, BatchStatus, BatchStore, Format};
 use enrichd::blob::{BatchId, SystemClock};
 use enrichd::config::Config;
+use enrichd::store::replicas::ReplicaShare;
 use enrichd::telemetry::Metrics;
 use futures::StreamExt;
 
@@ -168,18 +169,27 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let gravatar = gravatar_fake().await;
         let loaded = Config::from_toml(&config(&gravatar), &[]).expect("config");
-        let exclusion = Arc::new(enrichd::app::open_exclusion(&loaded, dir.path()).expect("exclusion"));
-        let pipeline =
-            enrichd::app::pipeline(&loaded, exclusion.clone(), Arc::new(Metrics::new())).expect("pipeline");
-        let (service, _) = enrichd::app::batch_service(
-            &loaded,
-            dir.path(),
-            pipeline,
-            exclusion,
+        let metrics = Arc::new(Metrics::new());
+        let store = enrichd::app::open_store(&loaded, dir.path(), metrics.clone())
+            .await
+            .expect("store");
+        let exclusion = Arc::new(
+            enrichd::app::open_exclusion(&loaded, dir.path(), &store)
+                .await
+                .expect("exclusion"),
+        );
+        let pipeline = enrichd::app::pipeline(&loaded, exclusion.clone(), metrics, ReplicaShare::single())
+            .expect("pipeline");
+        let keyring = enrichd::app::storage_keyring(&loaded, dir.path(), false).expect("storage key");
+        let batches = BatchStore::new(
+            &store,
+            Arc::new(keyring),
             Arc::new(SystemClock),
-        )
-        .expect("service");
-        let _workers = service.spawn_workers();
+            Arc::from("bench"),
+            Duration::from_secs(30),
+        );
+        let (service, _) = enrichd::app::batch_service(&loaded, batches, pipeline, exclusion);
+        let _workers = service.spawn_workers(None);
 
         let a = run(&service, dir.path(), small, "a").await;
         let peak_small = status_kib("VmHWM:");

@@ -173,11 +173,15 @@ fn bench_opt_out(scale: &Scale) -> Result<(Vec<f64>, f64), Box<dyn std::error::E
         DEFAULT_RETENTION_DAYS,
         std::time::SystemTime::now(),
     )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let mut micros = Vec::with_capacity(OPT_OUTS);
     for i in 0..OPT_OUTS {
         let id = Identifier::Email(Email::parse(&format!("opt.out.{i}@example.com"))?);
         let start = Instant::now();
-        let receipt = list.add(std::slice::from_ref(&id), Origin::Api)?;
+        let receipt = rt.block_on(list.add(std::slice::from_ref(&id), Origin::Api))?;
         let took: Duration = start.elapsed();
         assert_eq!(receipt.added, 1);
         micros.push(took.as_secs_f64() * 1e6);
@@ -204,7 +208,7 @@ fn bench_http_opt_out() -> Result<Vec<f64>, Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let app = enrichd::app::App::build(&loaded, dir.path())?;
+        let app = enrichd::app::App::build(&loaded, dir.path()).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/v1/optout", listener.local_addr()?);
         let server = tokio::spawn(enrichd::http::serve(

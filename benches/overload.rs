@@ -97,11 +97,14 @@ struct Running {
 async fn start(upstream: &str) -> Running {
     let loaded = enrichd::config::Config::from_toml(&config(upstream), &[]).expect("config");
     let dir = tempfile::tempdir().expect("data dir");
-    let app = enrichd::app::App::build(&loaded, dir.path()).expect("app builds");
+    let app = enrichd::app::App::build(&loaded, dir.path())
+        .await
+        .expect("app builds");
     let key = app
         .state
         .keys
         .create("bench", enrichd::auth::Role::Tenant)
+        .await
         .expect("key")
         .key;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -10,11 +10,11 @@ use crate::auth::ClientLimiter;
 use crate::auth::{KeyError, KeyStore, TenantLimiter};
 use crate::batch::webhook::{WebhookKey, WebhookSender};
 use crate::batch::{
-    BatchConfig, BatchError, BatchService, ExclusionRowHasher, PipelineEnricher, PurgeHook,
-    RowHasher,
+    BatchConfig, BatchError, BatchService, BatchStore, ExclusionRowHasher, PipelineEnricher,
+    PurgeHook, RowHasher,
 };
-use crate::blob::{BlobError, BlobStore, Clock, SystemClock};
-use crate::config::Loaded;
+use crate::blob::{BlobError, Clock, SystemClock};
+use crate::config::{Loaded, STORAGE_KEY_ENV, STORAGE_KEY_PREVIOUS_ENV};
 use crate::exclusion::log::LOG_FILE_NAME;
 use crate::exclusion::{
     ExclusionCheck, ExclusionError, ExclusionKey, ExclusionList, ExclusionSnapshot,
@@ -22,10 +22,14 @@ use crate::exclusion::{
 };
 use crate::http::{self, AppServices, AppState, PrivacyNotice};
 use crate::pipeline::{Limits, Pipeline, Want};
+use crate::seal::{Keyring, MasterKey};
 use crate::sources::SourceSet;
 use crate::sources::etiquette::SourceCache;
 use crate::sources::provider::{ProviderError, build_providers};
 use crate::sources::registry::Deps;
+use crate::store::replicas::{Heartbeat, ReplicaShare};
+use crate::store::watch::Watch;
+use crate::store::{OpenError, Store, StoreUrl};
 use crate::telemetry::Metrics;
 use secrecy::ExposeSecret;
 
@@ -57,6 +61,10 @@ pub enum AppError {
     Batch(#[from] BatchError),
     #[error("webhook key: {0}")]
     WebhookKey(String),
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("storage key: {0}")]
+    StorageKey(String),
 }
 
 /// Env variable holding the webhook signing key (64 hex characters).
@@ -82,13 +90,6 @@ fn webhook_key(loaded: &Loaded) -> Result<Option<WebhookKey>, AppError> {
     })
 }
 
-/// The built service: its state and the pieces the CLI needs.
-pub struct App {
-    pub state: AppState,
-    pub data_dir: PathBuf,
-    sweep_every: Duration,
-}
-
 /// The outbound HTTP client shared by every source: bounded connect time, few redirects, a clear agent.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
@@ -99,14 +100,17 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// The lookup pipeline alone, for the CLI's in-process commands and the service.
+/// The lookup pipeline alone, for the CLI's in-process commands and the service. `share` is this
+/// replica's share of each source's budget ([`ReplicaShare::single`] for one process).
 pub fn pipeline(
     loaded: &Loaded,
     exclusion: Arc<dyn ExclusionCheck>,
     metrics: Arc<Metrics>,
+    share: ReplicaShare,
 ) -> Result<Pipeline, AppError> {
     let deps = Deps {
         http: http_client()?,
+        share,
     };
     let env = |var: &str| {
         loaded
@@ -132,23 +136,109 @@ pub fn pipeline(
     Ok(Pipeline::new(sources, exclusion, limits, metrics))
 }
 
-/// Opens the exclusion list under `<data_dir>/exclusion`, with the key from `ENRICHD_EXCLUSION_KEY`, or
-/// `exclusion.key_file`, or `<data_dir>/exclusion.key`, or (first run only) a generated development
-/// key, announced loudly. Takes the log's writer lock (a second process gets
-/// [`ExclusionError::is_locked`]) and compacts away records past `retention.exclusion_days`.
-pub fn open_exclusion(loaded: &Loaded, data_dir: &Path) -> Result<ExclusionList, AppError> {
-    let key_file = loaded.config.exclusion.key_file.as_deref();
-    let (key, source) = ExclusionKey::load(key_file, data_dir)?;
-    if let KeySource::Generated(path) = &source {
-        tracing::warn!(
-            path = %path.display(),
-            "no ENRICHD_EXCLUSION_KEY: generated a development exclusion key; back it up or set \
-             ENRICHD_EXCLUSION_KEY, or every opt-out is lost with it"
-        );
+/// The store `store.url` names (default `file://<data_dir>`). A shared store is probed for the
+/// conditional writes replicas coordinate with, and refused without them.
+pub async fn open_store(
+    loaded: &Loaded,
+    data_dir: &Path,
+    metrics: Arc<Metrics>,
+) -> Result<Store, AppError> {
+    let url = loaded.config.store.url_or(data_dir);
+    let store = Store::open(&url, &loaded.aws, metrics)?;
+    if store.is_shared() {
+        store.probe().await?;
     }
+    Ok(store)
+}
+
+/// The development storage key's file name inside the data directory (local store only).
+pub const STORAGE_KEY_FILE: &str = "storage.key";
+
+/// The storage keyring: `ENRICHD_STORAGE_KEY` (or `store.key_file`) wraps, and the keys in
+/// `ENRICHD_STORAGE_KEY_PREVIOUS` still unwrap. On a local store with neither, a development key is
+/// generated into `<data_dir>/storage.key` and announced loudly; a shared store refuses to start
+/// without one (every replica must hold the same key, and none may depend on its own disk).
+pub fn storage_keyring(
+    loaded: &Loaded,
+    data_dir: &Path,
+    shared: bool,
+) -> Result<Keyring, AppError> {
+    let bad = AppError::StorageKey;
+    let parse = |text: &str, from: &str| {
+        crate::secret::parse_hex32(text)
+            .map(MasterKey::from_bytes)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{from} must hold exactly 64 hex characters (32 bytes)"
+                ))
+            })
+    };
+    let read = |path: &Path| {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        parse(&text, &path.display().to_string())
+    };
+    let current = if let Some(value) = &loaded.storage_key {
+        parse(value.expose_secret(), STORAGE_KEY_ENV)?
+    } else if let Some(path) = &loaded.config.store.key_file {
+        read(path)?
+    } else if shared {
+        return Err(bad(format!(
+            "with an s3:// store every replica needs the same storage key: set {STORAGE_KEY_ENV} \
+             (64 hex characters, e.g. from `openssl rand -hex 32`) or store.key_file"
+        )));
+    } else {
+        let path = data_dir.join(STORAGE_KEY_FILE);
+        if path.exists() {
+            read(&path)?
+        } else {
+            let bytes = crate::secret::generate_into(&path)
+                .map_err(|e| bad(format!("cannot write {}: {e}", path.display())))?;
+            tracing::warn!(
+                path = %path.display(),
+                "no ENRICHD_STORAGE_KEY: generated a development storage key; back it up or set \
+                 ENRICHD_STORAGE_KEY, or every stored batch result is unreadable without it"
+            );
+            MasterKey::from_bytes(bytes)
+        }
+    };
+    let previous = match &loaded.storage_key_previous {
+        None => Vec::new(),
+        Some(list) => list
+            .expose_secret()
+            .split([',', ' ', '\n'])
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| parse(k, STORAGE_KEY_PREVIOUS_ENV))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(Keyring::new(current, previous))
+}
+
+/// Opens the exclusion list: on a local store the fsynced log under `<dir>/exclusion`, with the key
+/// from `ENRICHD_EXCLUSION_KEY`, `exclusion.key_file`, `<data_dir>/exclusion.key`, or (first run
+/// only) a generated development key, announced loudly; the log's writer lock is taken (a second
+/// process gets [`ExclusionError::is_locked`]). On a shared store the segments in the bucket, with the
+/// key from the environment or `exclusion.key_file` only. Either way records past
+/// `retention.exclusion_days` are compacted away.
+pub async fn open_exclusion(
+    loaded: &Loaded,
+    data_dir: &Path,
+    store: &Store,
+) -> Result<ExclusionList, AppError> {
+    let key_file = loaded.config.exclusion.key_file.as_deref();
     let retention = loaded.config.retention.exclusion_days;
     let now = std::time::SystemTime::now();
-    let (list, report) = ExclusionList::open(&data_dir.join("exclusion"), key, retention, now)?;
+    let (list, report) = match store.url() {
+        StoreUrl::File(dir) => {
+            let (key, source) = ExclusionKey::load(key_file, data_dir)?;
+            warn_generated(&source);
+            ExclusionList::open(&dir.join("exclusion"), key, retention, now)?
+        }
+        StoreUrl::S3 { .. } => {
+            let (key, _) = ExclusionKey::load_shared(key_file)?;
+            ExclusionList::open_store(store, key, retention, now).await?
+        }
+    };
     if report.torn_records > 0 {
         tracing::warn!(
             torn_records = report.torn_records,
@@ -157,7 +247,7 @@ pub fn open_exclusion(loaded: &Loaded, data_dir: &Path) -> Result<ExclusionList,
         );
     }
     if report.expired > 0 {
-        let removed = list.compact(now)?;
+        let removed = list.compact(now).await?;
         tracing::info!(
             removed,
             retention_days = retention,
@@ -173,24 +263,43 @@ pub fn open_exclusion(loaded: &Loaded, data_dir: &Path) -> Result<ExclusionList,
     Ok(list)
 }
 
-/// The exclusion list for a process that only checks it (`enrichd lookup`): read without the writer
-/// lock, never repaired, and no key generated. Without any key nothing was ever excluded with one, so
-/// the answer is an empty list; a log that exists without its key is refused.
-pub fn read_exclusion(
+fn warn_generated(source: &KeySource) {
+    if let KeySource::Generated(path) = source {
+        tracing::warn!(
+            path = %path.display(),
+            "no ENRICHD_EXCLUSION_KEY: generated a development exclusion key; back it up or set \
+             ENRICHD_EXCLUSION_KEY, or every opt-out is lost with it"
+        );
+    }
+}
+
+/// The exclusion list for a process that only checks it (`enrichd lookup`): on a local store read
+/// without the writer lock, never repaired, and no key generated (without any key nothing was ever
+/// excluded with one, so the answer is an empty list; a log that exists without its key is refused).
+/// On a shared store, the list in the bucket as it is now.
+pub async fn read_exclusion(
     loaded: &Loaded,
     data_dir: &Path,
 ) -> Result<Arc<dyn ExclusionCheck>, AppError> {
-    let dir = data_dir.join("exclusion");
     let key_file = loaded.config.exclusion.key_file.as_deref();
+    let retention = loaded.config.retention.exclusion_days;
+    let now = std::time::SystemTime::now();
+    let dir = match loaded.config.store.url_or(data_dir) {
+        StoreUrl::File(dir) => dir.join("exclusion"),
+        StoreUrl::S3 { .. } => {
+            let store = open_store(loaded, data_dir, Arc::new(Metrics::new())).await?;
+            let (key, _) = ExclusionKey::load_shared(key_file)?;
+            let (list, _) = ExclusionList::open_store(&store, key, retention, now).await?;
+            return Ok(Arc::new(list));
+        }
+    };
     let Some((key, _)) = ExclusionKey::load_existing(key_file, data_dir)? else {
         if dir.join(LOG_FILE_NAME).exists() {
             return Err(AppError::ExclusionKeyMissing { dir });
         }
         return Ok(Arc::new(NoExclusions));
     };
-    let retention = loaded.config.retention.exclusion_days;
-    let (snapshot, report) =
-        ExclusionSnapshot::load(&dir, &key, retention, std::time::SystemTime::now())?;
+    let (snapshot, report) = ExclusionSnapshot::load(&dir, &key, retention, now)?;
     tracing::debug!(entries = report.entries, "exclusion list read");
     Ok(Arc::new(snapshot))
 }
@@ -203,34 +312,57 @@ pub fn batch_config(loaded: &Loaded) -> BatchConfig {
     )
 }
 
-/// The batch service over `<data_dir>/blobs`, enriching through `pipeline`, keyed by `exclusion`.
-/// Returns the service and its row hasher (the opt-out hook needs the same one).
+/// The batch service on `batches`, enriching through `pipeline`, keyed by `exclusion`. Returns the
+/// service and its row hasher (the opt-out hook needs the same one).
 pub fn batch_service(
     loaded: &Loaded,
-    data_dir: &Path,
+    batches: BatchStore,
     pipeline: Pipeline,
     exclusion: Arc<ExclusionList>,
-    clock: Arc<dyn Clock>,
-) -> Result<(BatchService, Arc<dyn RowHasher>), AppError> {
-    let blobs = BlobStore::local(data_dir, clock)?;
+) -> (BatchService, Arc<dyn RowHasher>) {
     let hasher: Arc<dyn RowHasher> = Arc::new(ExclusionRowHasher::new(exclusion));
     let service = BatchService::new(
-        blobs,
+        batches,
         Arc::new(PipelineEnricher::new(pipeline)),
         hasher.clone(),
         batch_config(loaded),
     );
-    Ok((service, hasher))
+    (service, hasher)
 }
 
-/// The service's background tasks (batch workers and the expiry sweeper). Dropping it stops them.
+/// A replica's name in leases and heartbeats: random per process, so a restart is a new replica.
+fn replica_id() -> Arc<str> {
+    Arc::from(format!("r-{:016x}", rand::random::<u64>()))
+}
+
+/// The built service: its state and the pieces the CLI needs.
+pub struct App {
+    pub state: AppState,
+    pub data_dir: PathBuf,
+    pub store: Store,
+    /// This replica's id in leases and heartbeats.
+    pub replica: Arc<str>,
+    share: ReplicaShare,
+    sweep_every: Duration,
+    refresh_every: Duration,
+    heartbeat_every: Duration,
+}
+
+/// The service's background tasks: following the store, batch workers, the expiry sweeper, the
+/// heartbeat. Dropping it stops them; [`Background::stop`] also withdraws the heartbeat at once.
 pub struct Background {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Background {
-    /// Stops every task now; a running batch resumes from its last checkpoint at the next start.
-    pub fn stop(self) {}
+    /// Stops every task now; a running batch resumes from its last checkpoint (here at the next start,
+    /// or on another replica once its lease lapses).
+    pub async fn stop(mut self) {
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.stop().await;
+        }
+    }
 }
 
 impl Drop for Background {
@@ -242,27 +374,52 @@ impl Drop for Background {
 }
 
 impl App {
-    pub fn build(loaded: &Loaded, data_dir: &Path) -> Result<Self, AppError> {
-        Self::build_with_clock(loaded, data_dir, Arc::new(SystemClock))
+    pub async fn build(loaded: &Loaded, data_dir: &Path) -> Result<Self, AppError> {
+        Self::build_with_clock(loaded, data_dir, Arc::new(SystemClock)).await
     }
 
     /// [`App::build`] with the clock that decides batch expiry (tests move a manual one).
-    pub fn build_with_clock(
+    pub async fn build_with_clock(
         loaded: &Loaded,
         data_dir: &Path,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AppError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| AppError::DataDir {
-            path: data_dir.into(),
-            source,
-        })?;
         let metrics = Arc::new(Metrics::new());
         let c = &loaded.config;
-        let exclusion = Arc::new(open_exclusion(loaded, data_dir)?);
-        let pipeline = pipeline(loaded, exclusion.clone(), metrics.clone())?;
+        let store = open_store(loaded, data_dir, metrics.clone()).await?;
+        if !store.is_shared() {
+            std::fs::create_dir_all(data_dir).map_err(|source| AppError::DataDir {
+                path: data_dir.into(),
+                source,
+            })?;
+        }
+        let replica = replica_id();
+        let share = ReplicaShare::single();
+        let exclusion = Arc::new(open_exclusion(loaded, data_dir, &store).await?);
+        let keyring = Arc::new(storage_keyring(loaded, data_dir, store.is_shared())?);
+        let legacy_keys = match store.url() {
+            StoreUrl::File(dir) => Some(dir.join("keys.json")),
+            StoreUrl::S3 { .. } => None,
+        };
+        let keys = Arc::new(KeyStore::open(&store, legacy_keys.as_deref()).await?);
+        let pipeline = pipeline(loaded, exclusion.clone(), metrics.clone(), share.clone())?;
         let privacy = Arc::new(PrivacyNotice::build(loaded, &pipeline));
+        let batch_store = BatchStore::new(
+            &store,
+            keyring,
+            clock,
+            replica.clone(),
+            Duration::from_millis(c.store.lease_ms),
+        );
+        batch_store.blobs.check_keyring().await.map_err(|e| {
+            AppError::StorageKey(format!(
+                "the stored batches cannot be read with the configured storage key ({e}); set \
+                 {STORAGE_KEY_ENV} to the key they were written with, or list it in \
+                 {STORAGE_KEY_PREVIOUS_ENV}"
+            ))
+        })?;
         let (batches, row_hasher) =
-            batch_service(loaded, data_dir, pipeline.clone(), exclusion.clone(), clock)?;
+            batch_service(loaded, batch_store, pipeline.clone(), exclusion.clone());
         if let Some(key) = webhook_key(loaded)? {
             let sender = WebhookSender::new(
                 key,
@@ -279,7 +436,7 @@ impl App {
             pipeline,
             exclusion,
             optout_hooks: Arc::new(optout_hooks),
-            keys: Arc::new(KeyStore::open(data_dir)?),
+            keys,
             limiter: Arc::new(TenantLimiter::new(
                 c.tenants.rate_per_minute,
                 c.tenants.burst,
@@ -303,20 +460,48 @@ impl App {
         Ok(Self {
             state,
             data_dir: data_dir.to_path_buf(),
+            store,
+            replica,
+            share,
             sweep_every: Duration::from_secs(c.batches.sweep_interval_seconds),
+            refresh_every: Duration::from_millis(c.store.refresh_ms),
+            heartbeat_every: Duration::from_millis(c.store.heartbeat_ms),
         })
     }
 
-    /// Starts the background work: sweeps expired batches, resumes every unfinished batch where it
-    /// stopped, starts the batch workers and a sweeper that runs every `batches.sweep_interval_seconds`.
+    /// Starts the background work: follows the store's shared state (keys; on a shared store also
+    /// other replicas' opt-outs, jobs and heartbeats), sweeps expired batches, queues every batch
+    /// waiting for a job, starts the batch workers and a sweeper that runs every
+    /// `batches.sweep_interval_seconds`.
     pub async fn start_background(&self) -> Result<Background, AppError> {
+        let objects = self.store.objects().clone();
+        let (watch, listing) = Watch::spawn(objects.clone(), self.refresh_every);
+        let mut tasks = vec![listing];
+        let keys = self.state.keys.clone();
+        let follower = watch.follow();
+        tasks.push(tokio::spawn(async move { keys.follow(follower).await }));
+        let shared = self.store.is_shared();
+        let mut heartbeat = None;
+        if shared {
+            let list = self.state.exclusion.clone();
+            let follower = watch.follow();
+            tasks.push(tokio::spawn(async move { list.follow(follower).await }));
+            heartbeat = Some(Heartbeat::spawn(
+                objects,
+                &self.replica,
+                self.heartbeat_every,
+                watch.follow(),
+                self.share.clone(),
+                self.state.metrics.clone(),
+            ));
+        }
         let batches = self.state.batches.clone();
         let swept = batches.sweep().await?;
         let resumed = batches.resume_all().await?;
-        tracing::info!(swept = swept.batches_removed, resumed, "Batch store ready.");
-        let workers = batches.spawn_workers();
+        tracing::info!(swept = swept.batches_removed, resumed, store = %self.store.url(), replica = %self.replica, "Batch store ready.");
+        tasks.push(batches.spawn_workers(shared.then(|| watch.follow())));
         let every = self.sweep_every;
-        let sweeper = tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -326,10 +511,8 @@ impl App {
                     tracing::error!(error = %e, "Sweeping expired batches failed; retrying later.");
                 }
             }
-        });
-        Ok(Background {
-            tasks: vec![workers, sweeper],
-        })
+        }));
+        Ok(Background { tasks, heartbeat })
     }
 
     /// The routes and the connection limits they are served under.

@@ -1,5 +1,8 @@
 //! Command-line interface: argument parsing and the commands' bodies. `main` only dispatches.
 
+mod keys;
+mod store;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,13 +11,16 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::{self, App, AppError};
-use crate::auth::{KeyStore, Role};
+use crate::auth::Role;
 use crate::config::{Config, Loaded};
 use crate::domain::{Query, QueryInput};
 use crate::exclusion::Origin;
 use crate::optout::OptOutError;
 use crate::pipeline::LookupOptions;
+use crate::store::replicas::ReplicaShare;
 use crate::telemetry::{self, Metrics};
+pub use keys::KeysCommand;
+pub use store::StoreCommand;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,18 +85,18 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum KeysCommand {
-    /// Create an API key; only its hash is stored. The key is printed once, alone on the last line.
-    New {
+    /// Operate the store: the S3 lifecycle rule, re-wrapping after a storage-key rotation.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Exit 0 if the server on this machine answers `GET /healthz` (a container's health check).
+    Healthcheck {
+        /// The URL to ask; default `http://127.0.0.1:<port of --listen>/healthz`.
         #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        admin: bool,
-        #[command(flatten)]
-        common: Common,
+        url: Option<String>,
+        #[arg(long, env = "ENRICHD_LISTEN")]
+        listen: Option<SocketAddr>,
     },
 }
 
@@ -193,27 +199,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         } => sources(json, server.as_deref(), key.as_deref(), &common).await,
         Command::Optout { who, common } => optout(&who, &common).await,
         Command::Batch { args, common } => batch(&args, &common).await,
-        Command::Keys {
-            command:
-                KeysCommand::New {
-                    tenant,
-                    admin,
-                    common,
-                },
-        } => {
-            let (_, data_dir) = load(&common)?;
-            let store = KeyStore::open(&data_dir).map_err(Failure::runtime)?;
-            let role = if admin { Role::Admin } else { Role::Tenant };
-            let key = store.create(&tenant, role).map_err(Failure::usage)?;
-            println!(
-                "Created {} key {} for tenant '{}'. It is shown once:",
-                role_name(role),
-                key.key_id,
-                key.tenant
-            );
-            println!("{}", key.key);
-            Ok(())
-        }
+        Command::Keys { command } => keys::run(command).await,
+        Command::Store { command } => store::run(command).await,
+        Command::Healthcheck { url, listen } => store::healthcheck(url, listen).await,
     }
 }
 
@@ -237,12 +225,15 @@ async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failur
         std::io::stderr,
     );
     let addr = listen.unwrap_or(loaded.config.server.listen);
-    let app = App::build(&loaded, &data_dir).map_err(Failure::runtime)?;
+    let app = App::build(&loaded, &data_dir)
+        .await
+        .map_err(Failure::runtime)?;
     if app.state.keys.is_empty() {
         let key = app
             .state
             .keys
             .create("default", Role::Admin)
+            .await
             .map_err(Failure::runtime)?;
         println!(
             "No tenant was configured: created admin key {} for tenant 'default'. It is shown once:",
@@ -260,7 +251,7 @@ async fn serve(listen: Option<SocketAddr>, common: &Common) -> Result<(), Failur
     crate::http::serve(listener, app.router(), shutdown_signal())
         .await
         .map_err(Failure::runtime)?;
-    background.stop();
+    background.stop().await;
     tracing::info!("enrichd stopped.");
     Ok(())
 }
@@ -288,9 +279,16 @@ async fn lookup(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
     let (loaded, data_dir) = load(common)?;
     telemetry::init(None, false, stderr_is_terminal(), std::io::stderr);
     let query = args.query(&loaded)?;
-    let exclusion = app::read_exclusion(&loaded, &data_dir).map_err(Failure::runtime)?;
-    let pipeline =
-        app::pipeline(&loaded, exclusion, Arc::new(Metrics::new())).map_err(Failure::runtime)?;
+    let exclusion = app::read_exclusion(&loaded, &data_dir)
+        .await
+        .map_err(Failure::runtime)?;
+    let pipeline = app::pipeline(
+        &loaded,
+        exclusion,
+        Arc::new(Metrics::new()),
+        ReplicaShare::single(),
+    )
+    .map_err(Failure::runtime)?;
     let result = pipeline.lookup(&query, LookupOptions::default()).await;
     let json = serde_json::to_string_pretty(&result).map_err(Failure::runtime)?;
     println!("{json}");
@@ -301,7 +299,7 @@ async fn optout(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
     let (loaded, data_dir) = load(common)?;
     telemetry::init(None, false, stderr_is_terminal(), std::io::stderr);
     let query = args.query(&loaded)?;
-    let app = App::build(&loaded, &data_dir).map_err(|e| match e {
+    let app = App::build(&loaded, &data_dir).await.map_err(|e| match e {
         AppError::Exclusion(x) if x.is_locked() => Failure::runtime(format!(
             "a running enrichd server holds the exclusion list in {}, so this command may not write \
              it; submit the opt-out to that server instead with POST /v1/optout (public) or POST \
@@ -320,10 +318,12 @@ async fn optout(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
             "the opt-out is recorded (receipt {receipt_id}) and enforced, but {what} did not \
              finish; run the same command again to complete it"
         ))),
-        Err(err @ OptOutError::NotRecorded(_)) => Err(Failure::runtime(format!(
-            "{err}: {}",
-            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
-        ))),
+        Err(err @ (OptOutError::NotRecorded(_) | OptOutError::Unavailable(_))) => {
+            Err(Failure::runtime(format!(
+                "{err}: {}",
+                std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+            )))
+        }
     }
 }
 
@@ -360,6 +360,7 @@ async fn sources(
                 &loaded,
                 Arc::new(crate::exclusion::NoExclusions),
                 Arc::new(Metrics::new()),
+                ReplicaShare::single(),
             )
             .map_err(Failure::runtime)?;
             pipeline

@@ -20,5 +20,10 @@ pub mod http;
 pub mod optout;
 pub mod pipeline;
 pub mod profile;
+pub mod seal;
+pub mod secret;
 pub mod sources;
+pub mod store;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testkit;

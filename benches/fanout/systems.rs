@@ -60,11 +60,14 @@ pub async fn start_enrichd(up: &Upstreams) -> Enrichd {
     let loaded = enrichd::config::Config::from_toml(&enrichd_config(up), &[])
         .expect("bench config is valid");
     let data_dir = tempfile::tempdir().expect("temporary data dir");
-    let app = enrichd::app::App::build(&loaded, data_dir.path()).expect("enrichd builds");
+    let app = enrichd::app::App::build(&loaded, data_dir.path())
+        .await
+        .expect("enrichd builds");
     let key = app
         .state
         .keys
         .create("bench", enrichd::auth::Role::Tenant)
+        .await
         .expect("tenant key")
         .key;
     let (listener, url) = bind().await;

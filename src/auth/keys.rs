@@ -1,12 +1,21 @@
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+//! API keys, stored as blake3 hashes in the store: one object per key, `state/keys/<key-id>.json`, so
+//! that creating or revoking one never races another. Every process follows the store's listing
+//! ([`KeyStore::follow`]): a key made or revoked by `enrichd keys` (on this machine, or against the
+//! same bucket anywhere) is seen by every running server within about a second. Checks are in memory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use bytes::Bytes;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::store::watch::{self, Follower};
+use crate::store::{ObjectPath, Objects, Store, StoreError};
+
 const KEY_PREFIX: &str = "ek_";
+const DIR: &str = "state/keys";
 
 /// What a key may do. Admin keys may also do everything a tenant key may.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,18 +34,28 @@ pub struct Principal {
     pub key_id: Arc<str>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Record {
-    id: String,
-    tenant: String,
-    role: Role,
-    /// Hex blake3 of the key. Keys carry 256 random bits, so a fast hash is enough.
-    hash: String,
-    created_at: String,
+/// A key as stored, and as `enrichd keys list` shows it (the hash is never shown).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub tenant: String,
+    pub role: Role,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct File {
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    #[serde(flatten)]
+    info: KeyInfo,
+    /// Hex blake3 of the key. Keys carry 256 random bits, so a fast hash is enough.
+    hash: String,
+}
+
+/// The file that held every key before keys moved into the store; imported once.
+#[derive(Debug, Default, Deserialize)]
+struct LegacyFile {
     keys: Vec<Record>,
 }
 
@@ -50,84 +69,141 @@ pub struct NewKey {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("key file {path} is not valid: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("cannot write key file {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read or write API keys in the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the stored API key {id} is not valid: {reason}")]
+    Parse { id: String, reason: String },
+    #[error("cannot import the key file {path}: {reason}")]
+    Legacy { path: String, reason: String },
     #[error("tenant name must be 1-64 characters of letters, digits, '-', '_' or '.'")]
     TenantName,
+    #[error("no API key has the id {0}; `enrichd keys list` shows the ids")]
+    NotFound(String),
 }
 
-/// The API keys, kept as hashes in `<data_dir>/keys.json` (written atomically).
-pub struct KeyStore {
-    path: PathBuf,
-    records: RwLock<Vec<Stored>>,
-}
-
-/// A key's record as stored, its parsed hash, and the principal it stands for.
+/// A key's record as stored, its parsed hash, the principal it stands for, and the object version.
 struct Stored {
     hash: blake3::Hash,
     record: Record,
     principal: Principal,
+    etag: Option<String>,
+    /// When this process read or wrote it: a listing asked for before then may not show it yet.
+    known_since: std::time::Instant,
 }
 
 impl Stored {
-    fn new(hash: blake3::Hash, record: Record) -> Self {
+    fn new(record: Record, etag: Option<String>) -> Result<Self, KeyError> {
+        let hash = blake3::Hash::from_hex(&record.hash).map_err(|_| KeyError::Parse {
+            id: record.info.id.clone(),
+            reason: "the hash is not 64 hex characters".into(),
+        })?;
         let principal = Principal {
-            tenant: Arc::from(record.tenant.as_str()),
-            role: record.role,
-            key_id: Arc::from(record.id.as_str()),
+            tenant: Arc::from(record.info.tenant.as_str()),
+            role: record.info.role,
+            key_id: Arc::from(record.info.id.as_str()),
         };
-        Self {
+        Ok(Self {
             hash,
             record,
             principal,
-        }
+            etag,
+            known_since: std::time::Instant::now(),
+        })
     }
 }
 
+/// The API keys. Checks are in memory; changes go to the store first.
+pub struct KeyStore {
+    objects: Objects,
+    records: RwLock<BTreeMap<String, Stored>>,
+}
+
+fn path(id: &str) -> ObjectPath {
+    ObjectPath::from(format!("{DIR}/{id}.json"))
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
 impl KeyStore {
-    pub fn open(data_dir: &Path) -> Result<Self, KeyError> {
-        let path = data_dir.join("keys.json");
-        let file: File = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| KeyError::Parse {
-                path: path.clone(),
-                source,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
-            Err(source) => return Err(KeyError::Read { path, source }),
+    /// Loads every key in `store`. On a local store, keys of an older `keys.json` at `legacy` are
+    /// imported first (once; the file is then renamed `keys.json.imported`).
+    pub async fn open(store: &Store, legacy: Option<&Path>) -> Result<Self, KeyError> {
+        let keys = Self {
+            objects: store.objects().clone(),
+            records: RwLock::default(),
         };
-        let mut records = Vec::with_capacity(file.keys.len());
-        for r in file.keys {
-            let hash = blake3::Hash::from_hex(&r.hash).map_err(|_| KeyError::Parse {
-                path: path.clone(),
-                source: serde::de::Error::custom(format!("key {} has an invalid hash", r.id)),
-            })?;
-            records.push(Stored::new(hash, r));
+        if let Some(legacy) = legacy {
+            keys.import(legacy).await?;
         }
-        Ok(Self {
-            path,
-            records: RwLock::new(records),
-        })
+        let listed = keys.objects.list(&ObjectPath::from(DIR)).await?;
+        for m in listed {
+            keys.load(&m.location).await?;
+        }
+        Ok(keys)
     }
 
+    async fn import(&self, legacy: &Path) -> Result<(), KeyError> {
+        let err = |reason: String| KeyError::Legacy {
+            path: legacy.display().to_string(),
+            reason,
+        };
+        let bytes = match std::fs::read(legacy) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let file: LegacyFile = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+        for record in file.keys {
+            let body = serde_json::to_vec(&record).map_err(|e| err(e.to_string()))?;
+            match self
+                .objects
+                .create(&path(&record.info.id), Bytes::from(body))
+                .await
+            {
+                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let imported = legacy.with_extension("json.imported");
+        std::fs::rename(legacy, &imported).map_err(|e| err(e.to_string()))?;
+        tracing::info!(path = %imported.display(), "API keys imported into the store.");
+        Ok(())
+    }
+
+    async fn load(&self, location: &ObjectPath) -> Result<(), KeyError> {
+        let got = match self.objects.get(location).await {
+            Ok(got) => got,
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let record: Record = serde_json::from_slice(&got.bytes).map_err(|e| KeyError::Parse {
+            id: location.to_string(),
+            reason: e.to_string(),
+        })?;
+        let stored = Stored::new(record, got.etag)?;
+        self.write().insert(stored.record.info.id.clone(), stored);
+        Ok(())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Stored>> {
+        self.records.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Stored>> {
+        self.records.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether no usable (unrevoked) key exists.
     pub fn is_empty(&self) -> bool {
-        self.records.read().map(|r| r.is_empty()).unwrap_or(true)
+        self.read()
+            .values()
+            .all(|s| s.record.info.revoked_at.is_some())
     }
 
-    /// Creates a key, persists its hash, returns the plaintext once.
-    pub fn create(&self, tenant: &str, role: Role) -> Result<NewKey, KeyError> {
+    /// Creates a key, stores its hash, returns the plaintext once.
+    pub async fn create(&self, tenant: &str, role: Role) -> Result<NewKey, KeyError> {
         let valid = !tenant.is_empty()
             && tenant.len() <= 64
             && tenant
@@ -142,17 +218,25 @@ impl KeyStore {
         let hash = blake3::hash(key.as_bytes());
         let key_id = format!("k_{}", &hash.to_hex()[..12]);
         let record = Record {
-            id: key_id.clone(),
-            tenant: tenant.to_string(),
-            role,
+            info: KeyInfo {
+                id: key_id.clone(),
+                tenant: tenant.to_string(),
+                role,
+                created_at: now_rfc3339(),
+                revoked_at: None,
+            },
             hash: hash.to_hex().to_string(),
-            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        let mut records = self.records.write().unwrap_or_else(|p| p.into_inner());
-        let mut next: Vec<Record> = records.iter().map(|s| s.record.clone()).collect();
-        next.push(record.clone());
-        self.persist(&File { keys: next })?;
-        records.push(Stored::new(hash, record));
+        let body = serde_json::to_vec(&record).map_err(|e| KeyError::Parse {
+            id: key_id.clone(),
+            reason: e.to_string(),
+        })?;
+        let etag = self
+            .objects
+            .create(&path(&key_id), Bytes::from(body))
+            .await?;
+        let stored = Stored::new(record, etag)?;
+        self.write().insert(key_id.clone(), stored);
         Ok(NewKey {
             key,
             key_id,
@@ -161,37 +245,96 @@ impl KeyStore {
         })
     }
 
+    /// Revokes a key: it stops working on every process following the store within about a second.
+    /// Revoking a revoked key changes nothing.
+    pub async fn revoke(&self, id: &str) -> Result<KeyInfo, KeyError> {
+        let location = path(id);
+        loop {
+            let got = match self.objects.get(&location).await {
+                Ok(got) => got,
+                Err(StoreError::NotFound { .. }) => return Err(KeyError::NotFound(id.to_string())),
+                Err(e) => return Err(e.into()),
+            };
+            let mut record: Record =
+                serde_json::from_slice(&got.bytes).map_err(|e| KeyError::Parse {
+                    id: id.to_string(),
+                    reason: e.to_string(),
+                })?;
+            if record.info.revoked_at.is_some() {
+                return Ok(record.info);
+            }
+            record.info.revoked_at = Some(now_rfc3339());
+            let body = serde_json::to_vec(&record).map_err(|e| KeyError::Parse {
+                id: id.to_string(),
+                reason: e.to_string(),
+            })?;
+            let written = match &got.etag {
+                Some(etag) => {
+                    self.objects
+                        .update(&location, Bytes::from(body), etag)
+                        .await
+                }
+                None => self.objects.put(&location, Bytes::from(body)).await,
+            };
+            match written {
+                Ok(etag) => {
+                    let info = record.info.clone();
+                    let stored = Stored::new(record, etag)?;
+                    self.write().insert(id.to_string(), stored);
+                    return Ok(info);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Every key (ids, tenants, roles, dates; never a key or its hash), oldest first.
+    pub fn list(&self) -> Vec<KeyInfo> {
+        let mut out: Vec<KeyInfo> = self
+            .read()
+            .values()
+            .map(|s| s.record.info.clone())
+            .collect();
+        out.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        out
+    }
+
     /// The principal behind `presented`, comparing against every stored hash in constant time.
     pub fn verify(&self, presented: &str) -> Option<Principal> {
         let hash = blake3::hash(presented.trim().as_bytes());
-        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
+        let records = self.read();
         let mut found = None;
-        for stored in records.iter() {
+        for stored in records.values() {
             // blake3::Hash equality is constant-time; scan all records so timing does not depend on position.
-            if stored.hash == hash {
+            if stored.hash == hash && stored.record.info.revoked_at.is_none() {
                 found = Some(stored.principal.clone());
             }
         }
         found
     }
 
-    fn persist(&self, file: &File) -> Result<(), KeyError> {
-        let err = |source| KeyError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(err)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(file).map_err(|e| err(std::io::Error::other(e)))?;
-        let mut f = fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&body).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        fs::rename(&tmp, &self.path).map_err(err)?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-        Ok(())
+    /// Applies the keys made, revoked or removed elsewhere, from the shared listing, until it stops.
+    pub async fn follow(&self, mut follower: Follower) {
+        while let Some(listing) = watch::next(&mut follower).await {
+            let mut listed = Vec::new();
+            for (name, meta) in listing.under("keys") {
+                let Some(id) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                listed.push(id.to_string());
+                let known = self.read().get(id).map(|s| s.etag.clone());
+                if known.is_none_or(|etag| etag != meta.e_tag)
+                    && let Err(e) = self.load(&meta.location).await
+                {
+                    tracing::warn!(key_id = id, error = %e, "Could not read a changed API key; retrying.");
+                }
+            }
+            // A key made here after the listing was asked for is not in it, and stays.
+            let started = listing.started();
+            self.write()
+                .retain(|id, s| listed.contains(id) || s.known_since > started);
+        }
     }
 }
 
@@ -199,50 +342,120 @@ impl KeyStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn created_key_verifies_and_only_its_hash_is_stored() {
+    async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = KeyStore::open(dir.path()).expect("open");
-        let new = store.create("acme", Role::Tenant).expect("create");
-        let p = store.verify(&new.key).expect("valid key");
+        let store = Store::local(dir.path()).expect("store");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn created_key_verifies_and_only_its_hash_is_stored() {
+        let (dir, store) = store().await;
+        let keys = KeyStore::open(&store, None).await.expect("open");
+        let new = keys.create("acme", Role::Tenant).await.expect("create");
+        let p = keys.verify(&new.key).expect("valid key");
         assert_eq!((&*p.tenant, p.role), ("acme", Role::Tenant));
-        let on_disk = fs::read_to_string(dir.path().join("keys.json")).expect("file");
-        assert!(
-            !on_disk.contains(&new.key),
-            "plaintext key must not be stored"
-        );
-        let reopened = KeyStore::open(dir.path()).expect("reopen");
+        let stored = crate::testkit::grep_files(dir.path(), &new.key[3..]);
+        assert!(stored.is_empty(), "plaintext key stored in {stored:?}");
+        let reopened = KeyStore::open(&store, None).await.expect("reopen");
         assert_eq!(
             reopened.verify(&new.key).map(|p| p.tenant),
             Some("acme".into())
         );
     }
 
-    #[test]
-    fn wrong_keys_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = KeyStore::open(dir.path()).expect("open");
-        let new = store.create("acme", Role::Admin).expect("create");
+    #[tokio::test]
+    async fn wrong_and_revoked_keys_are_refused() {
+        let (_dir, store) = store().await;
+        let keys = KeyStore::open(&store, None).await.expect("open");
+        let new = keys.create("acme", Role::Admin).await.expect("create");
         for bad in [
             "",
             "ek_",
             &new.key[..new.key.len() - 1],
             "ek_0000000000000000000000000000000000000000000000000000000000000000",
         ] {
-            assert!(store.verify(bad).is_none(), "{bad}");
+            assert!(keys.verify(bad).is_none(), "{bad}");
+        }
+        let elsewhere = KeyStore::open(&store, None).await.expect("another process");
+        let info = elsewhere.revoke(&new.key_id).await.expect("revoke");
+        assert!(info.revoked_at.is_some());
+        assert!(elsewhere.verify(&new.key).is_none());
+        assert!(
+            keys.verify(&new.key).is_some(),
+            "until it follows the store"
+        );
+        assert!(matches!(
+            elsewhere.revoke("k_nope").await,
+            Err(KeyError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_follower_sees_keys_made_and_revoked_elsewhere() {
+        let (_dir, store) = store().await;
+        let server = Arc::new(KeyStore::open(&store, None).await.expect("open"));
+        let (watch, task) = crate::store::watch::Watch::spawn(
+            store.objects().clone(),
+            std::time::Duration::from_millis(20),
+        );
+        let following = tokio::spawn({
+            let server = server.clone();
+            let follower = watch.follow();
+            async move { server.follow(follower).await }
+        });
+        let cli = KeyStore::open(&store, None).await.expect("cli");
+        let new = cli.create("late", Role::Tenant).await.expect("create");
+        wait_until(|| server.verify(&new.key).is_some()).await;
+        cli.revoke(&new.key_id).await.expect("revoke");
+        wait_until(|| server.verify(&new.key).is_none()).await;
+        assert_eq!(server.list().len(), 1);
+        following.abort();
+        task.abort();
+    }
+
+    async fn wait_until(done: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "never happened"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
-    #[test]
-    fn tenant_names_are_validated() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = KeyStore::open(dir.path()).expect("open");
+    #[tokio::test]
+    async fn a_key_file_of_an_older_version_is_imported_once() {
+        let (dir, store) = store().await;
+        let legacy = dir.path().join("keys.json");
+        let hash = blake3::hash(b"ek_old");
+        std::fs::write(
+            &legacy,
+            format!(
+                r#"{{"keys":[{{"id":"k_old","tenant":"acme","role":"tenant","hash":"{}","created_at":"2026-01-01T00:00:00Z"}}]}}"#,
+                hash.to_hex()
+            ),
+        )
+        .expect("legacy file");
+        let keys = KeyStore::open(&store, Some(&legacy)).await.expect("open");
+        assert_eq!(
+            keys.verify("ek_old").map(|p| p.key_id),
+            Some("k_old".into())
+        );
+        assert!(!legacy.exists() && dir.path().join("keys.json.imported").exists());
+    }
+
+    #[tokio::test]
+    async fn tenant_names_are_validated() {
+        let (_dir, store) = store().await;
+        let keys = KeyStore::open(&store, None).await.expect("open");
         assert!(matches!(
-            store.create("a b", Role::Tenant),
+            keys.create("a b", Role::Tenant).await,
             Err(KeyError::TenantName)
         ));
         assert!(matches!(
-            store.create("", Role::Tenant),
+            keys.create("", Role::Tenant).await,
             Err(KeyError::TenantName)
         ));
     }

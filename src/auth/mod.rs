@@ -5,5 +5,5 @@ mod keys;
 mod limit;
 
 pub use client_limit::{ClientLimiter, ClientSlot, ClientSlots};
-pub use keys::{KeyError, KeyStore, NewKey, Principal, Role};
+pub use keys::{KeyError, KeyInfo, KeyStore, NewKey, Principal, Role};
 pub use limit::TenantLimiter;

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::{BatchService, Enricher, RowHasher, RowOutcome};
+use super::index::RowHasher;
+use super::seams::{Enricher, RowOutcome};
+use super::service::BatchService;
 use crate::domain::{Identifier, Query};
 use crate::exclusion::{ExclusionList, Hashed, HookError, OptOutHook};
 use crate::pipeline::{LookupOptions, Pipeline};

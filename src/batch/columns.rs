@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{QueryInput, fold_text};
 
-use super::BatchError;
+use super::error::BatchError;
 
 /// A query field a CSV column can feed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

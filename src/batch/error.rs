@@ -35,6 +35,8 @@ pub enum ErrorKind {
     NotReady,
     /// 400: the request body broke off.
     BadUpload,
+    /// 503: the store cannot be reached now; try again.
+    Unavailable,
     /// 500: our fault.
     Internal,
 }
@@ -82,6 +84,9 @@ pub enum BatchError {
         part: u32,
         reason: String,
     },
+    /// Another replica took the batch's job over (its lease generation is newer): stop, write nothing.
+    #[error("another replica runs this batch now")]
+    LeaseLost,
     #[error(transparent)]
     Blob(BlobError),
 }
@@ -113,7 +118,8 @@ impl BatchError {
             | Self::InvalidWebhook { .. } => ErrorKind::Invalid,
             Self::Upload(_) => ErrorKind::BadUpload,
             Self::NotReady { .. } => ErrorKind::NotReady,
-            Self::CorruptPart { .. } | Self::Blob(_) => ErrorKind::Internal,
+            Self::Blob(e) if e.is_unavailable() => ErrorKind::Unavailable,
+            Self::CorruptPart { .. } | Self::Blob(_) | Self::LeaseLost => ErrorKind::Internal,
         }
     }
 }

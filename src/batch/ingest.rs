@@ -9,10 +9,10 @@ use futures::stream::{Stream, StreamExt};
 use crate::blob::BlobWriter;
 
 use super::columns::ColumnMap;
+use super::error::{BatchError, Limit};
 use super::meta::InputFormat;
-use super::scan::{BatchLimits, Encoding, Scanner};
-use super::service::BatchOptions;
-use super::{BatchError, Limit};
+use super::scan::{Encoding, Scanner};
+use super::settings::{BatchLimits, BatchOptions};
 
 /// What the upload pass learnt.
 pub(crate) struct Ingested {
@@ -55,7 +55,7 @@ where
         }
         scanner.feed(&chunk, &mut records)?;
         check_header(&mut records)?;
-        writer.write(chunk).await?;
+        writer.write(&chunk).await?;
     }
     scanner.finish(&mut records)?;
     check_header(&mut records)?;

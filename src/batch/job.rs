@@ -1,9 +1,18 @@
-//! Running one batch: read the stored input part by part, enrich, write each part, checkpoint.
+//! Running one batch's job: hold its lease, read the stored input part by part, enrich, write each
+//! part, checkpoint.
 //!
-//! Restart safety: a part is written in three atomic steps, `part-N`, then `index-N`, then the metadata
-//! with `parts_done = N`. A job starting on a batch resumes after `parts_done`; if `part-N+1` and its
-//! index already exist (a crash between the index and the checkpoint), the part is adopted as it is,
-//! so no row is enriched twice. A crash before the index is written redoes that part, overwriting it.
+//! Takeover safety: a job runs only under the batch's lease ([`crate::store::lease`]) and writes its
+//! lease generation into the metadata before anything else, then every part under a name carrying
+//! that generation (`part-NNNNNN-gG`), then the checkpoint (`parts_done`, and the part's generation)
+//! as a conditional update that refuses to go on if the metadata names another generation. A replica
+//! that takes the job over (the holder died, or stalled past its lease) resumes after the last
+//! checkpoint; a part the old holder wrote but never checkpointed is simply not part of the result,
+//! and the new holder writes that part again under its own generation. So no row is lost or written
+//! twice, whatever the timing.
+//!
+//! Opt-outs: rows of people on the exclusion list are dropped before a part is written. On a shared
+//! store the list is then brought up to date with other replicas' opt-outs and the part checked once
+//! more: an opt-out taken elsewhere either sees this part's index in its purge, or is seen here.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,25 +21,77 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::blob::{BatchKey, BlobError, BlobStore};
+use super::columns::row_has_identifier;
+use super::error::BatchError;
+use super::index::{PartIndex, PartRef};
+use super::meta::{BatchMeta, BatchStatus};
+use super::output::{Enrichment, StoredRow};
+use super::purge;
+use super::scan::{RawRecord, Scanner};
+use super::seams::RowOutcome;
+use super::settings::BatchLimits;
+use super::state::{Shared, job_lease, lock};
+use super::stored::{self, INPUT};
+use crate::blob::{Area, BatchKey, BlobError, BlobStore};
 use crate::domain::{
     DomainName, Email, Identifier, OrgName, PersonName, PhoneE164, ProfileUrl, Query, QueryInput,
     Region,
 };
+use crate::store::lease::Lease;
 
-use super::BatchError;
-use super::columns::row_has_identifier;
-use super::meta::{BatchMeta, BatchStatus};
-use super::output::{Enrichment, StoredRow};
-use super::purge::PartIndex;
-use super::scan::{BatchLimits, RawRecord, Scanner};
-use super::service::{INPUT, Inner, RowOutcome, index_name, lock, part_name};
+/// Runs a batch's job to its end if this replica gets its lease (else returns at once: another
+/// replica runs it). Failures are recorded in its metadata.
+pub(crate) async fn run(shared: &Arc<Shared>, key: &BatchKey) {
+    let leases = shared.store.leases().clone();
+    let lease = match leases.claim(&job_lease(key)).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(batch = %key.id, error = %e, "Could not claim a batch job; retrying later.");
+            return;
+        }
+    };
+    let renewing = leases.keep_renewed(lease.clone());
+    let ended = match run_leased(shared, key, &lease).await {
+        Ok(()) => true,
+        Err(BatchError::NotFound | BatchError::Expired) => {
+            tracing::info!(batch = %key.id, "Batch job stopped: the batch is gone.");
+            true
+        }
+        Err(BatchError::LeaseLost) => {
+            tracing::info!(batch = %key.id, "Batch job stopped: another replica runs it now.");
+            false
+        }
+        Err(e) if e.kind() == super::error::ErrorKind::Unavailable => {
+            tracing::warn!(batch = %key.id, error = %e, "Batch job paused: the store is unavailable; it resumes from its last part.");
+            false
+        }
+        Err(e) => {
+            tracing::error!(batch = %key.id, error = %e, "Batch job failed.");
+            let reason = format!("{:?}", e.kind());
+            let failed = stored::modify_meta(shared.blobs(), key, |m| {
+                fence(m, &lease)?;
+                m.status = BatchStatus::Failed;
+                m.error = Some(reason.clone());
+                Ok(())
+            })
+            .await;
+            failed.is_ok()
+        }
+    };
+    drop(renewing);
+    if ended {
+        notify(shared, key).await;
+        shared.store.unmark_job(key).await;
+    } else {
+        leases.release(&lease).await;
+    }
+}
 
-/// Runs a batch to its end (or until it is deleted). Failures are recorded in its metadata.
-pub(crate) async fn run(inner: &Arc<Inner>, key: &BatchKey) {
-    run_to_end(inner, key).await;
-    if let Some(notifier) = inner.notifier.get()
-        && let Ok(meta) = inner.blobs.live_meta::<BatchMeta>(key).await
+/// Tells the notifier that a batch reached `done` or `failed`, if it asked for a webhook.
+async fn notify(shared: &Shared, key: &BatchKey) {
+    if let Some(notifier) = shared.notifier.get()
+        && let Ok(meta) = stored::live_meta(shared.blobs(), key).await
         && matches!(meta.status, BatchStatus::Done | BatchStatus::Failed)
         && let Some(url) = meta.webhook.clone()
     {
@@ -38,42 +99,38 @@ pub(crate) async fn run(inner: &Arc<Inner>, key: &BatchKey) {
     }
 }
 
-async fn run_to_end(inner: &Arc<Inner>, key: &BatchKey) {
-    match run_inner(inner, key).await {
-        Ok(()) => {}
-        Err(BatchError::NotFound | BatchError::Expired) => {
-            tracing::info!(batch = %key.id, "Batch job stopped: the batch is gone.");
-        }
-        Err(e) => {
-            tracing::error!(batch = %key.id, error = %e, "Batch job failed.");
-            let _commit = inner.commit.lock().await;
-            if inner.is_cancelled(key) {
-                return;
-            }
-            if let Ok(mut meta) = inner.blobs.live_meta::<BatchMeta>(key).await {
-                meta.status = BatchStatus::Failed;
-                meta.error = Some(format!("{:?}", e.kind()));
-                let _ = inner.blobs.put_meta(key, &meta).await;
-            }
-        }
+/// Refuses to write metadata that a newer lease generation has taken.
+fn fence(meta: &BatchMeta, lease: &Lease) -> Result<(), BatchError> {
+    if meta.lease_gen != lease.generation() {
+        return Err(BatchError::LeaseLost);
     }
+    Ok(())
 }
 
-async fn run_inner(inner: &Arc<Inner>, key: &BatchKey) -> Result<(), BatchError> {
-    let mut meta: BatchMeta = inner.blobs.live_meta(key).await?;
-    if matches!(meta.status, BatchStatus::Done | BatchStatus::Failed) {
+async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Result<(), BatchError> {
+    let blobs = shared.blobs();
+    blobs.check_live(key).await?;
+    let (mut meta, finished) = stored::modify_meta(blobs, key, |m| {
+        if m.lease_gen > lease.generation() {
+            return Err(BatchError::LeaseLost);
+        }
+        m.lease_gen = lease.generation();
+        let finished = matches!(m.status, BatchStatus::Done | BatchStatus::Failed);
+        if !finished {
+            m.status = BatchStatus::Running;
+        }
+        Ok(finished)
+    })
+    .await?;
+    if finished {
         return Ok(());
-    }
-    if meta.status != BatchStatus::Running {
-        meta.status = BatchStatus::Running;
-        checkpoint(inner, key, &meta).await?;
     }
     let region = meta
         .input
         .region
         .as_deref()
         .and_then(|r| r.parse::<Region>().ok());
-    let mut reader = RecordReader::open(&inner.blobs, key, meta.input.delimiter).await?;
+    let mut reader = RecordReader::open(blobs, key, meta.input.delimiter).await?;
     let part_rows = u64::from(meta.part_rows.max(1));
     // The header, then every row of the parts already done.
     reader
@@ -91,19 +148,18 @@ async fn run_inner(inner: &Arc<Inner>, key: &BatchKey) -> Result<(), BatchError>
         if records.is_empty() {
             break;
         }
-        let n = meta.parts_done + 1;
-        if let Some(adopted) = adopt_part(inner, key, n).await? {
-            meta.rows_done += records.len() as u64;
-            meta.rows_found += adopted;
-            meta.parts_done = n;
-            checkpoint(inner, key, &meta).await?;
-            continue;
+        if lease.is_lost() {
+            return Err(BatchError::LeaseLost);
         }
-        let rows = enrich_part(inner, key, &meta, region, first_row, records).await;
-        commit_part(inner, key, &mut meta, n, rows).await?;
+        let rows = enrich_part(shared, key, &meta, region, first_row, records).await;
+        meta = commit_part(shared, key, lease, meta.parts_done + 1, rows).await?;
     }
-    meta.status = BatchStatus::Done;
-    checkpoint(inner, key, &meta).await?;
+    let (meta, ()) = stored::modify_meta(blobs, key, |m| {
+        fence(m, lease)?;
+        m.status = BatchStatus::Done;
+        Ok(())
+    })
+    .await?;
     tracing::info!(batch = %key.id, rows = meta.rows_done, found = meta.rows_found, "Batch done.");
     Ok(())
 }
@@ -115,22 +171,22 @@ struct Done {
 }
 
 async fn enrich_part(
-    inner: &Arc<Inner>,
+    shared: &Arc<Shared>,
     key: &BatchKey,
     meta: &BatchMeta,
     region: Option<Region>,
     first_row: u64,
     records: Vec<RawRecord>,
 ) -> Vec<Done> {
-    let tenant = inner.tenant_permits(&key.tenant);
-    let width = inner.config.concurrency.per_tenant.max(1);
+    let tenant = shared.tenant_permits(&key.tenant);
+    let width = shared.config.concurrency.per_tenant.max(1);
     let encoding = meta.input.encoding;
     let columns = &meta.input.columns;
     stream::iter(records.into_iter().enumerate())
         .map(|(i, record)| {
             let cells: Vec<String> = record.iter().map(|c| encoding.decode(c)).collect();
             let input = columns.input(&cells);
-            let (tenant, global, inner) = (tenant.clone(), inner.global.clone(), inner.clone());
+            let (tenant, global, shared) = (tenant.clone(), shared.global.clone(), shared.clone());
             async move {
                 let (status, profile) = if !row_has_identifier(&input) {
                     ("skipped".to_string(), None)
@@ -146,7 +202,7 @@ async fn enrich_part(
                             // Each row's lookup is its own task, so a part's rows use every worker
                             // thread; dropping the part (a deleted batch) aborts them.
                             let lookup =
-                                AbortOnDropHandle::new(tokio::spawn(inner.enricher.enrich(q)));
+                                AbortOnDropHandle::new(tokio::spawn(shared.enricher.enrich(q)));
                             let outcome: RowOutcome =
                                 lookup.await.unwrap_or_else(|_| RowOutcome::error());
                             (outcome.status, outcome.profile)
@@ -160,7 +216,7 @@ async fn enrich_part(
                 let mut keys: Vec<[u8; 16]> = ids
                     .iter()
                     .filter(|id| id.is_personal())
-                    .filter_map(|id| inner.hasher.row_keys(id))
+                    .filter_map(|id| shared.hasher.row_keys(id))
                     .collect();
                 keys.sort_unstable();
                 keys.dedup();
@@ -219,179 +275,78 @@ fn input_identifiers(q: &QueryInput, region: Option<Region>) -> Vec<Identifier> 
     out
 }
 
-/// Writes part `n`, its index, then the checkpoint. Rows of people on the exclusion list are dropped.
+/// Writes part `n` (rows of people on the exclusion list dropped), its index, then the checkpoint;
+/// returns the metadata as checkpointed.
 async fn commit_part(
-    inner: &Arc<Inner>,
+    shared: &Arc<Shared>,
     key: &BatchKey,
-    meta: &mut BatchMeta,
+    lease: &Lease,
     n: u32,
     rows: Vec<Done>,
-) -> Result<(), BatchError> {
-    let _commit = inner.commit.lock().await;
-    if inner.is_cancelled(key) {
+) -> Result<BatchMeta, BatchError> {
+    let blobs = shared.blobs();
+    let part = PartRef {
+        part: n,
+        generation: lease.generation(),
+    };
+    let commit = shared.commit.lock().await;
+    if shared.is_cancelled(key) {
         return Err(BatchError::NotFound);
     }
     let processed = rows.len() as u64;
-    let mut body = Vec::new();
+    let mut kept = Vec::with_capacity(rows.len());
     let mut index = PartIndex::default();
-    let mut found = 0;
-    let mut purged = 0;
+    let (mut found, mut purged) = (0, 0);
     for done in rows {
-        if done.keys.iter().any(|k| inner.hasher.is_excluded(k)) {
+        if done.keys.iter().any(|k| shared.hasher.is_excluded(k)) {
             purged += 1;
             continue;
         }
         found += u64::from(done.row.enrichment.is_some());
         index.push(done.row.row, &done.keys);
-        write_line(&mut body, &done.row, key, n)?;
+        kept.push(done.row);
     }
-    inner
-        .blobs
-        .put(key, &part_name(n), Bytes::from(body))
-        .await?;
-    put_index(&inner.blobs, key, n, &index).await?;
-    meta.parts_done = n;
-    meta.rows_done += processed;
-    meta.rows_found += found;
-    meta.rows_purged += purged;
-    inner.blobs.put_meta(key, meta).await?;
-    lock(&inner.index).insert_part(key, n, &index);
-    Ok(())
-}
-
-/// Writes the metadata unless the batch was deleted meanwhile.
-async fn checkpoint(
-    inner: &Arc<Inner>,
-    key: &BatchKey,
-    meta: &BatchMeta,
-) -> Result<(), BatchError> {
-    let _commit = inner.commit.lock().await;
-    if inner.is_cancelled(key) {
-        return Err(BatchError::NotFound);
-    }
-    Ok(inner.blobs.put_meta(key, meta).await?)
-}
-
-/// A part written before a crash whose index is complete: take it as done. Returns its found rows.
-async fn adopt_part(inner: &Arc<Inner>, key: &BatchKey, n: u32) -> Result<Option<u64>, BatchError> {
-    let index = match read_index(&inner.blobs, key, n).await {
-        Ok(index) => index,
-        Err(BatchError::NotFound) => return Ok(None),
-        Err(e) => return Err(e),
+    stored::write_part(blobs, key, part, &kept).await?;
+    stored::write_index(blobs, key, part, &index).await?;
+    let checkpointed = stored::modify_meta(blobs, key, |m| {
+        fence(m, lease)?;
+        if m.parts_done != n - 1 {
+            return Err(BatchError::LeaseLost);
+        }
+        m.parts_done = n;
+        m.part_gens.truncate((n - 1) as usize);
+        m.part_gens.push(part.generation);
+        m.rows_done += processed;
+        m.rows_found += found;
+        m.rows_purged += purged;
+        Ok(())
+    })
+    .await;
+    let meta = match checkpointed {
+        Ok((meta, ())) => meta,
+        Err(e) => {
+            // Never part of the result: remove it rather than leave it for the sweeper.
+            let _ = blobs
+                .delete(key, Area::Data, &stored::part_object(part))
+                .await;
+            let _ = blobs.delete(key, Area::Index, &part.suffix()).await;
+            return Err(e);
+        }
     };
-    let rows = read_part(&inner.blobs, key, n).await?;
-    lock(&inner.index).insert_part(key, n, &index);
-    tracing::info!(batch = %key.id, part = n, "Adopted a part written before a restart.");
-    Ok(Some(
-        rows.iter().filter(|r| r.enrichment.is_some()).count() as u64
-    ))
-}
-
-/// Rewrites part `n` without the rows holding any of `keys`; returns how many rows went.
-pub(crate) async fn purge_part(
-    inner: &Arc<Inner>,
-    key: &BatchKey,
-    n: u32,
-    keys: &[[u8; 16]],
-) -> Result<u64, BatchError> {
-    let index = match read_index(&inner.blobs, key, n).await {
-        Ok(index) => index,
-        Err(BatchError::NotFound) => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let doomed = index.rows_holding(keys);
-    if doomed.is_empty() {
-        return Ok(0);
-    }
-    let rows = read_part(&inner.blobs, key, n).await?;
-    let mut body = Vec::new();
-    let mut removed = 0;
-    let mut found_removed = 0;
-    for row in &rows {
-        if doomed.contains(&row.row) {
-            removed += 1;
-            found_removed += u64::from(row.enrichment.is_some());
-        } else {
-            write_line(&mut body, row, key, n)?;
+    lock(&shared.index).insert_part(key, part, &index);
+    drop(commit);
+    if shared.store.is_shared() {
+        shared.hasher.catch_up().await;
+        let excluded: Vec<[u8; 16]> = index
+            .keys()
+            .filter(|k| shared.hasher.is_excluded(k))
+            .collect();
+        if !excluded.is_empty() {
+            let _commit = shared.commit.lock().await;
+            purge::purge_part(shared, key, part, &excluded).await?;
         }
     }
-    // Part first: if we stop between the two writes, the index still lists the removed rows, which
-    // only makes a later purge look at this part again.
-    inner
-        .blobs
-        .put(key, &part_name(n), Bytes::from(body))
-        .await?;
-    let kept = index.without_rows(&doomed);
-    put_index(&inner.blobs, key, n, &kept).await?;
-    lock(&inner.index).insert_part(key, n, &kept);
-    if let Ok(mut meta) = inner.blobs.live_meta::<BatchMeta>(key).await {
-        meta.rows_purged += removed;
-        meta.rows_found = meta.rows_found.saturating_sub(found_removed);
-        inner.blobs.put_meta(key, &meta).await?;
-    }
-    tracing::info!(batch = %key.id, part = n, rows = removed, "Opted-out rows purged.");
-    Ok(removed)
-}
-
-fn write_line(
-    out: &mut Vec<u8>,
-    row: &StoredRow,
-    key: &BatchKey,
-    n: u32,
-) -> Result<(), BatchError> {
-    serde_json::to_writer(&mut *out, row).map_err(|e| BatchError::CorruptPart {
-        batch: key.id.to_string(),
-        part: n,
-        reason: e.to_string(),
-    })?;
-    out.push(b'\n');
-    Ok(())
-}
-
-async fn put_index(
-    blobs: &BlobStore,
-    key: &BatchKey,
-    n: u32,
-    index: &PartIndex,
-) -> Result<(), BatchError> {
-    let json = serde_json::to_vec(index).map_err(|e| BatchError::CorruptPart {
-        batch: key.id.to_string(),
-        part: n,
-        reason: e.to_string(),
-    })?;
-    Ok(blobs.put(key, &index_name(n), Bytes::from(json)).await?)
-}
-
-pub(crate) async fn read_part(
-    blobs: &BlobStore,
-    key: &BatchKey,
-    n: u32,
-) -> Result<Vec<StoredRow>, BatchError> {
-    let bytes = blobs.get(key, &part_name(n)).await?;
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| {
-            serde_json::from_slice(line).map_err(|e| BatchError::CorruptPart {
-                batch: key.id.to_string(),
-                part: n,
-                reason: e.to_string(),
-            })
-        })
-        .collect()
-}
-
-pub(crate) async fn read_index(
-    blobs: &BlobStore,
-    key: &BatchKey,
-    n: u32,
-) -> Result<PartIndex, BatchError> {
-    let bytes = blobs.get(key, &index_name(n)).await?;
-    serde_json::from_slice(&bytes).map_err(|e| BatchError::CorruptPart {
-        batch: key.id.to_string(),
-        part: n,
-        reason: e.to_string(),
-    })
+    Ok(meta)
 }
 
 /// Reads the stored input back record by record, holding one chunk at a time.
@@ -412,7 +367,7 @@ impl RecordReader {
             max_field_bytes: u64::MAX,
         };
         Ok(Self {
-            chunks: blobs.get_stream(key, INPUT).await?,
+            chunks: blobs.get_stream(key, Area::Data, INPUT).await?,
             scanner: Scanner::new(limits, Some(delimiter)),
             ready: VecDeque::new(),
             ended: false,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::blob::Stamp;
 
 use super::columns::ColumnMap;
+use super::index::PartRef;
 use super::scan::Encoding;
 
 /// Where a batch is in its life.
@@ -57,6 +58,14 @@ pub struct BatchMeta {
     pub rows_purged: u64,
     /// Checkpoint: parts `1..=parts_done` are complete.
     pub parts_done: u32,
+    /// The lease generation the last checkpoint was written under: a job holding another generation
+    /// has lost the batch to another replica and must not write it.
+    #[serde(default)]
+    pub lease_gen: u64,
+    /// The generation each complete part was written under (`part_gens[n - 1]` for part `n`): which
+    /// part object is the part, when a replica that lost its lease wrote one too.
+    #[serde(default)]
+    pub part_gens: Vec<u64>,
     /// Input rows per part.
     pub part_rows: u32,
     pub input: InputFormat,
@@ -81,6 +90,22 @@ pub struct BatchSummary {
 }
 
 impl BatchMeta {
+    /// Part `n` as committed, if it is.
+    pub fn part(&self, n: u32) -> Option<PartRef> {
+        let generation = *self
+            .part_gens
+            .get(usize::try_from(n).ok()?.checked_sub(1)?)?;
+        (n <= self.parts_done).then_some(PartRef {
+            part: n,
+            generation,
+        })
+    }
+
+    /// Every committed part, in order.
+    pub fn parts(&self) -> impl Iterator<Item = PartRef> + '_ {
+        (1..=self.parts_done).filter_map(|n| self.part(n))
+    }
+
     pub fn summary(&self) -> BatchSummary {
         BatchSummary {
             id: self.id.clone(),

@@ -1,25 +1,33 @@
 //! CSV batch enrichment: upload, processing, download, delete and opt-out purge, below the HTTP layer.
 //!
-//! - [`scan`] parses uploads as a stream (encoding, delimiter, quoting, limits) without loading them whole.
-//! - [`columns`] maps headers to query fields.
-//! - [`output`] renders result rows as CSV (formula-neutralised) or NDJSON.
-//! - [`service`] is [`BatchService`]: create/get/list/delete/result, workers, restart-safe jobs and purge.
+//! - [`scan`] parses uploads as a stream (encoding, delimiter, quoting, limits) without loading them whole;
+//!   `ingest` streams an upload into the store while scanning it.
+//! - [`columns`] maps headers to query fields; [`output`] renders result rows as CSV (formula-neutralised)
+//!   or NDJSON.
+//! - `service` is [`BatchService`]: create/get/list/delete/result, the job dispatcher, the sweep;
+//!   `job` runs one batch under its lease, `purge` removes an opted-out person's rows, `stored` reads
+//!   and writes a batch's objects, `state` is what they share.
+//! - `seams` and `index` are what the runner needs from the rest of the service ([`Enricher`],
+//!   [`Notifier`], [`RowHasher`]); `bridge` implements them for the running service.
 //!
-//! - [`bridge`] connects it to the running service: the pipeline, the exclusion list, the opt-out hook.
-//!
-//! Storage goes through [`crate::blob::BlobStore`]; the lookup pipeline is reached only through
-//! [`Enricher`], and the opt-out list only through [`RowHasher`].
+//! Modules import downwards only: no module imports one that imports it back. Storage goes through
+//! [`crate::blob::BlobStore`] on the shared [`crate::store::Store`].
 
 mod bridge;
 mod columns;
 mod error;
+mod index;
 mod ingest;
 mod job;
 mod meta;
 mod output;
 mod purge;
 mod scan;
+mod seams;
 mod service;
+mod settings;
+mod state;
+mod stored;
 pub mod webhook;
 
 #[cfg(test)]
@@ -30,10 +38,11 @@ mod service_tests;
 pub use bridge::{ExclusionRowHasher, PipelineEnricher, PurgeHook};
 pub use columns::{Column, ColumnMap};
 pub use error::{BatchError, ErrorKind, Limit};
+pub use index::{PurgeReport, RowHasher};
 pub use meta::{BatchMeta, BatchStatus, BatchSummary};
 pub use output::{ENRICH_COLUMNS, Enrichment, Format, StoredRow, neutralise};
-pub use purge::{PurgeReport, RowHasher};
-pub use scan::{BatchLimits, Encoding, Scanner};
-pub use service::{
-    BatchConfig, BatchOptions, BatchService, Concurrency, Enricher, Notifier, RowOutcome,
-};
+pub use scan::{Encoding, Scanner};
+pub use seams::{Enricher, Notifier, RowOutcome};
+pub use service::BatchService;
+pub use settings::{BatchConfig, BatchLimits, BatchOptions, Concurrency};
+pub use state::BatchStore;

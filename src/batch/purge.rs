@@ -1,151 +1,133 @@
-//! The opt-out purge seam: per-part indexes of row hashes, and an in-memory map to find them fast.
+//! Removing an opted-out person's rows from stored results, on whichever replica took the opt-out.
 //!
-//! For every part object `part-NNNNNN` a small `index-NNNNNN` object lists, per row, the keyed hashes
-//! ([`RowHasher`]) of the identifiers the row holds: its input identifiers and the emails, phones and
-//! profiles found. At start and after each completed part the service loads these into [`KeyIndex`]:
-//! per part, a sorted array of 8-byte hash prefixes (8 bytes a key, nothing else). A purge looks its keys
-//! up there, reads only the indexes of candidate parts, confirms with the full 16-byte keys, and
-//! rewrites those parts without the rows.
+//! The in-memory [`super::index::KeyIndex`] finds the parts that may hold the person. On a shared
+//! store other replicas commit parts too, so a purge first lists `indexes/` and loads the indexes it
+//! has not seen (one listing per thousand stored parts, plus one read per new part). A part is
+//! rewritten with a conditional update from the version read, so two replicas purging two people
+//! from one part at once both keep their removals.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashSet;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use super::error::BatchError;
+use super::index::{PartRef, PurgeReport};
+use super::state::{Shared, lock};
+use super::stored;
+use crate::blob::{Area, BatchKey, BlobError};
 
-use crate::blob::BatchKey;
-use crate::domain::Identifier;
+/// A part rewrite that lost this many races in a row gives up (the opt-out answers 503 and is retried).
+const MAX_ATTEMPTS: usize = 20;
 
-/// The exclusion list's keyed hash, as the batch store needs it. Implemented by the lead.
-pub trait RowHasher: Send + Sync + 'static {
-    /// The keyed hash of an identifier, or `None` for identifiers that are never excluded.
-    fn row_keys(&self, id: &Identifier) -> Option<[u8; 16]>;
-
-    /// Whether a key is on the exclusion list now. Rows holding such a key are dropped before a part is
-    /// written, so a person who opts out while a batch runs is not written after the purge.
-    fn is_excluded(&self, _key: &[u8; 16]) -> bool {
-        false
+/// Removes every stored row holding one of `keys`, within this call.
+pub(crate) async fn purge(
+    shared: &Arc<Shared>,
+    keys: &[[u8; 16]],
+) -> Result<PurgeReport, BatchError> {
+    if shared.store.is_shared() {
+        sync_index(shared).await?;
     }
-}
-
-/// What a purge changed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PurgeReport {
-    pub batches_touched: usize,
-    pub rows_removed: u64,
-}
-
-/// The index object of one part: for each row, the hex of its keys.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartIndex {
-    pub rows: Vec<(u64, Vec<String>)>,
-}
-
-impl PartIndex {
-    pub fn push(&mut self, row: u64, keys: &[[u8; 16]]) {
-        if !keys.is_empty() {
-            self.rows
-                .push((row, keys.iter().map(hex::encode).collect()));
+    let _commit = shared.commit.lock().await;
+    let candidates = lock(&shared.index).candidates(keys);
+    let mut report = PurgeReport::default();
+    let mut touched: HashSet<BatchKey> = HashSet::new();
+    for (key, part) in candidates {
+        let removed = purge_part(shared, &key, part, keys).await?;
+        if removed > 0 {
+            report.rows_removed += removed;
+            touched.insert(key);
         }
     }
+    report.batches_touched = touched.len();
+    Ok(report)
+}
 
-    /// The rows holding any of `keys`.
-    pub fn rows_holding(&self, keys: &[[u8; 16]]) -> Vec<u64> {
-        let wanted: Vec<String> = keys.iter().map(hex::encode).collect();
-        self.rows
-            .iter()
-            .filter(|(_, ks)| ks.iter().any(|k| wanted.contains(k)))
-            .map(|(row, _)| *row)
-            .collect()
-    }
-
-    pub fn without_rows(&self, rows: &[u64]) -> Self {
-        Self {
-            rows: self
-                .rows
-                .iter()
-                .filter(|(r, _)| !rows.contains(r))
-                .cloned()
-                .collect(),
+/// Loads every index object this replica has not seen and forgets those no longer stored.
+pub(crate) async fn sync_index(shared: &Arc<Shared>) -> Result<(), BatchError> {
+    let listed: HashSet<(BatchKey, PartRef)> = shared
+        .blobs()
+        .index_objects()
+        .await?
+        .into_iter()
+        .filter_map(|(key, name)| Some((key, PartRef::parse(&name)?)))
+        .collect();
+    for (key, part) in &listed {
+        if lock(&shared.index).has(key, *part) {
+            continue;
+        }
+        match stored::read_index(shared.blobs(), key, *part).await {
+            Ok(index) => lock(&shared.index).insert_part(key, *part, &index),
+            Err(BatchError::NotFound) => {}
+            Err(e) => return Err(e),
         }
     }
-
-    fn prefixes(&self) -> Box<[u64]> {
-        let mut out: Vec<u64> = self
-            .rows
-            .iter()
-            .flat_map(|(_, ks)| ks.iter().filter_map(|k| prefix_of_hex(k)))
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out.into_boxed_slice()
-    }
+    lock(&shared.index).retain_listed(&listed);
+    Ok(())
 }
 
-fn prefix(key: &[u8; 16]) -> u64 {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&key[..8]);
-    u64::from_be_bytes(first)
-}
-
-fn prefix_of_hex(k: &str) -> Option<u64> {
-    let mut key = [0u8; 16];
-    hex::decode_to_slice(k, &mut key).ok()?;
-    Some(prefix(&key))
-}
-
-/// In-memory map from key prefixes to the parts that may hold them.
-#[derive(Default)]
-pub struct KeyIndex {
-    parts: HashMap<BatchKey, BTreeMap<u32, Box<[u64]>>>,
-}
-
-impl KeyIndex {
-    pub fn insert_part(&mut self, batch: &BatchKey, part: u32, index: &PartIndex) {
-        self.parts
-            .entry(batch.clone())
-            .or_default()
-            .insert(part, index.prefixes());
-    }
-
-    pub fn remove_batch(&mut self, batch: &BatchKey) {
-        self.parts.remove(batch);
-    }
-
-    /// Parts that may hold one of `keys` (prefix matches; confirm with the part's index object).
-    pub fn candidates(&self, keys: &[[u8; 16]]) -> Vec<(BatchKey, u32)> {
-        let wanted: Vec<u64> = keys.iter().map(prefix).collect();
-        let mut out = Vec::new();
-        for (batch, parts) in &self.parts {
-            for (part, prefixes) in parts {
-                if wanted.iter().any(|w| prefixes.binary_search(w).is_ok()) {
-                    out.push((batch.clone(), *part));
-                }
+/// Rewrites one part without the rows holding any of `keys`; returns how many rows went. The caller
+/// holds the commit lock.
+pub(crate) async fn purge_part(
+    shared: &Arc<Shared>,
+    key: &BatchKey,
+    part: PartRef,
+    keys: &[[u8; 16]],
+) -> Result<u64, BatchError> {
+    let blobs = shared.blobs();
+    for _ in 0..MAX_ATTEMPTS {
+        let index = match stored::read_index(blobs, key, part).await {
+            Ok(index) => index,
+            Err(BatchError::NotFound) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let doomed = index.rows_holding(keys);
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let (rows, etag) = match stored::read_part(blobs, key, part).await {
+            Ok(read) => read,
+            Err(BatchError::NotFound) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| doomed.contains(&r.row));
+        let removed = gone.len() as u64;
+        let found_removed = gone.iter().filter(|r| r.enrichment.is_some()).count() as u64;
+        if removed > 0 {
+            let body = stored::encode_rows(key, part.part, &kept)?;
+            let name = stored::part_object(part);
+            let written = match &etag {
+                Some(etag) => blobs.update(key, Area::Data, &name, &body, etag).await,
+                None => blobs.put(key, Area::Data, &name, &body).await,
+            };
+            match written {
+                Ok(_) => {}
+                Err(BlobError::Conflict(_)) => continue,
+                Err(BlobError::NotFound(_)) => return Ok(0),
+                Err(e) => return Err(e.into()),
             }
         }
-        out.sort();
-        out
+        // Part first: if we stop between the two writes, the index still lists the removed rows, which
+        // only makes a later purge look at this part again.
+        let kept_index = index.without_rows(&doomed);
+        stored::write_index(blobs, key, part, &kept_index).await?;
+        lock(&shared.index).insert_part(key, part, &kept_index);
+        if removed == 0 {
+            return Ok(0);
+        }
+        let counted = stored::modify_meta(blobs, key, |m| {
+            if m.part(part.part) == Some(part) {
+                m.rows_purged += removed;
+                m.rows_found = m.rows_found.saturating_sub(found_removed);
+            }
+            Ok(())
+        })
+        .await;
+        match counted {
+            Ok(_) | Err(BatchError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        tracing::info!(batch = %key.id, part = part.part, rows = removed, "Opted-out rows purged.");
+        return Ok(removed);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::blob::{BatchId, TenantKey};
-
-    #[test]
-    fn candidates_are_the_parts_holding_a_key() {
-        let batch = BatchKey::new(TenantKey::of("t"), BatchId::random());
-        let (a, b) = ([1u8; 16], [2u8; 16]);
-        let mut p1 = PartIndex::default();
-        p1.push(1, &[a]);
-        let mut p2 = PartIndex::default();
-        p2.push(2, &[b]);
-        let mut idx = KeyIndex::default();
-        idx.insert_part(&batch, 1, &p1);
-        idx.insert_part(&batch, 2, &p2);
-        assert_eq!(idx.candidates(&[b]), [(batch.clone(), 2)]);
-        assert_eq!(p2.rows_holding(&[b]), [2]);
-        assert!(idx.candidates(&[[3u8; 16]]).is_empty());
-        idx.remove_batch(&batch);
-        assert!(idx.candidates(&[a]).is_empty());
-    }
+    Err(BlobError::Conflict(key.id.to_string()).into())
 }

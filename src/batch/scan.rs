@@ -11,22 +11,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BatchError, Limit};
-
-/// Upload limits (from configuration).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchLimits {
-    pub max_bytes: u64,
-    pub max_rows: u64,
-    pub max_columns: u64,
-    pub max_field_bytes: u64,
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        super::service::BatchConfig::default().limits
-    }
-}
+use super::error::{BatchError, Limit};
+use super::settings::BatchLimits;
 
 /// The text encoding of an uploaded file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,8 +2,9 @@
 
 use std::collections::VecDeque;
 
-use super::scan::{BatchLimits, Encoding, Scanner};
-use super::{BatchError, Limit};
+use super::error::{BatchError, Limit};
+use super::scan::{Encoding, Scanner};
+use super::settings::BatchLimits;
 
 fn scan_with(input: &[u8], limits: BatchLimits) -> Result<Vec<Vec<String>>, BatchError> {
     scan_full(input, limits).map(|(rows, _)| rows)

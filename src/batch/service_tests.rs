@@ -9,11 +9,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use super::service::{BatchConfig, stored_rows};
+use super::service::stored_rows;
 use super::*;
-use crate::blob::{BatchId, BatchKey, BlobStore, ManualClock, TenantKey};
+use crate::blob::{BatchId, BatchKey, ManualClock, TenantKey};
 use crate::domain::{Identifier, Query};
 use crate::profile::{Profile, Ranked, Sourced};
+use crate::seal::{Keyring, MasterKey};
+use crate::store::Store;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -94,9 +96,22 @@ struct Env {
     enricher: Arc<FakeEnricher>,
 }
 
+/// The batch store on a directory, as one process opens it (the same master key every time).
+fn batch_store(root: &std::path::Path, clock: Arc<ManualClock>) -> BatchStore {
+    let store = Store::local(root).expect("store dir");
+    let keyring = Keyring::new(MasterKey::from_bytes([9; 32]), Vec::new());
+    BatchStore::new(
+        &store,
+        Arc::new(keyring),
+        clock,
+        Arc::from("test"),
+        Duration::from_secs(5),
+    )
+}
+
 fn env_at(dir: tempfile::TempDir, clock: Arc<ManualClock>, enricher: FakeEnricher) -> Env {
     let root = dir.path().to_path_buf();
-    let blobs = BlobStore::local(&root, clock.clone()).expect("blob dir");
+    let blobs = batch_store(&root, clock.clone());
     let enricher = Arc::new(enricher);
     let config = BatchConfig {
         part_rows: 2,
@@ -139,7 +154,7 @@ impl Env {
 
     async fn run(&self, tenant: &str, id: BatchId) {
         let key = BatchKey::new(TenantKey::of(tenant), id);
-        super::job::run(&self.svc.inner, &key).await;
+        super::job::run(&self.svc.shared, &key).await;
     }
 
     async fn result_text(&self, tenant: &str, id: BatchId, format: Format) -> String {
@@ -162,8 +177,11 @@ impl Env {
                 }
             }
         }
+        // What a batch leaves: its objects and its key (not the sweeper's lease).
         let mut out = Vec::new();
-        walk(&self.root.join("blobs"), &mut out);
+        for area in ["batches", "indexes", "batch-keys", "state/jobs"] {
+            walk(&self.root.join("blobs").join(area), &mut out);
+        }
         out
     }
 }
@@ -260,7 +278,7 @@ async fn upload_without_identifier_column_is_refused_and_leaves_nothing() {
 async fn upload_above_byte_limit_is_too_large_and_leaves_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH));
-    let blobs = BlobStore::local(dir.path(), clock).expect("blobs");
+    let blobs = batch_store(dir.path(), clock);
     let config = BatchConfig {
         limits: BatchLimits {
             max_bytes: 20,
@@ -304,8 +322,8 @@ async fn interrupted_job_resumes_at_the_next_part_without_losing_or_repeating_ro
     let csv = b"email\nr1@example.com\nr2@example.com\nstall@example.com\nr4@example.com\nr5@example.com\n";
     let id = env1.upload("t1", csv).await;
     let key = BatchKey::new(TenantKey::of("t1"), id);
-    let inner = env1.svc.inner.clone();
-    let job = tokio::spawn(async move { super::job::run(&inner, &key).await });
+    let shared = env1.svc.shared.clone();
+    let job = tokio::spawn(async move { super::job::run(&shared, &key).await });
     rx.recv().await.expect("job reached the stalling row");
     job.abort();
     let _ = job.await;
@@ -317,7 +335,7 @@ async fn interrupted_job_resumes_at_the_next_part_without_losing_or_repeating_ro
     drop(env1.svc);
 
     // A new service on the same directory, as after a restart; this enricher answers every row.
-    let blobs = BlobStore::local(&path, clock).expect("blobs");
+    let blobs = batch_store(&path, clock);
     let second = Arc::new(FakeEnricher::default());
     let svc = BatchService::new(
         blobs,
@@ -329,7 +347,7 @@ async fn interrupted_job_resumes_at_the_next_part_without_losing_or_repeating_ro
         },
     );
     assert_eq!(svc.resume_all().await.expect("resume"), 1);
-    super::job::run(&svc.inner, &BatchKey::new(TenantKey::of("t1"), id)).await;
+    super::job::run(&svc.shared, &BatchKey::new(TenantKey::of("t1"), id)).await;
     let rows = stored_rows(&svc, "t1", id).await;
     let numbers: Vec<u64> = rows.iter().map(|r| r.row).collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5]);

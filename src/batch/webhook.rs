@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretBox};
 
-use super::{BatchSummary, Notifier};
+use super::meta::BatchSummary;
+use super::seams::Notifier;
 use crate::sources::ssrf::{SystemResolver, check_url, guarded_client};
 
 /// Name of the signature header.

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use super::{BatchArgs, BatchCmdError, Progress, write_atomically};
 use crate::app;
-use crate::batch::{BatchOptions, BatchStatus};
+use crate::batch::{BatchOptions, BatchStatus, BatchStore};
 use crate::blob::{BatchId, SystemClock};
 use crate::config::Loaded;
+use crate::seal::Keyring;
+use crate::store::Store;
+use crate::store::replicas::ReplicaShare;
 use crate::telemetry::Metrics;
 
 /// The tenant name local runs store under (inside the private working directory only).
@@ -34,9 +37,16 @@ pub(super) async fn run(
     data_dir: &Path,
     mut progress: Progress,
 ) -> Result<(), BatchCmdError> {
-    let exclusion =
-        Arc::new(app::open_exclusion(loaded, data_dir).map_err(BatchCmdError::runtime)?);
-    let pipeline = app::pipeline(loaded, exclusion.clone(), Arc::new(Metrics::new()))
+    let metrics = Arc::new(Metrics::new());
+    let store = app::open_store(loaded, data_dir, metrics.clone())
+        .await
+        .map_err(BatchCmdError::runtime)?;
+    let exclusion = Arc::new(
+        app::open_exclusion(loaded, data_dir, &store)
+            .await
+            .map_err(BatchCmdError::runtime)?,
+    );
+    let pipeline = app::pipeline(loaded, exclusion.clone(), metrics, ReplicaShare::single())
         .map_err(BatchCmdError::runtime)?;
     let parent = match args.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -45,10 +55,18 @@ pub(super) async fn run(
     let work = WorkDir(parent.join(format!(".enrichd-batch-{:016x}", rand::random::<u64>())));
     std::fs::create_dir(&work.0)
         .map_err(|e| BatchCmdError::runtime(format!("cannot create {}: {e}", work.0.display())))?;
-    let (service, _) =
-        app::batch_service(loaded, &work.0, pipeline, exclusion, Arc::new(SystemClock))
-            .map_err(BatchCmdError::runtime)?;
-    let workers = service.spawn_workers();
+    // A scratch store in the working directory, sealed with a key that exists only in this process.
+    let scratch = Store::local(&work.0).map_err(BatchCmdError::runtime)?;
+    let keyring = Keyring::ephemeral().map_err(BatchCmdError::runtime)?;
+    let batches = BatchStore::new(
+        &scratch,
+        Arc::new(keyring),
+        Arc::new(SystemClock),
+        Arc::from("local"),
+        Duration::from_secs(60),
+    );
+    let (service, _) = app::batch_service(loaded, batches, pipeline, exclusion);
+    let workers = service.spawn_workers(None);
     let _stop = AbortOnDrop(workers);
 
     let file = tokio::fs::File::open(&args.input).await.map_err(|e| {

@@ -68,8 +68,9 @@ impl TenantKey {
         &self.0
     }
 
-    pub(crate) fn prefix(&self) -> Path {
-        Path::from(self.0.as_str())
+    /// Where the tenant's batch keys are listed: `batch-keys/<tenant-hash>`.
+    pub(crate) fn keys_prefix(&self) -> Path {
+        Path::from_iter(["batch-keys", self.0.as_str()])
     }
 }
 
@@ -85,22 +86,74 @@ impl BatchKey {
         Self { tenant, id }
     }
 
-    /// The folder of the batch: `<tenant-hash>/<batch-id>`.
-    pub(crate) fn prefix(&self) -> Path {
-        self.tenant.prefix().child(self.id.to_string())
+    /// `<tenant-hash>/<batch-id>`: the batch's name in every area, and what its data key is bound to.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.tenant.as_str(), self.id)
     }
 
-    /// One object of the batch.
-    pub(crate) fn object(&self, name: &str) -> Path {
-        self.prefix().child(name)
+    /// The folder of the batch in `area`: `<area>/<tenant-hash>/<batch-id>`.
+    pub(crate) fn prefix(&self, area: Area) -> Path {
+        Path::from_iter([area.dir(), self.tenant.as_str(), &self.id.to_string()])
     }
 
-    /// Reads `<tenant>/<batch>` back from a listed path (any depth below is ignored).
-    pub(crate) fn from_path(path: &Path) -> Option<Self> {
+    /// One object of the batch in `area`.
+    pub(crate) fn object(&self, area: Area, name: &str) -> Path {
+        self.prefix(area).child(name)
+    }
+
+    /// The object holding the batch's wrapped data key: `batch-keys/<tenant-hash>/<batch-id>`.
+    pub(crate) fn key_object(&self) -> Path {
+        Path::from_iter(["batch-keys", self.tenant.as_str(), &self.id.to_string()])
+    }
+
+    /// Reads `<area>/<tenant>/<batch>` back from a listed path (any depth below is ignored).
+    pub(crate) fn from_path(path: &Path) -> Option<(Area, Self)> {
         let mut parts = path.parts();
+        let area = Area::from_dir(parts.next()?.as_ref())?;
         let tenant = TenantKey::from_segment(parts.next()?.as_ref())?;
         let id = BatchId::parse(parts.next()?.as_ref())?;
-        Some(Self { tenant, id })
+        Some((area, Self { tenant, id }))
+    }
+
+    /// Reads a batch from `<tenant>.<batch>`, the form used in single-segment names (job markers).
+    pub fn parse_dotted(s: &str) -> Option<Self> {
+        let (tenant, id) = s.split_once('.')?;
+        Some(Self {
+            tenant: TenantKey::from_segment(tenant)?,
+            id: BatchId::parse(id)?,
+        })
+    }
+
+    /// `<tenant>.<batch>`: see [`BatchKey::parse_dotted`].
+    pub fn dotted(&self) -> String {
+        format!("{}.{}", self.tenant.as_str(), self.id)
+    }
+}
+
+/// The areas of the store a batch has objects in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Area {
+    /// `batches/`: metadata, input and result parts.
+    Data,
+    /// `indexes/`: the row hashes of each part, listed on their own by opt-out purges.
+    Index,
+    /// `batch-keys/`: the wrapped data key.
+    Key,
+}
+
+impl Area {
+    pub(crate) fn dir(self) -> &'static str {
+        match self {
+            Self::Data => "batches",
+            Self::Index => "indexes",
+            Self::Key => "batch-keys",
+        }
+    }
+
+    fn from_dir(s: &str) -> Option<Self> {
+        [Self::Data, Self::Index, Self::Key]
+            .into_iter()
+            .find(|a| a.dir() == s)
     }
 }
 
@@ -139,8 +192,20 @@ mod tests {
     }
 
     #[test]
-    fn batch_key_reads_back_from_an_object_path() {
+    fn batch_key_reads_back_from_every_kind_of_name() {
         let key = BatchKey::new(TenantKey::of("t"), BatchId::random());
-        assert_eq!(BatchKey::from_path(&key.object("part-000001")), Some(key));
+        for area in [Area::Data, Area::Index] {
+            assert_eq!(
+                BatchKey::from_path(&key.object(area, "part-000001-g1")),
+                Some((area, key.clone()))
+            );
+        }
+        assert_eq!(
+            BatchKey::from_path(&key.key_object()),
+            Some((Area::Key, key.clone()))
+        );
+        assert_eq!(BatchKey::parse_dotted(&key.dotted()), Some(key.clone()));
+        assert_eq!(BatchKey::parse_dotted("x.y"), None);
+        assert_eq!(BatchKey::from_path(&Path::from("state/jobs/x")), None);
     }
 }

@@ -1,29 +1,31 @@
-//! [`BlobStore`]: batch-scoped objects with expiry, over any [`ObjectStore`].
+//! [`BlobStore`]: sealed, batch-scoped objects with expiry, on the shared [`Store`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use object_store::local::LocalFileSystem;
-use object_store::{ObjectStore, PutPayload, WriteMultipart};
-use serde::de::DeserializeOwned;
+use futures::stream::{BoxStream, StreamExt};
+use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
-use super::{BatchKey, BlobError, Clock, TenantKey};
+use super::{Area, BatchKey, BlobError, Clock, TenantKey};
+use crate::seal::{DataKey, Keyring, Opener, SealError, Sealer, WrappedKey};
+use crate::store::{ObjectWriter, Objects, Store, StoreError};
 
-/// Name of the metadata object of every batch. Written last: its presence means "complete".
-pub const META: &str = "meta.json";
+/// Name of the metadata object of every batch. Written after its input: its presence means "complete".
+pub const META: &str = "meta";
 
-/// An upload that never got its metadata is deleted once it is this old.
+/// An upload that never got its metadata, and objects left without a key, are deleted once this old.
 const ORPHAN_GRACE: Duration = Duration::from_secs(24 * 3600);
 
-/// Upload chunk size for streamed writes; bounds the memory of one upload.
-const WRITE_CHUNK: usize = 1024 * 1024;
+/// Unwrapped data keys are kept this long, so a running job or a status poll does not fetch the key
+/// for every object. A delete on this replica forgets the key at once; every other replica within
+/// this time, after which a copy of the batch's objects (a restored backup) reads as not found there
+/// too.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// When a batch was created and when it must be gone. Every metadata object holds these two fields
-/// at its top level, as RFC 3339 text.
+/// When a batch was created and when it must be gone, as RFC 3339 text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
     #[serde(with = "rfc3339")]
@@ -62,6 +64,15 @@ pub mod rfc3339 {
     }
 }
 
+/// The object under `batch-keys/`: no personal data, and the only way to read the batch.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyRecord {
+    #[serde(flatten)]
+    stamp: Stamp,
+    #[serde(flatten)]
+    wrapped: WrappedKey,
+}
+
 /// What a sweep removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -69,250 +80,611 @@ pub struct SweepReport {
     pub objects_removed: usize,
 }
 
-/// Batch-scoped object storage with expiry.
+/// What `enrichd store rewrap` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Batch keys looked at.
+    pub checked: usize,
+    /// Keys that were under an older master key and now are under the current one.
+    pub rewrapped: usize,
+}
+
+struct Unwrapped {
+    key: DataKey,
+    stamp: Stamp,
+}
+
+/// Batch-scoped sealed objects with expiry. Cheap to clone.
 #[derive(Clone)]
 pub struct BlobStore {
-    store: Arc<dyn ObjectStore>,
+    objects: Objects,
+    keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
+    keys: moka::sync::Cache<BatchKey, Arc<Unwrapped>>,
 }
 
 impl BlobStore {
-    pub fn new(store: Arc<dyn ObjectStore>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
-    }
-
-    /// The default: the local filesystem under `<data_dir>/blobs`, created if missing.
-    pub fn local(data_dir: &std::path::Path, clock: Arc<dyn Clock>) -> Result<Self, BlobError> {
-        let dir = data_dir.join("blobs");
-        let dir_err = |source| BlobError::Dir {
-            path: dir.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(dir_err)?;
-        let fs = LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| dir_err(std::io::Error::other(e.to_string())))?
-            .with_automatic_cleanup(true);
-        Ok(Self::new(Arc::new(fs), clock))
+    pub fn new(store: &Store, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            objects: store.objects().clone(),
+            keyring,
+            clock,
+            keys: moka::sync::Cache::builder()
+                .max_capacity(4096)
+                .time_to_live(KEY_CACHE_TTL)
+                .build(),
+        }
     }
 
     pub fn now(&self) -> SystemTime {
         self.clock.now()
     }
 
-    /// Writes one object whole, atomically.
-    pub async fn put(&self, key: &BatchKey, name: &str, bytes: Bytes) -> Result<(), BlobError> {
-        self.store
-            .put(&key.object(name), PutPayload::from_bytes(bytes))
+    /// Starts a batch: a fresh data key, wrapped, stored with the batch's stamp. The batch's other
+    /// objects can only be written after this.
+    pub async fn create_batch(&self, key: &BatchKey, stamp: Stamp) -> Result<(), BlobError> {
+        let data = DataKey::random().map_err(|e| BlobError::Corrupt {
+            batch: key.id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let record = KeyRecord {
+            stamp,
+            wrapped: self.keyring.wrap(&data, &key.name()),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(|e| corrupt(key, e))?;
+        self.objects
+            .create(&key.key_object(), Bytes::from(bytes))
             .await
-            .map(drop)
+            .map_err(|e| store_err(key, e))?;
+        self.keys
+            .insert(key.clone(), Arc::new(Unwrapped { key: data, stamp }));
+        Ok(())
+    }
+
+    async fn record(&self, key: &BatchKey) -> Result<KeyRecord, BlobError> {
+        let got = self
+            .objects
+            .get(&key.key_object())
+            .await
+            .map_err(|e| not_found_or(key, e))?;
+        serde_json::from_slice(&got.bytes).map_err(|e| corrupt(key, e))
+    }
+
+    async fn unwrapped(&self, key: &BatchKey) -> Result<Arc<Unwrapped>, BlobError> {
+        if let Some(k) = self.keys.get(key) {
+            return Ok(k);
+        }
+        let record = self.record(key).await?;
+        let data = self
+            .keyring
+            .unwrap(&record.wrapped, &key.name())
+            .map_err(|source| BlobError::Unreadable {
+                batch: key.id.to_string(),
+                source,
+            })?;
+        let unwrapped = Arc::new(Unwrapped {
+            key: data,
+            stamp: record.stamp,
+        });
+        self.keys.insert(key.clone(), unwrapped.clone());
+        Ok(unwrapped)
+    }
+
+    /// The batch's stamp, whatever its age. Read without unwrapping its key, so that a process given
+    /// the wrong master key can still tell what has expired, and never takes a batch for expired.
+    pub async fn stamp(&self, key: &BatchKey) -> Result<Stamp, BlobError> {
+        if let Some(k) = self.keys.get(key) {
+            return Ok(k.stamp);
+        }
+        Ok(self.record(key).await?.stamp)
+    }
+
+    /// Refuses a keyring that unwraps none of the stored batch keys (looking at one): started with the
+    /// wrong `ENRICHD_STORAGE_KEY`, every batch would read as unreadable.
+    pub async fn check_keyring(&self) -> Result<(), BlobError> {
+        let listed = self
+            .objects
+            .list(&Path::from(Area::Key.dir()))
+            .await
+            .map_err(listing_err)?;
+        let Some((_, key)) = listed.iter().find_map(|m| BatchKey::from_path(&m.location)) else {
+            return Ok(());
+        };
+        match self.record(&key).await {
+            Ok(record) => self
+                .keyring
+                .unwrap(&record.wrapped, &key.name())
+                .map(drop)
+                .map_err(|source| BlobError::Unreadable {
+                    batch: key.id.to_string(),
+                    source,
+                }),
+            Err(BlobError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fails with [`BlobError::NotFound`] or [`BlobError::Expired`] unless the batch may be served.
+    pub async fn check_live(&self, key: &BatchKey) -> Result<(), BlobError> {
+        if self.stamp(key).await?.is_expired(self.now()) {
+            return Err(BlobError::Expired(key.id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn object_key(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+    ) -> Result<[u8; 32], BlobError> {
+        Ok(self
+            .unwrapped(key)
+            .await?
+            .key
+            .object_key(&format!("{}/{name}", area.dir())))
+    }
+
+    async fn sealed(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+        plain: &[u8],
+    ) -> Result<Bytes, BlobError> {
+        let okey = self.object_key(key, area, name).await?;
+        crate::seal::seal(&okey, plain)
+            .map(Bytes::from)
+            .map_err(|source| BlobError::Unreadable {
+                batch: key.id.to_string(),
+                source,
+            })
+    }
+
+    /// Writes one object whole, sealed, replacing any there. Returns its version.
+    pub async fn put(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+        plain: &[u8],
+    ) -> Result<Option<String>, BlobError> {
+        let bytes = self.sealed(key, area, name, plain).await?;
+        self.objects
+            .put(&key.object(area, name), bytes)
+            .await
             .map_err(|e| store_err(key, e))
     }
 
-    /// Starts a streamed write; the object appears only when [`BlobWriter::finish`] succeeds.
-    pub async fn writer(&self, key: &BatchKey, name: &str) -> Result<BlobWriter, BlobError> {
-        let upload = self
-            .store
-            .put_multipart(&key.object(name))
+    /// Writes one object whole, sealed, only if none exists.
+    pub async fn create(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+        plain: &[u8],
+    ) -> Result<Option<String>, BlobError> {
+        let bytes = self.sealed(key, area, name, plain).await?;
+        self.objects
+            .create(&key.object(area, name), bytes)
+            .await
+            .map_err(|e| store_err(key, e))
+    }
+
+    /// Replaces one object only if it is still at `etag` ([`BlobError::Conflict`] otherwise; a deleted
+    /// object is [`BlobError::NotFound`]).
+    pub async fn update(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+        plain: &[u8],
+        etag: &str,
+    ) -> Result<Option<String>, BlobError> {
+        let bytes = self.sealed(key, area, name, plain).await?;
+        match self
+            .objects
+            .update(&key.object(area, name), bytes, etag)
+            .await
+        {
+            Ok(etag) => Ok(etag),
+            Err(StoreError::Conflict { .. }) => {
+                match self.objects.get(&key.object(area, name)).await {
+                    Err(StoreError::NotFound { .. }) => {
+                        Err(BlobError::NotFound(key.id.to_string()))
+                    }
+                    _ => Err(BlobError::Conflict(key.id.to_string())),
+                }
+            }
+            Err(e) => Err(store_err(key, e)),
+        }
+    }
+
+    /// Reads and opens one object whole, with the version it was read at.
+    pub async fn get(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+    ) -> Result<(Vec<u8>, Option<String>), BlobError> {
+        let okey = self.object_key(key, area, name).await?;
+        let got = self
+            .objects
+            .get(&key.object(area, name))
+            .await
+            .map_err(|e| not_found_or(key, e))?;
+        let plain =
+            crate::seal::open(&okey, &got.bytes).map_err(|source| BlobError::Unreadable {
+                batch: key.id.to_string(),
+                source,
+            })?;
+        Ok((plain, got.etag))
+    }
+
+    /// Streams one object, opened chunk by chunk (each authenticated before it is passed on).
+    pub async fn get_stream(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+        let okey = self.object_key(key, area, name).await?;
+        let sealed = self
+            .objects
+            .get_stream(&key.object(area, name))
+            .await
+            .map_err(|e| not_found_or(key, e))?;
+        let id = key.id;
+        let unreadable = move |source: SealError| BlobError::Unreadable {
+            batch: id.to_string(),
+            source,
+        };
+        let batch = key.clone();
+        let state = (sealed, Some(Opener::new(&okey)));
+        Ok(
+            futures::stream::try_unfold(state, move |(mut sealed, mut opener)| {
+                let batch = batch.clone();
+                async move {
+                    loop {
+                        let Some(open) = opener.as_mut() else {
+                            return Ok(None);
+                        };
+                        match sealed.next().await {
+                            Some(chunk) => {
+                                let chunk = chunk.map_err(|e| store_err(&batch, e))?;
+                                let plain = open.push(&chunk).map_err(&unreadable)?;
+                                if !plain.is_empty() {
+                                    return Ok(Some((Bytes::from(plain), (sealed, opener))));
+                                }
+                            }
+                            None => {
+                                let last = opener
+                                    .take()
+                                    .map(Opener::finish)
+                                    .transpose()
+                                    .map_err(&unreadable)?;
+                                return Ok(Some((
+                                    Bytes::from(last.unwrap_or_default()),
+                                    (sealed, None),
+                                )));
+                            }
+                        }
+                    }
+                }
+            })
+            .boxed(),
+        )
+    }
+
+    /// Starts a streamed, sealed write; the object appears only when [`BlobWriter::finish`] succeeds.
+    pub async fn writer(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+    ) -> Result<BlobWriter, BlobError> {
+        let okey = self.object_key(key, area, name).await?;
+        let inner = self
+            .objects
+            .writer(&key.object(area, name))
             .await
             .map_err(|e| store_err(key, e))?;
         Ok(BlobWriter {
             key: key.clone(),
-            inner: WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK),
+            sealer: Sealer::new(&okey),
+            inner,
         })
     }
 
-    /// Reads one object whole. Callers check expiry through [`BlobStore::live_meta`] first.
-    pub async fn get(&self, key: &BatchKey, name: &str) -> Result<Bytes, BlobError> {
-        let got = self
-            .store
-            .get(&key.object(name))
+    /// Deletes one object; `false` when there was none.
+    pub async fn delete(&self, key: &BatchKey, area: Area, name: &str) -> Result<bool, BlobError> {
+        self.objects
+            .delete(&key.object(area, name))
             .await
-            .map_err(|e| not_found_or(key, e))?;
-        got.bytes().await.map_err(|e| store_err(key, e))
+            .map_err(|e| store_err(key, e))
     }
 
-    /// Streams one object.
-    pub async fn get_stream(
-        &self,
-        key: &BatchKey,
-        name: &str,
-    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
-        let got = self
-            .store
-            .get(&key.object(name))
-            .await
-            .map_err(|e| not_found_or(key, e))?;
-        let key = key.clone();
-        Ok(got
-            .into_stream()
-            .map_err(move |e| store_err(&key, e))
-            .boxed())
-    }
-
-    /// Writes the metadata object. It must hold a [`Stamp`]'s fields at its top level.
-    pub async fn put_meta<T: Serialize>(&self, key: &BatchKey, meta: &T) -> Result<(), BlobError> {
-        let json = serde_json::to_vec(meta).map_err(|e| BlobError::CorruptMeta {
-            batch: key.id.to_string(),
-            reason: e.to_string(),
-        })?;
-        self.put(key, META, Bytes::from(json)).await
-    }
-
-    /// Reads the metadata of a batch that exists and has not expired.
-    pub async fn live_meta<T: DeserializeOwned>(&self, key: &BatchKey) -> Result<T, BlobError> {
-        let (stamp, meta) = self.meta::<T>(key).await?;
-        if stamp.is_expired(self.now()) {
-            return Err(BlobError::Expired(key.id.to_string()));
-        }
-        Ok(meta)
-    }
-
-    /// Reads the metadata of a batch whatever its age.
-    pub async fn meta<T: DeserializeOwned>(&self, key: &BatchKey) -> Result<(Stamp, T), BlobError> {
-        let bytes = self.get(key, META).await?;
-        let corrupt = |e: serde_json::Error| BlobError::CorruptMeta {
-            batch: key.id.to_string(),
-            reason: e.to_string(),
-        };
-        let stamp: Stamp = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        let meta: T = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        Ok((stamp, meta))
-    }
-
-    /// Deletes every object of a batch, metadata first so a partly deleted batch is never served.
-    /// Returns how many objects were removed.
+    /// Deletes a batch: its key first, so that whatever is left (or copied) can no longer be read,
+    /// then every object of it. Returns how many objects were removed.
     pub async fn delete_batch(&self, key: &BatchKey) -> Result<usize, BlobError> {
-        let meta = key.object(META);
-        let mut removed = match self.store.delete(&meta).await {
-            Ok(()) => 1,
-            Err(object_store::Error::NotFound { .. }) => 0,
-            Err(e) => return Err(store_err(key, e)),
-        };
-        let prefix = key.prefix();
-        let paths: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .map_err(|e| store_err(key, e))?;
-        for path in paths {
-            match self.store.delete(&path).await {
-                Ok(()) => removed += 1,
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(store_err(key, e)),
+        self.keys.invalidate(key);
+        let mut removed = usize::from(
+            self.objects
+                .delete(&key.key_object())
+                .await
+                .map_err(|e| store_err(key, e))?,
+        );
+        self.keys.invalidate(key);
+        for area in [Area::Data, Area::Index] {
+            let listed = self
+                .objects
+                .list(&key.prefix(area))
+                .await
+                .map_err(|e| store_err(key, e))?;
+            for m in listed {
+                if self
+                    .objects
+                    .delete(&m.location)
+                    .await
+                    .map_err(|e| store_err(key, e))?
+                {
+                    removed += 1;
+                }
             }
         }
         Ok(removed)
     }
 
-    /// The batches that have metadata, of one tenant or of all.
+    /// The batches that have a key, of one tenant or of all.
     pub async fn batches(&self, tenant: Option<&TenantKey>) -> Result<Vec<BatchKey>, BlobError> {
-        let prefix = tenant.map(TenantKey::prefix);
-        let mut out: Vec<BatchKey> = self
-            .store
-            .list(prefix.as_ref())
-            .try_filter_map(|m| async move {
-                Ok((m.location.filename() == Some(META))
-                    .then(|| BatchKey::from_path(&m.location))
-                    .flatten())
-            })
-            .try_collect()
-            .await
-            .map_err(|e| BlobError::Store {
-                batch: "(listing)".into(),
-                source: e,
-            })?;
+        let prefix = tenant.map_or_else(|| Path::from(Area::Key.dir()), TenantKey::keys_prefix);
+        let listed = self.objects.list(&prefix).await.map_err(listing_err)?;
+        let mut out: Vec<BatchKey> = listed
+            .iter()
+            .filter_map(|m| BatchKey::from_path(&m.location))
+            .map(|(_, k)| k)
+            .collect();
         out.sort();
         out.dedup();
         Ok(out)
     }
 
-    /// Deletes every object of every batch expired at `now`, and abandoned uploads (objects without
-    /// metadata, untouched for a day).
-    pub async fn sweep(&self, now: SystemTime) -> Result<SweepReport, BlobError> {
-        let mut newest: BTreeMap<BatchKey, (SystemTime, bool)> = BTreeMap::new();
-        let mut listing = self.store.list(None);
-        while let Some(m) = listing.try_next().await.map_err(|e| BlobError::Store {
-            batch: "(listing)".into(),
-            source: e,
-        })? {
-            let Some(key) = BatchKey::from_path(&m.location) else {
+    /// Every index object: its batch and its name.
+    pub async fn index_objects(&self) -> Result<Vec<(BatchKey, String)>, BlobError> {
+        let listed = self
+            .objects
+            .list(&Path::from(Area::Index.dir()))
+            .await
+            .map_err(listing_err)?;
+        Ok(listed
+            .iter()
+            .filter_map(|m| {
+                let (_, key) = BatchKey::from_path(&m.location)?;
+                Some((key, m.location.filename()?.to_string()))
+            })
+            .collect())
+    }
+
+    /// Deletes, as of `now`, what no batch owns any more: uploads abandoned before their metadata was
+    /// written and objects left without a key (a delete cut short), once a day old; and objects of the
+    /// layout before batches were sealed (`<tenant>/<batch>/...` at the top) once `legacy_days` old.
+    /// Expired batches are the caller's to delete, through [`BlobStore::delete_batch`].
+    pub async fn sweep_orphans(
+        &self,
+        now: SystemTime,
+        legacy_days: u32,
+    ) -> Result<SweepReport, BlobError> {
+        let mut report = SweepReport::default();
+        let keyed = self
+            .objects
+            .list(&Path::from(Area::Key.dir()))
+            .await
+            .map_err(listing_err)?;
+        let live: BTreeMap<BatchKey, SystemTime> = keyed
+            .iter()
+            .filter_map(|m| Some((BatchKey::from_path(&m.location)?.1, m.last_modified.into())))
+            .collect();
+        // Per batch with objects: the newest change, and whether its metadata exists.
+        let mut seen: BTreeMap<BatchKey, (SystemTime, bool)> = BTreeMap::new();
+        for area in [Area::Data, Area::Index] {
+            for m in self
+                .objects
+                .list(&Path::from(area.dir()))
+                .await
+                .map_err(listing_err)?
+            {
+                let Some((area, key)) = BatchKey::from_path(&m.location) else {
+                    continue;
+                };
+                let entry = seen.entry(key).or_insert((SystemTime::UNIX_EPOCH, false));
+                entry.0 = entry.0.max(m.last_modified.into());
+                entry.1 |= area == Area::Data && m.location.filename() == Some(META);
+            }
+        }
+        let old = |t: SystemTime| t + ORPHAN_GRACE <= now;
+        let mut orphans: BTreeSet<BatchKey> = BTreeSet::new();
+        for (key, (newest, has_meta)) in &seen {
+            match live.get(key) {
+                None if old(*newest) => {
+                    orphans.insert(key.clone());
+                }
+                Some(created) if !has_meta && old(*created) && old(*newest) => {
+                    orphans.insert(key.clone());
+                }
+                _ => {}
+            }
+        }
+        for key in &live_without_objects(&live, &seen, now) {
+            orphans.insert(key.clone());
+        }
+        for key in orphans {
+            report.objects_removed += self.delete_batch(&key).await?;
+            report.batches_removed += 1;
+        }
+        report.objects_removed += self.sweep_legacy(now, legacy_days).await?;
+        Ok(report)
+    }
+
+    /// Objects of the unsealed layout (`<tenant-hash>/<batch-id>/...` at the top), once `days` old.
+    async fn sweep_legacy(&self, now: SystemTime, days: u32) -> Result<usize, BlobError> {
+        let listing = self.objects.list_top().await.map_err(listing_err)?;
+        let mut removed = 0;
+        for top in listing {
+            if TenantKey::from_segment(&top).is_none() {
+                continue;
+            }
+            for m in self
+                .objects
+                .list(&Path::from(top.as_str()))
+                .await
+                .map_err(listing_err)?
+            {
+                let modified: SystemTime = m.last_modified.into();
+                if modified + Duration::from_secs(u64::from(days) * 24 * 3600) <= now
+                    && self
+                        .objects
+                        .delete(&m.location)
+                        .await
+                        .map_err(listing_err)?
+                {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Re-wraps every batch key that is under an older master key with the current one.
+    pub async fn rewrap(&self) -> Result<RewrapReport, BlobError> {
+        let mut report = RewrapReport::default();
+        for m in self
+            .objects
+            .list(&Path::from(Area::Key.dir()))
+            .await
+            .map_err(listing_err)?
+        {
+            let Some((_, key)) = BatchKey::from_path(&m.location) else {
                 continue;
             };
-            let modified: SystemTime = m.last_modified.into();
-            let entry = newest.entry(key).or_insert((modified, false));
-            entry.0 = entry.0.max(modified);
-            entry.1 |= m.location.filename() == Some(META);
-        }
-        let mut report = SweepReport::default();
-        for (key, (modified, has_meta)) in newest {
-            let doomed = if has_meta {
-                match self.meta::<serde::de::IgnoredAny>(&key).await {
-                    Ok((stamp, _)) => stamp.is_expired(now),
-                    Err(BlobError::NotFound(_)) => false,
-                    // Metadata we cannot read cannot prove the batch is still allowed to live.
-                    Err(BlobError::CorruptMeta { .. }) => true,
-                    Err(e) => return Err(e),
-                }
-            } else {
-                modified + ORPHAN_GRACE <= now
+            report.checked += 1;
+            let got = match self.objects.get(&m.location).await {
+                Ok(got) => got,
+                Err(StoreError::NotFound { .. }) => continue,
+                Err(e) => return Err(store_err(&key, e)),
             };
-            if doomed {
-                report.objects_removed += self.delete_batch(&key).await?;
-                report.batches_removed += 1;
+            let mut record: KeyRecord =
+                serde_json::from_slice(&got.bytes).map_err(|e| corrupt(&key, e))?;
+            if !self.keyring.is_stale(&record.wrapped) {
+                continue;
+            }
+            let data = self
+                .keyring
+                .unwrap(&record.wrapped, &key.name())
+                .map_err(|source| BlobError::Unreadable {
+                    batch: key.id.to_string(),
+                    source,
+                })?;
+            record.wrapped = self.keyring.wrap(&data, &key.name());
+            let bytes = serde_json::to_vec(&record).map_err(|e| corrupt(&key, e))?;
+            let Some(etag) = got.etag else { continue };
+            // A batch deleted meanwhile stays deleted: the update from the version read fails.
+            match self
+                .objects
+                .update(&m.location, Bytes::from(bytes), &etag)
+                .await
+            {
+                Ok(_) => report.rewrapped += 1,
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(store_err(&key, e)),
             }
         }
         Ok(report)
     }
 }
 
-/// A streamed write in progress. Dropping it without [`BlobWriter::finish`] leaves no visible object.
+/// Batches with a key but no other object at all, a day after the key was written: an upload that
+/// broke off before its input was stored.
+fn live_without_objects(
+    live: &BTreeMap<BatchKey, SystemTime>,
+    seen: &BTreeMap<BatchKey, (SystemTime, bool)>,
+    now: SystemTime,
+) -> Vec<BatchKey> {
+    live.iter()
+        .filter(|(key, created)| !seen.contains_key(*key) && **created + ORPHAN_GRACE <= now)
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+/// A streamed, sealed write in progress. Dropping it without [`BlobWriter::finish`] leaves no object.
 pub struct BlobWriter {
     key: BatchKey,
-    inner: WriteMultipart,
+    sealer: Sealer,
+    inner: ObjectWriter,
 }
 
 impl BlobWriter {
-    /// Appends bytes, waiting when too many chunks are in flight (bounded memory).
-    pub async fn write(&mut self, bytes: Bytes) -> Result<(), BlobError> {
+    /// Appends bytes, waiting when too many parts are in flight (bounded memory).
+    pub async fn write(&mut self, plain: &[u8]) -> Result<(), BlobError> {
+        let sealed = self
+            .sealer
+            .push(plain)
+            .map_err(|source| BlobError::Unreadable {
+                batch: self.key.id.to_string(),
+                source,
+            })?;
         self.inner
-            .wait_for_capacity(2)
+            .write(&sealed)
             .await
-            .map_err(|e| store_err(&self.key, e))?;
-        self.inner.put(bytes);
-        Ok(())
+            .map_err(|e| store_err(&self.key, e))
     }
 
     /// Completes the object; only now does it become visible.
-    pub async fn finish(self) -> Result<(), BlobError> {
+    pub async fn finish(mut self) -> Result<(), BlobError> {
         let key = self.key;
-        self.inner
+        let last = self
+            .sealer
             .finish()
+            .map_err(|source| BlobError::Unreadable {
+                batch: key.id.to_string(),
+                source,
+            })?;
+        self.inner
+            .write(&last)
             .await
-            .map(drop)
-            .map_err(|e| store_err(&key, e))
+            .map_err(|e| store_err(&key, e))?;
+        self.inner.finish().await.map_err(|e| store_err(&key, e))
     }
 
     /// Gives up; nothing becomes visible.
     pub async fn abort(self) {
-        let key = self.key;
-        if let Err(e) = self.inner.abort().await {
-            tracing::warn!(batch = %key.id, error = %e, "Aborting a blob upload failed.");
-        }
+        self.inner.abort().await;
     }
 }
 
-fn store_err(key: &BatchKey, source: object_store::Error) -> BlobError {
+fn corrupt(key: &BatchKey, e: serde_json::Error) -> BlobError {
+    BlobError::Corrupt {
+        batch: key.id.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn store_err(key: &BatchKey, source: StoreError) -> BlobError {
     BlobError::Store {
         batch: key.id.to_string(),
         source,
     }
 }
 
-fn not_found_or(key: &BatchKey, e: object_store::Error) -> BlobError {
+fn listing_err(source: StoreError) -> BlobError {
+    BlobError::Store {
+        batch: "(listing)".into(),
+        source,
+    }
+}
+
+fn not_found_or(key: &BatchKey, e: StoreError) -> BlobError {
     match e {
-        object_store::Error::NotFound { .. } => BlobError::NotFound(key.id.to_string()),
+        StoreError::NotFound { .. } => BlobError::NotFound(key.id.to_string()),
         e => store_err(key, e),
     }
 }
@@ -321,65 +693,118 @@ fn not_found_or(key: &BatchKey, e: object_store::Error) -> BlobError {
 mod tests {
     use super::*;
     use crate::blob::{BatchId, ManualClock};
+    use crate::seal::MasterKey;
 
-    fn store(dir: &std::path::Path, clock: Arc<ManualClock>) -> BlobStore {
-        BlobStore::local(dir, clock).expect("blob dir")
+    fn blobs(dir: &std::path::Path, clock: Arc<ManualClock>) -> BlobStore {
+        let store = Store::local(dir).expect("store");
+        let keyring = Keyring::new(MasterKey::from_bytes([3; 32]), Vec::new());
+        BlobStore::new(&store, Arc::new(keyring), clock)
     }
 
     #[tokio::test]
-    async fn unfinished_streamed_write_is_invisible_and_abandoned_uploads_are_swept() {
+    async fn objects_are_sealed_at_rest_and_unreadable_once_the_batch_key_is_deleted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let clock = Arc::new(ManualClock::new(SystemTime::now()));
-        let blobs = store(dir.path(), clock.clone());
+        let now = SystemTime::now();
+        let b = blobs(dir.path(), Arc::new(ManualClock::new(now)));
         let key = BatchKey::new(TenantKey::of("t"), BatchId::random());
-        let mut w = blobs.writer(&key, "input").await.expect("writer");
-        w.write(Bytes::from_static(b"email\n"))
+        b.create_batch(&key, Stamp::new(now, 30))
             .await
-            .expect("write");
-        w.abort().await;
-        assert!(matches!(
-            blobs.get(&key, "input").await,
-            Err(BlobError::NotFound(_))
-        ));
-        blobs
-            .put(&key, "input", Bytes::from_static(b"x"))
+            .expect("key");
+        b.put(&key, Area::Data, "part-000001-g1", b"ada@example.org")
             .await
             .expect("put");
-        assert_eq!(
-            blobs
-                .sweep(clock.now())
-                .await
-                .expect("sweep")
-                .batches_removed,
-            0
+        let mut w = b.writer(&key, Area::Data, "input").await.expect("writer");
+        w.write(b"email\nada@example.org\n").await.expect("write");
+        w.finish().await.expect("finish");
+        assert!(
+            crate::testkit::grep_files(dir.path(), "ada@").is_empty(),
+            "plaintext at rest"
         );
-        clock.advance(ORPHAN_GRACE + Duration::from_secs(60));
-        let report = blobs.sweep(clock.now()).await.expect("sweep");
-        assert_eq!(
-            report,
-            SweepReport {
-                batches_removed: 1,
-                objects_removed: 1
-            }
-        );
+        let copy = std::fs::read(
+            dir.path()
+                .join("blobs")
+                .join(key.object(Area::Data, "input").as_ref()),
+        )
+        .expect("sealed input");
+
+        b.delete_batch(&key).await.expect("delete");
+        // A copy put back (a backup restored) cannot be read: its key is gone.
+        let restored = blobs(dir.path(), Arc::new(ManualClock::new(now)));
+        std::fs::create_dir_all(
+            dir.path()
+                .join("blobs")
+                .join(key.prefix(Area::Data).as_ref()),
+        )
+        .expect("dir");
+        std::fs::write(
+            dir.path()
+                .join("blobs")
+                .join(key.object(Area::Data, "input").as_ref()),
+            copy,
+        )
+        .expect("restore");
+        assert!(matches!(
+            restored.get(&key, Area::Data, "input").await,
+            Err(BlobError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
-    async fn live_meta_refuses_expired_batches() {
+    async fn the_sweep_removes_keyless_objects_abandoned_uploads_and_the_old_layout_after_their_grace()
+     {
         let dir = tempfile::tempdir().expect("tempdir");
-        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let start = SystemTime::now();
         let clock = Arc::new(ManualClock::new(start));
-        let blobs = store(dir.path(), clock.clone());
-        let key = BatchKey::new(TenantKey::of("t"), BatchId::random());
-        blobs
-            .put_meta(&key, &Stamp::new(start, 1))
+        let b = blobs(dir.path(), clock.clone());
+        let live = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&live, Stamp::new(start, 30))
             .await
-            .expect("meta");
-        assert!(blobs.live_meta::<Stamp>(&key).await.is_ok());
-        clock.advance(Duration::from_secs(24 * 3600));
-        assert!(matches!(
-            blobs.live_meta::<Stamp>(&key).await,
-            Err(BlobError::Expired(_))
-        ));
+            .expect("key");
+        b.put(&live, Area::Data, META, b"{}").await.expect("meta");
+        let abandoned = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&abandoned, Stamp::new(start, 30))
+            .await
+            .expect("key");
+        b.put(&abandoned, Area::Data, "input", b"x")
+            .await
+            .expect("input");
+        let keyless = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&keyless, Stamp::new(start, 30))
+            .await
+            .expect("key");
+        b.put(&keyless, Area::Index, "000001-g1", b"x")
+            .await
+            .expect("index");
+        b.objects
+            .delete(&keyless.key_object())
+            .await
+            .expect("key gone");
+        let legacy = dir
+            .path()
+            .join("blobs")
+            .join(TenantKey::of("old").as_str())
+            .join("b");
+        std::fs::create_dir_all(&legacy).expect("legacy dir");
+        std::fs::write(legacy.join("part-000001"), b"rows").expect("legacy object");
+
+        assert_eq!(
+            b.sweep_orphans(clock.now(), 30).await.expect("sweep"),
+            SweepReport::default()
+        );
+        clock.advance(ORPHAN_GRACE + Duration::from_secs(60));
+        let report = b.sweep_orphans(clock.now(), 30).await.expect("sweep");
+        assert_eq!(report.batches_removed, 2, "{report:?}");
+        assert!(
+            b.get(&live, Area::Data, META).await.is_ok(),
+            "a complete batch stays"
+        );
+        assert!(
+            legacy.join("part-000001").exists(),
+            "the old layout waits for its retention"
+        );
+        clock.advance(Duration::from_secs(30 * 24 * 3600));
+        let report = b.sweep_orphans(clock.now(), 30).await.expect("sweep");
+        assert_eq!(report.objects_removed, 1);
+        assert!(!legacy.join("part-000001").exists());
     }
 }

@@ -22,6 +22,11 @@ use crate::sources::registry::{self, SourceConfig, SourceConfigError};
 /// The embedded retention policy (`policies/retention.toml`).
 pub const RETENTION_POLICY: &str = include_str!("../../policies/retention.toml");
 
+/// The storage (master) key: 64 hex characters, the same on every replica.
+pub const STORAGE_KEY_ENV: &str = "ENRICHD_STORAGE_KEY";
+/// Older storage keys still accepted to unwrap, comma-separated, while `enrichd store rewrap` runs.
+pub const STORAGE_KEY_PREVIOUS_ENV: &str = "ENRICHD_STORAGE_KEY_PREVIOUS";
+
 /// The largest answer cache a config may ask for (4 GiB): a larger value is a unit mistake.
 const MAX_SOURCE_CACHE_MIB: u64 = 4096;
 
@@ -34,6 +39,7 @@ pub struct Config {
     pub retention: Retention,
     pub exclusion: ExclusionConfig,
     pub batches: BatchesConfig,
+    pub store: StoreConfig,
     pub sources: BTreeMap<String, SourceOverrides>,
     /// Bring-your-own-key HTTP providers (`[[providers]]`), see `examples/providers.toml`.
     pub providers: Vec<ProviderConfig>,
@@ -166,6 +172,45 @@ impl Default for BatchesConfig {
     }
 }
 
+/// `[store]`: where shared state lives and how replicas follow it. The storage key never appears here:
+/// `ENRICHD_STORAGE_KEY` wins, else `key_file`, else (local store only) `<data_dir>/storage.key`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `file://DIR` or `s3://bucket/prefix`; unset means `file://<data_dir>`.
+    pub url: Option<String>,
+    /// A file holding the storage (master) key as 64 hex characters.
+    pub key_file: Option<PathBuf>,
+    /// How often each replica lists the store's shared state (keys, opt-outs, jobs, replicas).
+    pub refresh_ms: u64,
+    /// How long a job or sweep lease lives without renewal before another replica takes it over.
+    pub lease_ms: u64,
+    /// How often each replica writes its heartbeat on a shared store.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_file: None,
+            refresh_ms: 500,
+            lease_ms: 5_000,
+            heartbeat_ms: 2_000,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The parsed `store.url`, or the default `file://<data_dir>`.
+    pub fn url_or(&self, data_dir: &Path) -> crate::store::StoreUrl {
+        self.url
+            .as_deref()
+            .and_then(|u| crate::store::StoreUrl::parse(u).ok())
+            .unwrap_or_else(|| crate::store::StoreUrl::default_for(data_dir))
+    }
+}
+
 /// Retention settings. The defaults are what the embedded `policies/retention.toml` ships (a test holds
 /// them equal); a `[retention]` table or an `ENRICHD_RETENTION__*` variable may set any one of them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -289,6 +334,11 @@ pub struct Loaded {
     pub region: Option<Region>,
     /// The values of the env vars that providers name in `auth_env`, read at load time.
     pub provider_keys: BTreeMap<String, SecretString>,
+    /// The `AWS_*` variables (endpoint, credentials, region, `AWS_ALLOW_HTTP`) for an S3 store.
+    pub aws: Vec<(String, SecretString)>,
+    /// `ENRICHD_STORAGE_KEY` and `ENRICHD_STORAGE_KEY_PREVIOUS`, as given.
+    pub storage_key: Option<SecretString>,
+    pub storage_key_previous: Option<SecretString>,
 }
 
 impl Config {
@@ -321,11 +371,24 @@ impl Config {
             .filter_map(|var| Some((var.to_string(), SecretString::from(lookup_env(var)?))))
             .collect();
         let region = config.validate()?;
+        let aws = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.clone(), SecretString::from(v.clone())))
+            .collect();
+        let secret = |name: &str| {
+            lookup_env(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(SecretString::from)
+        };
         Ok(Loaded {
             config,
             sources,
             region,
             provider_keys,
+            aws,
+            storage_key: secret(STORAGE_KEY_ENV),
+            storage_key_previous: secret(STORAGE_KEY_PREVIOUS_ENV),
         })
     }
 
@@ -398,6 +461,25 @@ impl Config {
         }
         if b.sweep_interval_seconds == 0 {
             return invalid("batches.sweep_interval_seconds", "must be above 0");
+        }
+        if let Some(url) = &self.store.url
+            && let Err(problem) = crate::store::StoreUrl::parse(url)
+        {
+            return invalid("store.url", &problem);
+        }
+        let st = &self.store;
+        if st.refresh_ms == 0 || st.refresh_ms > 1_000 {
+            return invalid(
+                "store.refresh_ms",
+                "must be between 1 and 1000: other replicas' opt-outs and key revocations must take \
+                 effect within 2 seconds",
+            );
+        }
+        if st.lease_ms < 1_000 || st.heartbeat_ms == 0 {
+            return invalid(
+                "store.lease_ms",
+                "must be at least 1000 (and store.heartbeat_ms above 0)",
+            );
         }
         let s = &self.server;
         for (key, value) in [
@@ -598,6 +680,35 @@ mod tests {
             let err = Config::from_toml(toml, &[]).expect_err(toml);
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn the_store_section_takes_a_url_and_refuses_a_bad_one_by_name() {
+        let loaded = Config::from_toml(
+            "",
+            &vars(&[
+                ("ENRICHD_STORE__URL", "s3://enrichd-test/eu"),
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+                ("ENRICHD_STORAGE_KEY", &"ab".repeat(32)),
+            ]),
+        )
+        .expect("valid");
+        assert!(loaded.config.store.url_or(Path::new("d")).is_shared());
+        assert_eq!(loaded.aws.len(), 1);
+        assert!(loaded.storage_key.is_some());
+        assert!(
+            !format!("{loaded:?}").contains("abab"),
+            "secrets never print"
+        );
+        let default = Config::from_toml("", &[]).expect("defaults");
+        assert_eq!(
+            default.config.store.url_or(Path::new("/srv/d")).to_string(),
+            "file:///srv/d"
+        );
+        let err = Config::from_toml("[store]\nurl = \"ftp://x\"\n", &[]).expect_err("bad url");
+        assert!(err.to_string().contains("store.url"), "{err}");
+        let err = Config::from_toml("[store]\nrefresh_ms = 5000\n", &[]).expect_err("too slow");
+        assert!(err.to_string().contains("store.refresh_ms"), "{err}");
     }
 
     #[test]

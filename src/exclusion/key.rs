@@ -8,10 +8,9 @@
 //! in the log header: opening a log with another key is refused instead of silently un-excluding everyone.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use rand::TryRngCore;
 use secrecy::{ExposeSecret, SecretBox};
 
 use crate::domain::IdentifierKind;
@@ -32,10 +31,13 @@ pub enum KeyError {
     BadFile { path: PathBuf },
     #[error("cannot read the exclusion key file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(
+        "with an s3:// store every replica needs the same exclusion key: set {KEY_ENV} (64 hex \
+         characters, e.g. from `openssl rand -hex 32`) or exclusion.key_file; none is generated"
+    )]
+    MissingShared,
     #[error("cannot write the generated exclusion key file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
-    #[error("the operating system's random generator failed while generating an exclusion key")]
-    Random,
 }
 
 /// Where the key came from; [`KeySource::Generated`] asks the caller for a loud warning.
@@ -74,12 +76,7 @@ impl ExclusionKey {
 
     /// Parses 64 hex characters (surrounding whitespace ignored). `None` for anything else.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let text = text.trim();
-        let mut bytes = [0u8; 32];
-        if text.len() != 64 || hex::decode_to_slice(text, &mut bytes).is_err() {
-            return None;
-        }
-        Some(Self::from_bytes(bytes))
+        crate::secret::parse_hex32(text).map(Self::from_bytes)
     }
 
     /// Sets the version stored with every record written under this key.
@@ -119,6 +116,26 @@ impl ExclusionKey {
         Ok((key, KeySource::Generated(default_path)))
     }
 
+    /// The key for a shared store: from the process environment or `key_file`, never from the data
+    /// directory and never generated (a replica's disk holds nothing another replica needs).
+    pub fn load_shared(key_file: Option<&Path>) -> Result<(Self, KeySource), KeyError> {
+        let env = std::env::var(KEY_ENV).ok();
+        Self::resolve_shared(env.as_deref(), key_file)
+    }
+
+    /// [`ExclusionKey::load_shared`] with the environment value passed in.
+    pub fn resolve_shared(
+        env_value: Option<&str>,
+        key_file: Option<&Path>,
+    ) -> Result<(Self, KeySource), KeyError> {
+        if let Some(value) = env_value.filter(|v| !v.trim().is_empty()) {
+            let key = Self::from_hex(value).ok_or(KeyError::BadEnv)?;
+            return Ok((key, KeySource::Env));
+        }
+        let path = key_file.ok_or(KeyError::MissingShared)?;
+        Ok((Self::read_file(path)?, KeySource::File(path.to_path_buf())))
+    }
+
     /// The key from the process environment, `key_file` or `<data_dir>/exclusion.key`, never generating
     /// one: for processes that only check the list, where no key means nothing was ever excluded with it.
     pub fn load_existing(
@@ -155,37 +172,15 @@ impl ExclusionKey {
         })
     }
 
-    /// Generates a key from the OS random generator and writes it as hex, mode 0600, created new (an
-    /// existing file is never overwritten), fsynced with its directory.
+    /// Generates a key and writes it as hex, mode 0600, created new (an existing file is never
+    /// overwritten), fsynced with its directory.
     fn generate_into(path: &Path) -> Result<Self, KeyError> {
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(|_| KeyError::Random)?;
-        let key = Self::from_bytes(bytes);
-        let write_err = |source| KeyError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(write_err)?;
-        }
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(write_err)?;
-        let mut text = hex::encode(key.secret.expose_secret());
-        text.push('\n');
-        let written = file
-            .write_all(text.as_bytes())
-            .and_then(|()| file.sync_all());
-        zeroize_string(&mut text);
-        written.map_err(write_err)?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir).map_err(write_err)?;
-        }
-        Ok(key)
+        crate::secret::generate_into(path)
+            .map(Self::from_bytes)
+            .map_err(|source| KeyError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
     }
 
     /// The version stored with each log record.
@@ -250,24 +245,6 @@ impl Subkeys {
     }
 }
 
-fn zeroize_string(s: &mut String) {
-    use secrecy::zeroize::Zeroize;
-    s.zeroize();
-}
-
-/// Fsyncs a directory so a file created or renamed in it survives a crash.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +305,21 @@ mod tests {
         ExclusionKey::resolve(None, None, dir.path()).expect("generated");
         let found = ExclusionKey::resolve_existing(None, None, dir.path()).expect("file key");
         assert!(matches!(found, Some((_, KeySource::File(_)))));
+    }
+
+    #[test]
+    fn a_shared_store_takes_the_key_from_env_or_file_and_never_generates_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = ExclusionKey::resolve_shared(None, None).expect_err("no key");
+        assert!(err.to_string().contains(KEY_ENV), "{err}");
+        let path = dir.path().join("k");
+        fs::write(&path, HEX).expect("write");
+        let (_, source) = ExclusionKey::resolve_shared(None, Some(&path)).expect("file");
+        assert_eq!(source, KeySource::File(path));
+        assert!(
+            fs::read_dir(dir.path()).expect("dir").count() == 1,
+            "nothing generated"
+        );
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! - [`key`]: the secret, per-kind subkeys and the key fingerprint;
 //! - `entry`: [`Hashed`], [`Origin`] and the admin hash-import text form ([`parse_hash_lines`]);
 //! - [`set`]: the compact in-memory hash set;
-//! - [`log`]: the append-only, checksummed, fsynced log file;
-//! - `list`: [`ExclusionList`], tying them together.
+//! - [`log`]: the append-only, checksummed, fsynced log file (a local store);
+//! - `remote`: segments and snapshots on a shared S3 store, followed by every replica;
+//! - `list`: [`ExclusionList`], tying them together behind one API.
 //!
-//! Invariant: no raw identifier is ever written to disk or logs; only keyed hashes and their prefixes.
+//! Invariant: no raw identifier is ever written to disk, the store or logs; only keyed hashes and
+//! their prefixes.
 
 mod entry;
 mod hook;
@@ -17,6 +19,7 @@ pub mod key;
 mod list;
 pub mod log;
 pub mod normalize;
+mod remote;
 pub mod set;
 
 pub use entry::{
@@ -25,9 +28,10 @@ pub use entry::{
 pub use hook::{HookError, OptOutHook};
 pub use key::{ExclusionKey, KeyError, KeySource};
 pub use list::{
-    DEFAULT_RETENTION_DAYS, ExclusionError, ExclusionList, ExclusionSnapshot, OpenReport, Receipt,
-    Stats,
+    AllRecords, DEFAULT_RETENTION_DAYS, ExclusionError, ExclusionList, ExclusionSnapshot,
+    OpenReport, Receipt, Stats,
 };
+pub use remote::RemoteError;
 
 use crate::domain::Identifier;
 

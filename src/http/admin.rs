@@ -142,6 +142,7 @@ async fn import(
                 retry_after_secs: 5,
             });
         }
+        Err(err @ OptOutError::Unavailable(_)) => return Err(ApiError::unavailable(err)),
         Err(err @ OptOutError::NotRecorded(_)) => return Err(ApiError::internal(err)),
     };
     Ok(Json(ImportReport {
@@ -222,7 +223,7 @@ struct StatsBody {
     responses((status = 200, description = "The statistics.", body = StatsBody), AdminErrors))]
 async fn stats(State(state): State<AppState>, Admin(_): Admin) -> Json<StatsBody> {
     let list = &state.exclusion;
-    let s = list.stats();
+    let s = list.stats().await;
     Json(StatsBody {
         entries: s.entries,
         by_kind: s.by_kind,
@@ -285,10 +286,7 @@ async fn export(
         }
     };
     let list = state.exclusion.clone();
-    let records = tokio::task::spawn_blocking(move || list.records())
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let records = list.records().await.map_err(ApiError::internal)?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         let mut chunk = String::with_capacity(EXPORT_CHUNK + 256);

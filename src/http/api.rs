@@ -72,7 +72,8 @@ pub enum KeyErrors {
     #[response(status = 429, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait")))]
     RateLimited(Problem),
-    /// Too many requests in flight; see `Retry-After`.
+    /// Too many requests in flight or, on a route that reads or writes the store, the store cannot
+    /// be reached right now (nothing was changed); see `Retry-After`.
     #[response(status = 503, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait")))]
     Overloaded(Problem),
@@ -92,7 +93,8 @@ pub enum AdminErrors {
     #[response(status = 429, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait")))]
     RateLimited(Problem),
-    /// Too many requests in flight; see `Retry-After`.
+    /// Too many requests in flight or, on a route that reads or writes the store, the store cannot
+    /// be reached right now (nothing was changed); see `Retry-After`.
     #[response(status = 503, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait")))]
     Overloaded(Problem),
@@ -258,10 +260,12 @@ mod tests {
     use crate::profile::{Company, EmailStatus, Profile};
     use crate::sources::SourceStatus;
 
-    fn document_of_default_app() -> (Value, tempfile::TempDir) {
+    async fn document_of_default_app() -> (Value, tempfile::TempDir) {
         let loaded = crate::config::Config::from_toml("", &[]).expect("defaults");
         let dir = tempfile::tempdir().expect("temp dir");
-        let app = crate::app::App::build(&loaded, dir.path()).expect("app builds");
+        let app = crate::app::App::build(&loaded, dir.path())
+            .await
+            .expect("app builds");
         let doc = crate::http::openapi_document(&app.state);
         (
             serde_json::from_str(&doc).expect("the document is JSON"),
@@ -344,9 +348,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_full_answer_is_what_the_document_describes() {
-        let (doc, _dir) = document_of_default_app();
+    #[tokio::test]
+    async fn a_full_answer_is_what_the_document_describes() {
+        let (doc, _dir) = document_of_default_app().await;
         let ranked = Ranked {
             best: sourced("Ada Lovelace"),
             alternatives: vec![sourced("A. Lovelace")],
@@ -393,9 +397,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_batch_summary_is_what_the_document_describes() {
-        let (doc, _dir) = document_of_default_app();
+    #[tokio::test]
+    async fn a_batch_summary_is_what_the_document_describes() {
+        let (doc, _dir) = document_of_default_app().await;
         let summary = crate::batch::BatchSummary {
             id: "0".repeat(32),
             status: "done",
@@ -422,9 +426,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_document_states_the_configured_limits() {
-        let (doc, _dir) = document_of_default_app();
+    #[tokio::test]
+    async fn the_document_states_the_configured_limits() {
+        let (doc, _dir) = document_of_default_app().await;
         let props = &doc["components"]["schemas"]["LookupRequest"]["properties"];
         assert_eq!(props["timeout_ms"]["maximum"], 15_000);
         assert_eq!(props["timeout_ms"]["minimum"], 1);
@@ -435,5 +439,23 @@ mod tests {
         );
         assert!(doc["paths"]["/v1/lookup"]["post"]["responses"]["503"].is_object());
         assert!(doc["paths"]["/v1/optout"]["post"]["responses"]["408"].is_object());
+    }
+
+    #[tokio::test]
+    async fn every_route_that_writes_the_store_documents_503_with_retry_after() {
+        let (doc, _dir) = document_of_default_app().await;
+        for (path, method) in [
+            ("/v1/optout", "post"),
+            ("/optout", "post"),
+            ("/v1/admin/exclusions", "post"),
+            ("/v1/batches", "post"),
+            ("/v1/batches/{id}", "delete"),
+        ] {
+            let refused = &doc["paths"][path][method]["responses"]["503"];
+            assert!(
+                refused["headers"]["Retry-After"].is_object(),
+                "{method} {path}: {refused}"
+            );
+        }
     }
 }

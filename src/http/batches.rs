@@ -131,6 +131,7 @@ impl From<BatchError> for ApiError {
             }
             ErrorKind::NotReady => Self::Conflict(e.to_string()),
             ErrorKind::BadUpload => Self::BadRequest(e.to_string()),
+            ErrorKind::Unavailable => Self::unavailable(e),
             ErrorKind::Internal => Self::internal(e),
         }
     }

@@ -391,11 +391,13 @@ mod tests {
         }
     }
 
-    fn state(max_in_flight: usize) -> (AppState, tempfile::TempDir) {
+    async fn state(max_in_flight: usize) -> (AppState, tempfile::TempDir) {
         let config = format!("[server]\nmax_in_flight = {max_in_flight}\n");
         let loaded = crate::config::Config::from_toml(&config, &[]).expect("valid config");
         let dir = tempfile::tempdir().expect("temp dir");
-        let app = crate::app::App::build(&loaded, dir.path()).expect("app builds");
+        let app = crate::app::App::build(&loaded, dir.path())
+            .await
+            .expect("app builds");
         (app.state, dir)
     }
 
@@ -408,7 +410,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_dropped_half_way_gives_its_slot_back() {
-        let (state, _dir) = state(1);
+        let (state, _dir) = state(1).await;
         let mut guarded = GuardLayer(state.clone()).layer(Stuck);
         let mut cx = Context::from_waker(Waker::noop());
 

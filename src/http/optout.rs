@@ -101,8 +101,9 @@ const EFFECT: &str = "The opt-out is in effect: lookups by these identifiers, an
         (status = 429, description = "Too many opt-outs (or requests at once) from this address; \
           see `Retry-After`.", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64))),
-        (status = 503, description = "Overloaded, or recorded and enforced but the removal from \
-          caches or stored results did not finish (resubmitting is safe); see `Retry-After`.",
+        (status = 503, description = "Overloaded; the store cannot be reached right now, so \
+          nothing was recorded; or recorded and enforced but the removal from caches or stored \
+          results did not finish (resubmitting is safe); see `Retry-After`.",
          body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u64))),
     )
@@ -129,6 +130,7 @@ async fn submit_json(
             what,
             retry_after_secs: RETRY_INCOMPLETE_SECS,
         }),
+        Err(err @ OptOutError::Unavailable(_)) => Err(ApiError::unavailable(err)),
         Err(err @ OptOutError::NotRecorded(_)) => Err(ApiError::internal(err)),
     }
 }
@@ -201,8 +203,9 @@ async fn form() -> Response {
         (status = 429, description = "Too many opt-outs from this address; see `Retry-After`.",
          content(("text/html"), (Problem = "application/problem+json")),
          headers(("Retry-After" = u64))),
-        (status = 503, description = "Overloaded, or recorded and enforced but not yet complete \
-          (resubmitting is safe); see `Retry-After`.",
+        (status = 503, description = "Overloaded; the store cannot be reached right now, so \
+          nothing was recorded; or recorded and enforced but not yet complete (resubmitting is \
+          safe); see `Retry-After`.",
          content(("text/html"), (Problem = "application/problem+json")),
          headers(("Retry-After" = u64))),
         BodyErrors,
@@ -287,15 +290,24 @@ async fn submit_form(
             );
             resp
         }
-        Err(err @ OptOutError::NotRecorded(_)) => {
-            // Rendering the internal error logs its cause chain, as for every other route.
-            let logged = ApiError::internal(err).into_response();
-            page(
+        Err(err @ (OptOutError::NotRecorded(_) | OptOutError::Unavailable(_))) => {
+            // Rendering the error logs its cause chain, as for every other route.
+            let logged = match err {
+                OptOutError::Unavailable(_) => ApiError::unavailable(err),
+                _ => ApiError::internal(err),
+            }
+            .into_response();
+            let mut resp = page(
                 logged.status(),
                 "Opt-out failed",
                 "<h1>Your opt-out could not be recorded</h1>\n<p>Nothing was saved. This is our \
                  fault, not yours; please <a href=\"/optout\">try again</a> later.</p>",
-            )
+            );
+            if let Some(retry) = logged.headers().get(header::RETRY_AFTER) {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, retry.clone());
+            }
+            resp
         }
     })
 }

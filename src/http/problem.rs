@@ -53,9 +53,15 @@ pub enum ApiError {
         what: String,
         retry_after_secs: u64,
     },
+    /// 503: the store cannot be reached now; nothing was changed.
+    #[error("storage is unavailable right now; nothing was changed, please try again shortly")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// Seconds a client is asked to wait when the store is unavailable.
+const RETRY_UNAVAILABLE_SECS: u64 = 5;
 
 impl ApiError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
@@ -64,6 +70,10 @@ impl ApiError {
 
     pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Internal(Box::new(err))
+    }
+
+    pub fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(err))
     }
 
     fn status(&self) -> StatusCode {
@@ -79,7 +89,9 @@ impl ApiError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } | Self::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Overloaded | Self::OptOutIncomplete { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::OptOutIncomplete { .. } | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +112,7 @@ impl ApiError {
             Self::RequestTimeout => "request-timeout",
             Self::Overloaded => "overloaded",
             Self::OptOutIncomplete { .. } => "optout-incomplete",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -108,7 +121,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Self::Internal(err) = &self {
+        if let Self::Internal(err) | Self::Unavailable(err) = &self {
             // The full cause chain goes to the log, never to the client.
             let mut chain = err.to_string();
             let mut src = err.source();
@@ -117,7 +130,11 @@ impl IntoResponse for ApiError {
                 chain.push_str(&s.to_string());
                 src = s.source();
             }
-            tracing::error!(error = %chain, "Request failed with an internal error.");
+            if matches!(self, Self::Internal(_)) {
+                tracing::error!(error = %chain, "Request failed with an internal error.");
+            } else {
+                tracing::warn!(error = %chain, "Request refused: the store is unavailable.");
+            }
         }
         let body = Problem {
             kind: format!("/problems/{}", self.slug()),
@@ -140,6 +157,7 @@ impl IntoResponse for ApiError {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
             Self::Overloaded | Self::TooManyConnections => Some(1),
+            Self::Unavailable(_) => Some(RETRY_UNAVAILABLE_SECS),
             Self::OptOutIncomplete {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),

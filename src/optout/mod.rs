@@ -38,10 +38,24 @@ pub enum OptOutError {
     /// Nothing was acknowledged: the list could not record the given identifiers.
     #[error("the opt-out could not be recorded")]
     NotRecorded(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Nothing was acknowledged: the store that keeps the list cannot be reached now. Lookups go on
+    /// with the list in memory; the opt-out should be submitted again shortly.
+    #[error("the opt-out could not be recorded because the store is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The given identifiers are recorded and enforced, but a later step failed. Running the same
     /// opt-out again is safe and finishes the job.
     #[error("opt-out {receipt_id} is recorded, but {what} did not finish")]
     Incomplete { receipt_id: String, what: String },
+}
+
+impl OptOutError {
+    fn not_recorded(e: crate::exclusion::ExclusionError) -> Self {
+        if e.is_unavailable() {
+            Self::Unavailable(Box::new(e))
+        } else {
+            Self::NotRecorded(Box::new(e))
+        }
+    }
 }
 
 /// What an acknowledged opt-out tells its caller. Deliberately thin: see the module docs.
@@ -90,7 +104,7 @@ impl OptOut {
         let receipt = self
             .add(given.clone(), origin)
             .await
-            .map_err(OptOutError::NotRecorded)?;
+            .map_err(OptOutError::not_recorded)?;
         self.metrics.optout(origin.as_str());
         self.metrics
             .exclusion_entries_added(origin.as_str(), receipt.added);
@@ -138,15 +152,13 @@ impl OptOut {
         }
     }
 
-    /// Records `ids` durably on a blocking thread.
+    /// Records `ids` durably.
     async fn add(
         &self,
         ids: Vec<Identifier>,
         origin: Origin,
-    ) -> Result<crate::exclusion::Receipt, Box<dyn std::error::Error + Send + Sync>> {
-        let list = Arc::clone(&self.list);
-        let receipt = tokio::task::spawn_blocking(move || list.add(&ids, origin)).await??;
-        Ok(receipt)
+    ) -> Result<crate::exclusion::Receipt, crate::exclusion::ExclusionError> {
+        self.list.add(&ids, origin).await
     }
 
     /// The personal identifiers a live lookup of `query` finds beyond the query's own.
@@ -203,10 +215,10 @@ impl OptOut {
             Import::Identifiers(ids) => ids.iter().filter_map(|id| list.hash(id)).collect(),
             Import::Hashes(hashes) => hashes.clone(),
         };
-        let receipt = tokio::task::spawn_blocking(move || list.add_hashes(&hashes, origin))
+        let receipt = list
+            .add_hashes(&hashes, origin)
             .await
-            .map_err(|e| OptOutError::NotRecorded(Box::new(e)))?
-            .map_err(|e| OptOutError::NotRecorded(Box::new(e)))?;
+            .map_err(OptOutError::not_recorded)?;
         if receipt.added + receipt.already_present > 0 {
             self.metrics.optout(origin.as_str());
             self.metrics

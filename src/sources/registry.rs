@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::store::replicas::ReplicaShare;
+
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +43,8 @@ pub const BUILTIN: &[Spec] = &[
 /// What a source may need to build itself.
 pub struct Deps {
     pub http: reqwest::Client,
+    /// This replica's share of each source's budget (see [`crate::store::replicas`]).
+    pub share: ReplicaShare,
 }
 
 /// A source's resolved settings (`[sources.<name>]` over the source's defaults).
@@ -205,6 +209,8 @@ pub struct SourceSet {
     listed: Vec<Listed>,
     /// The answer cache shared by every guard.
     cache: SourceCache,
+    /// This replica's share of each source's budget.
+    share: ReplicaShare,
 }
 
 /// One configured source as `enrichd sources` shows it.
@@ -252,6 +258,7 @@ impl SourceSet {
     ) -> Self {
         let mut set = Self {
             cache: cache.clone(),
+            share: deps.share.clone(),
             ..Self::default()
         };
         for spec in BUILTIN {
@@ -306,10 +313,11 @@ impl SourceSet {
     }
 
     pub(crate) fn push(&mut self, registered: Registered, guard: GuardConfig) {
-        let guarded = Arc::new(Guarded::new(
+        let guarded = Arc::new(Guarded::with_share(
             registered.source.clone(),
             guard,
             self.cache.clone(),
+            self.share.clone(),
         ));
         self.sources.push(Registered {
             source: guarded.clone(),

@@ -95,6 +95,11 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOpLabels {
+    op: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The service's Prometheus metrics. Labels are low-cardinality: route templates, source names, statuses.
@@ -111,6 +116,8 @@ pub struct Metrics {
     overloaded: Counter<u64, AtomicU64>,
     connections_refused: Family<ReasonLabels, Counter>,
     provider_cost: Family<SourceName, Counter<f64, AtomicU64>>,
+    store_requests: Family<StoreOpLabels, Counter>,
+    replicas: Gauge<i64, std::sync::atomic::AtomicI64>,
     labels: Interned,
 }
 
@@ -140,8 +147,20 @@ impl Metrics {
             overloaded: Counter::default(),
             connections_refused: Family::default(),
             provider_cost: Family::default(),
+            store_requests: Family::default(),
+            replicas: Gauge::default(),
             labels: Interned::default(),
         };
+        registry.register(
+            "store_requests",
+            "Requests to the store (S3 or the local directory), by operation",
+            m.store_requests.clone(),
+        );
+        registry.register(
+            "replicas",
+            "Live replicas sharing the store, this one included; each takes this share of a source's budget",
+            m.replicas.clone(),
+        );
         registry.register(
             "provider_cost",
             "What paid providers' hits cost, by provider, in the operator's currency unit",
@@ -256,6 +275,17 @@ impl Metrics {
         self.exclusion_entries
             .get_or_create(&OriginLabels { origin })
             .inc_by(added as u64);
+    }
+
+    /// One request to the store; `op` is `get`, `put`, `put_create`, `list`, ...
+    pub fn store_request(&self, op: &'static str) {
+        self.store_requests
+            .get_or_create(&StoreOpLabels { op })
+            .inc();
+    }
+
+    pub fn replicas(&self, live: u32) {
+        self.replicas.set(i64::from(live));
     }
 
     pub fn in_flight(&self, delta: i64) {

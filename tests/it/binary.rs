@@ -2,11 +2,12 @@
 //! fakes, a fixed exclusion key in the environment (and nothing else from the test's environment), and
 //! a server process whose address is read from its JSON startup log line.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use enrichd::testkit::Served;
 
 use serde_json::Value;
 
@@ -97,48 +98,20 @@ impl Setup {
     /// Starts `enrichd serve --listen 127.0.0.1:0` and waits for its address; `Err` with the exit
     /// status and stderr when the process ends instead.
     pub async fn start(&self) -> Result<Instance, (Option<i32>, String)> {
-        let mut child = self
-            .command(&["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn enrichd serve");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel::<String>();
-        let own = Arc::new(Mutex::new(String::new()));
-        let (all, mine) = (self.stderr.clone(), own.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                all.lock().expect("lock").push_str(&line);
-                all.lock().expect("lock").push('\n');
-                mine.lock().expect("lock").push_str(&line);
-                mine.lock().expect("lock").push('\n');
-                if let Some(addr) = listening_addr(&line) {
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(START_TIMEOUT))
+        self.start_with(&[]).await
+    }
+
+    /// [`Setup::start`] with more environment variables.
+    pub async fn start_with(
+        &self,
+        env: &[(&str, &str)],
+    ) -> Result<Instance, (Option<i32>, String)> {
+        let mut cmd = self.command(&["serve", "--listen", "127.0.0.1:0"]);
+        cmd.envs(env.iter().copied());
+        let all = self.stderr.clone();
+        tokio::task::spawn_blocking(move || Served::spawn(cmd, Some(all), START_TIMEOUT))
             .await
-            .expect("join");
-        match addr {
-            Ok(addr) => Ok(Instance {
-                child,
-                url: format!("http://{addr}"),
-                stderr: own,
-            }),
-            Err(_) => {
-                let status =
-                    tokio::task::spawn_blocking(move || child.wait().ok().and_then(|s| s.code()))
-                        .await
-                        .expect("join");
-                // The reader thread ends with the process; give it a moment to copy the last line.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let text = own.lock().expect("lock").clone();
-                Err((status, text))
-            }
-        }
+            .expect("join")
     }
 
     /// POST /v1/optout to `inst`; the status, or the connection error's text.
@@ -162,73 +135,17 @@ impl Setup {
 }
 
 /// A running `enrichd serve`.
-pub struct Instance {
-    child: Child,
-    pub url: String,
-    stderr: Arc<Mutex<String>>,
-}
+pub type Instance = Served;
 
-impl Instance {
-    /// SIGKILL: no shutdown, no flush, nothing the process could finish.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM: the service stops accepting and drains.
-    pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM");
-    }
-
-    /// Waits up to `within` for the process to exit; its exit code, or `None` if it is still running.
-    pub async fn wait_exit(&mut self, within: Duration) -> Option<Option<i32>> {
-        let start = std::time::Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status.code());
-            }
-            if start.elapsed() > within {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// What this process wrote on stderr so far.
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().expect("lock").clone()
-    }
-
-    pub async fn metrics(&self, http: &reqwest::Client) -> String {
-        http.get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address in the server's JSON startup line, `{"fields":{"message":"enrichd is listening.",
-/// "addr":"127.0.0.1:PORT",...}}`.
-fn listening_addr(line: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(line).ok()?;
-    let fields = v.get("fields")?;
-    (fields.get("message")?.as_str()? == "enrichd is listening.")
-        .then(|| fields.get("addr")?.as_str().map(str::to_string))
-        .flatten()
+/// The server's Prometheus text.
+pub async fn metrics(http: &reqwest::Client, inst: &Instance) -> String {
+    http.get(format!("{}/metrics", inst.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
 }
 
 /// POST /v1/optout to the server at `url`; the status, or the connection error's text.
@@ -239,6 +156,19 @@ pub async fn post_optout(http: &reqwest::Client, url: &str, email: &str) -> Resu
         .await
         .map(|r| r.status().as_u16())
         .map_err(|e| e.to_string())
+}
+
+/// What `enrichd keys new` printed: the key (alone on the last line) and its id (`k_...`).
+pub fn created_key(out: &Output) -> (String, String) {
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    let stdout = text_of(&out.stdout);
+    let key = stdout.lines().last().expect("key line").to_string();
+    let id = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("k_"))
+        .expect("key id")
+        .to_string();
+    (key, id)
 }
 
 pub fn text_of(bytes: &[u8]) -> String {

@@ -30,7 +30,7 @@ async fn assert_enforced(s: &Setup, inst: &crate::binary::Instance, emails: &[St
         assert_eq!(body["profile"], serde_json::Value::Null);
     }
     assert_eq!(s.up.total_hits(), hits, "no upstream was asked");
-    let metrics = inst.metrics(&s.http).await;
+    let metrics = crate::binary::metrics(&s.http, inst).await;
     assert_eq!(metric(&metrics, EXCLUDED), emails.len() as u64);
 }
 

@@ -249,6 +249,83 @@ impl Upstreams {
     }
 }
 
+/// Where a test server keeps its state: the local directory (the default store) or a shared S3
+/// store (moto on loopback, a bucket of its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    File,
+    S3,
+}
+
+/// A shared S3 store for test servers: a fresh bucket on this process's moto, and the exclusion and
+/// storage keys in files (a shared store never generates them), passed as the environment.
+#[derive(Clone)]
+pub struct S3Setup {
+    pub url: String,
+    pub vars: Vec<(String, String)>,
+    _keys: Arc<tempfile::TempDir>,
+}
+
+/// The storage (master) key of every test store.
+pub const STORAGE_KEY: &str = "9c2e4f6a8b0d1e3f5a7c9e1b3d5f7a9c0e2f4a6c8e0b2d4f6a8c0e2b4d6f8a0c";
+
+impl S3Setup {
+    pub async fn new() -> Self {
+        let moto = enrichd::testkit::moto();
+        let bucket = moto.bucket().await;
+        let keys = tempfile::tempdir().expect("key dir");
+        let exclusion_key = keys.path().join("exclusion.key");
+        let storage_key = keys.path().join("storage.key");
+        std::fs::write(&exclusion_key, crate::binary::KEY).expect("exclusion key file");
+        std::fs::write(&storage_key, STORAGE_KEY).expect("storage key file");
+        let url = format!("s3://{bucket}/enrichd");
+        let mut vars = moto.env();
+        vars.push(("ENRICHD_STORE__URL".into(), url.clone()));
+        vars.push((
+            "ENRICHD_STORE__KEY_FILE".into(),
+            storage_key.display().to_string(),
+        ));
+        vars.push((
+            "ENRICHD_EXCLUSION__KEY_FILE".into(),
+            exclusion_key.display().to_string(),
+        ));
+        Self {
+            url,
+            vars,
+            _keys: Arc::new(keys),
+        }
+    }
+
+    /// The store as a test reads it from outside the servers.
+    pub fn store(&self) -> enrichd::store::Store {
+        let url = enrichd::store::StoreUrl::parse(&self.url).expect("url");
+        enrichd::store::Store::open(
+            &url,
+            &enrichd::testkit::moto().secrets(),
+            Arc::new(enrichd::telemetry::Metrics::new()),
+        )
+        .expect("store")
+    }
+
+    /// Every object in the bucket: its name and bytes.
+    pub async fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        let store = self.store();
+        let mut out = Vec::new();
+        for top in ["batches", "indexes", "batch-keys", "state", "leases"] {
+            let listed = store
+                .objects()
+                .list(&enrichd::store::ObjectPath::from(top))
+                .await
+                .expect("list");
+            for m in listed {
+                let bytes = store.objects().get(&m.location).await.expect("get").bytes;
+                out.push((m.location.to_string(), bytes.to_vec()));
+            }
+        }
+        out
+    }
+}
+
 /// The real service on 127.0.0.1:0 with its own data dir and one tenant key.
 pub struct Server {
     pub url: String,
@@ -258,6 +335,8 @@ pub struct Server {
     pub data_dir: tempfile::TempDir,
     /// The running state, for tests that reach below HTTP (the opt-out hooks, the key store).
     pub state: enrichd::http::AppState,
+    /// The shared store, when the server runs on one.
+    pub s3: Option<S3Setup>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     background: Option<Background>,
@@ -276,11 +355,27 @@ pub struct Launch<'a> {
     pub clock: Option<Arc<dyn Clock>>,
     /// Changes the built app (registers opt-out hooks, ...) before it serves.
     pub customize: Option<Customize>,
+    /// The store: the data directory's (default), or a new S3 bucket.
+    pub mode: Option<Mode>,
+    /// Reuse a shared store (a restart); implies S3.
+    pub s3: Option<S3Setup>,
 }
 
 impl Server {
     pub async fn start(config: &str) -> Self {
         Self::start_with_env(config, &[]).await
+    }
+
+    /// [`Server::start`] on the given store.
+    pub async fn start_in(mode: Mode, config: &str) -> Self {
+        Self::launch(
+            config,
+            Launch {
+                mode: Some(mode),
+                ..Launch::default()
+            },
+        )
+        .await
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
@@ -308,11 +403,21 @@ impl Server {
     /// Starts the service as `enrichd serve` does, background batch workers and sweeper included.
     pub async fn launch(config: &str, how: Launch<'_>) -> Self {
         capture_logs();
-        let vars: Vec<(String, String)> = how
+        let mut vars: Vec<(String, String)> = how
             .env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let s3 = match (how.s3, how.mode) {
+            (Some(s3), _) => Some(s3),
+            (None, Some(Mode::S3)) => Some(S3Setup::new().await),
+            (None, _) => None,
+        };
+        if let Some(s3) = &s3 {
+            vars.extend(s3.vars.iter().cloned());
+            // Shared state is followed faster in tests than the default, and leases are short.
+            vars.push(("ENRICHD_STORE__REFRESH_MS".into(), "100".into()));
+        }
         let loaded =
             Config::from_toml(&loopback_only(config), &vars).expect("test config is valid");
         assert_loopback(&loaded);
@@ -322,7 +427,9 @@ impl Server {
         let clock = how
             .clock
             .unwrap_or_else(|| Arc::new(enrichd::blob::SystemClock));
-        let mut app = App::build_with_clock(&loaded, data_dir.path(), clock).expect("app builds");
+        let mut app = App::build_with_clock(&loaded, data_dir.path(), clock)
+            .await
+            .expect("app builds");
         if let Some(customize) = how.customize {
             customize(&mut app);
         }
@@ -331,9 +438,16 @@ impl Server {
             .state
             .keys
             .create("tenant-a", Role::Tenant)
+            .await
             .expect("key")
             .key;
-        let admin_key = app.state.keys.create("ops", Role::Admin).expect("key").key;
+        let admin_key = app
+            .state
+            .keys
+            .create("ops", Role::Admin)
+            .await
+            .expect("key")
+            .key;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
@@ -348,6 +462,7 @@ impl Server {
             http: reqwest::Client::new(),
             data_dir,
             state: app.state.clone(),
+            s3,
             shutdown: Some(tx),
             task: Some(task),
             background: Some(background),
@@ -355,12 +470,74 @@ impl Server {
     }
 
     /// A new tenant key for another tenant (isolation tests).
-    pub fn tenant_key(&self, tenant: &str) -> String {
+    pub async fn tenant_key(&self, tenant: &str) -> String {
         self.state
             .keys
             .create(tenant, Role::Tenant)
+            .await
             .expect("key")
             .key
+    }
+
+    /// The exclusion key the server hashes with, as hex.
+    pub fn exclusion_key_hex(&self) -> String {
+        match &self.s3 {
+            Some(_) => crate::binary::KEY.to_string(),
+            None => std::fs::read_to_string(self.data_dir.path().join("exclusion.key"))
+                .expect("the generated exclusion key"),
+        }
+    }
+
+    /// `grep -r` over everything the server stored (its data dir, and its bucket if it has one): the
+    /// (place, needle) pairs where stored bytes contain a needle, ignoring case.
+    pub async fn grep_stored(&self, needles: &[String]) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = grep_dir(self.data_dir.path(), needles)
+            .into_iter()
+            .map(|(p, n)| (p.display().to_string(), n))
+            .collect();
+        if let Some(s3) = &self.s3 {
+            for (name, bytes) in s3.objects().await {
+                let text = String::from_utf8_lossy(&bytes).to_lowercase();
+                for n in needles {
+                    if text.contains(&n.to_lowercase()) {
+                        found.push((name.clone(), n.clone()));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Every stored object of the batch area (`batches/`, `indexes/`, `batch-keys/`): its name and
+    /// bytes, from the directory or the bucket.
+    pub async fn batch_objects(&self) -> Vec<(String, Vec<u8>)> {
+        match &self.s3 {
+            Some(s3) => s3
+                .objects()
+                .await
+                .into_iter()
+                .filter(|(name, _)| {
+                    ["batches/", "indexes/", "batch-keys/"]
+                        .iter()
+                        .any(|p| name.starts_with(p))
+                })
+                .collect(),
+            None => ["batches", "indexes", "batch-keys"]
+                .iter()
+                .flat_map(|area| {
+                    let dir = self.data_dir.path().join("blobs").join(area);
+                    if dir.exists() {
+                        files_under(&dir)
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .map(|p| {
+                    let bytes = std::fs::read(&p).unwrap_or_default();
+                    (p.display().to_string(), bytes)
+                })
+                .collect(),
+        }
     }
 
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
@@ -370,8 +547,8 @@ impl Server {
     }
 
     /// Stops the server and its batch workers at once (a crash, as far as batches can tell) and hands
-    /// back the data directory for a restart.
-    pub async fn kill_keep_data(mut self) -> tempfile::TempDir {
+    /// back what a restart needs: its data directory, and its shared store if it has one.
+    pub async fn kill_keep_data(mut self) -> (tempfile::TempDir, Option<S3Setup>) {
         drop(self.background.take());
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -380,7 +557,7 @@ impl Server {
             task.abort();
             let _ = task.await;
         }
-        self.data_dir
+        (self.data_dir, self.s3.take())
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
@@ -429,7 +606,9 @@ impl Server {
     }
 
     pub async fn stop(mut self) {
-        drop(self.background.take());
+        if let Some(background) = self.background.take() {
+            background.stop().await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -605,6 +784,17 @@ pub fn metric(text: &str, sample: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The row numbers of an NDJSON batch result, in the order served.
+pub fn ndjson_rows(text: &str) -> Vec<u64> {
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["row"]
+                .as_u64()
+                .expect("row")
+        })
+        .collect()
+}
+
 /// Every regular file under `dir`, recursively.
 pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut stack = vec![dir.to_path_buf()];
@@ -652,4 +842,25 @@ pub fn assert_problem_type(body: &serde_json::Value, kind: &str) {
         body["type"].as_str().is_some_and(|t| t.ends_with(kind)),
         "not a '{kind}' problem: {body}"
     );
+}
+
+/// Defines one test per store: `both_stores! { #[tokio::test] async fn name(mode) { ... } }` makes the
+/// module `name` with the tests `file` and `s3`, each running the body with its [`Mode`].
+#[macro_export]
+macro_rules! both_stores {
+    ($(#[$attr:meta])* async fn $name:ident($mode:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn run($mode: $crate::helpers::Mode) $body
+            $(#[$attr])*
+            async fn file() {
+                run($crate::helpers::Mode::File).await
+            }
+            $(#[$attr])*
+            async fn s3() {
+                run($crate::helpers::Mode::S3).await
+            }
+        }
+    };
 }

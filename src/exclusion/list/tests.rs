@@ -46,8 +46,8 @@ fn domain(raw: &str) -> Identifier {
     Identifier::Domain(DomainName::parse(raw).expect("valid domain"))
 }
 
-#[test]
-fn added_identifiers_are_excluded_in_any_spelling() {
+#[tokio::test]
+async fn added_identifiers_are_excluded_in_any_spelling() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (list, _) = open(dir.path());
     let receipt = list
@@ -59,6 +59,7 @@ fn added_identifiers_are_excluded_in_any_spelling() {
             ],
             Origin::Api,
         )
+        .await
         .expect("add");
     assert_eq!((receipt.added, receipt.already_present), (3, 0));
     assert_eq!(receipt.id.len(), 32);
@@ -74,8 +75,8 @@ fn added_identifiers_are_excluded_in_any_spelling() {
     assert!(!list.is_excluded(&phone("+33 6 12 34 56 79")));
 }
 
-#[test]
-fn domains_are_skipped_and_duplicates_counted_once() {
+#[tokio::test]
+async fn domains_are_skipped_and_duplicates_counted_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (list, _) = open(dir.path());
     let ids = [
@@ -83,14 +84,14 @@ fn domains_are_skipped_and_duplicates_counted_once() {
         email("ADA@example.com"),
         domain("example.com"),
     ];
-    let first = list.add(&ids, Origin::Cli).expect("add");
+    let first = list.add(&ids, Origin::Cli).await.expect("add");
     assert_eq!((first.added, first.already_present), (1, 0));
     assert!(!list.is_excluded(&domain("example.com")));
     assert!(!list.any_excluded(&mut [domain("example.com")].iter()));
-    let again = list.add(&ids, Origin::Cli).expect("add again");
+    let again = list.add(&ids, Origin::Cli).await.expect("add again");
     assert_eq!((again.added, again.already_present), (0, 1));
     assert_ne!(first.id, again.id, "receipt ids are random");
-    assert_eq!(list.stats().entries, 1);
+    assert_eq!(list.stats().await.entries, 1);
     assert_eq!(list.hash(&domain("example.com")), None);
     assert_eq!(list.hash_prefix(&domain("example.com")), "-");
 }
@@ -128,8 +129,8 @@ fn hashes_are_per_kind_and_keyed() {
     assert_ne!(text_email, text_profile);
 }
 
-#[test]
-fn entries_survive_reopen_with_their_counts() {
+#[tokio::test]
+async fn entries_survive_reopen_with_their_counts() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let (list, report) = open(dir.path());
@@ -138,8 +139,10 @@ fn entries_survive_reopen_with_their_counts() {
             &[email("ada@example.com"), phone("+14155552671")],
             Origin::PublicForm,
         )
+        .await
         .expect("add");
         list.add(&[name_at("Zoë O'Brien", "Acme Inc")], Origin::Expansion)
+            .await
             .expect("add");
     }
     let (list, report) = open(dir.path());
@@ -153,7 +156,7 @@ fn entries_survive_reopen_with_their_counts() {
         "punctuation folds to a space"
     );
     assert!(list.is_excluded(&name_at("ZOE O BRIEN", "acme, inc.")));
-    let stats = list.stats();
+    let stats = list.stats().await;
     assert_eq!(stats.entries, 3);
     assert_eq!(stats.by_kind.get("email"), Some(&1));
     assert_eq!(stats.by_kind.get("phone"), Some(&1));
@@ -163,14 +166,16 @@ fn entries_survive_reopen_with_their_counts() {
     assert_eq!(stats.log_bytes, 32 + 3 * 56);
 }
 
-#[test]
-fn a_torn_last_opt_out_leaves_earlier_ones_enforced() {
+#[tokio::test]
+async fn a_torn_last_opt_out_leaves_earlier_ones_enforced() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let (list, _) = open(dir.path());
         list.add(&[email("a@example.com")], Origin::Api)
+            .await
             .expect("add");
         list.add(&[email("b@example.com")], Origin::Api)
+            .await
             .expect("add");
     }
     let path = dir.path().join(LOG_FILE_NAME);
@@ -182,13 +187,14 @@ fn a_torn_last_opt_out_leaves_earlier_ones_enforced() {
     assert!(!list.is_excluded(&email("b@example.com")));
 }
 
-#[test]
-fn a_corrupted_middle_record_is_refused_naming_file_and_offset() {
+#[tokio::test]
+async fn a_corrupted_middle_record_is_refused_naming_file_and_offset() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let (list, _) = open(dir.path());
         for who in ["a", "b", "c"] {
             list.add(&[email(&format!("{who}@example.com"))], Origin::Api)
+                .await
                 .expect("add");
         }
     }
@@ -202,12 +208,13 @@ fn a_corrupted_middle_record_is_refused_naming_file_and_offset() {
     assert!(msg.contains(&path.display().to_string()), "{msg}");
 }
 
-#[test]
-fn starting_with_another_key_is_refused() {
+#[tokio::test]
+async fn starting_with_another_key_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let (list, _) = open(dir.path());
         list.add(&[email("ada@example.com")], Origin::Api)
+            .await
             .expect("add");
     }
     let other = ExclusionKey::from_bytes([1; 32]);
@@ -221,8 +228,8 @@ fn starting_with_another_key_is_refused() {
     assert!(msg.contains("ENRICHD_EXCLUSION_KEY"), "{msg}");
 }
 
-#[test]
-fn compaction_drops_only_entries_past_retention_and_survives_reopen() {
+#[tokio::test]
+async fn compaction_drops_only_entries_past_retention_and_survives_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(AtomicU64::new(T0));
     let (list, _) = ExclusionList::open(dir.path(), key(), 30, at(T0)).expect("open");
@@ -234,23 +241,26 @@ fn compaction_drops_only_entries_past_retention_and_survives_reopen() {
         &[email("old@example.com"), email("renewed@example.com")],
         Origin::Api,
     )
+    .await
     .expect("add old");
     clock.store(T0 + 20 * 86_400, Ordering::SeqCst);
     list.add(
         &[email("new@example.com"), email("renewed@example.com")],
         Origin::Cli,
     )
+    .await
     .expect("add new");
 
-    let removed = list.compact(at(T0 + 31 * 86_400)).expect("compact");
+    let removed = list.compact(at(T0 + 31 * 86_400)).await.expect("compact");
 
     assert_eq!(removed, 2, "the two records written at T0");
     assert!(!list.is_excluded(&email("old@example.com")));
     assert!(list.is_excluded(&email("new@example.com")));
     assert!(list.is_excluded(&email("renewed@example.com")));
-    assert_eq!(list.stats().entries, 2);
-    assert_eq!(list.stats().log_bytes, 32 + 2 * 56);
+    assert_eq!(list.stats().await.entries, 2);
+    assert_eq!(list.stats().await.log_bytes, 32 + 2 * 56);
     list.add(&[email("later@example.com")], Origin::Api)
+        .await
         .expect("add after compaction");
     drop(list);
     let (list, report) =
@@ -260,13 +270,14 @@ fn compaction_drops_only_entries_past_retention_and_survives_reopen() {
     assert!(!list.is_excluded(&email("old@example.com")));
 }
 
-#[test]
-fn expired_entries_are_not_loaded_at_open() {
+#[tokio::test]
+async fn expired_entries_are_not_loaded_at_open() {
     let dir = tempfile::tempdir().expect("temp dir");
     {
         let (list, _) = open(dir.path());
         let list = list.with_clock(|| at(T0));
         list.add(&[email("ada@example.com")], Origin::Api)
+            .await
             .expect("add");
     }
     let (list, report) =
@@ -275,8 +286,8 @@ fn expired_entries_are_not_loaded_at_open() {
     assert!(!list.is_excluded(&email("ada@example.com")));
 }
 
-#[test]
-fn imported_hashes_exclude_the_matching_identifiers() {
+#[tokio::test]
+async fn imported_hashes_exclude_the_matching_identifiers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (list, _) = open(dir.path());
     let full = list.hash(&email("ada@example.com")).expect("personal");
@@ -289,6 +300,7 @@ fn imported_hashes_exclude_the_matching_identifiers() {
     let parsed = parse_hash_lines_for_test(&text);
     let receipt = list
         .add_hashes(&parsed, Origin::AdminImport)
+        .await
         .expect("import");
     assert_eq!(receipt.added, 2);
     assert!(list.is_excluded(&email("ADA@example.com")));
@@ -299,7 +311,7 @@ fn imported_hashes_exclude_the_matching_identifiers() {
         list.is_excluded(&phone("+1 415 555 2671")),
         "truncated hashes survive reopen"
     );
-    assert_eq!(list.stats().by_origin.get("admin_import"), Some(&2));
+    assert_eq!(list.stats().await.by_origin.get("admin_import"), Some(&2));
 }
 
 fn parse_hash_lines_for_test(text: &str) -> Vec<Hashed> {
@@ -319,8 +331,8 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn the_data_dir_never_holds_raw_identifiers() {
+#[tokio::test]
+async fn the_data_dir_never_holds_raw_identifiers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (list, _) = open(dir.path());
     let raws = [
@@ -340,8 +352,9 @@ fn the_data_dir_never_holds_raw_identifiers() {
         ],
         Origin::PublicForm,
     )
+    .await
     .expect("add");
-    list.compact(at(T0)).expect("compact");
+    list.compact(at(T0)).await.expect("compact");
     let files = all_files(dir.path());
     assert!(!files.is_empty());
     for file in files {
@@ -356,26 +369,26 @@ fn the_data_dir_never_holds_raw_identifiers() {
     }
 }
 
-#[test]
-fn concurrent_adds_from_eight_threads_lose_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_adds_from_eight_tasks_lose_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (list, _) = open(dir.path());
     let list = Arc::new(list);
-    let threads: Vec<_> = (0..8)
+    let tasks: Vec<_> = (0..8)
         .map(|t| {
             let list = Arc::clone(&list);
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 for i in 0..25 {
                     let id = email(&format!("user{t}-{i}@example.com"));
-                    list.add(&[id], Origin::Api).expect("concurrent add");
+                    list.add(&[id], Origin::Api).await.expect("concurrent add");
                 }
             })
         })
         .collect();
-    for t in threads {
-        t.join().expect("thread finished");
+    for t in tasks {
+        t.await.expect("task finished");
     }
-    assert_eq!(list.stats().entries, 200);
+    assert_eq!(list.stats().await.entries, 200);
     drop(list);
     let (list, report) = open(dir.path());
     assert_eq!(
@@ -399,12 +412,13 @@ fn the_list_is_shareable_across_threads() {
     assert!(!check.is_excluded(&email("ada@example.com")));
 }
 
-#[test]
-fn a_snapshot_checks_what_the_writer_recorded_without_its_lock() {
+#[tokio::test]
+async fn a_snapshot_checks_what_the_writer_recorded_without_its_lock() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (list, _) = open(dir.path());
     let list = list.with_clock(|| at(T0));
     list.add(&[email("Ada.Lovelace@gmail.com")], Origin::Cli)
+        .await
         .expect("add");
 
     let (snapshot, report) =
@@ -431,22 +445,25 @@ fn a_second_list_on_the_same_directory_is_refused() {
     assert!(err.is_locked(), "{err}");
 }
 
-#[test]
-fn the_version_moves_when_an_entry_is_added_and_only_then() {
+#[tokio::test]
+async fn the_version_moves_when_an_entry_is_added_and_only_then() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (list, _) = open(dir.path());
     let start = list.version().expect("the list tells its version");
 
     list.add(&[domain("example.com")], Origin::Api)
+        .await
         .expect("add a bare domain");
     assert_eq!(list.version(), Some(start), "a bare domain adds no entry");
 
     list.add(&[email("ada@example.com")], Origin::Api)
+        .await
         .expect("add");
     let after_add = list.version().expect("version");
     assert_ne!(after_add, start, "a new entry moves the version");
 
     list.add(&[email("ADA@example.com")], Origin::Api)
+        .await
         .expect("add again");
     assert_eq!(
         list.version(),
@@ -454,11 +471,141 @@ fn the_version_moves_when_an_entry_is_added_and_only_then() {
         "an entry already present is not new"
     );
 
-    list.compact(at(T0 + 10 * 365 * 86_400)).expect("compact");
+    list.compact(at(T0 + 10 * 365 * 86_400))
+        .await
+        .expect("compact");
     assert!(!list.is_excluded(&email("ada@example.com")), "expired");
     assert_eq!(
         list.version(),
         Some(after_add),
         "removals never make anyone excluded, so they leave the version alone"
     );
+}
+
+mod shared_store {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::store::{Store, StoreUrl};
+    use crate::telemetry::Metrics;
+
+    async fn bucket_store() -> Store {
+        let moto = crate::testkit::moto();
+        let url = StoreUrl::parse(&format!("s3://{}/x", moto.bucket().await)).expect("url");
+        Store::open(&url, &moto.secrets(), Arc::new(Metrics::new())).expect("store")
+    }
+
+    async fn replica(store: &Store) -> ExclusionList {
+        ExclusionList::open_store(store, key(), DEFAULT_RETENTION_DAYS, SystemTime::now())
+            .await
+            .expect("open stored list")
+            .0
+    }
+
+    /// What one writer does: add its emails one opt-out at a time, sometimes compacting.
+    #[derive(Clone, Debug)]
+    struct Plan {
+        emails: Vec<u16>,
+        compact_after: Option<usize>,
+    }
+
+    fn plan() -> impl Strategy<Value = Plan> {
+        (
+            proptest::collection::vec(0u16..400, 1..12),
+            proptest::option::of(0usize..12),
+        )
+            .prop_map(|(emails, compact_after)| Plan {
+                emails,
+                compact_after,
+            })
+    }
+
+    async fn write(list: Arc<ExclusionList>, plan: Plan) {
+        for (i, n) in plan.emails.iter().enumerate() {
+            list.add(&[email(&format!("w{n}@example.com"))], Origin::Api)
+                .await
+                .expect("recorded");
+            if plan.compact_after == Some(i) {
+                list.compact(SystemTime::now()).await.expect("compacted");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(6))]
+        /// Two replicas take opt-outs at the same time (each also compacting at a random moment):
+        /// afterwards both, and a replica started fresh, hold every one of them.
+        #[test]
+        fn concurrent_writers_on_one_bucket_lose_no_opt_out(a in plan(), b in plan()) {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let store = bucket_store().await;
+                let (one, two) = (Arc::new(replica(&store).await), Arc::new(replica(&store).await));
+                let writers = [
+                    tokio::spawn(write(one.clone(), a.clone())),
+                    tokio::spawn(write(two.clone(), b.clone())),
+                ];
+                for w in writers {
+                    w.await.expect("writer");
+                }
+                one.catch_up().await.expect("catch up");
+                two.catch_up().await.expect("catch up");
+                let fresh = replica(&store).await;
+                for n in a.emails.iter().chain(&b.emails) {
+                    let id = email(&format!("w{n}@example.com"));
+                    for (who, list) in [("one", &*one), ("two", &*two), ("fresh", &fresh)] {
+                        assert!(list.is_excluded(&id), "w{n} missing at {who}");
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_list_written_with_another_key_is_refused() {
+        let store = bucket_store().await;
+        replica(&store)
+            .await
+            .add(&[email("ada@example.com")], Origin::Api)
+            .await
+            .expect("added");
+        let err = ExclusionList::open_store(
+            &store,
+            ExclusionKey::from_bytes([1; 32]),
+            DEFAULT_RETENTION_DAYS,
+            SystemTime::now(),
+        )
+        .await
+        .expect_err("another key");
+        assert!(err.to_string().contains("ENRICHD_EXCLUSION_KEY"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_missed_compacted_segments_reads_the_snapshot() {
+        let store = bucket_store().await;
+        let writer = replica(&store).await;
+        let reader = replica(&store).await;
+        for i in 0..5 {
+            writer
+                .add(&[email(&format!("c{i}@example.com"))], Origin::Api)
+                .await
+                .expect("added");
+        }
+        // The writer compacts twice before the reader looks: the segments are gone, and the newest
+        // snapshot's covers do not name them all.
+        writer.compact(SystemTime::now()).await.expect("compact");
+        writer
+            .add(&[email("late@example.com")], Origin::Api)
+            .await
+            .expect("added");
+        writer.compact(SystemTime::now()).await.expect("compact");
+        assert_eq!(reader.catch_up().await.expect("catch up"), 6);
+        assert!(reader.is_excluded(&email("c0@example.com")));
+        assert!(reader.is_excluded(&email("late@example.com")));
+        assert_eq!(writer.stats().await.entries, 6);
+    }
 }

@@ -18,7 +18,7 @@
 //! - [`ExclusionLog::read_only`] reads without the lock and repairs nothing, for processes that only
 //!   check the list.
 
-mod format;
+pub(crate) mod format;
 #[cfg(test)]
 mod tests;
 
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 pub use format::Record;
 use format::{HEADER_LEN, HeaderProblem, RECORD_LEN, RecordProblem};
 
-use super::key::sync_dir;
+use crate::secret::sync_dir;
 
 /// The log's file name inside the data directory.
 pub const LOG_FILE_NAME: &str = "exclusion.log";

@@ -49,6 +49,7 @@ use super::registry::SourceConfig;
 use super::{SharedAnswer, Source, SourceError};
 use crate::domain::Identifier;
 use crate::profile::Observation;
+use crate::store::replicas::ReplicaShare;
 
 /// The longest an upstream's `Retry-After` may pause a source: a broken header must not silence it for
 /// days.
@@ -137,10 +138,20 @@ struct Inner {
 
 impl Guarded {
     pub fn new(source: Arc<dyn Source>, cfg: GuardConfig, cache: SourceCache) -> Self {
+        Self::with_share(source, cfg, cache, ReplicaShare::single())
+    }
+
+    /// A guard whose rate limit is this replica's `share` of the source's budget.
+    pub fn with_share(
+        source: Arc<dyn Source>,
+        cfg: GuardConfig,
+        cache: SourceCache,
+        share: ReplicaShare,
+    ) -> Self {
         let name: Arc<str> = Arc::from(source.name());
         let inner = Inner {
             name,
-            limiter: Limiter::new(cfg.rate_per_minute),
+            limiter: Limiter::new(cfg.rate_per_minute, share),
             bulkhead: Semaphore::new(cfg.concurrency.max(1)),
             breaker: Mutex::new(Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown)),
             paused_until: Mutex::new(None),

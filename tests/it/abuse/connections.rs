@@ -11,83 +11,86 @@ use super::{
     addr_of, closed_within, connect_from, loopback, read_head, rss_kib, start_slow_optout,
     wait_until,
 };
+use crate::both_stores;
 use crate::helpers::{Server, Upstreams};
 
 const FLOOD: usize = 2_000;
 /// Flooding addresses 127.0.0.2 ..= 127.0.0.9: 250 connections each, under the default cap of 256.
 const FLOOD_ADDRESSES: u8 = 8;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_slow_bodies_hold_no_slot_and_the_service_still_answers() {
-    let up = Upstreams::start().await;
-    let email = "flood.survivor@example.com";
-    up.gravatar_profile(email, "Flo Survivor", "Acme", None);
-    // Fewer in-flight slots than slow clients: if a dribbled body held one, nothing would pass.
-    let server = Server::start(&format!(
-        "[server]\nmax_in_flight = 64\n[exclusion]\noptout_per_minute = 1000\noptout_burst = 1000\n{}",
-        up.config()
-    ))
-    .await;
-    let target = addr_of(&server.url);
-    let entries_before = server.exclusion_stats().await["entries"].as_u64();
-    let rss_before = rss_kib();
+both_stores! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_thousand_slow_bodies_hold_no_slot_and_the_service_still_answers(mode) {
+        let up = Upstreams::start().await;
+        let email = "flood.survivor@example.com";
+        up.gravatar_profile(email, "Flo Survivor", "Acme", None);
+        // Fewer in-flight slots than slow clients: if a dribbled body held one, nothing would pass.
+        let server = Server::start_in(mode, &format!(
+            "[server]\nmax_in_flight = 64\n[exclusion]\noptout_per_minute = 1000\noptout_burst = 1000\n{}",
+            up.config()
+        ))
+        .await;
+        let target = addr_of(&server.url);
+        let entries_before = server.exclusion_stats().await["entries"].as_u64();
+        let rss_before = rss_kib();
 
-    let mut flood = Vec::with_capacity(FLOOD);
-    for i in 0..FLOOD {
-        let from = loopback(2 + (i % FLOOD_ADDRESSES as usize) as u8);
-        let mut stream = connect_from(from, target).await;
-        start_slow_optout(&mut stream, 4096).await;
-        flood.push(stream);
+        let mut flood = Vec::with_capacity(FLOOD);
+        for i in 0..FLOOD {
+            let from = loopback(2 + (i % FLOOD_ADDRESSES as usize) as u8);
+            let mut stream = connect_from(from, target).await;
+            start_slow_optout(&mut stream, 4096).await;
+            flood.push(stream);
+        }
+        let slots = server.state.connections.per_client.clone();
+        wait_until("every slow connection to be admitted", || {
+            (2..2 + FLOOD_ADDRESSES)
+                .map(|n| slots.held(IpAddr::V4(loopback(n))))
+                .sum::<usize>()
+                == FLOOD
+        })
+        .await;
+
+        let health = server
+            .http
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .await;
+        assert_eq!(health.expect("healthz").status(), 200);
+        let ready = server
+            .http
+            .get(format!("{}/readyz", server.url))
+            .send()
+            .await;
+        assert_eq!(ready.expect("readyz").status(), 200, "no slot is taken");
+        let form = server
+            .http
+            .get(format!("{}/optout", server.url))
+            .send()
+            .await;
+        assert_eq!(form.expect("form").status(), 200);
+        let (status, body) = server.lookup(json!({ "email": email })).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["found"], true, "{body}");
+        let (status, _) = server
+            .optout(json!({ "email": "flood.optout@example.com" }))
+            .await;
+        assert_eq!(status, 200, "an opt-out is taken during the flood");
+        let rss_growth_mib = rss_kib().saturating_sub(rss_before) / 1024;
+        assert!(
+            rss_growth_mib < 256,
+            "{FLOOD} slow connections cost {rss_growth_mib} MiB"
+        );
+
+        drop(flood);
+        let after = server.exclusion_stats().await["entries"].as_u64();
+        assert_eq!(
+            after,
+            entries_before.map(|n| n + 1),
+            "only the one complete opt-out was recorded"
+        );
+        eprintln!("slow-body flood: {FLOOD} connections, rss growth {rss_growth_mib} MiB");
+        server.stop().await;
     }
-    let slots = server.state.connections.per_client.clone();
-    wait_until("every slow connection to be admitted", || {
-        (2..2 + FLOOD_ADDRESSES)
-            .map(|n| slots.held(IpAddr::V4(loopback(n))))
-            .sum::<usize>()
-            == FLOOD
-    })
-    .await;
-
-    let health = server
-        .http
-        .get(format!("{}/healthz", server.url))
-        .send()
-        .await;
-    assert_eq!(health.expect("healthz").status(), 200);
-    let ready = server
-        .http
-        .get(format!("{}/readyz", server.url))
-        .send()
-        .await;
-    assert_eq!(ready.expect("readyz").status(), 200, "no slot is taken");
-    let form = server
-        .http
-        .get(format!("{}/optout", server.url))
-        .send()
-        .await;
-    assert_eq!(form.expect("form").status(), 200);
-    let (status, body) = server.lookup(json!({ "email": email })).await;
-    assert_eq!(status, 200);
-    assert_eq!(body["found"], true, "{body}");
-    let (status, _) = server
-        .optout(json!({ "email": "flood.optout@example.com" }))
-        .await;
-    assert_eq!(status, 200, "an opt-out is taken during the flood");
-    let rss_growth_mib = rss_kib().saturating_sub(rss_before) / 1024;
-    assert!(
-        rss_growth_mib < 256,
-        "{FLOOD} slow connections cost {rss_growth_mib} MiB"
-    );
-
-    drop(flood);
-    let after = server.exclusion_stats().await["entries"].as_u64();
-    assert_eq!(
-        after,
-        entries_before.map(|n| n + 1),
-        "only the one complete opt-out was recorded"
-    );
-    eprintln!("slow-body flood: {FLOOD} connections, rss growth {rss_growth_mib} MiB");
-    server.stop().await;
 }
 
 #[tokio::test]

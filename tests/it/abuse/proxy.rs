@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::loopback;
+use crate::both_stores;
 use crate::helpers::{Server, Upstreams};
 
 fn client_from(n: u8) -> reqwest::Client {
@@ -32,50 +33,53 @@ async fn optout_via(
         .as_u16()
 }
 
-#[tokio::test]
-async fn the_optout_limit_counts_the_forwarded_client_only_behind_a_trusted_proxy() {
-    let server = Server::start(
-        "[server]\ntrusted_proxies = [\"127.0.0.2\"]\n[exclusion]\noptout_per_minute = 1\noptout_burst = 1\n",
-    )
-    .await;
-    let proxy = client_from(2);
-    assert_eq!(
-        optout_via(&proxy, &server, "198.51.100.1", "a@example.com").await,
-        200
-    );
-    assert_eq!(
-        optout_via(&proxy, &server, "198.51.100.2", "b@example.com").await,
-        200,
-        "another client behind the same proxy has its own budget"
-    );
-    assert_eq!(
-        optout_via(
-            &proxy,
-            &server,
-            "203.0.113.9, 198.51.100.1",
-            "c@example.com"
+both_stores! {
+    #[tokio::test]
+    async fn the_optout_limit_counts_the_forwarded_client_only_behind_a_trusted_proxy(mode) {
+        let server = Server::start_in(
+            mode,
+            "[server]\ntrusted_proxies = [\"127.0.0.2\"]\n[exclusion]\noptout_per_minute = 1\noptout_burst = 1\n",
         )
-        .await,
-        429,
-        "the client the proxy saw, whatever it wrote before"
-    );
+        .await;
+        let proxy = client_from(2);
+        assert_eq!(
+            optout_via(&proxy, &server, "198.51.100.1", "a@example.com").await,
+            200
+        );
+        assert_eq!(
+            optout_via(&proxy, &server, "198.51.100.2", "b@example.com").await,
+            200,
+            "another client behind the same proxy has its own budget"
+        );
+        assert_eq!(
+            optout_via(
+                &proxy,
+                &server,
+                "203.0.113.9, 198.51.100.1",
+                "c@example.com"
+            )
+            .await,
+            429,
+            "the client the proxy saw, whatever it wrote before"
+        );
 
-    let direct = client_from(3);
-    assert_eq!(
-        optout_via(&direct, &server, "198.51.100.3", "d@example.com").await,
-        200
-    );
-    assert_eq!(
-        optout_via(&direct, &server, "198.51.100.4", "e@example.com").await,
-        429,
-        "an untrusted peer's header is ignored: both came from 127.0.0.3"
-    );
-    let stats = server.exclusion_stats().await;
-    assert_eq!(
-        stats["entries"], 3,
-        "the refused ones changed nothing: {stats}"
-    );
-    server.stop().await;
+        let direct = client_from(3);
+        assert_eq!(
+            optout_via(&direct, &server, "198.51.100.3", "d@example.com").await,
+            200
+        );
+        assert_eq!(
+            optout_via(&direct, &server, "198.51.100.4", "e@example.com").await,
+            429,
+            "an untrusted peer's header is ignored: both came from 127.0.0.3"
+        );
+        let stats = server.exclusion_stats().await;
+        assert_eq!(
+            stats["entries"], 3,
+            "the refused ones changed nothing: {stats}"
+        );
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -122,33 +126,35 @@ async fn requests_through_a_trusted_proxy_are_capped_per_forwarded_client() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_optout_form_refuses_a_post_from_another_site_and_takes_its_own() {
-    let server = Server::start("").await;
-    let form = |site: &'static str| {
-        server
-            .http
-            .post(format!("{}/optout", server.url))
-            .header("sec-fetch-site", site)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("email=form.csrf%40example.com")
-    };
+both_stores! {
+    #[tokio::test]
+    async fn the_optout_form_refuses_a_post_from_another_site_and_takes_its_own(mode) {
+        let server = Server::start_in(mode, "").await;
+        let form = |site: &'static str| {
+            server
+                .http
+                .post(format!("{}/optout", server.url))
+                .header("sec-fetch-site", site)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("email=form.csrf%40example.com")
+        };
 
-    let forged = form("cross-site").send().await.expect("post");
-    assert_eq!(forged.status(), 403);
-    let page = forged.text().await.expect("html");
-    assert!(
-        page.contains("href=\"/optout\""),
-        "points to the real form: {page}"
-    );
-    assert_eq!(
-        server.exclusion_stats().await["entries"],
-        0,
-        "nothing recorded"
-    );
+        let forged = form("cross-site").send().await.expect("post");
+        assert_eq!(forged.status(), 403);
+        let page = forged.text().await.expect("html");
+        assert!(
+            page.contains("href=\"/optout\""),
+            "points to the real form: {page}"
+        );
+        assert_eq!(
+            server.exclusion_stats().await["entries"],
+            0,
+            "nothing recorded"
+        );
 
-    let own = form("same-origin").send().await.expect("post");
-    assert_eq!(own.status(), 200);
-    assert_eq!(server.exclusion_stats().await["entries"], 1);
-    server.stop().await;
+        let own = form("same-origin").send().await.expect("post");
+        assert_eq!(own.status(), 200);
+        assert_eq!(server.exclusion_stats().await["entries"], 1);
+        server.stop().await;
+    }
 }

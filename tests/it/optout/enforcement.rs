@@ -6,231 +6,240 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{EXCLUDED, keys, statuses, streamed};
+use crate::both_stores;
 use crate::helpers::{Server, Upstreams, metric};
 
-#[tokio::test]
-async fn an_excluded_query_is_answered_exactly_like_a_miss_and_asks_no_upstream() {
-    let up = Upstreams::start().await;
-    up.gravatar_profile("known.person@example.com", "Known Person", "Acme", None);
-    up.github_user(
-        "known.person@example.com",
-        "knownperson",
-        "Known Person",
-        "Acme",
-    );
-    let server = Server::start(&up.config()).await;
-    let (_, found) = server
-        .lookup(json!({"email": "known.person@example.com"}))
-        .await;
-    let (miss_status, miss) = server.lookup(json!({"email": "nobody@example.com"})).await;
-    assert_eq!(found["found"], true, "the upstreams do know this person");
-
-    let (status, _) = server
-        .optout(json!({"email": "Known.Person@Example.com"}))
-        .await;
-    assert_eq!(status, 200);
-    let hits = up.total_hits();
-    let (excluded_status, excluded) = server
-        .lookup(json!({"email": "known.person@example.com"}))
-        .await;
-
-    assert_eq!(up.total_hits(), hits, "no upstream was contacted");
-    assert_eq!(excluded_status, miss_status);
-    assert_eq!(keys(&excluded), keys(&miss), "same body shape as a miss");
-    assert_eq!(excluded["found"], false);
-    assert_eq!(excluded["profile"], Value::Null);
-    assert_eq!(statuses(&excluded), statuses(&miss), "same source statuses");
-    let metrics = server.metrics().await;
-    assert_eq!(metric(&metrics, EXCLUDED), 1, "counted apart from misses");
-    assert_eq!(
-        metric(&metrics, r#"enrichd_lookups_total{outcome="miss"}"#),
-        1
-    );
-    assert_eq!(
-        metric(&metrics, r#"enrichd_optouts_total{origin="api"}"#),
-        1
-    );
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn a_result_holding_an_excluded_identifier_is_withheld_in_json_and_streams() {
-    let up = Upstreams::start().await;
-    // Only this colleague's Gravatar answer holds the phone; nobody looks the phone up directly.
-    up.gravatar_contact(
-        "colleague@example.com",
-        "Colleague Person",
-        &["+44 20 7946 0777"],
-        None,
-        &[],
-    );
-    up.github_user(
-        "colleague@example.com",
-        "colleaguep",
-        "Colleague Person",
-        "Acme",
-    );
-    let server = Server::start(&up.config()).await;
-    let (status, _) = server.optout(json!({"phone": "+442079460777"})).await;
-    assert_eq!(status, 200);
-    let query = json!({"email": "colleague@example.com"});
-
-    let (_, body) = server.lookup(query.clone()).await;
-    let ndjson = streamed(&server, "application/x-ndjson", query.clone()).await;
-    let sse = streamed(&server, "text/event-stream", query).await;
-
-    assert_eq!(body["found"], false);
-    assert_eq!(body["profile"], Value::Null);
-    assert!(statuses(&body).iter().all(|(_, s)| s != "hit"), "{body}");
-    let lines: Vec<Value> = ndjson
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("NDJSON line"))
-        .collect();
-    let (result, events) = lines.split_last().expect("a result line");
-    assert_eq!(result["type"], "result");
-    assert_eq!(result["found"], false);
-    assert_eq!(result["profile"], Value::Null);
-    for e in events {
-        assert_eq!(
-            keys(e),
-            ["fields", "latency_ms", "name", "status", "type"],
-            "events carry no values"
+both_stores! {
+    #[tokio::test]
+    async fn an_excluded_query_is_answered_exactly_like_a_miss_and_asks_no_upstream(mode) {
+        let up = Upstreams::start().await;
+        up.gravatar_profile("known.person@example.com", "Known Person", "Acme", None);
+        up.github_user(
+            "known.person@example.com",
+            "knownperson",
+            "Known Person",
+            "Acme",
         );
-    }
-    assert!(sse.contains("event: result"), "{sse}");
-    for text in [body.to_string(), ndjson, sse] {
-        for needle in ["Colleague Person", "7946", "colleaguep", "Acme"] {
-            assert!(!text.contains(needle), "'{needle}' leaked: {text}");
-        }
-    }
-    assert_eq!(metric(&server.metrics().await, EXCLUDED), 3);
-    server.stop().await;
+        let server = Server::start_in(mode, &up.config()).await;
+        let (_, found) = server
+            .lookup(json!({"email": "known.person@example.com"}))
+            .await;
+        let (miss_status, miss) = server.lookup(json!({"email": "nobody@example.com"})).await;
+        assert_eq!(found["found"], true, "the upstreams do know this person");
+
+        let (status, _) = server
+            .optout(json!({"email": "Known.Person@Example.com"}))
+            .await;
+        assert_eq!(status, 200);
+        let hits = up.total_hits();
+        let (excluded_status, excluded) = server
+            .lookup(json!({"email": "known.person@example.com"}))
+            .await;
+
+        assert_eq!(up.total_hits(), hits, "no upstream was contacted");
+        assert_eq!(excluded_status, miss_status);
+        assert_eq!(keys(&excluded), keys(&miss), "same body shape as a miss");
+        assert_eq!(excluded["found"], false);
+        assert_eq!(excluded["profile"], Value::Null);
+        assert_eq!(statuses(&excluded), statuses(&miss), "same source statuses");
+        let metrics = server.metrics().await;
+        assert_eq!(metric(&metrics, EXCLUDED), 1, "counted apart from misses");
+        assert_eq!(
+            metric(&metrics, r#"enrichd_lookups_total{outcome="miss"}"#),
+            1
+        );
+        assert_eq!(
+            metric(&metrics, r#"enrichd_optouts_total{origin="api"}"#),
+            1
+        );
+        server.stop().await;
+}
 }
 
-#[tokio::test]
-async fn opting_out_by_email_also_blocks_what_the_sources_returned_for_it() {
-    let up = Upstreams::start().await;
-    up.gravatar_contact(
-        "expand.me@example.com",
-        "Expand Me",
-        &["+44 20 7946 0555"],
-        Some("expand.work@works.example"),
-        &[
-            "https://github.com/expandme",
-            "https://uk.linkedin.com/in/expand-me",
-        ],
-    );
-    // Were they not excluded, these would answer.
-    up.gravatar_profile("expand.work@works.example", "Expand Me", "Works", None);
-    up.github_user(
-        "expand.work@works.example",
-        "expandme",
-        "Expand Me",
-        "Works",
-    );
-    up.github.on(
-        "/users/expandme",
-        Upstreams::github_user_doc("expandme", "Expand Me", "Works"),
-    );
-    let server = Server::start(&up.config()).await;
-
-    let (status, _) = server
-        .optout(json!({"email": "expand.me@example.com"}))
-        .await;
-    assert_eq!(status, 200);
-    let hits = up.total_hits();
-    let mut bodies = Vec::new();
-    for query in [
-        json!({"phone": "+44 20 7946 0555"}),
-        json!({"email": "Expand.Work@works.example"}),
-        json!({"profile_url": "https://www.github.com/ExpandMe/"}),
-        json!({"profile_url": "linkedin.com/in/expand-me?trk=x"}),
-    ] {
-        let (status, body) = server.lookup(query).await;
+both_stores! {
+    #[tokio::test]
+    async fn a_result_holding_an_excluded_identifier_is_withheld_in_json_and_streams(mode) {
+        let up = Upstreams::start().await;
+        // Only this colleague's Gravatar answer holds the phone; nobody looks the phone up directly.
+        up.gravatar_contact(
+            "colleague@example.com",
+            "Colleague Person",
+            &["+44 20 7946 0777"],
+            None,
+            &[],
+        );
+        up.github_user(
+            "colleague@example.com",
+            "colleaguep",
+            "Colleague Person",
+            "Acme",
+        );
+        let server = Server::start_in(mode, &up.config()).await;
+        let (status, _) = server.optout(json!({"phone": "+442079460777"})).await;
         assert_eq!(status, 200);
-        bodies.push(body);
-    }
+        let query = json!({"email": "colleague@example.com"});
 
-    assert_eq!(
-        up.total_hits(),
-        hits,
-        "no upstream was asked about any of them"
-    );
-    for body in &bodies {
+        let (_, body) = server.lookup(query.clone()).await;
+        let ndjson = streamed(&server, "application/x-ndjson", query.clone()).await;
+        let sse = streamed(&server, "text/event-stream", query).await;
+
+        assert_eq!(body["found"], false);
+        assert_eq!(body["profile"], Value::Null);
+        assert!(statuses(&body).iter().all(|(_, s)| s != "hit"), "{body}");
+        let lines: Vec<Value> = ndjson
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+            .collect();
+        let (result, events) = lines.split_last().expect("a result line");
+        assert_eq!(result["type"], "result");
+        assert_eq!(result["found"], false);
+        assert_eq!(result["profile"], Value::Null);
+        for e in events {
+            assert_eq!(
+                keys(e),
+                ["fields", "latency_ms", "name", "status", "type"],
+                "events carry no values"
+            );
+        }
+        assert!(sse.contains("event: result"), "{sse}");
+        for text in [body.to_string(), ndjson, sse] {
+            for needle in ["Colleague Person", "7946", "colleaguep", "Acme"] {
+                assert!(!text.contains(needle), "'{needle}' leaked: {text}");
+            }
+        }
+        assert_eq!(metric(&server.metrics().await, EXCLUDED), 3);
+        server.stop().await;
+}
+}
+
+both_stores! {
+    #[tokio::test]
+    async fn opting_out_by_email_also_blocks_what_the_sources_returned_for_it(mode) {
+        let up = Upstreams::start().await;
+        up.gravatar_contact(
+            "expand.me@example.com",
+            "Expand Me",
+            &["+44 20 7946 0555"],
+            Some("expand.work@works.example"),
+            &[
+                "https://github.com/expandme",
+                "https://uk.linkedin.com/in/expand-me",
+            ],
+        );
+        // Were they not excluded, these would answer.
+        up.gravatar_profile("expand.work@works.example", "Expand Me", "Works", None);
+        up.github_user(
+            "expand.work@works.example",
+            "expandme",
+            "Expand Me",
+            "Works",
+        );
+        up.github.on(
+            "/users/expandme",
+            Upstreams::github_user_doc("expandme", "Expand Me", "Works"),
+        );
+        let server = Server::start_in(mode, &up.config()).await;
+
+        let (status, _) = server
+            .optout(json!({"email": "expand.me@example.com"}))
+            .await;
+        assert_eq!(status, 200);
+        let hits = up.total_hits();
+        let mut bodies = Vec::new();
+        for query in [
+            json!({"phone": "+44 20 7946 0555"}),
+            json!({"email": "Expand.Work@works.example"}),
+            json!({"profile_url": "https://www.github.com/ExpandMe/"}),
+            json!({"profile_url": "linkedin.com/in/expand-me?trk=x"}),
+        ] {
+            let (status, body) = server.lookup(query).await;
+            assert_eq!(status, 200);
+            bodies.push(body);
+        }
+
+        assert_eq!(
+            up.total_hits(),
+            hits,
+            "no upstream was asked about any of them"
+        );
+        for body in &bodies {
+            assert_eq!(body["found"], false, "{body}");
+            assert_eq!(body["profile"], Value::Null);
+        }
+        let metrics = server.metrics().await;
+        assert_eq!(metric(&metrics, EXCLUDED), 4);
+        assert_eq!(
+            metric(
+                &metrics,
+                r#"enrichd_exclusion_entries_added_total{origin="expansion"}"#
+            ),
+            4,
+            "phone, work email, GitHub and LinkedIn profiles"
+        );
+        assert_eq!(
+            metric(&metrics, r#"enrichd_lookups_total{outcome="found"}"#),
+            0
+        );
+        server.stop().await;
+}
+}
+
+both_stores! {
+    #[tokio::test]
+    async fn an_opt_out_landing_while_a_lookup_is_in_flight_withholds_its_answer(mode) {
+        let up = Upstreams::start().await;
+        // Gravatar names the person's GitHub account at once; GitHub answers for it only after a pause,
+        // and the person opts out by that account during it. The lookup checked the account when Gravatar
+        // reported it, before the opt-out.
+        up.gravatar_contact(
+            "mid.flight@example.com",
+            "Mid Flight",
+            &[],
+            None,
+            &["https://github.com/midflight"],
+        );
+        up.github.on(
+            "/users/midflight",
+            Upstreams::github_user_doc("midflight", "Mid Flight", "Acme")
+                .after(Duration::from_millis(1000)),
+        );
+        let server = Server::start_in(mode, &up.config()).await;
+
+        let in_flight = server
+            .lookup_in_flight(json!({"email": "mid.flight@example.com"}))
+            .await;
+        for _ in 0..100 {
+            if up.github.hits("/users/midflight") > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            up.github.hits("/users/midflight"),
+            1,
+            "the lookup is waiting on GitHub"
+        );
+        let (status, _) = server
+            .optout(json!({"profile_url": "https://github.com/midflight"}))
+            .await;
+        assert_eq!(status, 200);
+        let resp = in_flight
+            .await
+            .expect("task")
+            .expect("the lookup is answered");
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.expect("json");
+
         assert_eq!(body["found"], false, "{body}");
         assert_eq!(body["profile"], Value::Null);
-    }
-    let metrics = server.metrics().await;
-    assert_eq!(metric(&metrics, EXCLUDED), 4);
-    assert_eq!(
-        metric(
-            &metrics,
-            r#"enrichd_exclusion_entries_added_total{origin="expansion"}"#
-        ),
-        4,
-        "phone, work email, GitHub and LinkedIn profiles"
-    );
-    assert_eq!(
-        metric(&metrics, r#"enrichd_lookups_total{outcome="found"}"#),
-        0
-    );
-    server.stop().await;
+        assert_eq!(
+            statuses(&body),
+            [
+                ("github".to_string(), "miss".to_string()),
+                ("gravatar".to_string(), "miss".to_string())
+            ],
+            "a withheld answer reads like a miss"
+        );
+        server.stop().await;
 }
-
-#[tokio::test]
-async fn an_opt_out_landing_while_a_lookup_is_in_flight_withholds_its_answer() {
-    let up = Upstreams::start().await;
-    // Gravatar names the person's GitHub account at once; GitHub answers for it only after a pause,
-    // and the person opts out by that account during it. The lookup checked the account when Gravatar
-    // reported it, before the opt-out.
-    up.gravatar_contact(
-        "mid.flight@example.com",
-        "Mid Flight",
-        &[],
-        None,
-        &["https://github.com/midflight"],
-    );
-    up.github.on(
-        "/users/midflight",
-        Upstreams::github_user_doc("midflight", "Mid Flight", "Acme")
-            .after(Duration::from_millis(1000)),
-    );
-    let server = Server::start(&up.config()).await;
-
-    let in_flight = server
-        .lookup_in_flight(json!({"email": "mid.flight@example.com"}))
-        .await;
-    for _ in 0..100 {
-        if up.github.hits("/users/midflight") > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        up.github.hits("/users/midflight"),
-        1,
-        "the lookup is waiting on GitHub"
-    );
-    let (status, _) = server
-        .optout(json!({"profile_url": "https://github.com/midflight"}))
-        .await;
-    assert_eq!(status, 200);
-    let resp = in_flight
-        .await
-        .expect("task")
-        .expect("the lookup is answered");
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.expect("json");
-
-    assert_eq!(body["found"], false, "{body}");
-    assert_eq!(body["profile"], Value::Null);
-    assert_eq!(
-        statuses(&body),
-        [
-            ("github".to_string(), "miss".to_string()),
-            ("gravatar".to_string(), "miss".to_string())
-        ],
-        "a withheld answer reads like a miss"
-    );
-    server.stop().await;
 }

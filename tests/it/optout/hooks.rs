@@ -134,9 +134,11 @@ async fn the_service_compacts_away_opt_outs_past_their_retention_at_start() {
         let list = list.with_clock(move || old);
         let id = |e: &str| Identifier::Email(Email::parse(e).expect("email"));
         list.add(&[id("old@example.com")], Origin::Cli)
+            .await
             .expect("old");
         let list = list.with_clock(SystemTime::now);
         list.add(&[id("fresh@example.com")], Origin::Cli)
+            .await
             .expect("fresh");
     }
     let config = crate::helpers::loopback_only(
@@ -144,10 +146,12 @@ async fn the_service_compacts_away_opt_outs_past_their_retention_at_start() {
     );
     let loaded = enrichd::config::Config::from_toml(&config, &[]).expect("config");
 
-    let app = enrichd::app::App::build(&loaded, data.path()).expect("app");
+    let app = enrichd::app::App::build(&loaded, data.path())
+        .await
+        .expect("app");
 
     let list = &app.state.exclusion;
-    let stats = list.stats();
+    let stats = list.stats().await;
     assert_eq!(stats.entries, 1);
     assert_eq!(
         stats.log_bytes,

@@ -3,7 +3,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Server, Upstreams, captured_logs, grep_dir};
+use crate::both_stores;
+use crate::helpers::{Server, Upstreams, captured_logs};
 
 #[tokio::test]
 async fn the_privacy_notice_is_rendered_from_the_running_configuration() {
@@ -68,65 +69,67 @@ async fn the_privacy_notice_is_rendered_from_the_running_configuration() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn after_opting_out_no_raw_identifier_is_in_the_data_dir_or_the_logs() {
-    let up = Upstreams::start().await;
-    up.gravatar_contact(
-        "zqgrep.target@example.com",
-        "Zqgrep Target",
-        &["+44 20 7946 0444"],
-        Some("zqgrep.work@zqworks.example"),
-        &["https://github.com/zqgreptarget"],
-    );
-    let server = Server::start(&up.config()).await;
+both_stores! {
+    #[tokio::test]
+    async fn after_opting_out_no_raw_identifier_is_in_the_data_dir_or_the_logs(mode) {
+        let up = Upstreams::start().await;
+        up.gravatar_contact(
+            "zqgrep.target@example.com",
+            "Zqgrep Target",
+            &["+44 20 7946 0444"],
+            Some("zqgrep.work@zqworks.example"),
+            &["https://github.com/zqgreptarget"],
+        );
+        let server = Server::start_in(mode, &up.config()).await;
 
-    server
-        .optout(json!({"email": "zqgrep.target@example.com", "name": "Zqgrep Target", "company": "Zqcorp"}))
-        .await;
-    server
-        .anon(Method::POST, "/optout")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("profile_url=https%3A%2F%2Fx.com%2Fzqgrephandle")
-        .send()
-        .await
-        .expect("form");
-    server
-        .admin(Method::POST, "/v1/admin/exclusions")
-        .json(&json!({"identifiers": [{"email": "zqgrep.admin@example.com"}]}))
-        .send()
-        .await
-        .expect("import");
-    server
-        .lookup(json!({"email": "zqgrep.target@example.com"}))
-        .await;
+        server
+            .optout(json!({"email": "zqgrep.target@example.com", "name": "Zqgrep Target", "company": "Zqcorp"}))
+            .await;
+        server
+            .anon(Method::POST, "/optout")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("profile_url=https%3A%2F%2Fx.com%2Fzqgrephandle")
+            .send()
+            .await
+            .expect("form");
+        server
+            .admin(Method::POST, "/v1/admin/exclusions")
+            .json(&json!({"identifiers": [{"email": "zqgrep.admin@example.com"}]}))
+            .send()
+            .await
+            .expect("import");
+        server
+            .lookup(json!({"email": "zqgrep.target@example.com"}))
+            .await;
 
-    let needles: Vec<String> = [
-        "zqgrep",
-        "zqworks",
-        "zqcorp",
-        "+442079460444",
-        "20 7946 0444",
-        "79460444",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let in_files = grep_dir(server.data_dir.path(), &needles);
-    assert!(in_files.is_empty(), "found in the data dir: {in_files:?}");
-    let stats = server.exclusion_stats().await;
-    assert_eq!(
-        stats["entries"], 7,
-        "given 2 + expanded 3 + form 1 + admin 1: {stats}"
-    );
-    let logs = captured_logs().to_lowercase();
-    assert!(
-        logs.contains("opt-out recorded"),
-        "the capture sees the opt-outs"
-    );
-    for n in &needles {
-        assert!(!logs.contains(n.as_str()), "a log line carries '{n}'");
-    }
-    server.stop().await;
+        let needles: Vec<String> = [
+            "zqgrep",
+            "zqworks",
+            "zqcorp",
+            "+442079460444",
+            "20 7946 0444",
+            "79460444",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let in_files = server.grep_stored(&needles).await;
+        assert!(in_files.is_empty(), "found in the store: {in_files:?}");
+        let stats = server.exclusion_stats().await;
+        assert_eq!(
+            stats["entries"], 7,
+            "given 2 + expanded 3 + form 1 + admin 1: {stats}"
+        );
+        let logs = captured_logs().to_lowercase();
+        assert!(
+            logs.contains("opt-out recorded"),
+            "the capture sees the opt-outs"
+        );
+        for n in &needles {
+            assert!(!logs.contains(n.as_str()), "a log line carries '{n}'");
+        }
+        server.stop().await;
+}
 }
 
 #[tokio::test]

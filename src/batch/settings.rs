@@ -1,0 +1,89 @@
+//! The batch service's settings (`[batches]` and the retention policy) and one upload's options.
+
+use std::collections::BTreeMap;
+
+/// Upload limits (from configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_bytes: u64,
+    pub max_rows: u64,
+    pub max_columns: u64,
+    pub max_field_bytes: u64,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchConfig::default().limits
+    }
+}
+
+/// Concurrency bounds, shared by all jobs of this replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Concurrency {
+    /// Rows being looked up at once, all tenants together.
+    pub global: usize,
+    /// Rows being looked up at once for one tenant.
+    pub per_tenant: usize,
+    /// Jobs running at once.
+    pub jobs: usize,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        BatchConfig::default().concurrency
+    }
+}
+
+/// Settings of the service.
+#[derive(Clone, Debug)]
+pub struct BatchConfig {
+    pub limits: BatchLimits,
+    pub concurrency: Concurrency,
+    /// Days a batch lives (`batch_results_days`); kept within 1..=30.
+    pub results_days: u32,
+    /// Input rows per part object (the checkpoint granularity).
+    pub part_rows: u32,
+}
+
+impl BatchConfig {
+    /// The service's settings from `[batches]`, with how many days results live.
+    pub fn from_settings(b: &crate::config::BatchesConfig, results_days: u32) -> Self {
+        Self {
+            limits: BatchLimits {
+                max_bytes: b.max_bytes,
+                max_rows: b.max_rows,
+                max_columns: b.max_columns,
+                max_field_bytes: b.max_field_bytes,
+            },
+            concurrency: Concurrency {
+                global: b.concurrency_global,
+                per_tenant: b.concurrency_per_tenant,
+                jobs: b.max_jobs,
+            },
+            results_days,
+            part_rows: b.part_rows,
+        }
+    }
+}
+
+/// The embedded defaults of `[batches]` and the retention policy: one place holds the numbers.
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self::from_settings(
+            &crate::config::BatchesConfig::default(),
+            crate::config::Retention::default().batch_results_days,
+        )
+    }
+}
+
+/// Options of one upload.
+#[derive(Clone, Debug, Default)]
+pub struct BatchOptions {
+    /// Header -> field (`email`, `phone`, `profile_url`, `first_name`, `last_name`, `name`, `company`,
+    /// `domain`, or `ignore`).
+    pub columns: BTreeMap<String, String>,
+    /// ISO 3166 region for phone numbers written without a country code.
+    pub region: Option<String>,
+    /// URL told when the batch is done or failed (by the `Notifier` seam).
+    pub webhook: Option<String>,
+}
