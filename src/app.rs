@@ -495,6 +495,7 @@ impl App {
             privacy,
             batches,
             max_upload_bytes: c.batches.max_bytes,
+            connections: Arc::new(http::Connections::new(&c.server)),
         });
         Ok(Self {
             state,
@@ -554,7 +555,8 @@ impl App {
         Ok(Background { tasks, heartbeat })
     }
 
-    pub fn router(&self) -> axum::Router {
-        http::router(self.state.clone())
+    /// The routes and the connection limits they are served under.
+    pub fn router(&self) -> http::Served {
+        http::service(self.state.clone())
     }
 }

@@ -185,6 +185,29 @@ impl Served {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM: the service stops accepting and drains.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM");
+    }
+
+    /// Waits up to `within` for the process to exit; its exit code, or `None` if it is still running.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<Option<i32>> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code());
+            }
+            if start.elapsed() > within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// What the process wrote on stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("lock").clone()

@@ -51,7 +51,7 @@ pub struct Enrichd {
 fn enrichd_config(up: &Upstreams) -> String {
     let timing = Timing::from_env();
     let mut c = format!(
-        "[server]\nmax_in_flight = 1000000\n\
+        "[server]\nmax_in_flight = 1000000\nmax_connections_per_client = 1000000\n\
          [tenants]\nrate_per_minute = 1000000000\nburst = 10000000\n\
          [lookup]\ndefault_timeout_ms = {}\nmax_timeout_ms = {}\n",
         timing.deadline.as_millis(),

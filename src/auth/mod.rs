@@ -4,6 +4,6 @@ mod client_limit;
 mod keys;
 mod limit;
 
-pub use client_limit::ClientLimiter;
+pub use client_limit::{ClientLimiter, ClientSlot, ClientSlots};
 pub use keys::{KeyError, KeyInfo, KeyStore, NewKey, Principal, Role};
 pub use limit::TenantLimiter;

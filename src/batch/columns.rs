@@ -82,6 +82,7 @@ const SYNONYMS: &[(Column, &[&str])] = &[
             "account",
             "company name",
             "account name",
+            "raison sociale",
         ],
     ),
     (
@@ -90,14 +91,162 @@ const SYNONYMS: &[(Column, &[&str])] = &[
     ),
 ];
 
+/// Words that make a column about an identifier rather than the identifier itself ("Email Status",
+/// "Phone Type", "Photo URL", "Contact Owner"): such a column feeds nothing.
+const ABOUT: &[&str] = &[
+    "status",
+    "statut",
+    "type",
+    "verified",
+    "verification",
+    "valid",
+    "validity",
+    "opt",
+    "optout",
+    "optin",
+    "unsubscribed",
+    "consent",
+    "date",
+    "time",
+    "count",
+    "score",
+    "confidence",
+    "source",
+    "bounced",
+    "bounce",
+    "sent",
+    "opened",
+    "clicks",
+    "photo",
+    "avatar",
+    "image",
+    "picture",
+    "logo",
+    "owner",
+    "proprietaire",
+    "extension",
+    "ext",
+    "format",
+    "quality",
+    "qualite",
+];
+
+/// Words of a place: "Company Address" or "Company Country" is not the company's name.
+const PLACE: &[&str] = &[
+    "address",
+    "adresse",
+    "street",
+    "rue",
+    "city",
+    "ville",
+    "country",
+    "pays",
+    "zip",
+    "postal",
+    "postcode",
+    "state",
+    "region",
+    "size",
+    "taille",
+    "industry",
+    "secteur",
+    "revenue",
+    "employees",
+];
+
+const EMAIL: &[&str] = &["email", "mail", "courriel", "emailaddress"];
+const PHONE: &[&str] = &[
+    "phone",
+    "telephone",
+    "tel",
+    "mobile",
+    "cell",
+    "cellphone",
+    "portable",
+    "gsm",
+    "mobilephone",
+    "phonenumber",
+];
+const PROFILE_SITE: &[&str] = &["linkedin", "github", "twitter", "keybase"];
+const PROFILE: &[&str] = &["profile", "profil"];
+const DOMAIN: &[&str] = &[
+    "domain", "domaine", "website", "site", "web", "homepage", "url",
+];
+const COMPANY: &[&str] = &[
+    "company",
+    "organisation",
+    "organization",
+    "org",
+    "societe",
+    "entreprise",
+    "employer",
+    "employeur",
+    "account",
+    "firm",
+    "business",
+    "organisme",
+];
+const NAME: &[&str] = &["name", "nom"];
+
 impl Column {
-    /// Recognises a header by its folded spelling.
+    /// Recognises a header by its folded spelling, or else by its words, as spreadsheets and CRMs
+    /// export them: "Work Email Address", "Contact Phone Number", "LinkedIn Profile URL",
+    /// "Company Name", "Numéro de téléphone portable", "WorkEmail".
     pub fn from_header(header: &str) -> Option<Self> {
         let folded = fold_text(header);
         SYNONYMS
             .iter()
             .find(|(_, names)| names.contains(&folded.as_str()))
             .map(|(c, _)| *c)
+            .or_else(|| Self::from_words(&fold_text(&split_camel_case(header))))
+    }
+
+    /// The field a folded header's words name, in order of how specific each kind of word is.
+    fn from_words(folded: &str) -> Option<Self> {
+        let words: Vec<&str> = folded.split(' ').filter(|w| !w.is_empty()).collect();
+        let has = |set: &[&str]| words.iter().any(|w| set.contains(w));
+        let has_pair = |a: &str, b: &str| words.windows(2).any(|p| p[0] == a && p[1] == b);
+        if has(ABOUT) {
+            return None;
+        }
+        let company = has(COMPANY);
+        if has(PROFILE_SITE) || has_pair("linked", "in") {
+            // A company's own LinkedIn page is not a person's profile.
+            return (!company).then_some(Self::ProfileUrl);
+        }
+        if has(EMAIL) || has_pair("e", "mail") {
+            return Some(if has(DOMAIN) {
+                Self::Domain
+            } else {
+                Self::Email
+            });
+        }
+        if has(PHONE) {
+            return Some(Self::Phone);
+        }
+        if has(PROFILE) {
+            return (!company).then_some(Self::ProfileUrl);
+        }
+        let place = has(PLACE);
+        if has(DOMAIN) {
+            return (!place).then_some(Self::Domain);
+        }
+        if place {
+            return None;
+        }
+        let first = has(&["first", "given", "fore", "prenom", "firstname", "forename"]);
+        let last = has(&["last", "family", "sur", "surname", "lastname", "famille"]);
+        let name = has(NAME) || has(&["firstname", "lastname", "surname", "prenom", "forename"]);
+        if first && name {
+            return Some(Self::FirstName);
+        }
+        if last && name {
+            return Some(Self::LastName);
+        }
+        if company {
+            return Some(Self::Company);
+        }
+        name.then_some(Self::FullName)
     }
 
     /// Reads a field name of the `columns` override (`email`, `phone`, `profile_url`, `first_name`,
@@ -115,6 +264,20 @@ impl Column {
             _ => return None,
         })
     }
+}
+
+/// `WorkEmail` as `Work Email`: a space before an upper-case letter that follows a lower-case one.
+fn split_camel_case(header: &str) -> String {
+    let mut out = String::with_capacity(header.len() + 4);
+    let mut lower_before = false;
+    for c in header.chars() {
+        if c.is_uppercase() && lower_before {
+            out.push(' ');
+        }
+        lower_before = c.is_lowercase();
+        out.push(c);
+    }
+    out
 }
 
 /// For each input column, the field it feeds (at most one column per field).
@@ -268,6 +431,89 @@ mod tests {
             assert_eq!(Column::from_header(h), Some(want), "{h}");
         }
         assert_eq!(Column::from_header("Notes"), None);
+    }
+
+    #[test]
+    fn headers_are_recognised_by_their_words_as_crms_export_them() {
+        let cases = [
+            ("Work Email Address", Some(Column::Email)),
+            ("Business E-mail", Some(Column::Email)),
+            ("Person - Email - Work", Some(Column::Email)),
+            ("WorkEmail", Some(Column::Email)),
+            ("Adresse e-mail professionnelle", Some(Column::Email)),
+            ("Courriel du contact", Some(Column::Email)),
+            ("Contact Phone Number", Some(Column::Phone)),
+            ("Work Direct Phone", Some(Column::Phone)),
+            ("Mobile Number", Some(Column::Phone)),
+            ("Numéro de téléphone portable", Some(Column::Phone)),
+            ("Tél. bureau", Some(Column::Phone)),
+            ("LinkedIn Profile URL", Some(Column::ProfileUrl)),
+            ("Person Linkedin Url", Some(Column::ProfileUrl)),
+            ("LinkedInProfile", Some(Column::ProfileUrl)),
+            ("GitHub profile", Some(Column::ProfileUrl)),
+            ("Profil LinkedIn", Some(Column::ProfileUrl)),
+            ("Company Linkedin Url", None),
+            ("Company Name", Some(Column::Company)),
+            ("Organization - Name", Some(Column::Company)),
+            ("Nom de l'entreprise", Some(Column::Company)),
+            ("Employer", Some(Column::Company)),
+            ("Raison sociale", Some(Column::Company)),
+            ("Company Website", Some(Column::Domain)),
+            ("Website URL", Some(Column::Domain)),
+            ("Email Domain", Some(Column::Domain)),
+            ("Site web de l'entreprise", Some(Column::Domain)),
+            ("Contact First Name", Some(Column::FirstName)),
+            ("Given name", Some(Column::FirstName)),
+            ("Prénom du contact", Some(Column::FirstName)),
+            ("Contact Last Name", Some(Column::LastName)),
+            ("Nom de famille", Some(Column::LastName)),
+            ("Contact Name", Some(Column::FullName)),
+            ("Nom complet", Some(Column::FullName)),
+            // About an identifier, not the identifier.
+            ("Email Status", None),
+            ("Phone Type", None),
+            ("Photo URL", None),
+            ("Contact Owner", None),
+            ("Company Address", None),
+            ("Company Size", None),
+            ("Mailing Address", None),
+            ("Notes", None),
+        ];
+        for (h, want) in cases {
+            assert_eq!(Column::from_header(h), want, "{h}");
+        }
+    }
+
+    #[test]
+    fn a_crm_export_maps_each_field_once() {
+        let h = headers(&[
+            "Record ID",
+            "First Name",
+            "Last Name",
+            "Email Status",
+            "Work Email Address",
+            "Contact Phone Number",
+            "Company Name",
+            "Company Linkedin Url",
+            "LinkedIn Profile URL",
+            "Company Website",
+        ]);
+        let map = ColumnMap::new(&h, &BTreeMap::new()).expect("mapped");
+        assert_eq!(
+            map.by_index,
+            [
+                None,
+                Some(Column::FirstName),
+                Some(Column::LastName),
+                None,
+                Some(Column::Email),
+                Some(Column::Phone),
+                Some(Column::Company),
+                None,
+                Some(Column::ProfileUrl),
+                Some(Column::Domain),
+            ]
+        );
     }
 
     #[test]

@@ -62,10 +62,35 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Largest JSON request body accepted, in bytes.
     pub max_json_bytes: usize,
-    /// Requests in flight before new ones get 503.
+    /// Requests being worked on at once before new ones get 503. A request counts from the moment
+    /// its body has arrived, and a streamed answer until its last event.
     pub max_in_flight: usize,
     /// `text` or `json` log lines.
     pub log_format: String,
+    /// Time a client has to send a request's head (line and headers), counted from the moment the
+    /// connection is ready for a request.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request being worked on and no byte moving for this long is closed; so
+    /// is one whose client has not taken a byte of its answer for this long.
+    pub idle_timeout_ms: u64,
+    /// A request body may take this long before the minimum rate applies.
+    pub body_grace_ms: u64,
+    /// After the grace period a body must have arrived at this average rate, or it is answered 408.
+    pub body_min_bytes_per_second: u64,
+    /// Open connections, all clients together, before new ones are answered 503 and closed.
+    pub max_connections: usize,
+    /// Open connections from one client address (IPv6: one /64) before new ones are answered 429;
+    /// behind a trusted proxy, requests at once from one forwarded client.
+    pub max_connections_per_client: usize,
+    /// Batch uploads received at once (they hold an upload slot rather than an in-flight one).
+    pub max_uploads: usize,
+    /// On SIGTERM: how long requests already in progress may take to finish before the process
+    /// closes their connections.
+    pub drain_timeout_ms: u64,
+    /// Proxies (addresses or CIDR blocks) whose `Forwarded` / `X-Forwarded-For` headers name the
+    /// real client. A list, or one comma-separated string from the environment.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,6 +254,15 @@ impl Default for ServerConfig {
             max_json_bytes: 64 * 1024,
             max_in_flight: 1024,
             log_format: "text".into(),
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 10_000,
+            body_grace_ms: 10_000,
+            body_min_bytes_per_second: 8 * 1024,
+            max_connections: 10_000,
+            max_connections_per_client: 256,
+            max_uploads: 16,
+            drain_timeout_ms: 20_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -275,6 +309,26 @@ impl Default for Retention {
             exclusion_days: 1095,
         }
     }
+}
+
+/// A list of strings from TOML (`["a", "b"]`), or one string of comma-separated items, which is how an
+/// `ENRICHD_<SECTION>__<KEY>` variable carries a list.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(items) => items,
+        Either::Commas(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
 }
 
 /// Why the configuration is refused. Each message names the key.
@@ -484,8 +538,32 @@ impl Config {
                 "must be at least 1000 (and store.heartbeat_ms above 0)",
             );
         }
-        if self.server.max_in_flight == 0 {
-            return invalid("server.max_in_flight", "must be above 0");
+        let s = &self.server;
+        for (key, value) in [
+            ("server.max_in_flight", s.max_in_flight as u64),
+            ("server.header_read_timeout_ms", s.header_read_timeout_ms),
+            ("server.idle_timeout_ms", s.idle_timeout_ms),
+            (
+                "server.body_min_bytes_per_second",
+                s.body_min_bytes_per_second,
+            ),
+            ("server.max_connections", s.max_connections as u64),
+            (
+                "server.max_connections_per_client",
+                s.max_connections_per_client as u64,
+            ),
+            ("server.max_uploads", s.max_uploads as u64),
+            ("server.drain_timeout_ms", s.drain_timeout_ms),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be above 0");
+            }
+        }
+        if let Err(bad) = crate::http::TrustedProxies::parse(&s.trusted_proxies) {
+            return invalid(
+                "server.trusted_proxies",
+                &format!("holds '{bad}', which is neither an IP address nor a CIDR block"),
+            );
         }
         for (key, value) in [
             ("operator.name", &self.operator.name),

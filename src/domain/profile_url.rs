@@ -50,6 +50,9 @@ impl ProfileUrl {
             Some(parts) => parts,
             None => url_parts(trimmed)?,
         };
+        if host.trim_matches('.').is_empty() {
+            return Err(Invalid::new("has no host"));
+        }
         let first = segments.first().map(|s| &**s);
         let second = segments.get(1).map(|s| &**s);
 
@@ -95,7 +98,11 @@ impl ProfileUrl {
         } else {
             Service::Other
         };
-        let path = segments.join("/");
+        let path = segments
+            .iter()
+            .map(|s| canonical_segment(s))
+            .collect::<Vec<_>>()
+            .join("/");
         let canonical = if path.is_empty() {
             host.into_owned()
         } else {
@@ -184,8 +191,8 @@ fn url_parts<'a>(raw: &str) -> Result<Parts<'a>, Invalid> {
     let segments = url
         .path_segments()
         .map(|s| {
-            s.filter(|p| !p.is_empty())
-                .map(|p| Cow::Owned(segment(p).into_owned()))
+            s.map(|p| Cow::<str>::Owned(segment(p).into_owned()))
+                .filter(|p| kept(p))
                 .collect()
         })
         .unwrap_or_default();
@@ -232,11 +239,7 @@ fn plain_parts(raw: &str) -> Option<Parts<'_>> {
     if !plain_path {
         return None;
     }
-    let segments = path
-        .split('/')
-        .filter(|p| !p.is_empty())
-        .map(segment)
-        .collect();
+    let segments = path.split('/').map(segment).filter(|p| kept(p)).collect();
     let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
@@ -266,6 +269,35 @@ fn segment(p: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether a decoded segment is part of the path: an empty one is not, nor one that decodes to nothing
+/// (`&`, `=`), nor a `.` or `..` that decoding made (`&.`), which a URL parser would resolve away
+/// when the canonical URL is read again (it resolves `%2E` too).
+fn kept(segment: &str) -> bool {
+    !matches!(segment, "" | "." | "..")
+}
+
+/// A decoded segment as the canonical form writes it, so that the canonical URL reads back to
+/// itself: as it is, or with what reading would change percent-encoded (whitespace and controls, and
+/// the characters [`segment`] decodes or the URL parser treats as delimiters).
+fn canonical_segment(s: &str) -> Cow<'_, str> {
+    let changes = |c: char| c.is_control() || c.is_whitespace() || "%+&=/?#\\".contains(c);
+    if !s.contains(changes) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if changes(c) {
+            let mut utf8 = [0; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn valid_handle(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c))
 }
@@ -285,6 +317,38 @@ impl fmt::Debug for ProfileUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_canonical_url_reads_back_to_itself() {
+        // Found by the `identifiers` fuzz target: `+` decodes to a space, which the canonical URL kept
+        // raw and the next reading trimmed, so one profile had two canonical forms.
+        for raw in [
+            "m/CGCG:A\0\0DA@\u{FFFD}XAMPLE.CCGOM+",
+            "example.org/a+b/c%2Bd/%2F/%3F%23",
+            "example.org/%2e%2e/x",
+            "example.org/a%26b/c=d/tab%09here",
+            "mastodon.example/@ada+x",
+            // A segment that decodes to nothing is dropped, not kept as an empty one.
+            "Adl////'////&///o.v4ILac//o.v2IL[ce+n///'////2co.uk",
+            "mastodon.example/&/@ada",
+            // Nor is a `.` or `..` that decoding made, which a parser would resolve.
+            "example.org/o//&.//x/.&./y",
+        ] {
+            let first = ProfileUrl::parse(raw).expect("parses");
+            let again = ProfileUrl::parse(&first.to_url()).expect("the canonical URL parses");
+            assert_eq!(again.canonical(), first.canonical(), "{raw:?}");
+            assert_eq!(again.service(), first.service(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_url_whose_host_is_only_www_is_refused() {
+        // Found by the `identifiers` fuzz target: `www.` lost its `www.` and became an empty host,
+        // whose canonical URL (`https://`) was no URL at all.
+        for raw in ["www.", "https://www./x", "www..", "."] {
+            assert!(ProfileUrl::parse(raw).is_err(), "{raw:?}");
+        }
+    }
 
     #[test]
     fn canonicalises_known_services() {

@@ -6,13 +6,15 @@ use super::{
 
 /// What a client sent, before validation. Shared by the JSON body, the query string, the CLI and CSV rows
 /// (request types flatten it in rather than repeat its fields).
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryInput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// International (`+44 20 7946 0958`), or national with `lookup.default_region` set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    /// A LinkedIn, GitHub, X or Keybase profile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,7 +30,7 @@ pub struct QueryInput {
 }
 
 /// One invalid field of a query.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: &'static str,
     /// A sentence for API and command-line users; it names the field.

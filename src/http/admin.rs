@@ -12,17 +12,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, RawQuery, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::body::{media_type, query};
+use super::api::{AdminErrors, BodyErrors, Invalid, Problem};
+use super::body::{media_type, query, rejected_body};
 use super::{Admin, ApiError, AppState};
 use crate::domain::{Identifier, Query, QueryInput};
 use crate::exclusion::parse_hash_lines_lenient;
@@ -31,18 +32,20 @@ use crate::optout::{Import, OptOutError};
 /// Bytes per chunk of the streamed export.
 const EXPORT_CHUNK: usize = 64 * 1024;
 
-pub fn routes(max_import_bytes: usize) -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/admin/exclusions",
-            post(import).layer(DefaultBodyLimit::max(max_import_bytes)),
-        )
-        .route("/v1/admin/exclusions/stats", get(stats))
-        .route("/v1/admin/exclusions/export", get(export))
+pub fn routes(max_import_bytes: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, import) = routes!(import);
+    OpenApiRouter::new()
+        .routes((
+            schemas,
+            paths,
+            import.layer(DefaultBodyLimit::max(max_import_bytes)),
+        ))
+        .routes(routes!(stats))
+        .routes(routes!(export))
 }
 
 /// One refused entry of an import: where it was and why, never what it said.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Rejected {
     #[serde(skip_serializing_if = "Option::is_none")]
     line: Option<usize>,
@@ -53,7 +56,7 @@ struct Rejected {
     reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ImportReport {
     receipt_id: String,
     /// Entries read (good and bad; blank lines and comments not counted).
@@ -63,12 +66,29 @@ struct ImportReport {
     rejected: Vec<Rejected>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IdentifierImport {
+    /// Each an opt-out body (`QueryInput`): any of email, phone, profile_url, or a name with company
+    /// or domain. An item that is not one is reported in `rejected` by its index, not refused.
     identifiers: Vec<serde_json::Value>,
 }
 
+/// Bulk import into the exclusion list: identifiers (JSON) or keyed hash lines (`text/plain`,
+/// `<kind>:<hex>` per line, `#` comments). Good entries are recorded; bad ones are reported by index
+/// or line, never echoed.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/exclusions",
+    tag = "admin",
+    request_body(content((IdentifierImport = "application/json"), (String = "text/plain"))),
+    responses(
+        (status = 200, description = "What was recorded and what was refused.", body = ImportReport),
+        (status = 400, description = "The body broke off before its end.", body = Problem,
+         content_type = "application/problem+json"),
+        Invalid, BodyErrors, AdminErrors,
+    )
+)]
 async fn import(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -82,12 +102,7 @@ async fn import(
     }
     let body = Bytes::from_request(req, &state)
         .await
-        .map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge {
-                limit: state.max_import_bytes,
-            },
-            other => ApiError::invalid("body", other.body_text()),
-        })?;
+        .map_err(|e| rejected_body(e, state.max_import_bytes))?;
     let (entries, received, rejected) = if media == "text/plain" {
         let text = std::str::from_utf8(&body)
             .map_err(|_| ApiError::invalid("body", "the hash lines are not valid UTF-8"))?;
@@ -191,7 +206,7 @@ fn safe_serde_reason(e: &serde_json::Error) -> String {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct StatsBody {
     entries: u64,
     by_kind: BTreeMap<&'static str, u64>,
@@ -202,6 +217,10 @@ struct StatsBody {
     retention_days: u32,
 }
 
+/// Exclusion list statistics: entries by kind and origin, log size, key fingerprint and version,
+/// retention.
+#[utoipa::path(get, path = "/v1/admin/exclusions/stats", tag = "admin",
+    responses((status = 200, description = "The statistics.", body = StatsBody), AdminErrors))]
 async fn stats(State(state): State<AppState>, Admin(_): Admin) -> Json<StatsBody> {
     let list = &state.exclusion;
     let s = list.stats().await;
@@ -216,9 +235,12 @@ async fn stats(State(state): State<AppState>, Admin(_): Admin) -> Json<StatsBody
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ExportParams {
+    /// `ndjson` (the default) or `hashes` (the import's text form).
+    #[param(pattern = "^(ndjson|hashes)$")]
     format: Option<String>,
 }
 
@@ -239,6 +261,14 @@ struct ExportLine {
     key_version: u16,
 }
 
+/// Every log record, streamed: NDJSON `{kind, hash, truncated, origin, recorded_at, key_version}`,
+/// or with `format=hashes` the import's text form. Hashes only: the list holds no raw identifier.
+#[utoipa::path(get, path = "/v1/admin/exclusions/export", tag = "admin", params(ExportParams),
+    responses(
+        (status = 200, description = "The export.",
+         content((String = "application/x-ndjson"), (String = "text/plain; charset=utf-8"))),
+        Invalid, AdminErrors,
+    ))]
 async fn export(
     State(state): State<AppState>,
     Admin(_): Admin,

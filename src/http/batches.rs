@@ -25,6 +25,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::api::{BodyErrors, Invalid, KeyErrors, Problem};
 use super::body::{media_type, query};
 use super::{ApiError, AppState, Tenant};
 use crate::batch::{BatchError, BatchOptions, ErrorKind, Format};
@@ -36,18 +37,86 @@ pub const MULTIPART_SLACK: u64 = 64 * 1024;
 /// The longest option field (`columns`, `region`, `webhook`) accepted in a multipart upload.
 const MAX_OPTION_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UploadParams {
+    /// A JSON object mapping a header to a field (email, phone, profile_url, first_name, last_name,
+    /// name, company, domain, ignore), e.g. `{"Work mail":"email"}`.
     columns: Option<String>,
+    /// ISO 3166 region for phone numbers without a country code.
     region: Option<String>,
+    /// Called once with the signed summary when the batch ends (`Enrichd-Signature:
+    /// t=<unix>,v1=<hex keyed blake3 of '<t>.'+body>`); refused for private addresses.
     webhook: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ResultParams {
+    /// `csv` (the default) or `ndjson` (exact values).
+    #[param(pattern = "^(csv|ndjson)?$")]
     format: Option<String>,
+}
+
+/// A batch and its progress, as `GET /v1/batches/{id}` answers it.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = BatchSummary)]
+struct BatchSummaryDoc {
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    id: String,
+    #[schema(pattern = "^(queued|running|done|failed)$")]
+    status: String,
+    rows_total: u64,
+    rows_done: u64,
+    rows_found: u64,
+    /// Rows that could not be enriched.
+    rows_error: u64,
+    /// The commonest reason those rows failed, when some did.
+    rows_error_reason: Option<String>,
+    /// Why the batch failed, when it did.
+    error: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// `created_at` + `retention.batch_results_days` (at most 30 days); from then on 410, erased.
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// The answer to an upload.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = BatchCreated)]
+struct BatchCreatedDoc {
+    id: String,
+    #[schema(pattern = "^queued$")]
+    status: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    rows_total: u64,
+}
+
+/// The caller's batches.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = BatchList)]
+struct BatchListDoc {
+    batches: Vec<BatchSummaryDoc>,
+}
+
+/// The multipart form of an upload: options first, then the file.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+struct UploadForm {
+    columns: Option<String>,
+    region: Option<String>,
+    webhook: Option<String>,
+    #[schema(format = Binary, content_media_type = "text/csv")]
+    file: String,
 }
 
 impl From<BatchError> for ApiError {
@@ -94,7 +163,22 @@ fn nonblank(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
-/// `POST /v1/batches`.
+/// Uploads a CSV for enrichment, streamed into the blob area (never held whole). UTF-8 with or
+/// without BOM, or Windows-1252; comma, semicolon or tab; quoted newlines; CRLF.
+#[utoipa::path(
+    post,
+    path = "/v1/batches",
+    tag = "batches",
+    params(UploadParams),
+    request_body(content((String = "text/csv"), (UploadForm = "multipart/form-data"))),
+    responses(
+        (status = 202, description = "Stored and queued.", body = BatchCreatedDoc,
+         headers(("Location" = String))),
+        (status = 400, description = "The body broke off or the multipart framing is malformed.",
+         body = Problem, content_type = "application/problem+json"),
+        Invalid, BodyErrors, KeyErrors,
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Tenant(principal): Tenant,
@@ -225,7 +309,9 @@ async fn option_text(mut field: axum::extract::multipart::Field<'_>) -> Result<S
     String::from_utf8(buf).map_err(|_| ApiError::invalid(name, format!("{name} is not UTF-8 text")))
 }
 
-/// `GET /v1/batches`: the caller's live batches, newest first.
+/// The caller's live batches, newest first.
+#[utoipa::path(get, path = "/v1/batches", tag = "batches",
+    responses((status = 200, description = "Own batches only.", body = BatchListDoc), KeyErrors))]
 pub async fn list(
     State(state): State<AppState>,
     Tenant(principal): Tenant,
@@ -236,7 +322,17 @@ pub async fn list(
     ))
 }
 
-/// `GET /v1/batches/{id}`.
+/// Progress of one batch.
+#[utoipa::path(get, path = "/v1/batches/{id}", tag = "batches",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Its summary.", body = BatchSummaryDoc),
+        (status = 404, description = "Unknown id, or another tenant's.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 410, description = "Expired and erased.", body = Problem,
+         content_type = "application/problem+json"),
+        KeyErrors,
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Tenant(principal): Tenant,
@@ -246,7 +342,17 @@ pub async fn get(
     Ok(no_store(Json(meta.summary()).into_response()))
 }
 
-/// `DELETE /v1/batches/{id}`: erases every object of the batch before answering 204.
+/// Erases every object of the batch before answering.
+#[utoipa::path(delete, path = "/v1/batches/{id}", tag = "batches",
+    params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Erased."),
+        (status = 404, description = "Unknown id, or another tenant's.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 410, description = "Expired and erased.", body = Problem,
+         content_type = "application/problem+json"),
+        KeyErrors,
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     Tenant(principal): Tenant,
@@ -259,7 +365,22 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/batches/{id}/result.csv[?format=ndjson]`: the result, streamed part by part.
+/// The result, streamed part by part: input columns unchanged first, then `enrichd_*` columns, one
+/// row per input row (rows of people who opted out are removed). Cells a spreadsheet would execute
+/// are prefixed with `'`; NDJSON keeps exact values.
+#[utoipa::path(get, path = "/v1/batches/{id}/result.csv", tag = "batches",
+    params(("id" = String, Path), ResultParams),
+    responses(
+        (status = 200, description = "The result.",
+         content((String = "text/csv; charset=utf-8"), (String = "application/x-ndjson"))),
+        (status = 404, description = "Unknown id, or another tenant's.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 409, description = "Not done yet.", body = Problem,
+         content_type = "application/problem+json"),
+        (status = 410, description = "Expired and erased.", body = Problem,
+         content_type = "application/problem+json"),
+        Invalid, KeyErrors,
+    ))]
 pub async fn result(
     State(state): State<AppState>,
     Tenant(principal): Tenant,

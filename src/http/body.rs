@@ -21,15 +21,36 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 expected: "application/json",
             });
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge {
-                limit: state.max_json_bytes,
-            },
-            other => ApiError::invalid("body", other.body_text()),
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| rejected_body(e, state.max_json_bytes))?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
             ApiError::invalid(field_of(&e.to_string()), format!("body is not valid: {e}"))
         })
+    }
+}
+
+/// Why a body could not be read, for a body limited to `limit` bytes: 413 past the limit, 408 when it
+/// arrived too slowly, 400 when it broke off.
+pub fn body_failure(err: &(dyn std::error::Error + 'static), limit: usize) -> ApiError {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ApiError::TooLarge { limit };
+        }
+        if e.is::<super::serve::BodyTooSlow>() {
+            return ApiError::RequestTimeout;
+        }
+        cause = e.source();
+    }
+    ApiError::BadRequest("the request body broke off before its end".into())
+}
+
+/// [`body_failure`] for axum's `Bytes` extractor.
+pub fn rejected_body(rejection: BytesRejection, limit: usize) -> ApiError {
+    match rejection {
+        BytesRejection::FailedToBufferBody(e) => body_failure(&e, limit),
+        other => ApiError::invalid("body", other.body_text()),
     }
 }
 

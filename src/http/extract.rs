@@ -6,27 +6,36 @@ use axum::extract::{FromRequest, RawQuery, Request, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::body::{JsonBody, media_type, query};
-use super::lookup::{Asked, validate};
+use super::api::{BodyErrors, Invalid, KeyErrors};
+use super::body::{JsonBody, media_type, query, rejected_body};
+use super::lookup::{Asked, timeout_param, validate};
 use super::{ApiError, AppState, Tenant};
 use crate::domain::is_webmail;
 use crate::domain::{DomainName, QueryInput, Region};
 use crate::extract::{Extracted, extract};
 use crate::pipeline::Lookup;
 
-#[derive(Debug, Deserialize)]
+/// Free text to read, as JSON.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ExtractRequest {
+    /// The text to read; not blank.
+    #[schema(pattern = "\\S")]
     text: String,
     /// ISO region for national phone numbers in the text; the configured default otherwise.
     region: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ExtractParams {
+    /// `true` looks the suggested query up at once.
+    #[param(value_type = Option<bool>)]
     lookup: Option<String>,
-    timeout_ms: Option<u64>,
+    /// The lookup's deadline, at most `lookup.max_timeout_ms`.
+    #[param(value_type = Option<u64>, minimum = 1)]
+    timeout_ms: Option<String>,
 }
 
 /// The text, from a JSON `{text, region?}` body or a `text/plain` one.
@@ -48,12 +57,9 @@ impl FromRequest<AppState> for Text {
                 })
             }
             "text/plain" | "text/html" => {
-                let bytes =
-                    Bytes::from_request(req, state)
-                        .await
-                        .map_err(|_| ApiError::TooLarge {
-                            limit: state.max_json_bytes,
-                        })?;
+                let bytes = Bytes::from_request(req, state)
+                    .await
+                    .map_err(|e| rejected_body(e, state.max_json_bytes))?;
                 let text = String::from_utf8(bytes.to_vec())
                     .map_err(|_| ApiError::invalid("body", "the text is not valid UTF-8"))?;
                 Ok(Self { text, region: None })
@@ -66,17 +72,18 @@ impl FromRequest<AppState> for Text {
 }
 
 /// What was found, the query it makes, and the lookup's answer when one was asked for.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExtractResponse {
     pub extracted: Found,
     /// The lookup body the extraction suggests: the first of each identifier, the name with the
-    /// company.
+    /// company. Any of the lookup's fields; empty when the text held no identifier.
+    #[schema(value_type = Object)]
     pub query: QueryInput,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lookup: Option<Lookup>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Found {
     pub emails: Vec<String>,
     pub phones: Vec<String>,
@@ -88,6 +95,23 @@ pub struct Found {
     pub company: Option<String>,
 }
 
+/// Identifiers and facts from free text (an email signature, a pasted page), shaped as a lookup query.
+#[utoipa::path(
+    post,
+    path = "/v1/extract",
+    tag = "lookup",
+    params(ExtractParams),
+    request_body(content(
+        (ExtractRequest = "application/json"),
+        (String = "text/plain"),
+        (String = "text/html"),
+    )),
+    responses(
+        (status = 200, description = "What was found, the query it makes, and the lookup's answer \
+          when `lookup=true`.", body = ExtractResponse),
+        Invalid, BodyErrors, KeyErrors,
+    )
+)]
 pub async fn post(
     State(state): State<AppState>,
     Tenant(_): Tenant,
@@ -95,6 +119,15 @@ pub async fn post(
     body: Text,
 ) -> Result<Response, ApiError> {
     let params: ExtractParams = query(raw.as_deref())?;
+    let timeout_ms = timeout_param(params.timeout_ms.as_deref())?;
+    if let Some(ms) = timeout_ms
+        && (ms == 0 || ms > state.max_timeout_ms)
+    {
+        return Err(ApiError::invalid(
+            "timeout_ms",
+            format!("timeout_ms must be between 1 and {}", state.max_timeout_ms),
+        ));
+    }
     let run_lookup = match params.lookup.as_deref().map(str::trim) {
         None | Some("false" | "0" | "") => false,
         Some("true" | "1") => true,
@@ -114,7 +147,7 @@ pub async fn post(
     let suggested = suggest(&found);
     let lookup = if run_lookup {
         let asked = Asked {
-            timeout_ms: params.timeout_ms,
+            timeout_ms,
             ..Asked::default()
         };
         let (query, opts) = validate(&state, &suggested, asked).map_err(|e| match e {

@@ -13,18 +13,23 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::api::{BodyErrors, Invalid, KeyErrors};
 use super::body::{JsonBody, query};
 use super::{ApiError, AppState, Tenant};
 use crate::domain::{Query, QueryInput};
 use crate::pipeline::{Lookup, LookupOptions, Want};
 
-/// The JSON body of `POST /v1/lookup`: the person, then the options.
-#[derive(Debug, Deserialize)]
+/// The JSON body of `POST /v1/lookup`: the person (an email, a phone, a profile URL, or a name with a
+/// company or domain) and how to look them up.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
     #[serde(flatten)]
     person: QueryInput,
+    /// Only these enabled sources (all of them by default).
     sources: Option<Vec<String>>,
+    /// The lookup's deadline, at most `lookup.max_timeout_ms`.
+    #[schema(minimum = 1)]
     timeout_ms: Option<u64>,
     /// Fields the paid waterfall looks for (`["email", "phone"]`).
     want: Option<Vec<String>>,
@@ -38,17 +43,41 @@ pub struct Asked {
     pub want: Option<Vec<String>>,
 }
 
-/// The query string of `GET /v1/lookup`: the same fields, `sources` comma-separated.
-#[derive(Debug, Deserialize)]
+/// The query string of `GET /v1/lookup`: the same fields, `sources` and `want` comma-separated.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LookupParams {
-    #[serde(flatten)]
-    person: QueryInput,
+    email: Option<String>,
+    /// International (`+44 20 7946 0958`), or national with `lookup.default_region` set.
+    phone: Option<String>,
+    /// A LinkedIn, GitHub, X or Keybase profile.
+    profile_url: Option<String>,
+    name: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    company: Option<String>,
+    domain: Option<String>,
     sources: Option<String>,
+    #[param(value_type = Option<u64>, minimum = 1)]
     timeout_ms: Option<String>,
     want: Option<String>,
 }
 
+/// Looks a person up across every enabled source, concurrently.
+#[utoipa::path(
+    post,
+    path = "/v1/lookup",
+    tag = "lookup",
+    request_body(content = LookupRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The merged, filtered answer; with `Accept: application/x-ndjson` \
+          or `text/event-stream`, one event per finished source and the answer last.",
+         content((Lookup = "application/json"), (String = "application/x-ndjson"),
+                 (String = "text/event-stream"))),
+        Invalid, BodyErrors, KeyErrors,
+    )
+)]
 pub async fn post(
     State(state): State<AppState>,
     Tenant(_): Tenant,
@@ -63,6 +92,19 @@ pub async fn post(
     answer(&state, framing, &req.person, asked).await
 }
 
+/// The same lookup from query parameters.
+#[utoipa::path(
+    get,
+    path = "/v1/lookup",
+    tag = "lookup",
+    params(LookupParams),
+    responses(
+        (status = 200, description = "As `POST /v1/lookup`.",
+         content((Lookup = "application/json"), (String = "application/x-ndjson"),
+                 (String = "text/event-stream"))),
+        Invalid, KeyErrors,
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Tenant(_): Tenant,
@@ -70,20 +112,7 @@ pub async fn get(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let p: LookupParams = query(raw.as_deref())?;
-    let timeout_ms = match p
-        .timeout_ms
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        None => None,
-        Some(s) => Some(s.parse().map_err(|_| {
-            ApiError::invalid(
-                "timeout_ms",
-                "timeout_ms must be a whole number of milliseconds",
-            )
-        })?),
-    };
+    let timeout_ms = timeout_param(p.timeout_ms.as_deref())?;
     let list = |s: String| {
         s.split(',')
             .map(|n| n.trim().to_string())
@@ -95,7 +124,32 @@ pub async fn get(
         timeout_ms,
         want: p.want.map(list),
     };
-    answer(&state, framing, &p.person, asked).await
+    // Query parameters are declared one by one so that the document states each (a flattened
+    // struct is one opaque parameter there).
+    let person = QueryInput {
+        email: p.email,
+        phone: p.phone,
+        profile_url: p.profile_url,
+        name: p.name,
+        first_name: p.first_name,
+        last_name: p.last_name,
+        company: p.company,
+        domain: p.domain,
+    };
+    answer(&state, framing, &person, asked).await
+}
+
+/// A `timeout_ms` query parameter: empty is none, else a whole number of milliseconds.
+pub fn timeout_param(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            ApiError::invalid(
+                "timeout_ms",
+                "timeout_ms must be a whole number of milliseconds",
+            )
+        }),
+    }
 }
 
 async fn answer(

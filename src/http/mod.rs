@@ -2,9 +2,11 @@
 //! batch and exclusion services) and shape responses; they never call an upstream directly.
 
 mod admin;
+mod api;
 mod auth;
 mod batches;
 mod body;
+mod client;
 mod extract;
 mod guard;
 mod html;
@@ -20,15 +22,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::extract::{DefaultBodyLimit, Extension};
 use tokio::sync::Semaphore;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::{Admin, Tenant};
+pub use client::{TrustedProxies, Via, client_of};
 pub use optout::ClientAddr;
 pub use privacy::PrivacyNotice;
 pub use problem::ApiError;
-pub use serve::serve;
+pub use serve::{Connections, Served, serve};
 
 use crate::auth::{ClientLimiter, KeyStore, TenantLimiter};
 use crate::batch::BatchService;
@@ -89,42 +94,59 @@ pub struct AppServices {
     pub batches: BatchService,
     /// Largest batch upload, in bytes (`batches.max_bytes`).
     pub max_upload_bytes: u64,
+    /// Connection caps and timers, trusted proxies, the upload slots (`[server]`).
+    pub connections: Arc<Connections>,
+}
+
+/// The router with the connection limits of its state: what [`serve`] runs.
+pub fn service(state: AppState) -> Served {
+    Served::new(router(state.clone()), state)
+}
+
+/// The full router and its OpenAPI document, built together from the handlers.
+fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let upload_limit = usize::try_from(
+        state
+            .max_upload_bytes
+            .saturating_add(batches::MULTIPART_SLACK),
+    )
+    .unwrap_or(usize::MAX);
+    let (schemas, paths, batch_routes) = routes!(batches::list, batches::create);
+    OpenApiRouter::with_openapi(api::ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .routes(routes!(lookup::get, lookup::post))
+        .routes(routes!(extract::post))
+        .routes(routes!(ops::sources))
+        .merge(optout::routes())
+        .merge(privacy::routes())
+        .merge(admin::routes(state.max_import_bytes))
+        .routes(routes!(webapp::page))
+        .routes((
+            schemas,
+            paths,
+            batch_routes.layer(DefaultBodyLimit::max(upload_limit)),
+        ))
+        .routes(routes!(batches::get, batches::delete))
+        .routes(routes!(batches::result))
 }
 
 /// The full router. Tests and `serve` both build it from an [`AppState`].
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
-        .route("/v1/lookup", get(lookup::get).post(lookup::post))
-        .route("/v1/extract", post(extract::post))
-        .route("/v1/sources", get(ops::sources))
-        .merge(optout::routes())
-        .merge(privacy::routes())
-        .merge(admin::routes(state.max_import_bytes))
-        .route("/app", get(webapp::page))
-        .route(
-            "/v1/batches",
-            get(batches::list)
-                .post(batches::create)
-                .layer(DefaultBodyLimit::max(
-                    usize::try_from(
-                        state
-                            .max_upload_bytes
-                            .saturating_add(batches::MULTIPART_SLACK),
-                    )
-                    .unwrap_or(usize::MAX),
-                )),
-        )
-        .route(
-            "/v1/batches/{id}",
-            get(batches::get).delete(batches::delete),
-        )
-        .route("/v1/batches/{id}/result.csv", get(batches::result))
+    let (router, api) = routes(&state).split_for_parts();
+    let doc = ops::OpenApiJson(api::document(api, &state).into());
+    router
         .fallback(ops::not_found)
+        .layer(Extension(doc))
         .layer(DefaultBodyLimit::max(state.max_json_bytes))
         .layer(guard::GuardLayer(state.clone()))
         .with_state(state)
+}
+
+/// The OpenAPI document of a router built from `state`, as `/openapi.json` serves it.
+pub fn openapi_document(state: &AppState) -> String {
+    let (_, api) = routes(state).split_for_parts();
+    api::document(api, state)
 }

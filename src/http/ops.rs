@@ -1,16 +1,26 @@
 //! Public operational endpoints: health, readiness, metrics, the OpenAPI document, the 404 fallback.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
+use super::api::KeyErrors;
 use super::{ApiError, AppState};
 
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Ready once the state is built (exclusion list loaded, keys read) and while requests can be taken.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "`ready`", body = String, content_type = "text/plain"),
+        (status = 503, description = "`overloaded`: every in-flight slot is taken.", body = String,
+         content_type = "text/plain"),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.in_flight.available_permits() == 0 {
         return (StatusCode::SERVICE_UNAVAILABLE, "overloaded\n");
@@ -18,6 +28,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (StatusCode::OK, "ready\n")
 }
 
+/// Prometheus metrics (labels are route templates, source names and statuses, never personal data).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "The text exposition.", body = String,
+               content_type = "text/plain; version=0.0.4; charset=utf-8")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -28,18 +42,24 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-pub async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object)))]
+pub async fn openapi(Extension(doc): Extension<OpenApiJson>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], doc.0)
 }
+
+/// The served OpenAPI document, written once at start.
+#[derive(Clone)]
+pub struct OpenApiJson(pub axum::body::Bytes);
 
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("route")
 }
 
-/// `GET /v1/sources`: every configured source and provider with its live state.
+/// Every configured source and provider with its live state (enabled, key present, breaker).
+#[utoipa::path(get, path = "/v1/sources", tag = "operations",
+    responses((status = 200, description = "`{\"sources\": [...]}`", body = Object), KeyErrors))]
 pub async fn sources(
     State(state): State<AppState>,
     _: super::Tenant,

@@ -8,17 +8,18 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::body::{JsonBody, media_type};
+use super::api::{BodyErrors, Invalid, Problem};
+use super::body::{JsonBody, media_type, rejected_body};
 use super::html::{escape, page};
 use super::{ApiError, AppState};
 use crate::domain::{FieldError, Query, QueryInput};
@@ -28,10 +29,10 @@ use crate::optout::{OptOut, OptOutError};
 /// Seconds a client is asked to wait before resubmitting an opt-out that did not fully finish.
 const RETRY_INCOMPLETE_SECS: u64 = 5;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/optout", get(form).post(submit_form))
-        .route("/v1/optout", post(submit_json))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(form, submit_form))
+        .routes(routes!(submit_json))
 }
 
 impl AppState {
@@ -47,14 +48,19 @@ impl AppState {
     }
 }
 
-/// The client's address from the connection ([`super::serve`] records it). A router served without
-/// connection info (an in-process test) puts every client under `0.0.0.0`.
+/// The client's address: what the guard resolved (the peer, or the client a trusted proxy named),
+/// else the connection's peer. A router served without connection info (an in-process test) puts
+/// every client under `0.0.0.0`.
+#[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        if let Some(resolved) = parts.extensions.get::<ClientAddr>() {
+            return Ok(*resolved);
+        }
         Ok(Self(
             parts
                 .extensions
@@ -65,9 +71,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 }
 
 /// The JSON acknowledgement of `POST /v1/optout`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Acknowledgement {
+    /// Not linked to the identifiers anywhere.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     receipt_id: String,
+    #[schema(value_type = String, pattern = "^recorded$")]
     status: &'static str,
     detail: &'static str,
 }
@@ -76,6 +85,29 @@ const EFFECT: &str = "The opt-out is in effect: lookups by these identifiers, an
                       phones and profile URLs the sources hold for this person, are refused without \
                       asking any source, and stored results holding them are deleted.";
 
+/// Opts a person out (no key): in effect before the answer is sent. The answer never says whether the
+/// person was already listed.
+#[utoipa::path(
+    post,
+    path = "/v1/optout",
+    tag = "opt-out",
+    security(()),
+    request_body(content = QueryInput, content_type = "application/json",
+                 description = "Any of email, phone, profile_url, or name (or first_name and \
+                                last_name) with company or domain. A name alone is refused."),
+    responses(
+        (status = 200, description = "Recorded and in effect.", body = Acknowledgement),
+        Invalid, BodyErrors,
+        (status = 429, description = "Too many opt-outs (or requests at once) from this address; \
+          see `Retry-After`.", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64))),
+        (status = 503, description = "Overloaded; the store cannot be reached right now, so \
+          nothing was recorded; or recorded and enforced but the removal from caches or stored \
+          results did not finish (resubmitting is safe); see `Retry-After`.",
+         body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64))),
+    )
+)]
 async fn submit_json(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
@@ -147,15 +179,52 @@ impl FormValues {
     }
 }
 
+/// The opt-out form: plain, accessible HTML that works without JavaScript.
+#[utoipa::path(get, path = "/optout", tag = "opt-out", security(()),
+    responses((status = 200, description = "The form.", body = String, content_type = "text/html")))]
 async fn form() -> Response {
     render_form(StatusCode::OK, &FormValues::default(), &[])
 }
 
+/// The form's submission, answered in HTML; in effect before the answer is sent. Only taken from
+/// this service's own page (`Sec-Fetch-Site` or `Origin`).
+#[utoipa::path(
+    post,
+    path = "/optout",
+    tag = "opt-out",
+    security(()),
+    request_body(content = QueryInput, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The receipt page.", body = String, content_type = "text/html"),
+        (status = 403, description = "Posted from a page on another site; nothing recorded.",
+         body = String, content_type = "text/html"),
+        (status = 422, description = "The form again, the invalid field named; nothing recorded.",
+         body = String, content_type = "text/html"),
+        (status = 429, description = "Too many opt-outs from this address; see `Retry-After`.",
+         content(("text/html"), (Problem = "application/problem+json")),
+         headers(("Retry-After" = u64))),
+        (status = 503, description = "Overloaded; the store cannot be reached right now, so \
+          nothing was recorded; or recorded and enforced but not yet complete (resubmitting is \
+          safe); see `Retry-After`.",
+         content(("text/html"), (Problem = "application/problem+json")),
+         headers(("Retry-After" = u64))),
+        BodyErrors,
+    )
+)]
 async fn submit_form(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
     req: Request,
 ) -> Result<Response, ApiError> {
+    if cross_site(req.headers()) {
+        return Ok(page(
+            StatusCode::FORBIDDEN,
+            "Opt out from this site – enrichd",
+            "<h1>Please use the form on this site</h1>\n<p>This request came from a page on another \
+             site, so nothing was recorded: an opt-out is only taken from this service's own form. \
+             <a href=\"/optout\">Open the opt-out form</a> and submit it there.</p>",
+        ));
+    }
     if media_type(req.headers()) != "application/x-www-form-urlencoded" {
         return Err(ApiError::UnsupportedMediaType {
             expected: "application/x-www-form-urlencoded",
@@ -163,12 +232,7 @@ async fn submit_form(
     }
     let body = Bytes::from_request(req, &state)
         .await
-        .map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(_) => ApiError::TooLarge {
-                limit: state.max_json_bytes,
-            },
-            other => ApiError::invalid("body", other.body_text()),
-        })?;
+        .map_err(|e| rejected_body(e, state.max_json_bytes))?;
     if let Err(wait) = state.optout_limiter.check(client) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut resp = page(
@@ -299,6 +363,55 @@ fn public_message(e: &FieldError) -> String {
             address, or your full name with your company"
             .into(),
     }
+}
+
+/// Whether a browser says this form submission came from a page on another site, which must not be
+/// able to submit opt-outs in a visitor's name (and from the visitor's address, spending its quota).
+///
+/// Browsers send `Sec-Fetch-Site`; only `same-origin` and `none` (typed or bookmarked) pass. Older
+/// browsers send `Origin` on a form post instead, which must name the host the request was sent to
+/// (`Host`, or `X-Forwarded-Host` behind a proxy: a cross-site form cannot set either). A client that
+/// sends neither is not a browser, and no other site can make it post; the JSON API needs no check, as
+/// a cross-site page cannot send `application/json` without a CORS preflight this service never
+/// grants. The form works without JavaScript: no token is needed.
+fn cross_site(headers: &axum::http::HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let Some(origin) = origin.to_str().ok().and_then(authority_of_origin) else {
+        // `null` (a sandboxed or privacy-sensitive context) or garbage.
+        return true;
+    };
+    let named = |name: header::HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|host| without_default_port(host.trim(), origin.1) == origin.0)
+    };
+    !(named(header::HOST) || named(header::HeaderName::from_static("x-forwarded-host")))
+}
+
+/// `https://example.com:8443` as (`example.com:8443`, `https`), its default port dropped.
+fn authority_of_origin(origin: &str) -> Option<(String, &str)> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "http",
+        "https" => "https",
+        _ => return None,
+    };
+    Some((without_default_port(rest, scheme), scheme))
+}
+
+fn without_default_port(host: &str, scheme: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    host.strip_suffix(default)
+        .map_or(host.clone(), str::to_string)
 }
 
 /// One input of the form.
@@ -489,6 +602,46 @@ mod tests {
             .await
             .expect("body");
         String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[test]
+    fn form_posts_from_another_site_are_told_apart() {
+        let h = |pairs: &[(&'static str, &str)]| {
+            let mut map = axum::http::HeaderMap::new();
+            for (k, v) in pairs {
+                map.append(*k, v.parse().expect("value"));
+            }
+            map
+        };
+        let host = ("host", "optout.example.org");
+        let cases: [(&[(&'static str, &str)], bool); 10] = [
+            (&[host], false),
+            (&[host, ("sec-fetch-site", "same-origin")], false),
+            (&[host, ("sec-fetch-site", "none")], false),
+            (&[host, ("sec-fetch-site", "cross-site")], true),
+            (&[host, ("sec-fetch-site", "same-site")], true),
+            (&[host, ("origin", "https://optout.example.org")], false),
+            (
+                &[
+                    ("host", "optout.example.org:443"),
+                    ("origin", "https://optout.example.org"),
+                ],
+                false,
+            ),
+            (&[host, ("origin", "https://evil.example")], true),
+            (&[host, ("origin", "null")], true),
+            (
+                &[
+                    ("host", "10.0.0.5:8080"),
+                    ("x-forwarded-host", "optout.example.org"),
+                    ("origin", "https://optout.example.org"),
+                ],
+                false,
+            ),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(cross_site(&h(pairs)), want, "{pairs:?}");
+        }
     }
 
     #[tokio::test]

@@ -4,12 +4,12 @@
 //! that goes, who runs it and how to reach them (`[operator]`), and how to opt out.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::html::{escape, page};
@@ -17,14 +17,14 @@ use crate::config::Loaded;
 use crate::domain::{DomainName, Email, Identifier, OrgName, PersonName, PhoneE164, ProfileUrl};
 use crate::pipeline::Pipeline;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/privacy", get(html))
-        .route("/privacy.json", get(json))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(html))
+        .routes(routes!(json))
 }
 
 /// The notice, as served at `/privacy.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PrivacyNotice {
     pub summary: &'static str,
     /// Who runs this instance and how to reach them; every field `null` when not configured.
@@ -36,14 +36,14 @@ pub struct PrivacyNotice {
     pub opt_out: OptOutNotice,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Operator {
     pub name: Option<String>,
     pub contact: Option<String>,
     pub privacy_contact: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Stored {
     pub what: &'static str,
     /// `disk` or `memory`.
@@ -55,7 +55,7 @@ pub struct Stored {
     pub kept_for: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SourceUse {
     pub name: String,
     /// Identifier kinds this source is asked about (`email`, `phone`, `profile_url:github`, ...).
@@ -64,7 +64,7 @@ pub struct SourceUse {
     pub recipient: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OptOutNotice {
     pub form: &'static str,
     pub api: &'static str,
@@ -287,10 +287,17 @@ fn kind_label(kind: &str) -> String {
     }
 }
 
+/// The privacy notice as JSON: what is stored and for how long, the enabled sources and what each is
+/// asked about, how to opt out.
+#[utoipa::path(get, path = "/privacy.json", tag = "privacy", security(()),
+    responses((status = 200, description = "The notice.", body = PrivacyNotice)))]
 async fn json(State(state): State<AppState>) -> Json<PrivacyNotice> {
     Json(state.privacy.as_ref().clone())
 }
 
+/// The privacy notice, rendered from the running configuration.
+#[utoipa::path(get, path = "/privacy", tag = "privacy", security(()),
+    responses((status = 200, description = "The notice.", body = String, content_type = "text/html")))]
 async fn html(State(state): State<AppState>) -> Response {
     let n = &state.privacy;
     let mut body = format!(

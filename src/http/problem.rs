@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
+use super::api::Problem;
+use crate::domain::FieldError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-
-use crate::domain::FieldError;
 
 /// An HTTP-facing error. Client faults carry a precise, safe message; our faults are opaque.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +38,12 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("the service is overloaded")]
     Overloaded,
+    /// 429: the client's address holds as many connections (or, through a proxy, requests) as it may.
+    #[error("too many connections from your address at once; close some, or retry later")]
+    TooManyConnections,
+    /// 408: the request body did not keep the minimum pace (`server.body_min_bytes_per_second`).
+    #[error("the request body arrived too slowly")]
+    RequestTimeout,
     #[error(
         "your opt-out {receipt_id} is recorded and lookups by what you gave are already refused, but \
          {what} did not finish; submitting the same opt-out again is safe and completes it"
@@ -82,7 +87,8 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded | Self::OptOutIncomplete { .. } | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -102,23 +108,14 @@ impl ApiError {
             Self::UnsupportedMediaType { .. } => "unsupported-media-type",
             Self::Invalid(_) => "invalid-input",
             Self::RateLimited { .. } => "rate-limited",
+            Self::TooManyConnections => "too-many-connections",
+            Self::RequestTimeout => "request-timeout",
             Self::Overloaded => "overloaded",
             Self::OptOutIncomplete { .. } => "optout-incomplete",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
-}
-
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
 }
 
 impl IntoResponse for ApiError {
@@ -145,7 +142,7 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             errors: match &self {
-                Self::Invalid(errors) => Some(errors),
+                Self::Invalid(errors) => Some(errors.clone()),
                 _ => None,
             },
         };
@@ -159,7 +156,7 @@ impl IntoResponse for ApiError {
             Self::RateLimited { retry_after } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
-            Self::Overloaded => Some(1),
+            Self::Overloaded | Self::TooManyConnections => Some(1),
             Self::Unavailable(_) => Some(RETRY_UNAVAILABLE_SECS),
             Self::OptOutIncomplete {
                 retry_after_secs, ..
@@ -168,6 +165,11 @@ impl IntoResponse for ApiError {
         };
         if let Some(secs) = retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, Self::RequestTimeout) {
+            // The rest of the body may still be on its way: the connection cannot carry another
+            // request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

@@ -8,6 +8,9 @@ use axum::response::{Html, IntoResponse, Response};
 
 const PAGE: &str = include_str!("app.html");
 
+/// The batch web page (the key is pasted into the page and kept in memory).
+#[utoipa::path(get, path = "/app", tag = "pages", security(()),
+    responses((status = 200, description = "The page.", body = String, content_type = "text/html")))]
 pub async fn page() -> Response {
     let mut resp = Html(PAGE).into_response();
     let h = resp.headers_mut();

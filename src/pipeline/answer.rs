@@ -12,15 +12,16 @@ use crate::profile::Profile;
 use crate::sources::{Registered, SourceStatus};
 
 /// What became of one source in one lookup.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SourceReport {
+    #[schema(value_type = String)]
     pub name: Arc<str>,
     pub status: SourceStatus,
     pub latency_ms: u64,
 }
 
 /// The answer to one lookup, already filtered through the exclusion list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Lookup {
     pub found: bool,
     /// Boxed: the answer is moved through every layer on its way out, the profile is large.

@@ -21,7 +21,7 @@ use crate::domain::{is_disposable, is_webmail};
 /// The finder's name; its addresses are guesses until another source confirms one.
 const FINDER: &str = "finder";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EmailStatus {
     Valid,

@@ -210,11 +210,14 @@ pub struct Reported<'a> {
 /// One merged value: who reported it and how much to trust it.
 ///
 /// Serialised as `{value, confidence, sources, detail?, status?, evidence?}`, the value as its text.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, utoipa::ToSchema)]
 pub struct Sourced {
+    #[schema(value_type = String)]
     pub value: Value,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub confidence: f64,
     /// Source names, sorted. The list is shared by the values one source reported alone.
+    #[schema(value_type = Vec<String>)]
     pub sources: Arc<[Arc<str>]>,
     pub detail: Option<String>,
     /// Emails only: what the lookup learned about the address.
@@ -277,7 +280,7 @@ impl Serialize for Ranked {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Company {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<Ranked>,
@@ -286,7 +289,7 @@ pub struct Company {
 }
 
 /// The merged profile. Only built in memory, only released after the exclusion check.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Profile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<Ranked>,
@@ -313,6 +316,7 @@ pub struct Profile {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub websites: Vec<Sourced>,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = std::collections::BTreeMap<String, Ranked>)]
     pub facts: std::collections::BTreeMap<&'static str, Ranked>,
 }
 

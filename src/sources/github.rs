@@ -166,6 +166,11 @@ fn observations(u: User) -> Vec<Observation> {
     out
 }
 
+/// A user document read as `lookup` reads it (for the fuzz targets).
+pub fn parse_answer(body: &[u8]) -> Result<Vec<Observation>, serde_json::Error> {
+    serde_json::from_slice::<User>(body).map(observations)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

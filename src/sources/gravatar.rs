@@ -134,6 +134,11 @@ fn observations(p: Profile) -> Vec<Observation> {
     out
 }
 
+/// An answer body read as `lookup` reads it (for the fuzz targets).
+pub fn parse_answer(body: &[u8]) -> Result<Vec<Observation>, serde_json::Error> {
+    serde_json::from_slice::<Profile>(body).map(observations)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,6 +197,18 @@ fn observations(u: User) -> Vec<Observation> {
     out
 }
 
+/// A lookup answer read as `lookup` reads it (for the fuzz targets).
+pub fn parse_answer(body: &[u8]) -> Result<Vec<Observation>, serde_json::Error> {
+    serde_json::from_slice::<Lookup>(body).map(|l| {
+        l.them
+            .into_iter()
+            .flatten()
+            .next()
+            .map(observations)
+            .unwrap_or_default()
+    })
+}
+
 #[cfg(test)]
 #[path = "keybase_tests.rs"]
 mod tests;

@@ -187,6 +187,11 @@ pub fn is_placeholder(org: &str) -> bool {
     folded.is_empty() || MARKERS.iter().any(|m| folded.contains(m))
 }
 
+/// A domain object read as `lookup` reads it (for the fuzz targets).
+pub fn parse_answer(body: &[u8]) -> Result<Vec<Observation>, serde_json::Error> {
+    serde_json::from_slice::<DomainObject>(body).map(|d| observations(&d))
+}
+
 #[cfg(test)]
 #[path = "rdap_tests.rs"]
 mod tests;

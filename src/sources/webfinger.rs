@@ -173,6 +173,11 @@ fn observations(jrd: Jrd) -> Vec<Observation> {
     out
 }
 
+/// A JRD read as `lookup` reads it (for the fuzz targets).
+pub fn parse_answer(body: &[u8]) -> Result<Vec<Observation>, serde_json::Error> {
+    serde_json::from_slice::<Jrd>(body).map(observations)
+}
+
 #[cfg(test)]
 #[path = "webfinger_tests.rs"]
 mod tests;

@@ -91,6 +91,11 @@ struct OriginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreOpLabels {
     op: &'static str,
 }
@@ -109,6 +114,7 @@ pub struct Metrics {
     exclusion_entries: Family<OriginLabels, Counter>,
     in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     overloaded: Counter<u64, AtomicU64>,
+    connections_refused: Family<ReasonLabels, Counter>,
     provider_cost: Family<SourceName, Counter<f64, AtomicU64>>,
     store_requests: Family<StoreOpLabels, Counter>,
     replicas: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -139,6 +145,7 @@ impl Metrics {
             exclusion_entries: Family::default(),
             in_flight: Gauge::default(),
             overloaded: Counter::default(),
+            connections_refused: Family::default(),
             provider_cost: Family::default(),
             store_requests: Family::default(),
             replicas: Gauge::default(),
@@ -204,6 +211,11 @@ impl Metrics {
             "overload_rejections",
             "Requests refused with 503 because too many were in flight",
             m.overloaded.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections answered 503 or 429 and closed at accept, by reason (full, per_client)",
+            m.connections_refused.clone(),
         );
         Self { registry, ..m }
     }
@@ -282,6 +294,13 @@ impl Metrics {
 
     pub fn overloaded(&self) {
         self.overloaded.inc();
+    }
+
+    /// A connection refused at accept; `reason` is `full` or `per_client`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -652,7 +652,7 @@ async fn a_server_at_its_in_flight_limit_refuses_at_once_with_503() {
 
     let in_flight = server.lookup_in_flight(json!({"email": email})).await;
     let started = Instant::now();
-    let refused = server.get("/healthz").send().await.expect("request");
+    let refused = server.get("/v1/sources").send().await.expect("request");
     assert_eq!(refused.status(), 503);
     assert!(
         started.elapsed() < Duration::from_millis(300),
@@ -661,6 +661,10 @@ async fn a_server_at_its_in_flight_limit_refuses_at_once_with_503() {
     assert_eq!(refused.headers()["retry-after"], "1");
     let problem: Value = refused.json().await.expect("problem body");
     assert_problem_type(&problem, "overloaded");
+    let health = server.get("/healthz").send().await.expect("healthz");
+    assert_eq!(health.status(), 200, "the probe holds no slot");
+    let ready = server.get("/readyz").send().await.expect("readyz");
+    assert_eq!(ready.status(), 503, "but says the service is full");
 
     let answered = in_flight
         .await
@@ -669,8 +673,8 @@ async fn a_server_at_its_in_flight_limit_refuses_at_once_with_503() {
     assert_eq!(answered.status(), 200);
     let metrics = server.metrics().await;
     assert!(
-        metrics.contains("http_in_flight_requests 1"),
-        "only the /metrics request itself: {metrics}"
+        metrics.contains("http_in_flight_requests 0"),
+        "the slot came back, and /metrics holds none: {metrics}"
     );
     server.stop().await;
 }

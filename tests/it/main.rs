@@ -1,12 +1,14 @@
 //! The integration suite: the real server on 127.0.0.1:0 against loopback upstream fakes, and the
 //! real binary for what only a process can show (SIGKILL, startup refusals, the CLI).
 
+mod abuse;
 mod batches;
 mod binary;
 mod browser;
 mod cdp;
 mod cli;
 mod cli_batch;
+mod contract;
 mod crash;
 mod deploy;
 mod first_hour;
