@@ -130,7 +130,7 @@ impl Pipeline {
         let exclusion = &*inner.exclusion;
         let wanted = opts.want.as_deref().unwrap_or(&inner.limits.default_want);
         let plan = inner.plan(opts.timeout, opts.sources.as_deref(), wanted, opts.events);
-        let lookup = match precheck(exclusion, identifiers(query)) {
+        let mut lookup = match precheck(exclusion, identifiers(query)) {
             Precheck::Excluded(ids) => answer::excluded(inner.sources(), &plan.selected, &ids),
             Precheck::Cleared(cleared) => {
                 let follow = Unlisted(exclusion);
@@ -140,7 +140,6 @@ impl Pipeline {
                 answer::answer(inner.sources(), &answers, verdict, started)
             }
         };
-        let mut lookup = lookup;
         if lookup
             .sources
             .iter()
