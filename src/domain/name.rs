@@ -206,7 +206,7 @@ impl DomainName {
         }
         let s = s.split(['/', '?', '#']).next().unwrap_or("");
         let s = s.trim_end_matches('.');
-        let s = s.strip_prefix("www.").unwrap_or(s);
+        let s = without_www(s);
         if s.len() > 253 || !s.contains('.') {
             return Err(Invalid::new(
                 "is not a domain name with at least two labels",
@@ -234,6 +234,18 @@ impl DomainName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `www.` prefixes removed for as long as what remains still has two labels, so that parsing a parsed
+/// name gives it back: `www.www.example.com` is `example.com`, `www.qq` stays `www.qq`.
+fn without_www(mut s: &str) -> &str {
+    while let Some(rest) = s.strip_prefix("www.") {
+        if !rest.contains('.') {
+            break;
+        }
+        s = rest;
+    }
+    s
 }
 
 #[cfg(test)]
@@ -333,6 +345,11 @@ mod tests {
             ("Example.COM", "example.com"),
             ("https://www.example.com/about", "example.com"),
             ("example.co.uk.", "example.co.uk"),
+            ("www.www.example.com", "example.com"),
+            // Found by the `identifiers` fuzz target: `www.www.qq` became `www.qq`, which parsed again
+            // to the single label `qq` and was refused.
+            ("www.www.qq", "www.qq"),
+            ("www.qq", "www.qq"),
         ];
         for (raw, want) in cases {
             assert_eq!(
