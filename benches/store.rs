@@ -56,6 +56,7 @@ async fn gravatar(delay: Duration) -> String {
 struct Replica {
     _served: Served,
     url: String,
+    metrics_url: String,
     _data: tempfile::TempDir,
 }
 
@@ -133,6 +134,7 @@ impl Cluster {
             .unwrap_or_else(|(code, stderr)| panic!("enrichd exited ({code:?}): {stderr}"));
         Replica {
             url: served.url.clone(),
+            metrics_url: served.metrics_url.clone(),
             _served: served,
             _data: data,
         }
@@ -165,7 +167,7 @@ async fn status(http: &reqwest::Client, r: &Replica, key: &str, id: &str) -> Val
 /// Store requests a replica has made so far (every operation).
 async fn store_requests(http: &reqwest::Client, r: &Replica) -> f64 {
     let text = http
-        .get(format!("{}/metrics", r.url))
+        .get(format!("{}/metrics", r.metrics_url))
         .send()
         .await
         .expect("metrics")

@@ -559,4 +559,9 @@ impl App {
     pub fn router(&self) -> http::Served {
         http::service(self.state.clone())
     }
+
+    /// The operator's router for `server.metrics_listen`.
+    pub fn metrics_router(&self) -> http::Served {
+        http::Served::new(http::metrics_router(self.state.clone()), self.state.clone())
+    }
 }

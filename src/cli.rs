@@ -296,10 +296,25 @@ async fn serve(listen: Option<ListenAddr>, common: &Common) -> Result<(), Failur
         .await
         .map_err(|e| bind_failure(&addr, &e))?;
     let local = listener.local_addr().map_err(Failure::runtime)?;
+    let metrics_addr = &loaded.config.server.metrics_listen;
+    let metrics = tokio::net::TcpListener::bind(metrics_addr.as_str())
+        .await
+        .map_err(|e| {
+            Failure::runtime(format!(
+                "cannot listen on {metrics_addr} for /metrics: {e}; choose another address with \
+                 server.metrics_listen (or ENRICHD_SERVER__METRICS_LISTEN, e.g. 127.0.0.1:9465)"
+            ))
+        })?;
+    let metrics_local = metrics.local_addr().map_err(Failure::runtime)?;
     // Only once the port is ours: a start that cannot listen must not use up the one showing of a key.
     first_key(&app).await?;
     let background = app.start_background().await.map_err(Failure::runtime)?;
-    tracing::info!(addr = %local, sources = ?app.state.pipeline.source_names(), "enrichd is listening.");
+    tokio::spawn(crate::http::serve(
+        metrics,
+        app.metrics_router(),
+        std::future::pending(),
+    ));
+    tracing::info!(addr = %local, metrics = %metrics_local, sources = ?app.state.pipeline.source_names(), "enrichd is listening.");
     // Where this server listens, for commands run beside it on a local store that must send their
     // work to it (a local batch refused for the data directory's lock names this address). Best
     // effort: only a hint. A replica on a shared store keeps nothing on its disk, and has no lock.

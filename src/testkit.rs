@@ -1,7 +1,10 @@
-//! Test support shared by the unit tests, the integration tests and the benches: a real
+//! Test support shared by the unit tests, the integration tests and the benches: a loopback
+//! nameserver ([`dns`]), and a real
 //! S3-compatible server (moto's server mode, `pip install 'moto[server]'`, installed by
 //! `scripts/test`) on a free loopback port, one per test process, each test in its own bucket.
 //! Not used by the service.
+
+pub mod dns;
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -115,10 +118,13 @@ pub fn grep_files(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf
     found
 }
 
-/// A running `enrichd serve` child (JSON logs, `--listen 127.0.0.1:0`), SIGKILLed when dropped.
+/// A running `enrichd serve` child (JSON logs, `--listen 127.0.0.1:0`, metrics on a free loopback
+/// port), SIGKILLed when dropped.
 pub struct Served {
     child: std::process::Child,
     pub url: String,
+    /// The operator's listener (`server.metrics_listen`), where `/metrics` needs no key.
+    pub metrics_url: String,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     stdout: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
 }
@@ -133,6 +139,7 @@ impl Served {
         timeout: Duration,
     ) -> Result<Self, (Option<i32>, String)> {
         use std::io::{BufRead, BufReader};
+        cmd.env("ENRICHD_SERVER__METRICS_LISTEN", "127.0.0.1:0");
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -147,7 +154,7 @@ impl Served {
             }
         });
         let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
         let own = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mine = own.clone();
         let reader = std::thread::spawn(move || {
@@ -157,15 +164,16 @@ impl Served {
                     text.push_str(&line);
                     text.push('\n');
                 }
-                if let Some(addr) = listening_addr(&line) {
-                    let _ = tx.send(addr);
+                if let Some(addrs) = listening_addrs(&line) {
+                    let _ = tx.send(addrs);
                 }
             }
         });
         match rx.recv_timeout(timeout) {
-            Ok(addr) => Ok(Self {
+            Ok((addr, metrics)) => Ok(Self {
                 child,
                 url: format!("http://{addr}"),
+                metrics_url: format!("http://{metrics}"),
                 stderr: own,
                 stdout: std::sync::Mutex::new(out_rx),
             }),
@@ -248,9 +256,16 @@ impl Drop for Served {
 /// The address in the server's JSON startup line, `{"fields":{"message":"enrichd is listening.",
 /// "addr":"127.0.0.1:PORT",...}}`.
 pub fn listening_addr(line: &str) -> Option<String> {
+    listening_addrs(line).map(|(addr, _)| addr)
+}
+
+/// The public and the metrics addresses in the server's JSON startup line (`addr`, `metrics`).
+fn listening_addrs(line: &str) -> Option<(String, String)> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = v.get("fields")?;
-    (fields.get("message")?.as_str()? == "enrichd is listening.")
-        .then(|| fields.get("addr")?.as_str().map(str::to_string))
-        .flatten()
+    if fields.get("message")?.as_str()? != "enrichd is listening." {
+        return None;
+    }
+    let field = |name: &str| fields.get(name)?.as_str().map(str::to_string);
+    Some((field("addr")?, field("metrics")?))
 }

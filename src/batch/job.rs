@@ -284,12 +284,14 @@ async fn commit_part(
     let processed = rows.len() as u64;
     let mut kept = Vec::with_capacity(rows.len());
     let mut index = PartIndex::default();
-    let (mut found, mut purged) = (0, 0);
+    let mut found = 0;
     let mut failures = Vec::new();
-    for done in rows {
-        if done.keys.iter().any(|k| shared.hasher.is_excluded(k)) {
-            purged += 1;
-            continue;
+    for mut done in rows {
+        // An excluded person's row reads like a miss's: the tenant's own input, nothing added
+        // (the lookup answered a miss already; this catches an opt-out that landed since).
+        if done.row.enrichment.is_some() && done.keys.iter().any(|k| shared.hasher.is_excluded(k)) {
+            done.row.enrichment = None;
+            done.row.status = "not_found".into();
         }
         found += u64::from(done.row.enrichment.is_some());
         failures.extend(done.failure);
@@ -308,7 +310,6 @@ async fn commit_part(
         m.part_gens.push(part.generation);
         m.rows_done += processed;
         m.rows_found += found;
-        m.rows_purged += purged;
         for why in &failures {
             m.count_error(why);
         }

@@ -59,6 +59,9 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: ListenAddr,
+    /// Where `GET /metrics` is served without a key, for the operator's scraper only: loopback by
+    /// default. On the public listener it needs an admin key.
+    pub metrics_listen: ListenAddr,
     pub data_dir: PathBuf,
     /// Largest JSON request body accepted, in bytes.
     pub max_json_bytes: usize,
@@ -250,6 +253,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: ListenAddr::from(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            metrics_listen: ListenAddr::from(SocketAddr::from(([127, 0, 0, 1], 9464))),
             data_dir: PathBuf::from("./data"),
             max_json_bytes: 64 * 1024,
             max_in_flight: 1024,

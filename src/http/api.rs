@@ -376,12 +376,12 @@ mod tests {
             emails: vec![email],
             phones: vec![sourced("+442079460958")],
             profiles: vec![sourced("https://github.com/adalove")],
-            facts: [("mail_provider", ranked)].into_iter().collect(),
             ..Profile::default()
         };
         let lookup = Lookup {
             found: true,
             profile: Some(Box::new(profile)),
+            facts: [("mail_provider", ranked)].into_iter().collect(),
             sources: vec![SourceReport {
                 name: Arc::from("gravatar"),
                 status: SourceStatus::Hit,

@@ -115,7 +115,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(api::ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
-        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::metrics_with_key))
         .routes(routes!(ops::openapi))
         .routes(routes!(lookup::get, lookup::post))
         .routes(routes!(extract::post))
@@ -131,6 +131,14 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(batches::get, batches::delete))
         .routes(routes!(batches::result))
+}
+
+/// The operator's listener (`server.metrics_listen`): `GET /metrics` without a key, nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(ops::metrics))
+        .fallback(ops::not_found)
+        .with_state(state)
 }
 
 /// The full router. Tests and `serve` both build it from an [`AppState`].

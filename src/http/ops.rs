@@ -1,4 +1,5 @@
-//! Public operational endpoints: health, readiness, metrics, the OpenAPI document, the 404 fallback.
+//! Operational endpoints: health, readiness, the OpenAPI document, the 404 fallback (public), and
+//! metrics (on the operator's listener, or with an admin key on the public one).
 
 use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
@@ -28,10 +29,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (StatusCode::OK, "ready\n")
 }
 
-/// Prometheus metrics (labels are route templates, source names and statuses, never personal data).
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
-    responses((status = 200, description = "The text exposition.", body = String,
-               content_type = "text/plain; version=0.0.4; charset=utf-8")))]
+/// `GET /metrics` on the public listener: operators only (an admin key). The operator's own listener
+/// (`server.metrics_listen`) serves the same text without a key.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The Prometheus text exposition (labels are route \
+               templates, source names and statuses, never personal data).", body = String,
+               content_type = "text/plain; version=0.0.4; charset=utf-8"), super::api::AdminErrors))]
+pub async fn metrics_with_key(state: State<AppState>, _: super::auth::Admin) -> impl IntoResponse {
+    metrics(state).await
+}
+
+/// The Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

@@ -43,7 +43,6 @@ impl AppState {
             self.pipeline.clone(),
             self.optout_hooks.clone(),
             self.optout_expand_timeout,
-            self.metrics.clone(),
         )
     }
 }

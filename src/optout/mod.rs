@@ -4,12 +4,15 @@
 //! The steps of [`OptOut::run`], each finished before the next begins:
 //! 1. **record**: the given identifiers are hashed onto the exclusion list and fsynced. From here on no
 //!    lookup by them reaches an upstream, even if a later step fails.
-//! 2. **expand**: one live fan-out and merge of the given identifiers ([`Pipeline::expand`]: the same
-//!    stages as a lookup, without the exclusion checks, since the person is on the list already). The
-//!    emails, phones and profile URLs of the merged profile are hashed onto the list too (origin
-//!    `expansion`), so a later lookup by any of them is refused before fan-out. The profile itself is
-//!    dropped here: it is never returned, stored or logged. A slow or failing source only makes the
-//!    expansion smaller.
+//! 2. **expand**: one live fan-out of the given identifiers ([`Pipeline::expand`]: the same stages as
+//!    a lookup, without the exclusion checks, since the person is on the list already, and without
+//!    hops). At most [`MAX_EXPANSION`] emails, phones and profile URLs that a source bound to the
+//!    given identifiers through a verified link are hashed onto the list too (origin `expansion`), so
+//!    a later lookup by any of them is refused before fan-out. Nothing else widens an opt-out: not a
+//!    value someone merely typed into a profile, not what a host the requester chose answers
+//!    (WebFinger, a web site), not a guessed address. So one opt-out cannot be turned against other
+//!    people, however many aliases an answer lists. The answers are dropped here: never returned,
+//!    stored or logged. A slow or failing source only makes the expansion smaller.
 //! 3. **forget**: every [`OptOutHook`] (source cache, stored batch results) drops what it holds about
 //!    any of the identifiers.
 //! 4. **acknowledge** with a receipt id that says nothing about the person, and nothing about whether
@@ -23,15 +26,12 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::domain::{Identifier, IdentifierKind, Query};
+use crate::domain::{Identifier, Query};
 use crate::exclusion::{ExclusionList, Hashed, HookError, OptOutHook, Origin};
 use crate::pipeline::Pipeline;
-use crate::profile::Profile;
-use crate::telemetry::Metrics;
 
-/// The detail the address finder puts on its guessed addresses. A guess is not something a source
-/// reported about the person, so it does not widen an opt-out (it could be a namesake's address).
-const GUESSED: &str = "candidate";
+/// How many identifiers beyond the given ones one opt-out may add.
+pub const MAX_EXPANSION: usize = 10;
 
 /// Why an opt-out was not fully carried out.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,6 @@ pub struct OptOut {
     pipeline: Pipeline,
     hooks: Arc<Vec<Arc<dyn OptOutHook>>>,
     expand_timeout: Duration,
-    metrics: Arc<Metrics>,
 }
 
 impl OptOut {
@@ -82,14 +81,12 @@ impl OptOut {
         pipeline: Pipeline,
         hooks: Arc<Vec<Arc<dyn OptOutHook>>>,
         expand_timeout: Duration,
-        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             list,
             pipeline,
             hooks,
             expand_timeout,
-            metrics,
         }
     }
 
@@ -106,9 +103,6 @@ impl OptOut {
             .add(given.clone(), origin)
             .await
             .map_err(OptOutError::not_recorded)?;
-        self.metrics.optout(origin.as_str());
-        self.metrics
-            .exclusion_entries_added(origin.as_str(), receipt.added);
         let receipt_id = receipt.id;
 
         let found = self.expand(query).await;
@@ -117,11 +111,7 @@ impl OptOut {
         let mut unfinished = Vec::new();
         if !found.is_empty() {
             match self.add(found.clone(), Origin::Expansion).await {
-                Ok(r) => {
-                    self.metrics
-                        .exclusion_entries_added(Origin::Expansion.as_str(), r.added);
-                    all.extend(found);
-                }
+                Ok(_) => all.extend(found),
                 Err(err) => {
                     tracing::error!(receipt = %receipt_id, error = %err, "Could not record the identifiers an opt-out's lookup found.");
                     unfinished.push("blocking the other identifiers the sources know".to_string());
@@ -162,18 +152,12 @@ impl OptOut {
         self.list.add(&ids, origin).await
     }
 
-    /// The personal identifiers a live lookup of `query` finds beyond the query's own. Free sources
-    /// only: an opt-out never spends the operator's paid credits.
+    /// The personal identifiers sources bound to the query's own through a verified link, at most
+    /// [`MAX_EXPANSION`]. Free sources only: an opt-out never spends the operator's paid credits.
     async fn expand(&self, query: &Query) -> Vec<Identifier> {
-        let merged = self.pipeline.expand(query, self.expand_timeout).await;
-        let own = query.identifiers();
-        merged
-            .as_deref()
-            .map(expansion_identifiers)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|id| !own.contains(id))
-            .collect()
+        let mut linked = self.pipeline.expand(query, self.expand_timeout).await;
+        linked.truncate(MAX_EXPANSION);
+        linked
     }
 
     /// Runs every hook on `ids`; returns the names of those that failed.
@@ -213,11 +197,6 @@ impl OptOut {
             .add_hashes(&hashes, origin)
             .await
             .map_err(OptOutError::not_recorded)?;
-        if receipt.added + receipt.already_present > 0 {
-            self.metrics.optout(origin.as_str());
-            self.metrics
-                .exclusion_entries_added(origin.as_str(), receipt.added);
-        }
         let failed = match &import {
             Import::Identifiers(ids) => self.forget(ids).await,
             Import::Hashes(hashes) => self.run_hooks(|hook| hook.opted_out_hashes(hashes)).await,
@@ -261,69 +240,4 @@ pub struct Imported {
     pub added: usize,
     /// Distinct entries already on the list (their retention restarts).
     pub already_present: usize,
-}
-
-/// The emails, phones and profile URLs a merged profile holds, as identifiers (guessed addresses
-/// left out). Names with companies are not taken: a name is shared by many people, and the opt-out's
-/// own name + company, if given, is already on the list.
-pub fn expansion_identifiers(profile: &Profile) -> Vec<Identifier> {
-    let mut out = Vec::new();
-    let values = profile
-        .emails
-        .iter()
-        .chain(&profile.phones)
-        .chain(&profile.profiles);
-    for v in values.filter(|v| v.detail.as_deref() != Some(GUESSED)) {
-        if let Some(id) = v.value.identifier()
-            && matches!(
-                id.kind(),
-                IdentifierKind::Email | IdentifierKind::Phone | IdentifierKind::ProfileUrl
-            )
-            && !out.contains(id)
-        {
-            out.push(id.clone());
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::profile::{Field, Observation, Sourced};
-
-    fn sourced(field: Field, value: &str, detail: Option<&str>) -> Sourced {
-        Sourced {
-            value: Observation::new(field, value).value,
-            confidence: 0.5,
-            sources: Arc::from([Arc::from("gravatar")]),
-            detail: detail.map(str::to_string),
-            status: None,
-            evidence: None,
-        }
-    }
-
-    #[test]
-    fn expansion_takes_emails_phones_and_profiles_but_not_guesses_or_names() {
-        let profile = Profile {
-            emails: vec![
-                sourced(Field::Email, "ada@work.example", None),
-                sourced(Field::Email, "a.lovelace@work.example", Some(GUESSED)),
-                sourced(Field::Email, "not an email", None),
-            ],
-            phones: vec![sourced(Field::Phone, "+442079460958", None)],
-            profiles: vec![
-                sourced(Field::Profile, "https://github.com/ada", None),
-                sourced(Field::Profile, "https://github.com/ada", None),
-            ],
-            ..Profile::default()
-        };
-
-        let ids: Vec<String> = expansion_identifiers(&profile)
-            .iter()
-            .map(Identifier::canonical)
-            .collect();
-
-        assert_eq!(ids, ["ada@work.example", "+442079460958", "github.com/ada"]);
-    }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::fanout::{Answers, Ids, millis};
+use super::fanout::{Answers, millis};
 use super::release::Verdict;
-use crate::profile::Profile;
+use crate::profile::{Facts, Profile};
 use crate::sources::{Registered, SourceStatus};
 
 /// What became of one source in one lookup.
@@ -23,9 +23,17 @@ pub struct SourceReport {
 /// The answer to one lookup, already filtered through the exclusion list.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Lookup {
+    /// Whether a person was found: the profile holds a value about a person. Facts about a domain
+    /// never make it true.
     pub found: bool,
-    /// Boxed: the answer is moved through every layer on its way out, the profile is large.
+    /// Boxed: the answer is moved through every layer on its way out, the profile is large. `None`
+    /// unless `found`.
     pub profile: Option<Box<Profile>>,
+    /// Facts about the domains the query named (mail servers, registrar, site metadata), reported
+    /// apart from the person, every identifier among them checked against the exclusion list. A
+    /// miss and an excluded person's answer at the same domain hold the same facts.
+    #[schema(value_type = std::collections::BTreeMap<String, crate::profile::Ranked>)]
+    pub facts: Facts,
     pub sources: Vec<SourceReport>,
     pub took_ms: u64,
     /// What the paid providers' hits in this lookup cost, in the operator's currency unit.
@@ -41,12 +49,10 @@ pub struct Lookup {
 }
 
 impl Lookup {
+    /// The outcome metrics count: `found` or `miss`. An excluded person counts as a miss, so that no
+    /// figure moves with one person's opt-out.
     pub(super) fn outcome_label(&self) -> &'static str {
-        match (self.withheld, self.found) {
-            (true, _) => "excluded",
-            (false, true) => "found",
-            (false, false) => "miss",
-        }
+        if self.found { "found" } else { "miss" }
     }
 }
 
@@ -56,6 +62,7 @@ pub(crate) fn answer(
     sources: &[Registered],
     answers: &Answers,
     verdict: Verdict,
+    facts: Facts,
     started: Instant,
 ) -> Lookup {
     let (profile, withheld) = match verdict {
@@ -67,7 +74,7 @@ pub(crate) fn answer(
         .zip(&answers.runs)
         .map(|(s, run)| SourceReport {
             name: Arc::clone(&s.label),
-            status: if withheld && run.status == SourceStatus::Hit {
+            status: if withheld && run.status == SourceStatus::Hit && !s.source.domain_only() {
                 SourceStatus::Miss
             } else {
                 run.status
@@ -81,38 +88,12 @@ pub(crate) fn answer(
     Lookup {
         found: profile.is_some(),
         profile,
+        facts,
         sources: reports,
         took_ms: millis(started.elapsed()),
         // What was spent is in the metrics; a withheld answer must not hint at a paid hit.
         cost: if withheld { 0.0 } else { answers.cost },
         hints: Vec::new(),
         withheld,
-    }
-}
-
-/// The answer to a query that names an excluded person: nobody was asked, and it mirrors a miss from
-/// every selected source that would have been asked.
-pub(crate) fn excluded(sources: &[Registered], selected: &[bool], ids: &Ids) -> Lookup {
-    let reports = sources
-        .iter()
-        .zip(selected)
-        .map(|(s, &selected)| SourceReport {
-            name: Arc::clone(&s.label),
-            status: if selected && ids.iter().any(|id| s.source.accepts(id)) {
-                SourceStatus::Miss
-            } else {
-                SourceStatus::Skipped
-            },
-            latency_ms: 0,
-        })
-        .collect();
-    Lookup {
-        found: false,
-        profile: None,
-        sources: reports,
-        took_ms: 0,
-        cost: 0.0,
-        hints: Vec::new(),
-        withheld: true,
     }
 }

@@ -18,6 +18,7 @@ use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::hold::MissTimes;
 use super::want::{self, Want};
 use crate::domain::Identifier;
 use crate::exclusion::ExclusionCheck;
@@ -75,6 +76,8 @@ pub(crate) struct Fanout<'a> {
     pub max_hops: u32,
     pub wanted: &'a [Want],
     pub events: Option<mpsc::UnboundedSender<SourceEvent>>,
+    /// Where each source's misses are timed, for the answers that must read like one.
+    pub misses: &'a MissTimes,
 }
 
 /// What the fan-out gathered: each source's run, by its position among the sources.
@@ -82,9 +85,12 @@ pub(crate) struct Answers {
     pub runs: Vec<Run>,
     /// Every identifier the lookup met, the query's first, each admitted by [`Follow`] when met.
     pub met: Ids,
+    /// How many of `met` came with the query.
+    pub from_query: usize,
     /// What the paid providers' hits cost.
     pub cost: f64,
-    /// The fan-out stopped because [`Follow`] refused an identifier or a source objected (451).
+    /// [`Follow`] refused an identifier or a source objected (451): nothing is followed from then on,
+    /// and the calls already made run to their end so that the answer takes as long as a miss.
     pub withheld: bool,
 }
 
@@ -153,12 +159,10 @@ pub(crate) async fn run(plan: Fanout<'_>, ids: Ids, follow: &dyn Follow) -> Answ
             () = &mut expiry => break,
         };
         match done {
-            Some(done) => {
-                if !state.settle(done, follow) {
-                    break;
-                }
-            }
-            // Everything asked has answered: the waterfall may ask the next paid provider.
+            Some(done) => state.settle(done, follow),
+            // Everything asked has answered: the waterfall may ask the next paid provider (not for
+            // a withheld answer: its person was found, and a miss would have asked the waterfall
+            // with nothing more known).
             None => match state.next_paid() {
                 Some((i, idx)) => {
                     calls.push(call(
@@ -174,8 +178,7 @@ pub(crate) async fn run(plan: Fanout<'_>, ids: Ids, follow: &dyn Follow) -> Answ
             },
         }
     }
-    // Whatever is still running at the deadline timed out; it is dropped (and so cancelled) here. When
-    // the answer is withheld the calls were cut short on purpose and read as misses.
+    // Whatever is still running at the deadline timed out; it is dropped (and so cancelled) here.
     drop(calls);
     state.finish()
 }
@@ -245,7 +248,7 @@ impl<'p, 'a> State<'p, 'a> {
     /// The next paid provider in the waterfall that accepts a known identifier, with the first such
     /// identifier, while a wanted field is missing. Providers that accept none stay `skipped`.
     fn next_paid(&mut self) -> Option<(usize, usize)> {
-        if self.waterfall.is_empty() {
+        if self.withheld || self.waterfall.is_empty() {
             return None;
         }
         let observed = self
@@ -274,8 +277,9 @@ impl<'p, 'a> State<'p, 'a> {
         run.first_start.get_or_insert_with(Instant::now);
     }
 
-    /// Takes one call's answer in. `false` when the fan-out must stop: the answer is withheld.
-    fn settle(&mut self, done: CallResult, follow: &dyn Follow) -> bool {
+    /// Takes one call's answer in. Once the answer is withheld, every later answer reads as a miss
+    /// and nothing is followed.
+    fn settle(&mut self, done: CallResult, follow: &dyn Follow) {
         let source = &self.plan.sources[done.source];
         let now = Instant::now();
         let latency = now.duration_since(done.started);
@@ -291,20 +295,26 @@ impl<'p, 'a> State<'p, 'a> {
                     "Upstream reports an objection (451); withholding the result."
                 );
                 self.withheld = true;
-                return false;
+                self.read_as_miss(done.source, latency);
+                return;
             }
             Err(err) => {
                 tracing::warn!(source = source.name(), retryable = err.retryable(), error = %err, "Upstream call failed.");
                 run.record(err.status());
                 self.emit(source, err.status(), latency, 0);
-                return true;
+                return;
             }
         };
-        let status = if observations.is_empty() {
-            SourceStatus::Miss
-        } else {
-            SourceStatus::Hit
-        };
+        if observations.is_empty() {
+            self.plan.misses.record(done.source, latency);
+            self.read_as_miss(done.source, latency);
+            return;
+        }
+        if self.withheld && !source.source.domain_only() {
+            self.read_as_miss(done.source, latency);
+            return;
+        }
+        let status = SourceStatus::Hit;
         run.record(status);
         if source.paid && status == SourceStatus::Hit {
             self.cost += source.cost_per_hit;
@@ -323,7 +333,8 @@ impl<'p, 'a> State<'p, 'a> {
                 .filter(|id| !met.iter().any(|known| **known == **id)),
         ) {
             self.withheld = true;
-            return false;
+            self.read_as_miss(done.source, latency);
+            return;
         }
         for id in observations.iter().filter_map(Observation::identifier) {
             let idx = self.index_of(id);
@@ -343,7 +354,12 @@ impl<'p, 'a> State<'p, 'a> {
             // The query's own email, checked before the fan-out started and already known.
             run.answers.push(Arc::from([c]));
         }
-        true
+    }
+
+    /// Records a call of source `i` as a miss: its status, and a progress event with no fields.
+    fn read_as_miss(&mut self, i: usize, latency: Duration) {
+        self.runs[i].record(SourceStatus::Miss);
+        self.emit(&self.plan.sources[i], SourceStatus::Miss, latency, 0);
     }
 
     /// Where `id` is in `met`, adding it if new.
@@ -369,22 +385,17 @@ impl<'p, 'a> State<'p, 'a> {
         }
     }
 
-    /// Calls still running have timed out (or, when the answer is withheld, were cut short and read
-    /// as misses).
+    /// Calls still running have timed out.
     fn finish(mut self) -> Answers {
-        let cut = if self.withheld {
-            SourceStatus::Miss
-        } else {
-            SourceStatus::Timeout
-        };
         let end = self.plan.deadline.min(Instant::now());
         for run in self.runs.iter_mut().filter(|r| r.in_flight > 0) {
-            run.record(cut);
+            run.record(SourceStatus::Timeout);
             run.last_end = Some(end);
         }
         Answers {
             runs: self.runs,
             met: self.met,
+            from_query: self.from_query,
             cost: self.cost,
             withheld: self.withheld,
         }
@@ -392,15 +403,13 @@ impl<'p, 'a> State<'p, 'a> {
 }
 
 /// A source that found a person by their email address confirms the address: it is added as that
-/// source's own observation (the email status counts it as evidence). Facts about the domain alone (DNS,
-/// RDAP) confirm nothing.
+/// source's own observation (the email status counts it as evidence). What is about the domain alone
+/// (DNS and RDAP facts, a company's site) confirms nothing.
 fn confirmation(observations: &[Observation], id: &Identifier) -> Option<Observation> {
     let Identifier::Email(email) = id else {
         return None;
     };
-    let about_a_person = observations
-        .iter()
-        .any(|o| !matches!(o.field, Field::Fact(_)));
+    let about_a_person = observations.iter().any(|o| o.field.is_personal());
     let listed = observations
         .iter()
         .any(|o| o.field == Field::Email && o.identifier() == Some(id));

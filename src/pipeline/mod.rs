@@ -3,7 +3,7 @@
 //!
 //! 1. the query's identifiers ([`Query::identifiers`], parsed when the query was);
 //! 2. the exclusion pre-check ([`precheck`]): [`Precheck::Cleared`], or [`Precheck::Excluded`] and
-//!    nobody is asked;
+//!    nobody is asked about the person: [`mirror`] answers what a miss would, timed by [`hold`];
 //! 3. the fan-out ([`fanout`]): every source's answers and status, hops included;
 //! 4. the merge ([`release::merge`]) of those answers into one profile;
 //! 5. the check of every identifier in that profile before release ([`release::release`]);
@@ -15,6 +15,8 @@
 mod answer;
 mod fanout;
 mod hints;
+mod hold;
+mod mirror;
 mod precheck;
 mod release;
 mod want;
@@ -30,10 +32,10 @@ pub use fanout::SourceEvent;
 pub use want::Want;
 
 use self::fanout::{Everything, Fanout, Ids, Unlisted};
+use self::hold::MissTimes;
 use self::precheck::{Precheck, precheck};
 use crate::domain::Query;
 use crate::exclusion::ExclusionCheck;
-use crate::profile::Profile;
 use crate::sources::{Registered, SourceSet, SourceState, SourceStatus};
 use crate::telemetry::{Metrics, SourceMetrics};
 
@@ -73,6 +75,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Each source's metric handles, by its position in `sources`.
     source_metrics: Vec<SourceMetrics>,
+    /// Each source's recent miss latencies: the timing rule of excluded answers.
+    misses: MissTimes,
 }
 
 impl Pipeline {
@@ -87,8 +91,10 @@ impl Pipeline {
             .iter()
             .map(|s| metrics.source(s.name()))
             .collect();
+        let misses = MissTimes::new(sources.sources.len());
         Self {
             inner: Arc::new(Inner {
+                misses,
                 sources,
                 exclusion,
                 limits,
@@ -131,13 +137,14 @@ impl Pipeline {
         let wanted = opts.want.as_deref().unwrap_or(&inner.limits.default_want);
         let plan = inner.plan(opts.timeout, opts.sources.as_deref(), wanted, opts.events);
         let mut lookup = match precheck(exclusion, identifiers(query)) {
-            Precheck::Excluded(ids) => answer::excluded(inner.sources(), &plan.selected, &ids),
+            Precheck::Excluded(ids) => mirror::excluded(plan, ids, exclusion, started).await,
             Precheck::Cleared(cleared) => {
                 let follow = Unlisted(exclusion);
                 let answers = fanout::run(plan, cleared.ids(), &follow).await;
                 let merged = release::merge(inner.sources(), &answers);
-                let verdict = release::release(merged, exclusion, &cleared, &answers);
-                answer::answer(inner.sources(), &answers, verdict, started)
+                let (verdict, facts) =
+                    release::release(merged, exclusion, &cleared, &answers, inner.sources());
+                answer::answer(inner.sources(), &answers, verdict, facts, started)
             }
         };
         if lookup
@@ -153,15 +160,35 @@ impl Pipeline {
         lookup
     }
 
-    /// The profile a live lookup of `query` merges, never checked against the exclusion list: for the
-    /// opt-out's expansion only, whose person is on the list already, and whose result is hashed onto
-    /// it and dropped, never released. Free sources only (no paid call is wanted); not counted in
-    /// `enrichd_lookups_total`.
-    pub async fn expand(&self, query: &Query, timeout: Duration) -> Option<Box<Profile>> {
+    /// The identifiers sources bound to the query's own through a verified link
+    /// ([`crate::profile::Observation::verified`]), in the order the sources are listed, each once,
+    /// the query's own left out: for the opt-out's expansion only, whose person is on the list
+    /// already, and whose answers are hashed onto it and dropped, never released. Only the query's
+    /// own identifiers are looked up (no hops: a link is taken only when it binds to them), by free
+    /// sources only (no paid call is wanted); not counted in `enrichd_lookups_total`.
+    pub async fn expand(&self, query: &Query, timeout: Duration) -> Vec<crate::domain::Identifier> {
         let inner = &*self.inner;
-        let plan = inner.plan(Some(timeout), None, &[], None);
-        let answers = fanout::run(plan, identifiers(query), &Everything).await;
-        release::merge(inner.sources(), &answers)
+        let mut plan = inner.plan(Some(timeout), None, &[], None);
+        plan.max_hops = 0;
+        let own = identifiers(query);
+        let answers = fanout::run(plan, own.clone(), &Everything).await;
+        if answers.withheld {
+            // A source objected to being asked about this person: nothing it said is used.
+            return Vec::new();
+        }
+        let mut out: Vec<crate::domain::Identifier> = Vec::new();
+        let linked = answers
+            .runs
+            .iter()
+            .flat_map(|run| run.answers.iter().flat_map(|a| a.iter()))
+            .filter(|o| o.verified)
+            .filter_map(|o| o.identifier());
+        for id in linked {
+            if id.is_personal() && !own.iter().any(|o| **o == *id) && !out.contains(id) {
+                out.push(id.clone());
+            }
+        }
+        out
     }
 }
 
@@ -195,6 +222,7 @@ impl Inner {
             max_hops: self.limits.max_hops,
             wanted,
             events,
+            misses: &self.misses,
         }
     }
 }

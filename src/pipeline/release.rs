@@ -1,10 +1,13 @@
 //! Stages 4 and 5: the fan-out's answers merged into one profile, and every identifier in that profile
-//! checked against the exclusion list before it may be released.
+//! checked against the exclusion list before it may be released. The facts about a domain are taken
+//! apart from the person here, and every identifier they hold (a contact address a site publishes)
+//! is checked too.
 
 use super::fanout::Answers;
 use super::precheck::Cleared;
+use crate::domain::{Email, Identifier, PhoneE164, ProfileUrl};
 use crate::exclusion::ExclusionCheck;
-use crate::profile::{self, Profile, Reported};
+use crate::profile::{self, Facts, Profile, Reported, Sourced, Value};
 use crate::sources::Registered;
 
 /// What the check before release decided.
@@ -16,11 +19,9 @@ pub(crate) enum Verdict {
 }
 
 /// Merges every answer the sources gave, with each source's weight, and judges the emails found.
-/// `None` when nothing was found or the fan-out withheld its answers.
+/// `None` when nothing was found. A withheld fan-out is merged too: its domain facts are released
+/// as a miss's would be, the rest never is.
 pub(crate) fn merge(sources: &[Registered], answers: &Answers) -> Option<Box<Profile>> {
-    if answers.withheld {
-        return None;
-    }
     // One report per answer; the merge counts a source once per value however many answers hold it.
     let reported: Vec<Reported<'_>> = sources
         .iter()
@@ -42,18 +43,40 @@ pub(crate) fn merge(sources: &[Registered], answers: &Answers) -> Option<Box<Pro
 /// lookup withholds it. One the fan-out met (and so checked) is skipped while the list has not
 /// changed since the pre-check began: it cannot have been added. Identifiers the merge composed (a
 /// name at a company) are new here and always checked.
+///
+/// The profile is released only when it holds something about a person
+/// ([`Profile::about_a_person`]); the facts come back apart (see [`checked_facts`]).
 pub(crate) fn release(
     merged: Option<Box<Profile>>,
     exclusion: &dyn ExclusionCheck,
     cleared: &Cleared,
     answers: &Answers,
-) -> Verdict {
-    if answers.withheld {
-        return Verdict::Withheld;
-    }
-    let Some(profile) = merged else {
-        return Verdict::Released(None);
+    sources: &[Registered],
+) -> (Verdict, Facts) {
+    let Some(mut profile) = merged else {
+        let verdict = if answers.withheld {
+            Verdict::Withheld
+        } else {
+            Verdict::Released(None)
+        };
+        return (verdict, Facts::new());
     };
+    let facts = std::mem::take(&mut profile.facts);
+    let verdict = if answers.withheld {
+        Verdict::Withheld
+    } else {
+        check(profile, exclusion, cleared, answers)
+    };
+    let found = matches!(verdict, Verdict::Released(Some(_)));
+    (verdict, checked_facts(facts, exclusion, sources, found))
+}
+
+fn check(
+    profile: Box<Profile>,
+    exclusion: &dyn ExclusionCheck,
+    cleared: &Cleared,
+    answers: &Answers,
+) -> Verdict {
     let unchanged = cleared.unchanged(exclusion);
     let met = &answers.met;
     let mut excluded = false;
@@ -64,7 +87,59 @@ pub(crate) fn release(
     });
     if excluded {
         Verdict::Withheld
-    } else {
+    } else if profile.about_a_person() {
         Verdict::Released(Some(profile))
+    } else {
+        Verdict::Released(None)
     }
+}
+
+/// The facts an answer may carry: every value that is an identifier (a site's `contact_email`,
+/// `contact_phone`, a social profile) is checked against the list and dropped when listed. When no
+/// person was found (or the person is withheld), only what domain-only sources
+/// ([`crate::sources::Source::domain_only`]) reported remains: exactly what an excluded person's
+/// answer, which asks those sources alone, can show.
+pub(crate) fn checked_facts(
+    facts: Facts,
+    exclusion: &dyn ExclusionCheck,
+    sources: &[Registered],
+    found: bool,
+) -> Facts {
+    let domain_only = |v: &Sourced| {
+        v.sources.iter().all(|name| {
+            sources
+                .iter()
+                .any(|s| s.name() == &**name && s.source.domain_only())
+        })
+    };
+    facts
+        .into_iter()
+        .filter_map(|(name, ranked)| {
+            let kept = ranked.retain(|v| {
+                (found || domain_only(v))
+                    && fact_identifier(&v.value)
+                        .is_none_or(|id| !exclusion.any_excluded(&mut std::iter::once(&id)))
+            })?;
+            Some((name, kept))
+        })
+        .collect()
+}
+
+/// The identifier a fact's value is, if it reads as one: facts are kept as text, so the contacts a
+/// site publishes are parsed here, before release.
+fn fact_identifier(value: &Value) -> Option<Identifier> {
+    if let Some(id) = value.identifier() {
+        return Some(id.clone());
+    }
+    let text = value.text();
+    let text = text.trim();
+    if let Ok(e) = Email::parse(text.strip_prefix("mailto:").unwrap_or(text)) {
+        return Some(Identifier::Email(e));
+    }
+    if let Ok(p) = ProfileUrl::parse(text) {
+        return Some(Identifier::Profile(p));
+    }
+    PhoneE164::parse(text.strip_prefix("tel:").unwrap_or(text), None)
+        .ok()
+        .map(Identifier::Phone)
 }

@@ -38,6 +38,16 @@ pub enum Field {
 }
 
 impl Field {
+    /// Whether a value of this field says something about a person, and so makes a lookup `found`.
+    /// An organisation's name, domain or web site, and named facts (mail server, registrar, site
+    /// metadata), are about a company or a domain: they never turn a miss into a hit.
+    pub fn is_personal(self) -> bool {
+        !matches!(
+            self,
+            Self::CompanyName | Self::CompanyDomain | Self::Website | Self::Fact(_)
+        )
+    }
+
     /// Fields that hold a set of values rather than one value with alternatives.
     pub fn is_multi(self) -> bool {
         matches!(
@@ -128,6 +138,11 @@ pub struct Observation {
     pub value: Value,
     /// Extra information about this value, e.g. an email's deliverability status.
     pub detail: Option<String>,
+    /// The source bound this identifier to the one it was asked about through a link it verified
+    /// (an account Gravatar verified, the address GitHub verified for the account it links a commit
+    /// to, a key server's verified user ID, a Keybase proof), not merely a value someone typed. Only
+    /// such identifiers widen an opt-out.
+    pub verified: bool,
 }
 
 impl Observation {
@@ -159,6 +174,7 @@ impl Observation {
             field,
             value: value.unwrap_or(Value::Text(text)),
             detail: None,
+            verified: false,
         }
     }
 
@@ -184,7 +200,14 @@ impl Observation {
             field,
             value,
             detail: None,
+            verified: false,
         }
+    }
+
+    /// Marks the identifier as bound through a verified link (see [`Observation::verified`]).
+    pub fn verified(mut self) -> Self {
+        self.verified = true;
+        self
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -315,12 +338,42 @@ pub struct Profile {
     pub bio: Option<Ranked>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub websites: Vec<Sourced>,
+    /// Kept apart from the person in an answer: see [`Facts`].
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schema(value_type = std::collections::BTreeMap<String, Ranked>)]
-    pub facts: std::collections::BTreeMap<&'static str, Ranked>,
+    pub facts: Facts,
 }
 
+/// The detail the address finder puts on the addresses it guesses from a name and a domain: a guess
+/// no source confirmed is not a person found.
+pub const CANDIDATE: &str = "candidate";
+
+/// Named facts about a domain (mail server, registrar, site metadata, the contacts a site
+/// publishes), by name.
+pub type Facts = std::collections::BTreeMap<&'static str, Ranked>;
+
 impl Profile {
+    /// Whether the profile holds anything about a person ([`Field::is_personal`]; an address only
+    /// guessed ([`CANDIDATE`]) is not): what makes a lookup `found`.
+    pub fn about_a_person(&self) -> bool {
+        [
+            &self.name,
+            &self.first_name,
+            &self.last_name,
+            &self.job_title,
+            &self.location,
+            &self.photo,
+            &self.bio,
+        ]
+        .iter()
+        .any(|v| v.is_some())
+            || self
+                .emails
+                .iter()
+                .any(|e| e.detail.as_deref() != Some(CANDIDATE))
+            || !(self.phones.is_empty() && self.profiles.is_empty())
+    }
+
     /// Every personal identifier the profile holds, each once: every email, phone and profile URL
     /// among its values (alternatives and facts included), and each name with each company name and
     /// domain. The exclusion check before release runs over exactly this set.
@@ -389,6 +442,18 @@ impl Profile {
 }
 
 impl Ranked {
+    /// The values `keep` accepts, the best of them first; `None` when it accepts none.
+    pub fn retain(self, mut keep: impl FnMut(&Sourced) -> bool) -> Option<Self> {
+        let mut kept = std::iter::once(self.best)
+            .chain(self.alternatives)
+            .filter(|v| keep(v));
+        let best = kept.next()?;
+        Some(Self {
+            best,
+            alternatives: kept.collect(),
+        })
+    }
+
     /// The best value, then the alternatives.
     pub fn values(&self) -> impl Iterator<Item = &Sourced> {
         std::iter::once(&self.best).chain(&self.alternatives)

@@ -24,6 +24,22 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// A body that is not the JSON expected, told by kind and place only: serde's own message
+    /// quotes the values it met, which may be a person's, and errors are logged.
+    pub fn invalid_json(e: &serde_json::Error) -> Self {
+        let kind = match e.classify() {
+            serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "JSON of an unexpected shape",
+            serde_json::error::Category::Eof => "truncated JSON",
+        };
+        Self::Malformed(format!(
+            "{kind} at line {}, column {}",
+            e.line(),
+            e.column()
+        ))
+    }
+
     /// Whether trying again later may help.
     pub fn retryable(&self) -> bool {
         match self {

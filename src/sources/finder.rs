@@ -110,6 +110,10 @@ impl Source for Finder {
         SPEC.name
     }
 
+    fn calls_nobody(&self) -> bool {
+        true
+    }
+
     fn accepts(&self, id: &Identifier) -> bool {
         matches!(id, Identifier::NameAtDomain(_, d) if !is_webmail(d.as_str()) && !is_disposable(d.as_str()))
     }

@@ -124,7 +124,8 @@ fn encoded(s: &str) -> url::form_urlencoded::ByteSerialize<'_> {
 
 fn observations(u: User) -> Vec<Observation> {
     let mut out = Vec::with_capacity(10);
-    out.push(Observation::profile(ProfileUrl::github(&u.login)));
+    // GitHub links a commit to an account only through an address the account verified.
+    out.push(Observation::profile(ProfileUrl::github(&u.login)).verified());
     let mut text = |field, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
             out.push(Observation::new(field, v));
@@ -157,8 +158,9 @@ fn observations(u: User) -> Vec<Observation> {
             }
         }
     }
+    // A profile's public address must be one the account verified.
     if let Some(e) = u.email.and_then(|e| Email::parse(&e).ok()) {
-        out.push(Observation::email(e));
+        out.push(Observation::email(e).verified());
     }
     if let Some(handle) = u.twitter_username.filter(|h| !h.trim().is_empty()) {
         out.push(Observation::profile(ProfileUrl::x(&handle)));

@@ -115,7 +115,8 @@ fn observations(p: Profile) -> Vec<Observation> {
     text(Field::Photo, p.avatar_url);
     for account in p.verified_accounts.into_iter().filter(|a| !a.is_hidden) {
         if let Some(url) = account.url.and_then(|u| ProfileUrl::parse(&u).ok()) {
-            out.push(Observation::profile(url));
+            // Gravatar verified the account belongs to the address's owner.
+            out.push(Observation::profile(url).verified());
         }
     }
     if let Some(c) = p.contact_info {

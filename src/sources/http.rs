@@ -97,7 +97,7 @@ impl Upstream {
             Fetched::NotFound => Ok(Fetched::NotFound),
             Fetched::Found(body) => serde_json::from_slice(&body)
                 .map(Fetched::Found)
-                .map_err(|e| SourceError::Malformed(format!("invalid JSON: {e}"))),
+                .map_err(|e| SourceError::invalid_json(&e)),
         }
     }
 

@@ -155,7 +155,11 @@ fn query_for(id: &Identifier) -> Option<(&'static str, &str)> {
 
 fn observations(u: User) -> Vec<Observation> {
     let keybase = ProfileUrl::parse(&format!("https://keybase.io/{}", u.basics.username));
-    let mut out: Vec<Observation> = keybase.into_iter().map(Observation::profile).collect();
+    // Found through a proof Keybase checked.
+    let mut out: Vec<Observation> = keybase
+        .into_iter()
+        .map(|p| Observation::profile(p).verified())
+        .collect();
     let mut text = |field, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
             out.push(Observation::new(field, v));
@@ -177,11 +181,17 @@ fn observations(u: User) -> Vec<Observation> {
     {
         let detail = "keybase proof";
         match proof.proof_type.as_str() {
-            "github" => out
-                .push(Observation::profile(ProfileUrl::github(&proof.nametag)).with_detail(detail)),
-            "twitter" => {
-                out.push(Observation::profile(ProfileUrl::x(&proof.nametag)).with_detail(detail))
-            }
+            // A proof in state 1 is one Keybase checked.
+            "github" => out.push(
+                Observation::profile(ProfileUrl::github(&proof.nametag))
+                    .with_detail(detail)
+                    .verified(),
+            ),
+            "twitter" => out.push(
+                Observation::profile(ProfileUrl::x(&proof.nametag))
+                    .with_detail(detail)
+                    .verified(),
+            ),
             "generic_web_site" | "dns" => {
                 if let Ok(d) = DomainName::parse(&proof.nametag) {
                     let url = proof

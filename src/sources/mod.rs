@@ -47,6 +47,21 @@ pub trait Source: Send + Sync {
     /// Whether this source can look anything up from `id`.
     fn accepts(&self, id: &Identifier) -> bool;
 
+    /// Whether everything this source reports is about a domain (its mail servers, its registration,
+    /// its company's site), never about a person, and the question it sends upstream names the
+    /// domain only. Such a source is asked even when the person is excluded, so that an excluded
+    /// person's answer holds the same domain facts as a miss at that domain.
+    fn domain_only(&self) -> bool {
+        false
+    }
+
+    /// Whether this source answers from the identifier alone and calls nobody (the address finder).
+    /// It runs even when the person is excluded: what it derives tells which sources a miss would
+    /// have asked.
+    fn calls_nobody(&self) -> bool {
+        false
+    }
+
     /// Looks `id` up. An empty list is a miss. The fan-out applies the timeout; a source need not.
     fn lookup<'a>(
         &'a self,

@@ -215,7 +215,12 @@ fn observations(uids: &[String]) -> Vec<Observation> {
             out.push(Observation::new(Field::FullName, n.as_str()).with_detail("openpgp user id"));
         }
         if let Some(e) = email.and_then(|e| Email::parse(&e).ok()) {
-            out.push(Observation::email(e).with_detail("openpgp user id"));
+            // The key server publishes only user IDs whose address it verified.
+            out.push(
+                Observation::email(e)
+                    .with_detail("openpgp user id")
+                    .verified(),
+            );
         }
     }
     out

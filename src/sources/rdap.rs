@@ -68,6 +68,10 @@ impl Source for Rdap {
         SPEC.name
     }
 
+    fn domain_only(&self) -> bool {
+        true
+    }
+
     fn accepts(&self, id: &Identifier) -> bool {
         target_domain(id).is_some()
     }

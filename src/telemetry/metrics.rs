@@ -86,11 +86,6 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OriginLabels {
-    origin: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -110,8 +105,6 @@ pub struct Metrics {
     source_calls: Family<SourceLabels, Counter>,
     source_duration: HistogramFamily<SourceName>,
     lookups: Family<OutcomeLabels, Counter>,
-    optouts: Family<OriginLabels, Counter>,
-    exclusion_entries: Family<OriginLabels, Counter>,
     in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     overloaded: Counter<u64, AtomicU64>,
     connections_refused: Family<ReasonLabels, Counter>,
@@ -141,8 +134,6 @@ impl Metrics {
             source_calls: Family::default(),
             source_duration: Family::new_with_constructor(latency_histogram),
             lookups: Family::default(),
-            optouts: Family::default(),
-            exclusion_entries: Family::default(),
             in_flight: Gauge::default(),
             overloaded: Counter::default(),
             connections_refused: Family::default(),
@@ -188,19 +179,8 @@ impl Metrics {
         );
         registry.register(
             "lookups",
-            "Finished lookups by outcome (found, miss, excluded)",
+            "Finished lookups by outcome (found, miss)",
             m.lookups.clone(),
-        );
-        registry.register(
-            "optouts",
-            "Opt-outs recorded, by origin (public_form, api, cli, admin_import)",
-            m.optouts.clone(),
-        );
-        registry.register(
-            "exclusion_entries_added",
-            "Entries newly added to the exclusion list, by origin (expansion counts identifiers found \
-             by an opt-out's own lookup)",
-            m.exclusion_entries.clone(),
         );
         registry.register(
             "http_in_flight_requests",
@@ -263,18 +243,6 @@ impl Metrics {
 
     pub fn lookup_finished(&self, outcome: &'static str) {
         self.lookups.get_or_create(&OutcomeLabels { outcome }).inc();
-    }
-
-    /// One opt-out recorded; `origin` is an [`crate::exclusion::Origin`] name.
-    pub fn optout(&self, origin: &'static str) {
-        self.optouts.get_or_create(&OriginLabels { origin }).inc();
-    }
-
-    /// `added` entries newly on the exclusion list from `origin`.
-    pub fn exclusion_entries_added(&self, origin: &'static str, added: usize) {
-        self.exclusion_entries
-            .get_or_create(&OriginLabels { origin })
-            .inc_by(added as u64);
     }
 
     /// One request to the store; `op` is `get`, `put`, `put_create`, `list`, ...

@@ -171,7 +171,7 @@ pub type Instance = Served;
 
 /// The server's Prometheus text.
 pub async fn metrics(http: &reqwest::Client, inst: &Instance) -> String {
-    http.get(format!("{}/metrics", inst.url))
+    http.get(format!("{}/metrics", inst.metrics_url))
         .send()
         .await
         .expect("metrics")

@@ -11,7 +11,7 @@ use crate::helpers::metric;
 
 const ROUNDS: usize = 20;
 const PER_ROUND: usize = 3;
-const EXCLUDED: &str = r#"enrichd_lookups_total{outcome="excluded"}"#;
+const MISSES: &str = r#"enrichd_lookups_total{outcome="miss"}"#;
 const UNLIMITED: &str = "[exclusion]\noptout_per_minute = 100000\noptout_burst = 100000\n";
 
 /// Opts `emails` out one after another; returns them once all are acknowledged.
@@ -31,7 +31,7 @@ async fn assert_enforced(s: &Setup, inst: &crate::binary::Instance, emails: &[St
     }
     assert_eq!(s.up.total_hits(), hits, "no upstream was asked");
     let metrics = crate::binary::metrics(&s.http, inst).await;
-    assert_eq!(metric(&metrics, EXCLUDED), emails.len() as u64);
+    assert_eq!(metric(&metrics, MISSES), emails.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -329,6 +329,8 @@ impl S3Setup {
 /// The real service on 127.0.0.1:0 with its own data dir and one tenant key.
 pub struct Server {
     pub url: String,
+    /// The operator's listener (`server.metrics_listen`): `/metrics` without a key.
+    pub metrics_url: String,
     pub key: String,
     pub admin_key: String,
     pub http: reqwest::Client,
@@ -339,6 +341,11 @@ pub struct Server {
     pub s3: Option<S3Setup>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The metrics listener's shutdown and task.
+    metrics_task: Option<(
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
     background: Option<Background>,
 }
 
@@ -452,11 +459,22 @@ impl Server {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let router = app.router();
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let metrics_url = format!("http://{}", metrics.local_addr().expect("addr"));
+        let (metrics_tx, metrics_rx) = oneshot::channel::<()>();
+        let metrics_task = tokio::spawn(enrichd::http::serve(
+            metrics,
+            app.metrics_router(),
+            async move {
+                let _ = metrics_rx.await;
+            },
+        ));
         let task = tokio::spawn(enrichd::http::serve(listener, router, async move {
             let _ = rx.await;
         }));
         Self {
             url,
+            metrics_url,
             key,
             admin_key,
             http: reqwest::Client::new(),
@@ -465,6 +483,7 @@ impl Server {
             s3,
             shutdown: Some(tx),
             task: Some(task),
+            metrics_task: Some((metrics_tx, metrics_task)),
             background: Some(background),
         }
     }
@@ -557,6 +576,11 @@ impl Server {
             task.abort();
             let _ = task.await;
         }
+        if let Some((tx, task)) = self.metrics_task.take() {
+            let _ = tx.send(());
+            task.abort();
+            let _ = task.await;
+        }
         (self.data_dir, self.s3.take())
     }
 
@@ -613,6 +637,10 @@ impl Server {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some((tx, task)) = self.metrics_task.take() {
+            let _ = tx.send(());
             let _ = task.await;
         }
     }
@@ -754,9 +782,10 @@ impl Server {
         (status, resp.json().await.expect("json body"))
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition, from the operator's listener.
     pub async fn metrics(&self) -> String {
-        self.anon(reqwest::Method::GET, "/metrics")
+        self.http
+            .get(format!("{}/metrics", self.metrics_url))
             .send()
             .await
             .expect("metrics")

@@ -475,15 +475,7 @@ async fn operational_endpoints_answer_without_a_key() {
         .json()
         .await
         .expect("json");
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
 
     assert_eq!(health.status(), 200);
     assert_eq!(ready.status(), 200);
@@ -535,12 +527,7 @@ async fn logs_never_carry_the_identifiers_looked_up() {
     ] {
         assert!(!logs.contains(needle), "a log line carries '{needle}'");
     }
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(r#"source="gravatar""#) && metrics.contains(r#"route="/v1/lookup""#),
         "labels are source names and route templates: {metrics}"
@@ -674,7 +661,7 @@ async fn a_server_at_its_in_flight_limit_refuses_at_once_with_503() {
     let metrics = server.metrics().await;
     assert!(
         metrics.contains("http_in_flight_requests 0"),
-        "the slot came back, and /metrics holds none: {metrics}"
+        "the slot came back once answered: {metrics}"
     );
     server.stop().await;
 }

@@ -74,6 +74,10 @@ impl Source for Dns {
         SPEC.name
     }
 
+    fn domain_only(&self) -> bool {
+        true
+    }
+
     fn accepts(&self, id: &Identifier) -> bool {
         matches!(id, Identifier::Email(_) | Identifier::Domain(_))
     }

@@ -13,9 +13,16 @@
 //! The cache is bounded in bytes, not entries (`retention.source_cache_mib`, 16 MiB by default): what it
 //! holds is personal data, and a profile weighs ten times a miss.
 //!
-//! [`invalidate_all`](SourceCache::invalidate_all) (each opt-out calls it) moves the generation on:
-//! answers fetched before are under keys nobody asks for any more, and a call in flight then is
-//! never joined after it.
+//! An opt-out forgets the answers about its person only ([`SourceCache::invalidate_about`]): each
+//! entry carries a keyed hash of the identifier it answers. Forgetting everything would itself tell
+//! every tenant, by the lookups that turn slow at once, that somebody opted out.
+//! [`invalidate_all`](SourceCache::invalidate_all) moves the generation on: answers fetched before
+//! are under keys nobody asks for any more, and a call in flight then is never joined after it.
+//!
+//! Each entry keeps how long its call took, and a caller served from the cache is answered no
+//! sooner than that: so a lookup's timing never tells whether somebody else (of
+//! any tenant) asked about the same person within the TTL. The cache still spares the upstreams
+//! the calls and the rate budget; what it no longer gives is speed, which is what would leak.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,6 +55,10 @@ pub(crate) struct Cached {
     source: Arc<str>,
     expires_at: Instant,
     generation: u64,
+    /// The keyed hash of the identifier the answer is about (see [`SourceCache::about`]).
+    about: [u8; 32],
+    /// How long the call that fetched the answer took; a cached answer is replayed no faster.
+    pub(crate) took: Duration,
     pub(crate) observations: Arc<[Observation]>,
 }
 
@@ -91,6 +102,7 @@ impl SourceCache {
             .max_capacity(max_bytes)
             .weigher(|_: &CacheKey, v: &Cached| weight(&v.observations))
             .time_to_live(ttl)
+            .support_invalidation_closures()
             .build();
         Self {
             entries,
@@ -105,6 +117,29 @@ impl SourceCache {
     pub fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate_all();
+    }
+
+    /// Forgets every source's answers about any of `ids`, and nothing else.
+    pub fn invalidate_about(&self, ids: &[Identifier]) {
+        let about: Vec<[u8; 32]> = ids.iter().map(|id| self.about(id)).collect();
+        // Only fails when the cache was built without closures, which `new` always asks for.
+        if self
+            .entries
+            .invalidate_entries_if(move |_, v| about.contains(&v.about))
+            .is_err()
+        {
+            self.invalidate_all();
+        }
+    }
+
+    /// The keyed hash of `id` alone, whichever source answered about it.
+    fn about(&self, id: &Identifier) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.hash_key);
+        h.update(b"about\0");
+        h.update(id.kind().as_str().as_bytes());
+        h.update(&[0]);
+        h.update(id.canonical_str().as_bytes());
+        *h.finalize().as_bytes()
     }
 
     /// Live entries for one source (walks the cache: for status pages, not hot paths).
@@ -149,11 +184,11 @@ impl SourceCache {
         CacheKey(*h.finalize().as_bytes())
     }
 
-    /// The cached answer, if it is still fresh.
-    pub(crate) async fn get(&self, key: &CacheKey) -> Option<Arc<[Observation]>> {
+    /// The cached answer, if it is still fresh, with how long its call took.
+    pub(crate) async fn get(&self, key: &CacheKey) -> Option<(Arc<[Observation]>, Duration)> {
         let cached = self.entries.get(key).await?;
         if cached.expires_at > Instant::now() {
-            Some(cached.observations)
+            Some((cached.observations, cached.took))
         } else {
             self.entries.invalidate(key).await;
             None
@@ -166,18 +201,23 @@ impl SourceCache {
         &self,
         key: CacheKey,
         source: &Arc<str>,
+        id: &Identifier,
         fetch: impl Future<Output = Result<Vec<Observation>, SourceError>>,
     ) -> Result<Arc<[Observation]>, Arc<SourceError>> {
         let generation = self.generation();
         let ttl = self.ttl;
+        let about = self.about(id);
         let cached = self
             .entries
             .try_get_with(key, async move {
+                let began = Instant::now();
                 let observations = Arc::from(fetch.await?);
                 Ok(Cached {
                     source: Arc::clone(source),
                     expires_at: Instant::now() + ttl,
                     generation,
+                    about,
+                    took: began.elapsed(),
                     observations,
                 })
             })
@@ -190,8 +230,9 @@ impl SourceCache {
     }
 }
 
-/// An opt-out forgets every cached answer: entries are keyed by a keyed hash of the input, so the
-/// person's own entries cannot be picked out, and the cache only saves minutes of upstream calls.
+/// An opt-out forgets every source's answers about the person's identifiers (given and expanded),
+/// and nothing else. Answers about others that mention the person are still cached; every lookup
+/// checks what it releases against the list.
 impl crate::exclusion::OptOutHook for SourceCache {
     fn name(&self) -> &'static str {
         "source_cache"
@@ -199,9 +240,9 @@ impl crate::exclusion::OptOutHook for SourceCache {
 
     fn opted_out<'a>(
         &'a self,
-        _ids: &'a [crate::domain::Identifier],
+        ids: &'a [crate::domain::Identifier],
     ) -> futures::future::BoxFuture<'a, Result<(), crate::exclusion::HookError>> {
-        self.invalidate_all();
+        self.invalidate_about(ids);
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -219,13 +260,50 @@ mod tests {
         vec![Observation::new(crate::profile::Field::FullName, "Ada")]
     }
 
-    /// Stores `observations` under `key` as a fetch that answered them would.
+    /// Stores `observations` under `key` as a fetch that answered them would (about `id(0)`).
     async fn store(cache: &SourceCache, key: CacheKey, observations: Vec<Observation>) {
         let source: Arc<str> = Arc::from("gravatar");
         cache
-            .get_or_fetch(key, &source, async { Ok(observations) })
+            .get_or_fetch(key, &source, &id(0), async { Ok(observations) })
             .await
             .expect("the fetch answers");
+    }
+
+    #[tokio::test]
+    async fn an_opt_out_forgets_the_answers_about_its_person_and_nothing_else() {
+        let cache = SourceCache::default();
+        let source: Arc<str> = Arc::from("gravatar");
+        for n in [1, 2] {
+            let key = cache.key("gravatar", &id(n));
+            cache
+                .get_or_fetch(key, &source, &id(n), async { Ok(answer()) })
+                .await
+                .expect("the fetch answers");
+        }
+
+        cache.invalidate_about(&[id(1)]);
+        cache.entries.run_pending_tasks().await;
+
+        assert!(cache.get(&cache.key("gravatar", &id(1))).await.is_none());
+        assert!(cache.get(&cache.key("gravatar", &id(2))).await.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_answer_keeps_how_long_its_call_took() {
+        let cache = SourceCache::default();
+        let source: Arc<str> = Arc::from("gravatar");
+        let key = cache.key("gravatar", &id(1));
+        cache
+            .get_or_fetch(key, &source, &id(1), async {
+                tokio::time::sleep(Duration::from_millis(80)).await;
+                Ok(answer())
+            })
+            .await
+            .expect("the fetch answers");
+
+        let (_, took) = cache.get(&key).await.expect("cached");
+
+        assert_eq!(took, Duration::from_millis(80));
     }
 
     #[tokio::test]
@@ -235,7 +313,8 @@ mod tests {
 
         store(&cache, key, answer()).await;
 
-        assert_eq!(cache.get(&key).await.as_deref(), Some(&answer()[..]));
+        let got = cache.get(&key).await.map(|(a, _)| a);
+        assert_eq!(got.as_deref(), Some(&answer()[..]));
     }
 
     #[tokio::test]

@@ -169,6 +169,14 @@ impl Source for Guarded {
         self.inner.source.accepts(id)
     }
 
+    fn domain_only(&self) -> bool {
+        self.inner.source.domain_only()
+    }
+
+    fn calls_nobody(&self) -> bool {
+        self.inner.source.calls_nobody()
+    }
+
     fn lookup<'a>(
         &'a self,
         id: &'a Identifier,
@@ -183,8 +191,11 @@ impl Source for Guarded {
     fn lookup_shared<'a>(&'a self, id: &'a Arc<Identifier>) -> BoxFuture<'a, SharedAnswer> {
         async move {
             let inner = &self.inner;
+            let asked = Instant::now();
             let key = inner.cache.key(&inner.name, id);
-            if let Some(answer) = inner.cache.get(&key).await {
+            if let Some((answer, took)) = inner.cache.get(&key).await {
+                // Replayed no faster than it was fetched: see the cache's module docs.
+                tokio::time::sleep_until(asked + took).await;
                 return Ok(answer);
             }
             // The call and its coalescing run in a task of their own: a caller that leaves (its client
@@ -195,7 +206,7 @@ impl Source for Guarded {
                 let fetch = AssertUnwindSafe(this.guarded_call(&id))
                     .catch_unwind()
                     .map(|r| r.unwrap_or(Err(SourceError::NotAttempted("the source failed"))));
-                this.cache.get_or_fetch(key, &this.name, fetch).await
+                this.cache.get_or_fetch(key, &this.name, &id, fetch).await
             });
             match call.await {
                 Ok(answer) => answer.map_err(|e| SourceError::clone(&e)),

@@ -215,13 +215,8 @@ impl Provider {
             return Err(SourceError::Status { status });
         }
         let body = read_capped(resp).await?;
-        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-            SourceError::Malformed(format!(
-                "invalid JSON at line {}, column {}",
-                e.line(),
-                e.column()
-            ))
-        })?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| SourceError::invalid_json(&e))?;
         Ok(mapping::observations(&self.spec.fields, &doc))
     }
 }

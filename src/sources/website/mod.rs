@@ -95,6 +95,10 @@ impl Source for Website {
         SPEC.name
     }
 
+    fn domain_only(&self) -> bool {
+        true
+    }
+
     fn accepts(&self, id: &Identifier) -> bool {
         target_domain(id).is_some()
     }

@@ -153,9 +153,9 @@ both_stores! {
         up.gravatar_contact(
             "audited@example.com",
             "Audited Person",
-            &["+44 20 7946 0888"],
-            None,
             &[],
+            None,
+            &["https://github.com/auditedperson"],
         );
         let server = Server::start_in(mode, &up.config()).await;
         server.optout(json!({"email": "audited@example.com"})).await;
@@ -215,7 +215,7 @@ both_stores! {
             assert_eq!(r["hash"].as_str().expect("hash").len(), 64);
             assert!(r["recorded_at"].as_str().expect("time").ends_with('Z'));
         }
-        assert_eq!(records[1]["kind"], "phone");
+        assert_eq!(records[1]["kind"], "profile_url");
         assert_eq!(key_id, server.exclusion_stats().await["key_id"]);
         let parsed = enrichd::exclusion::parse_hash_lines(&hashes).expect("re-importable");
         assert_eq!(parsed.len(), 4);

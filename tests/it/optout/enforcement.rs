@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{EXCLUDED, keys, statuses, streamed};
+use super::{MISSES, keys, statuses, streamed};
 use crate::both_stores;
 use crate::helpers::{Server, Upstreams, metric};
 
@@ -43,15 +43,14 @@ both_stores! {
         assert_eq!(excluded["profile"], Value::Null);
         assert_eq!(statuses(&excluded), statuses(&miss), "same source statuses");
         let metrics = server.metrics().await;
-        assert_eq!(metric(&metrics, EXCLUDED), 1, "counted apart from misses");
-        assert_eq!(
-            metric(&metrics, r#"enrichd_lookups_total{outcome="miss"}"#),
-            1
+        assert_eq!(metric(&metrics, MISSES), 2, "counted with the misses");
+        assert!(
+            !metrics.contains("excluded")
+                && !metrics.contains("enrichd_optouts")
+                && !metrics.contains("exclusion_entries"),
+            "no figure names exclusions or opt-outs: {metrics}"
         );
-        assert_eq!(
-            metric(&metrics, r#"enrichd_optouts_total{origin="api"}"#),
-            1
-        );
+        assert_eq!(server.exclusion_stats().await["by_origin"]["api"], 1);
         server.stop().await;
 }
 }
@@ -107,14 +106,14 @@ both_stores! {
                 assert!(!text.contains(needle), "'{needle}' leaked: {text}");
             }
         }
-        assert_eq!(metric(&server.metrics().await, EXCLUDED), 3);
+        assert_eq!(metric(&server.metrics().await, MISSES), 3);
         server.stop().await;
 }
 }
 
 both_stores! {
     #[tokio::test]
-    async fn opting_out_by_email_also_blocks_what_the_sources_returned_for_it(mode) {
+    async fn opting_out_by_email_also_blocks_the_accounts_a_source_verified_for_it(mode) {
         let up = Upstreams::start().await;
         up.gravatar_contact(
             "expand.me@example.com",
@@ -147,8 +146,6 @@ both_stores! {
         let hits = up.total_hits();
         let mut bodies = Vec::new();
         for query in [
-            json!({"phone": "+44 20 7946 0555"}),
-            json!({"email": "Expand.Work@works.example"}),
             json!({"profile_url": "https://www.github.com/ExpandMe/"}),
             json!({"profile_url": "linkedin.com/in/expand-me?trk=x"}),
         ] {
@@ -167,14 +164,11 @@ both_stores! {
             assert_eq!(body["profile"], Value::Null);
         }
         let metrics = server.metrics().await;
-        assert_eq!(metric(&metrics, EXCLUDED), 4);
+        assert_eq!(metric(&metrics, MISSES), 2);
         assert_eq!(
-            metric(
-                &metrics,
-                r#"enrichd_exclusion_entries_added_total{origin="expansion"}"#
-            ),
-            4,
-            "phone, work email, GitHub and LinkedIn profiles"
+            server.exclusion_stats().await["by_origin"]["expansion"],
+            2,
+            "the GitHub and LinkedIn accounts Gravatar verified; not the contact details typed in"
         );
         assert_eq!(
             metric(&metrics, r#"enrichd_lookups_total{outcome="found"}"#),

@@ -49,9 +49,9 @@ async fn a_failed_hook_is_a_503_that_says_the_opt_out_is_recorded_and_resubmitti
     up.gravatar_contact(
         "hooked@example.com",
         "Hooked Person",
-        &["+44 20 7946 0999"],
-        None,
         &[],
+        None,
+        &["https://github.com/hookedperson"],
     );
     let store = std::sync::Arc::new(std::sync::OnceLock::new());
     let server = Server::start_custom(&up.config(), &[], {
@@ -109,7 +109,7 @@ async fn a_failed_hook_is_a_503_that_says_the_opt_out_is_recorded_and_resubmitti
     given.sort_unstable();
     assert_eq!(
         given,
-        ["+442079460999", "hooked@example.com"],
+        ["github.com/hookedperson", "hooked@example.com"],
         "given and expanded"
     );
     assert!(

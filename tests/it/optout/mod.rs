@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use crate::helpers::Server;
 
-pub const EXCLUDED: &str = r#"enrichd_lookups_total{outcome="excluded"}"#;
+/// An excluded person's lookup is counted as a miss: no figure moves with one person's opt-out.
+pub const MISSES: &str = r#"enrichd_lookups_total{outcome="miss"}"#;
 
 pub fn statuses(body: &Value) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = body["sources"]

@@ -100,8 +100,8 @@ both_stores! {
         assert!(in_files.is_empty(), "found in the store: {in_files:?}");
         let stats = server.exclusion_stats().await;
         assert_eq!(
-            stats["entries"], 7,
-            "given 2 + expanded 3 + form 1 + admin 1: {stats}"
+            stats["entries"], 5,
+            "given 2 + expanded 1 (the verified GitHub account) + form 1 + admin 1: {stats}"
         );
         let logs = captured_logs().to_lowercase();
         assert!(

@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::keys;
-use crate::helpers::{Server, Upstreams, metric};
+use crate::helpers::{Server, Upstreams};
 
 #[tokio::test]
 async fn the_public_form_is_plain_accessible_html_and_opts_out() {
@@ -60,10 +60,7 @@ async fn the_public_form_is_plain_accessible_html_and_opts_out() {
     assert_eq!(body["found"], false);
     assert_eq!(up.total_hits(), hits);
     assert_eq!(
-        metric(
-            &server.metrics().await,
-            r#"enrichd_optouts_total{origin="public_form"}"#
-        ),
+        server.exclusion_stats().await["by_origin"]["public_form"],
         1
     );
     server.stop().await;

@@ -1,0 +1,176 @@
+//! The answer to a query that names an excluded person: what a miss of the same shape shows, built
+//! without asking anyone about the person.
+//!
+//! - Sources that call nobody ([`crate::sources::Source::calls_nobody`], the address finder) run as
+//!   in a miss: what they derive (guessed addresses) tells which sources a miss would have asked.
+//! - Domain-only sources ([`crate::sources::Source::domain_only`]) are asked exactly as a miss asks
+//!   them; what they send upstream names the domain alone. Their statuses, latencies, events and
+//!   facts are real, and the same as a never-seen person's at that domain.
+//! - Every other source a miss would have asked reports `miss`, with a latency drawn by the timing
+//!   rule ([`super::hold`]); its progress event is sent when that latency has passed, and the answer
+//!   is released no sooner than the last of them. Paid providers a miss would have asked in the
+//!   waterfall do the same one after another, after the free sources. Nothing is spent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smallvec::SmallVec;
+use tokio::time::Instant;
+
+use super::answer::{Lookup, SourceReport};
+use super::fanout::{self, Answers, Everything, Fanout, Ids, Run, SourceEvent, millis};
+use super::hold::MissTimes;
+use super::release;
+use super::want;
+use crate::exclusion::ExclusionCheck;
+use crate::sources::{Registered, SourceStatus};
+
+/// One call a miss would have made about the person: which source, when the call would have ended,
+/// and how long it would have taken. A source accepting several identifiers makes one call each.
+struct Feigned {
+    source: usize,
+    ends: Duration,
+    latency: Duration,
+}
+
+/// Answers an excluded person's query like a miss (see the module docs). `ids` are the query's.
+pub(crate) async fn excluded(
+    plan: Fanout<'_>,
+    ids: Ids,
+    exclusion: &dyn ExclusionCheck,
+    started: Instant,
+) -> Lookup {
+    let sources = plan.sources;
+    let only = |keep: fn(&Registered) -> bool| -> SmallVec<[bool; 16]> {
+        sources
+            .iter()
+            .zip(&plan.selected)
+            .map(|(s, &selected)| selected && keep(s))
+            .collect()
+    };
+    // Guesses are followed as a miss follows them, to no one but the sources selected here.
+    let local_plan = Fanout {
+        selected: only(|s| s.source.calls_nobody()),
+        events: plan.events.clone(),
+        max_hops: 0,
+        ..plan
+    };
+    let local = fanout::run(local_plan, ids, &Everything).await;
+    let met = if plan.max_hops > 0 {
+        local.met.clone()
+    } else {
+        local.met[..local.from_query].iter().cloned().collect()
+    };
+    let feigned = feigned(&plan, &met, started);
+    let events = plan.events.clone();
+    let misses = async {
+        for f in &feigned {
+            tokio::time::sleep_until(started + f.ends).await;
+            if let Some(tx) = &events {
+                // A closed receiver means the client left; the answer is about to be dropped anyway.
+                let _ = tx.send(SourceEvent {
+                    name: Arc::clone(&sources[f.source].label),
+                    status: SourceStatus::Miss,
+                    latency_ms: millis(f.latency),
+                    fields: 0,
+                });
+            }
+        }
+    };
+    let domain_plan = Fanout {
+        selected: only(|s| s.source.domain_only()),
+        max_hops: 0,
+        ..plan
+    };
+    let (domain, ()) = tokio::join!(fanout::run(domain_plan, met, &Everything), misses);
+    let facts = release::merge(sources, &domain)
+        .map(|mut p| std::mem::take(&mut p.facts))
+        .unwrap_or_default();
+    let facts = release::checked_facts(facts, exclusion, sources, false);
+    let reports = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let calls = feigned.iter().filter(|f| f.source == i);
+            // A source's latency spans its calls, from the first start to the last end.
+            let span = calls
+                .map(|f| (f.ends.saturating_sub(f.latency), f.ends))
+                .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
+            let (status, latency_ms) = match span {
+                Some((first, last)) => (SourceStatus::Miss, millis(last - first)),
+                None => real(&local, &domain, i),
+            };
+            SourceReport {
+                name: Arc::clone(&s.label),
+                status,
+                latency_ms,
+            }
+        })
+        .collect();
+    Lookup {
+        found: false,
+        profile: None,
+        facts,
+        sources: reports,
+        took_ms: millis(started.elapsed()),
+        cost: 0.0,
+        hints: Vec::new(),
+        withheld: true,
+    }
+}
+
+/// Source `i`'s status and latency from whichever of the two real fan-outs called it.
+fn real(local: &Answers, domain: &Answers, i: usize) -> (SourceStatus, u64) {
+    let of = |run: &Run| {
+        let latency = match (run.first_start, run.last_end) {
+            (Some(a), Some(b)) => millis(b.saturating_duration_since(a)),
+            _ => 0,
+        };
+        (run.status, latency)
+    };
+    match (&local.runs[i], &domain.runs[i]) {
+        (run, _) if run.status != SourceStatus::Skipped => of(run),
+        (_, run) => of(run),
+    }
+}
+
+/// The calls a miss would have made about the person, in the order they would have ended: each free
+/// source once per identifier it accepts, all at once, then the paid waterfall (which a miss asks
+/// while a wanted field is missing) one provider after another.
+fn feigned(plan: &Fanout<'_>, ids: &Ids, started: Instant) -> Vec<Feigned> {
+    let budget = plan.deadline.saturating_duration_since(started);
+    let q = MissTimes::quantile();
+    let asked = |i: usize| {
+        let s = &plan.sources[i];
+        plan.selected[i]
+            && !s.source.domain_only()
+            && !s.source.calls_nobody()
+            && ids.iter().any(|id| s.source.accepts(id))
+    };
+    let mut out: Vec<Feigned> = Vec::new();
+    for i in (0..plan.sources.len()).filter(|&i| asked(i) && !plan.sources[i].paid) {
+        for _ in ids.iter().filter(|id| plan.sources[i].source.accepts(id)) {
+            let latency = plan.misses.at(i, q).min(budget);
+            out.push(Feigned {
+                source: i,
+                ends: latency,
+                latency,
+            });
+        }
+    }
+    let query = ids.iter().map(Arc::as_ref);
+    if !want::missing(plan.wanted, query, std::iter::empty()).is_empty() {
+        let mut at = out.iter().map(|f| f.ends).max().unwrap_or_default();
+        for i in (0..plan.sources.len()).filter(|&i| asked(i) && plan.sources[i].paid) {
+            let latency = plan.misses.at(i, q).min(budget.saturating_sub(at));
+            at += latency;
+            out.push(Feigned {
+                source: i,
+                ends: at,
+                latency,
+            });
+        }
+    }
+    out.sort_by_key(|f| f.ends);
+    out
+}
