@@ -18,7 +18,13 @@ pub use html::{PageMeta, decode_entities, links, looks_like_html, page_meta, to_
 
 use crate::domain::{DomainName, Email, PhoneE164, ProfileUrl, Region};
 
-/// What [`extract`] found, each list in order of first appearance, without duplicates.
+/// At most this many values of each kind come out of one text: a signature or a company's contact
+/// page holds a handful, and a page stuffed with 40,000 addresses must not cost more than a linear scan
+/// (every list below is searched before a push, so the cap also bounds that search).
+pub const MAX_FOUND: usize = 64;
+
+/// What [`extract`] found, each list in order of first appearance, without duplicates, at most
+/// [`MAX_FOUND`] of each kind.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Extracted {
     pub emails: Vec<Email>,
@@ -141,7 +147,7 @@ fn classify_url(raw: &str, email_domains: &[String], out: &mut Extracted) {
     if let Ok(p) = ProfileUrl::parse(raw)
         && (social || p.service() == crate::domain::Service::Mastodon)
     {
-        if !out.profile_urls.contains(&p) {
+        if out.profile_urls.len() < MAX_FOUND && !out.profile_urls.contains(&p) {
             out.profile_urls.push(p);
         }
         return;
@@ -160,6 +166,9 @@ fn classify_url(raw: &str, email_domains: &[String], out: &mut Extracted) {
 }
 
 fn push_email(list: &mut Vec<Email>, raw: &str) {
+    if list.len() >= MAX_FOUND {
+        return;
+    }
     if let Ok(e) = Email::parse(raw.trim_end_matches('.'))
         && !list.contains(&e)
     {
@@ -168,6 +177,9 @@ fn push_email(list: &mut Vec<Email>, raw: &str) {
 }
 
 fn push_phone(list: &mut Vec<PhoneE164>, raw: &str, region: Option<Region>, labelled: bool) {
+    if list.len() >= MAX_FOUND {
+        return;
+    }
     // "+33 (0)1 ..." carries a trunk prefix that must go in international form.
     let cleaned = raw.replace("(0)", "").replace('\u{a0}', " ");
     let cleaned = cleaned.trim_start_matches('(').trim();
@@ -187,7 +199,7 @@ fn push_phone(list: &mut Vec<PhoneE164>, raw: &str, region: Option<Region>, labe
 }
 
 fn push_unique(list: &mut Vec<String>, v: String) {
-    if !list.contains(&v) {
+    if list.len() < MAX_FOUND && !list.contains(&v) {
         list.push(v);
     }
 }

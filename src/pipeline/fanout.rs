@@ -126,6 +126,11 @@ impl Run {
 }
 
 /// One source call's end.
+/// The most values one source answer may bring into a lookup. Whatever an upstream sends, the
+/// merge, the exclusion check of every identifier and the answer's size stay bounded; real answers
+/// hold a few dozen (a company page at most a few hundred: see `extract::MAX_FOUND`).
+pub const MAX_OBSERVATIONS: usize = 512;
+
 struct CallResult {
     source: usize,
     hop: u32,
@@ -288,6 +293,15 @@ impl<'p, 'a> State<'p, 'a> {
         run.last_end = Some(now);
         self.plan.source_metrics[done.source].call(status_of(&done.result), latency);
         let observations = match done.result {
+            Ok(answer) if answer.len() > MAX_OBSERVATIONS => {
+                tracing::warn!(
+                    source = source.name(),
+                    observations = answer.len(),
+                    kept = MAX_OBSERVATIONS,
+                    "Upstream answer holds more values than one answer may; the rest are dropped."
+                );
+                Arc::from(&answer[..MAX_OBSERVATIONS])
+            }
             Ok(answer) => answer,
             Err(SourceError::Objected) => {
                 tracing::info!(
@@ -579,6 +593,36 @@ mod tests {
         }
     }
 
+    /// Answers any email with `n` addresses of its own, as a hostile or broken upstream might.
+    struct Flood(usize);
+
+    impl Source for Flood {
+        fn name(&self) -> &str {
+            "flood"
+        }
+
+        fn accepts(&self, id: &Identifier) -> bool {
+            matches!(id, Identifier::Email(_))
+        }
+
+        fn lookup<'a>(
+            &'a self,
+            _: &'a Identifier,
+        ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
+            let n = self.0;
+            async move {
+                (0..n)
+                    .map(|i| {
+                        crate::domain::Email::parse(&format!("p{i}@flood.example"))
+                            .map(Observation::email)
+                            .map_err(|_| SourceError::Malformed("test address".into()))
+                    })
+                    .collect()
+            }
+            .boxed()
+        }
+    }
+
     /// Two sources that report the same profiles: an email leads to `github.com/ada`, which leads to
     /// `x.com/ada`.
     fn two_echoes() -> SourceSet {
@@ -726,6 +770,38 @@ mod tests {
         assert_eq!(
             x, 2,
             "checked when met, and again before release: {asked:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_two_thousand_values_brings_at_most_the_cap_into_the_lookup() {
+        let flood = Registered::free(Arc::new(Flood(2_000)), 1_000, 0.6);
+        let exclusion = Arc::new(Counting::default());
+        let pipeline = pipeline_over(SourceSet::unguarded(vec![flood]), exclusion.clone());
+
+        let lookup = pipeline
+            .lookup(
+                &email_query("asked@flood.example"),
+                LookupOptions::default(),
+            )
+            .await;
+
+        let profile = lookup.profile.expect("the flood is a hit");
+        let emails: Vec<String> = profile.emails.iter().map(|e| e.value.to_string()).collect();
+        // The query's own address, confirmed, and the first values of the answer, in its order.
+        assert!(emails.len() <= MAX_OBSERVATIONS + 1, "{}", emails.len());
+        assert!(emails.len() >= MAX_OBSERVATIONS, "{}", emails.len());
+        assert!(emails.contains(&"p0@flood.example".to_string()));
+        assert!(emails.contains(&format!("p{}@flood.example", MAX_OBSERVATIONS - 1)));
+        assert!(!emails.contains(&format!("p{MAX_OBSERVATIONS}@flood.example")));
+        let asked = exclusion
+            .asked
+            .lock()
+            .map(|a| a.len())
+            .unwrap_or(usize::MAX);
+        assert!(
+            asked < 3 * MAX_OBSERVATIONS,
+            "the exclusion checks are bounded by the cap, not by the answer: {asked}"
         );
     }
 }

@@ -83,10 +83,19 @@ impl Website {
             .with_max_body(MAX_BODY)
             .get_bytes("", &["text/html"])
             .await?;
-        Ok(match page {
-            Fetched::NotFound => Vec::new(),
-            Fetched::Found(body) => observations(domain, &String::from_utf8_lossy(&body)),
-        })
+        match page {
+            Fetched::NotFound => Ok(Vec::new()),
+            // Reading up to a megabyte of markup is CPU work: it runs on the blocking pool, so that a
+            // large page never holds an async worker (and the other lookups' deadlines) hostage.
+            Fetched::Found(body) => {
+                let domain = domain.to_string();
+                tokio::task::spawn_blocking(move || {
+                    observations(&domain, &String::from_utf8_lossy(&body))
+                })
+                .await
+                .map_err(|_| SourceError::NotAttempted("the page could not be read"))
+            }
+        }
     }
 }
 

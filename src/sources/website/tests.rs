@@ -320,3 +320,42 @@ async fn dns_rebinding_after_the_check_cannot_reach_loopback() {
         "the connection used a re-checked address"
     );
 }
+
+/// A home page of `n` distinct addresses, one per line, filling about `bytes` of markup.
+fn stuffed_page(n: usize) -> String {
+    let mut html = String::from("<html><head><title>Stuffed</title></head><body><pre>\n");
+    for i in 0..n {
+        html.push_str(&format!("p{i}@s.io\n"));
+    }
+    html.push_str("</pre></body></html>");
+    html
+}
+
+#[tokio::test]
+async fn a_page_of_forty_thousand_addresses_yields_the_first_few_in_order() {
+    let html = stuffed_page(40_000);
+    assert!(
+        html.len() > 400 * 1024 && html.len() <= MAX_BODY,
+        "{} bytes",
+        html.len()
+    );
+    let w = site(Router::new().route(
+        "/{domain}",
+        get(move || {
+            let html = html.clone();
+            async move { page(200, "text/html", &html) }
+        }),
+    ))
+    .await;
+
+    let obs = w
+        .lookup(&domain("stuffed.example"))
+        .await
+        .expect("a stuffed page is still a page");
+
+    let emails = values(&obs, "contact_email");
+    assert_eq!(emails.len(), crate::extract::MAX_FOUND);
+    assert_eq!(emails[0], "p0@s.io");
+    assert_eq!(emails[crate::extract::MAX_FOUND - 1], "p63@s.io");
+    assert_eq!(values(&obs, "site_name"), ["Stuffed"]);
+}
