@@ -21,6 +21,11 @@ pub enum SourceError {
     /// Refused before any request (breaker open, out of budget, guard refused the target).
     #[error("the call was not made: {0}")]
     NotAttempted(&'static str),
+    /// What a host that the client chose did (see [`super::per_host`]): reported as that error, but
+    /// it neither pauses the source nor counts against its breaker, since one host's trouble is not
+    /// the source's.
+    #[error("{0} (a host the client chose)")]
+    Host(Box<SourceError>),
 }
 
 impl SourceError {
@@ -46,7 +51,14 @@ impl SourceError {
             Self::Timeout | Self::RateLimited { .. } | Self::Transport(_) => true,
             Self::Status { status } => *status >= 500 || *status == 408,
             Self::Malformed(_) | Self::Objected | Self::NotAttempted(_) => false,
+            Self::Host(inner) => inner.retryable(),
         }
+    }
+
+    /// Whether the failure says something about the source as a whole, so that its breaker counts
+    /// it: a retryable failure, unless it came from a host the client chose.
+    pub fn counts_against_source(&self) -> bool {
+        !matches!(self, Self::Host(_)) && self.retryable()
     }
 
     pub fn status(&self) -> SourceStatus {
@@ -56,6 +68,7 @@ impl SourceError {
             Self::NotAttempted(_) => SourceStatus::Skipped,
             Self::Objected => SourceStatus::Miss,
             Self::Status { .. } | Self::Malformed(_) | Self::Transport(_) => SourceStatus::Error,
+            Self::Host(inner) => inner.status(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod gravatar;
 mod http;
 pub mod keybase;
 pub mod openpgp;
+pub mod per_host;
 pub mod provider;
 pub mod rdap;
 pub mod registry;

@@ -15,6 +15,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
+use super::per_host::PerHost;
 use super::spec::{Deps, HTTP, SourceConfig, Spec};
 use super::ssrf::{self, HostResolver, SystemResolver, TemplateHost};
 use super::{Fetched, Source, SourceError, Upstream};
@@ -42,6 +43,8 @@ pub struct Webfinger {
     host: TemplateHost,
     resolver: Arc<dyn HostResolver>,
     client: Option<reqwest::Client>,
+    /// Pause, breaker, rate and slots per server, when the server is the profile's own host.
+    hosts: PerHost,
 }
 
 /// A JSON Resource Descriptor; unknown members are ignored.
@@ -72,10 +75,20 @@ impl Webfinger {
             client: ssrf::guarded_client(resolver.clone(), trusted, timeout).ok(),
             host,
             resolver,
+            hosts: PerHost::new(),
         }
     }
 
+    /// Asks the profile's host within its own etiquette when the host is the profile's (so that it
+    /// can neither pause nor trip the source for other lookups), or the operator's server.
     async fn fetch(&self, host: &str, user: &str) -> Result<Vec<Observation>, SourceError> {
+        match self.host {
+            TemplateHost::User => self.hosts.call(host, self.ask(host, user)).await,
+            TemplateHost::Operator(_) => self.ask(host, user).await,
+        }
+    }
+
+    async fn ask(&self, host: &str, user: &str) -> Result<Vec<Observation>, SourceError> {
         let base = self.template.replace("{host}", host);
         if self.host == TemplateHost::User {
             ssrf::check_url_resolved(&base, self.resolver.as_ref())

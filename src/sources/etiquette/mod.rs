@@ -19,7 +19,7 @@
 
 mod breaker;
 mod cache;
-mod limit;
+pub(crate) mod limit;
 #[cfg(test)]
 mod tests;
 
@@ -263,7 +263,7 @@ impl Inner {
             tracing::info!(source = %self.name, pause_s = pause.as_secs(), "The upstream asked us to slow down; pausing the source.");
         }
         let health = match &result {
-            Err(e) if e.retryable() => Health::Failing,
+            Err(e) if e.counts_against_source() => Health::Failing,
             _ => Health::Alive,
         };
         let (before, after) = ticket.record(health, now);

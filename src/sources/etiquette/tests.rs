@@ -521,3 +521,40 @@ async fn a_call_that_outlives_its_deadline_times_out_and_counts_as_a_failure() {
     assert!(matches!(r, Err(SourceError::Timeout)), "{r:?}");
     assert_eq!(g.state().breaker, BreakerState::Open);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_chosen_hosts_retry_after_and_failures_neither_pause_nor_trip_the_source() {
+    let host = |e: SourceError| Err(SourceError::Host(Box::new(e)));
+    let mut fake = Fake::new().then(host(SourceError::RateLimited {
+        retry_after: Some(Duration::from_secs(3600)),
+    }));
+    for _ in 0..config().breaker_failures + 1 {
+        fake = fake.then(host(SourceError::Timeout));
+    }
+    let fake = Arc::new(fake);
+    let g = guard(&fake, config());
+
+    let first = g.lookup(&email("a@bad.example")).await;
+    assert_eq!(
+        first.err().map(|e| e.status()),
+        Some(crate::sources::SourceStatus::RateLimited),
+        "the host's own answer is reported as it was"
+    );
+    for i in 0..config().breaker_failures + 1 {
+        let r = g.lookup(&email(&format!("f{i}@flaky.example"))).await;
+        assert_eq!(
+            r.err().map(|e| e.status()),
+            Some(crate::sources::SourceStatus::Timeout)
+        );
+    }
+    let other = g.lookup(&email("b@good.example")).await;
+
+    assert!(other.is_ok(), "{other:?}");
+    assert_eq!(
+        fake.calls(),
+        usize::try_from(config().breaker_failures).unwrap_or(0) + 3,
+        "every call was made: no pause, no open breaker"
+    );
+    assert_eq!(g.state().breaker, BreakerState::Closed);
+    assert_eq!(g.state().paused_until, None);
+}

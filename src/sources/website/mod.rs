@@ -18,6 +18,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use super::per_host::PerHost;
 use super::spec::{Deps, HTTP, SourceConfig, Spec};
 use super::ssrf::{self, HostResolver, SystemResolver, TemplateHost};
 use super::{Fetched, Source, SourceError, Upstream};
@@ -48,6 +49,8 @@ pub struct Website {
     resolver: Arc<dyn HostResolver>,
     /// `None` if the TLS backend could not be initialised; lookups then report `NotAttempted`.
     client: Option<reqwest::Client>,
+    /// Pause, breaker, rate and slots per site, when the site is the one the lookup names.
+    hosts: PerHost,
 }
 
 impl Website {
@@ -65,10 +68,20 @@ impl Website {
             host,
             resolver,
             client,
+            hosts: PerHost::new(),
         }
     }
 
+    /// The page of `domain`; a site the lookup chose is asked within its own etiquette, so that it can
+    /// neither pause nor trip the source for other lookups.
     async fn fetch(&self, domain: &str) -> Result<Vec<Observation>, SourceError> {
+        match self.host {
+            TemplateHost::User => self.hosts.call(domain, self.read(domain)).await,
+            TemplateHost::Operator(_) => self.read(domain).await,
+        }
+    }
+
+    async fn read(&self, domain: &str) -> Result<Vec<Observation>, SourceError> {
         let url = self.template.replace("{domain}", domain);
         if self.host == TemplateHost::User {
             ssrf::check_url_resolved(&url, self.resolver.as_ref())
