@@ -10,6 +10,7 @@ mod connections;
 mod drain;
 mod overload;
 mod proxy;
+mod upstreams;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
