@@ -77,6 +77,10 @@ pub struct BatchMeta {
     pub part_gens: Vec<u64>,
     /// Input rows per part.
     pub part_rows: u32,
+    /// Input rows an opt-out's purge blanked in the stored input (sorted): the job drops them and
+    /// counts them in `rows_purged`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_purged: Vec<u64>,
     pub input: InputFormat,
     /// Why the batch failed (a kind, never row contents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +209,7 @@ mod tests {
             lease_gen: 0,
             part_gens: vec![0],
             part_rows: 10,
+            input_purged: Vec::new(),
             input: InputFormat {
                 encoding: Encoding::Utf8,
                 bom: false,

@@ -150,6 +150,14 @@ impl StoredRow {
     pub fn failed(&self) -> bool {
         self.status == "error" || self.status.starts_with("invalid:")
     }
+
+    /// The row as a miss reads: the tenant's input and note, nothing enrichd added. What a row of a
+    /// person on the exclusion list becomes when it is written or served.
+    pub fn as_miss(&mut self) {
+        if self.enrichment.take().is_some() {
+            self.status = "not_found".into();
+        }
+    }
 }
 
 /// Makes a cell safe to open in a spreadsheet (see the module doc).

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use super::error::BatchError;
 use super::index::{PartRef, PurgeReport};
+use super::input;
+use super::meta::BatchStatus;
 use super::state::{Shared, lock};
 use super::stored;
 use crate::blob::{Area, BatchKey, BlobError};
@@ -18,11 +20,74 @@ use crate::blob::{Area, BatchKey, BlobError};
 /// A part rewrite that lost this many races in a row gives up (the opt-out answers 503 and is retried).
 const MAX_ATTEMPTS: usize = 20;
 
-/// Removes every stored row holding one of `keys`, within this call.
+/// Removes every stored row holding one of `keys`, within this call: first from the stored inputs of
+/// batches still waiting or running (so that their jobs drop those rows), then from stored results.
 pub(crate) async fn purge(
     shared: &Arc<Shared>,
     keys: &[[u8; 16]],
 ) -> Result<PurgeReport, BatchError> {
+    let inputs = purge_inputs(shared, keys).await?;
+    let mut report = purge_parts(shared, keys).await?;
+    report.input_rows_blanked = inputs;
+    Ok(report)
+}
+
+/// Blanks the rows holding one of `keys` in every stored input (only batches marked as waiting for or
+/// in a job still have one); returns how many rows were blanked.
+async fn purge_inputs(shared: &Arc<Shared>, keys: &[[u8; 16]]) -> Result<u64, BatchError> {
+    let marked = shared.store.marked_jobs().await.map_err(|source| {
+        BatchError::from(BlobError::Store {
+            batch: "(listing)".into(),
+            source,
+        })
+    })?;
+    let mut blanked = 0;
+    for key in marked {
+        match purge_input(shared, &key, keys).await {
+            Ok(n) => blanked += n,
+            Err(BatchError::NotFound | BatchError::Expired) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(blanked)
+}
+
+async fn purge_input(
+    shared: &Arc<Shared>,
+    key: &BatchKey,
+    keys: &[[u8; 16]],
+) -> Result<u64, BatchError> {
+    let blobs = shared.blobs();
+    let meta = stored::read_meta(blobs, key).await?.meta;
+    if matches!(meta.status, BatchStatus::Done | BatchStatus::Failed) {
+        // The job ended but could not remove its input: nothing needs it any more.
+        blobs.delete(key, Area::Data, stored::INPUT).await?;
+        return Ok(0);
+    }
+    let rows = input::rows_holding(blobs, key, &meta, shared.hasher.as_ref(), keys).await?;
+    let fresh: Vec<u64> = rows
+        .into_iter()
+        .filter(|r| meta.input_purged.binary_search(r).is_err())
+        .collect();
+    if fresh.is_empty() {
+        return Ok(0);
+    }
+    // The metadata first: from then on the job drops these rows, whichever input it reads.
+    let _commit = shared.commit.lock().await;
+    let (meta, ()) = stored::modify_meta(blobs, key, |m| {
+        m.input_purged.extend(&fresh);
+        m.input_purged.sort_unstable();
+        m.input_purged.dedup();
+        Ok(())
+    })
+    .await?;
+    input::blank_rows(blobs, key, meta.input.delimiter, &meta.input_purged).await?;
+    tracing::info!(batch = %key.id, rows = fresh.len(), "Opted-out rows blanked in a stored input.");
+    Ok(fresh.len() as u64)
+}
+
+/// Removes every stored result row holding one of `keys`.
+async fn purge_parts(shared: &Arc<Shared>, keys: &[[u8; 16]]) -> Result<PurgeReport, BatchError> {
     if shared.store.is_shared() {
         sync_index(shared).await?;
     }

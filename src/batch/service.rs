@@ -17,13 +17,12 @@ use futures::stream::{self, BoxStream, Stream, StreamExt};
 use tokio::sync::Semaphore;
 
 use super::error::BatchError;
-use super::index::{PurgeReport, RowHasher};
+use super::index::{PartIndex, PurgeReport, RowHasher};
 use super::ingest;
 use super::job;
+use super::journal;
 use super::meta::{BatchMeta, BatchStatus, BatchSummary};
-#[cfg(test)]
-use super::output::StoredRow;
-use super::output::{Format, Renderer};
+use super::output::{Format, Renderer, StoredRow};
 use super::purge;
 use super::scan::Encoding;
 use super::seams::{Enricher, Notifier};
@@ -146,6 +145,7 @@ impl BatchService {
             lease_gen: 0,
             part_gens: Vec::new(),
             part_rows: shared.config.part_rows,
+            input_purged: Vec::new(),
             input: ingested.format,
             error: None,
             webhook: options.webhook.clone(),
@@ -223,11 +223,22 @@ impl BatchService {
         let bom = input.bom || input.encoding == Encoding::Windows1252;
         let head = renderer.head(bom);
         let blobs = self.shared.blobs().clone();
+        let hasher = self.shared.hasher.clone();
         let parts: Vec<_> = meta.parts().collect();
         let parts = stream::iter(parts).then(move |part| {
             let (blobs, key, renderer) = (blobs.clone(), key.clone(), renderer.clone());
+            let hasher = hasher.clone();
             async move {
-                let (rows, _) = stored::read_part(&blobs, &key, part).await?;
+                let (mut rows, _) = stored::read_part(&blobs, &key, part).await?;
+                let index = match stored::read_index(&blobs, &key, part).await {
+                    Ok(index) => Some(index),
+                    Err(BatchError::NotFound) => None,
+                    Err(e) => return Err(e),
+                };
+                let screened = screen(&mut rows, index.as_ref(), hasher.as_ref());
+                if screened > 0 {
+                    tracing::warn!(batch = %key.id, part = part.part, rows = screened, "Rows of opted-out people were still stored; served as misses (their purge is pending or was cut short).");
+                }
                 Ok(renderer.rows(&rows))
             }
         });
@@ -279,6 +290,13 @@ impl BatchService {
     pub async fn resume_all(&self) -> Result<usize, BatchError> {
         let shared = &self.shared;
         purge::sync_index(shared).await?;
+        let purges = journal::resume(shared).await?;
+        if purges > 0 {
+            tracing::info!(
+                entries = purges,
+                "Opt-out purges left unfinished are taken up again."
+            );
+        }
         let marked = shared.store.marked_jobs().await.map_err(|source| {
             BatchError::from(BlobError::Store {
                 batch: "(listing)".into(),
@@ -345,10 +363,40 @@ impl BatchService {
         Ok(report)
     }
 
-    /// Removes every stored row holding one of `keys` (an opt-out), within this call.
-    pub async fn purge(&self, keys: &[[u8; 16]]) -> Result<PurgeReport, BatchError> {
-        purge::purge(&self.shared, keys).await
+    /// Removes every stored row holding one of `keys` (an opt-out) from stored results and inputs,
+    /// through the purge journal (`journal.rs`): `Err` when the journal entry could not be written
+    /// (nothing will happen), otherwise the entry is durable and a task that this call does not own
+    /// works it off. Waits for that task's first attempt: `Some` once the purge is done, `None` when
+    /// it is left to the retries (or another replica).
+    pub async fn purge(&self, keys: &[[u8; 16]]) -> Result<Option<PurgeReport>, BatchError> {
+        let name = journal::record(&self.shared, keys).await?;
+        match journal::spawn(self.shared.clone(), name) {
+            Some(first) => Ok(first.await.ok().flatten()),
+            None => Ok(None),
+        }
     }
+
+    /// How many purge journal entries are not worked off yet.
+    pub async fn purges_pending(&self) -> Result<usize, BatchError> {
+        journal::pending(&self.shared).await
+    }
+}
+
+/// The read-time filter, a second line of defence behind the purge: a row holding an identifier on
+/// the exclusion list (given or found, as its part's index lists them) is served as a miss reads,
+/// the tenant's input and nothing added ([`StoredRow::as_miss`]). A part whose index is missing
+/// cannot be checked, so every enriched row of it is served that way. Returns how many rows changed.
+fn screen(rows: &mut [StoredRow], index: Option<&PartIndex>, hasher: &dyn RowHasher) -> usize {
+    let excluded = index.map(|index| index.rows_where(|k| hasher.is_excluded(k)));
+    let mut changed = 0;
+    for row in rows {
+        let listed = excluded.as_ref().is_none_or(|rows| rows.contains(&row.row));
+        if listed && row.enrichment.is_some() {
+            row.as_miss();
+            changed += 1;
+        }
+    }
+    changed
 }
 
 /// Queues every batch the shared listing marks as waiting for a job and this replica does not run.
@@ -358,6 +406,11 @@ async fn follow_jobs(shared: Arc<Shared>, mut follower: Follower) {
             if let Some(key) = BatchKey::parse_dotted(name) {
                 shared.enqueue(key);
             }
+        }
+        // Purges another replica left (it died, or its attempts fail): the lease says who works on
+        // one; a live holder's entry is only looked at.
+        for (name, _) in listing.under("purges") {
+            let _ = journal::spawn(shared.clone(), name.to_string());
         }
     }
 }

@@ -49,6 +49,10 @@ impl BatchStore {
         }
     }
 
+    pub(crate) fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
     pub(crate) fn leases(&self) -> &Arc<Leases> {
         &self.leases
     }
@@ -111,6 +115,8 @@ pub(crate) struct Shared {
     /// Batches deleted on this replica while a job may still hold them; their jobs stop at the next
     /// commit.
     pub(crate) cancelled: Mutex<HashSet<BatchKey>>,
+    /// Purge journal entries a task of this replica works on.
+    pub(crate) purging: Mutex<HashSet<String>>,
     pub(crate) notifier: OnceLock<Arc<dyn Notifier>>,
 }
 
@@ -141,6 +147,7 @@ impl Shared {
             index: Mutex::default(),
             commit: tokio::sync::Mutex::new(()),
             cancelled: Mutex::default(),
+            purging: Mutex::default(),
             notifier: OnceLock::new(),
         }
     }
