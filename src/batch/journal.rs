@@ -51,7 +51,7 @@ fn store_error(source: StoreError) -> BatchError {
 }
 
 /// Writes an entry for `keys`; returns its name. Durable once this returns.
-pub(crate) async fn record(shared: &Shared, keys: &[[u8; 16]]) -> Result<String, BatchError> {
+async fn record(shared: &Shared, keys: &[[u8; 16]]) -> Result<String, BatchError> {
     let millis = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -73,6 +73,33 @@ pub(crate) async fn record(shared: &Shared, keys: &[[u8; 16]]) -> Result<String,
         .await
         .map_err(store_error)?;
     Ok(name)
+}
+
+/// Records an entry for `keys` and works it off, both in a task of its own, so that a caller that
+/// goes away (a client hanging up drops its request) cancels neither. `Err` when the entry could not
+/// be written; otherwise the first attempt's outcome (see [`spawn`]).
+pub(crate) async fn purge(
+    shared: Arc<Shared>,
+    keys: Vec<[u8; 16]>,
+) -> Result<Option<PurgeReport>, BatchError> {
+    let (recorded_tx, recorded) = oneshot::channel();
+    tokio::spawn(async move {
+        let started = match record(&shared, &keys).await {
+            Ok(name) => Ok(spawn(shared, name)),
+            Err(e) => Err(e),
+        };
+        let _ = recorded_tx.send(started);
+    });
+    let started = recorded.await.map_err(|_| {
+        BatchError::from(BlobError::Corrupt {
+            batch: "(purge journal)".into(),
+            reason: "the journal task stopped".into(),
+        })
+    })??;
+    match started {
+        Some(first) => Ok(first.await.ok().flatten()),
+        None => Ok(None),
+    }
 }
 
 /// Works `name` off in a task of its own, unless this process works on it already. The receiver

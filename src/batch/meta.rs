@@ -58,6 +58,10 @@ pub struct BatchMeta {
     /// Rows removed because the person opted out.
     #[serde(default)]
     pub rows_purged: u64,
+    /// The stored rows a purge removed from the result (sorted): counted once each, however often a
+    /// purge cut short by a crash is taken up again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purged_rows: Vec<u64>,
     /// Rows that could not be enriched: every source asked failed (`error`), or no identifier in the
     /// row was valid (`invalid:<fields>`).
     #[serde(default)]
@@ -203,6 +207,7 @@ mod tests {
             rows_done: 3,
             rows_found: 0,
             rows_purged: 0,
+            purged_rows: Vec::new(),
             rows_error: 0,
             error_reasons: BTreeMap::new(),
             parts_done: 1,

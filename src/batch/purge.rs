@@ -156,9 +156,31 @@ pub(crate) async fn purge_part(
         let (gone, kept): (Vec<_>, Vec<_>) =
             rows.into_iter().partition(|r| doomed.contains(&r.row));
         let removed = gone.len() as u64;
-        let found_removed = gone.iter().filter(|r| r.enrichment.is_some()).count() as u64;
-        let failed_removed = gone.iter().filter(|r| r.failed()).count() as u64;
         if removed > 0 {
+            // The counters first, once per row: a purge cut short after this and taken up again
+            // finds the rows counted already.
+            let counted = stored::modify_meta(blobs, key, |m| {
+                if m.part(part.part) == Some(part) {
+                    for r in &gone {
+                        if let Err(at) = m.purged_rows.binary_search(&r.row) {
+                            m.purged_rows.insert(at, r.row);
+                            m.rows_purged += 1;
+                            if r.enrichment.is_some() {
+                                m.rows_found = m.rows_found.saturating_sub(1);
+                            }
+                            if r.failed() {
+                                m.rows_error = m.rows_error.saturating_sub(1);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await;
+            match counted {
+                Ok(_) | Err(BatchError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
             let body = stored::encode_rows(key, part.part, &kept)?;
             let name = stored::part_object(part);
             let written = match &etag {
@@ -179,19 +201,6 @@ pub(crate) async fn purge_part(
         lock(&shared.index).insert_part(key, part, &kept_index);
         if removed == 0 {
             return Ok(0);
-        }
-        let counted = stored::modify_meta(blobs, key, |m| {
-            if m.part(part.part) == Some(part) {
-                m.rows_purged += removed;
-                m.rows_found = m.rows_found.saturating_sub(found_removed);
-                m.rows_error = m.rows_error.saturating_sub(failed_removed);
-            }
-            Ok(())
-        })
-        .await;
-        match counted {
-            Ok(_) | Err(BatchError::NotFound) => {}
-            Err(e) => return Err(e),
         }
         tracing::info!(batch = %key.id, part = part.part, rows = removed, "Opted-out rows purged.");
         return Ok(removed);

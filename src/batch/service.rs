@@ -139,6 +139,7 @@ impl BatchService {
             rows_done: 0,
             rows_found: 0,
             rows_purged: 0,
+            purged_rows: Vec::new(),
             rows_error: 0,
             error_reasons: BTreeMap::new(),
             parts_done: 0,
@@ -369,11 +370,7 @@ impl BatchService {
     /// works it off. Waits for that task's first attempt: `Some` once the purge is done, `None` when
     /// it is left to the retries (or another replica).
     pub async fn purge(&self, keys: &[[u8; 16]]) -> Result<Option<PurgeReport>, BatchError> {
-        let name = journal::record(&self.shared, keys).await?;
-        match journal::spawn(self.shared.clone(), name) {
-            Some(first) => Ok(first.await.ok().flatten()),
-            None => Ok(None),
-        }
+        journal::purge(self.shared.clone(), keys.to_vec()).await
     }
 
     /// How many purge journal entries are not worked off yet.
