@@ -30,6 +30,7 @@ use super::scan::RawRecord;
 use super::seams::RowOutcome;
 use super::state::{Shared, job_lease, lock};
 use super::stored::{self, INPUT};
+use crate::audit::Event;
 use crate::blob::{Area, BatchKey};
 use crate::domain::{Query, Region};
 use crate::store::lease::Lease;
@@ -160,6 +161,16 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
         Ok(())
     })
     .await?;
+    shared
+        .audit
+        .record(Event::BatchFinished {
+            batch: key.id.to_string(),
+            status: meta.status.as_str().to_string(),
+            rows: meta.rows_done,
+            found: meta.rows_found,
+            errors: meta.rows_error,
+        })
+        .await;
     tracing::info!(
         batch = %key.id,
         status = meta.status.as_str(),

@@ -43,6 +43,7 @@ pub use error::{BatchError, ErrorKind, Limit};
 pub use index::{PurgeReport, RowHasher};
 pub use meta::{BatchMeta, BatchStatus, BatchSummary};
 pub use output::{ENRICH_COLUMNS, Enrichment, Format, StoredRow, neutralise};
+pub use purge::Held;
 pub use scan::{Encoding, Scanner};
 pub use seams::{Enricher, Notifier, RowOutcome};
 pub use service::BatchService;

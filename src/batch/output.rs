@@ -175,6 +175,15 @@ pub enum Format {
     Ndjson,
 }
 
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Ndjson => "ndjson",
+        }
+    }
+}
+
 /// Renders the header and rows of a result. Holds only the header between calls.
 pub struct Renderer {
     format: Format,

@@ -6,8 +6,9 @@
 //! rewritten with a conditional update from the version read, so two replicas purging two people
 //! from one part at once both keep their removals.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::error::BatchError;
 use super::index::{PartRef, PurgeReport};
@@ -16,6 +17,13 @@ use super::meta::BatchStatus;
 use super::state::{Shared, lock};
 use super::stored;
 use crate::blob::{Area, BatchKey, BlobError};
+
+/// A stored batch that holds a person: how many rows, until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub rows: u64,
+    pub expires_at: SystemTime,
+}
 
 /// A part rewrite that lost this many races in a row gives up (the opt-out answers 503 and is retried).
 const MAX_ATTEMPTS: usize = 20;
@@ -104,6 +112,81 @@ async fn purge_parts(shared: &Arc<Shared>, keys: &[[u8; 16]]) -> Result<PurgeRep
     }
     report.batches_touched = touched.len();
     Ok(report)
+}
+
+/// Per stored batch holding one of `keys`: how many of its rows do (in its committed result parts or,
+/// while it waits or runs, its stored input), and when it expires. Nothing else: not the batch, not
+/// its tenant, not a row.
+pub(crate) async fn holding(
+    shared: &Arc<Shared>,
+    keys: &[[u8; 16]],
+) -> Result<Vec<Held>, BatchError> {
+    if shared.store.is_shared() {
+        sync_index(shared).await?;
+    }
+    let mut rows: BTreeMap<BatchKey, BTreeSet<u64>> = BTreeMap::new();
+    let candidates = lock(&shared.index).candidates(keys);
+    for (key, part) in candidates {
+        match stored::read_index(shared.blobs(), &key, part).await {
+            Ok(index) => rows
+                .entry(key)
+                .or_default()
+                .extend(index.rows_holding(keys)),
+            Err(BatchError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let marked = shared.store.marked_jobs().await.map_err(|source| {
+        BatchError::from(BlobError::Store {
+            batch: "(listing)".into(),
+            source,
+        })
+    })?;
+    for key in marked {
+        let meta = match stored::read_meta(shared.blobs(), &key).await {
+            Ok(m) => m.meta,
+            Err(BatchError::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        match input::rows_holding(shared.blobs(), &key, &meta, shared.hasher.as_ref(), keys).await {
+            Ok(found) => rows.entry(key).or_default().extend(
+                found
+                    .into_iter()
+                    .filter(|r| meta.input_purged.binary_search(r).is_err()),
+            ),
+            Err(BatchError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut out = Vec::new();
+    for (key, rows) in rows {
+        if rows.is_empty() {
+            continue;
+        }
+        let meta = match stored::live_meta(shared.blobs(), &key).await {
+            Ok(meta) => meta,
+            Err(BatchError::NotFound | BatchError::Expired) => continue,
+            Err(e) => return Err(e),
+        };
+        // Rows of parts a crashed job never committed are not the batch's (and go at its end).
+        let committed: BTreeSet<u32> = meta.parts().map(|p| p.part).collect();
+        let per_part = u64::from(meta.part_rows.max(1));
+        let counted = rows
+            .iter()
+            .filter(|r| {
+                let part = u32::try_from((**r - 1) / per_part + 1).unwrap_or(u32::MAX);
+                committed.contains(&part) || meta.status != BatchStatus::Done
+            })
+            .count() as u64;
+        if counted > 0 {
+            out.push(Held {
+                rows: counted,
+                expires_at: meta.stamp.expires_at,
+            });
+        }
+    }
+    out.sort_by_key(|h| h.expires_at);
+    Ok(out)
 }
 
 /// Loads every index object this replica has not seen and forgets those no longer stored.

@@ -23,12 +23,13 @@ use super::job;
 use super::journal;
 use super::meta::{BatchMeta, BatchStatus, BatchSummary};
 use super::output::{Format, Renderer, StoredRow};
-use super::purge;
+use super::purge::{self, Held};
 use super::scan::Encoding;
 use super::seams::{Enricher, Notifier};
 use super::settings::{BatchConfig, BatchOptions};
 use super::state::{BatchStore, Shared, lock};
 use super::stored::{self, INPUT};
+use crate::audit::Event;
 use crate::blob::{Area, BatchId, BatchKey, BlobError, Stamp, SweepReport, TenantKey};
 use crate::domain::Region;
 use crate::store::watch::{self, Follower};
@@ -103,6 +104,13 @@ impl BatchService {
             }
         };
         tracing::info!(batch = %key.id, rows = meta.rows_total, "Batch stored and queued.");
+        shared
+            .audit
+            .record(Event::BatchCreated {
+                batch: key.id.to_string(),
+                rows: meta.rows_total,
+            })
+            .await;
         shared.enqueue(key);
         Ok(meta)
     }
@@ -188,6 +196,12 @@ impl BatchService {
         self.shared.blobs().stamp(&key).await?;
         self.erase(&key).await?;
         tracing::info!(batch = %key.id, "Batch deleted.");
+        self.shared
+            .audit
+            .record(Event::BatchDeleted {
+                batch: key.id.to_string(),
+            })
+            .await;
         Ok(())
     }
 
@@ -215,6 +229,13 @@ impl BatchService {
                 status: meta.status.as_str(),
             });
         }
+        self.shared
+            .audit
+            .record(Event::BatchDownloaded {
+                batch: key.id.to_string(),
+                format: format.as_str().to_string(),
+            })
+            .await;
         let input = &meta.input;
         let renderer = Arc::new(Renderer::new(
             format,
@@ -346,6 +367,12 @@ impl BatchService {
             if expired {
                 report.objects_removed += self.erase(&key).await?;
                 report.batches_removed += 1;
+                shared
+                    .audit
+                    .record(Event::BatchExpired {
+                        batch: key.id.to_string(),
+                    })
+                    .await;
             }
         }
         let rest = blobs.sweep_orphans(now, shared.config.results_days).await?;
@@ -371,6 +398,12 @@ impl BatchService {
     /// it is left to the retries (or another replica).
     pub async fn purge(&self, keys: &[[u8; 16]]) -> Result<Option<PurgeReport>, BatchError> {
         journal::purge(self.shared.clone(), keys.to_vec()).await
+    }
+
+    /// For a subject access request: per stored batch holding one of `keys`, how many rows and
+    /// until when (see [`purge::holding`]).
+    pub async fn holding(&self, keys: &[[u8; 16]]) -> Result<Vec<Held>, BatchError> {
+        purge::holding(&self.shared, keys).await
     }
 
     /// How many purge journal entries are not worked off yet.
