@@ -162,10 +162,35 @@ impl AuditLog {
     }
 }
 
-/// Parses a time filter: RFC 3339 (`2026-12-01T00:00:00Z`, or a date alone) or a duration before
-/// `now` (`24h`, `7days`).
+/// The form of an RFC 3339 time the HTTP export takes (the document's `pattern`).
+pub const RFC3339_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$";
+
+/// Parses an RFC 3339 time of [`RFC3339_PATTERN`]'s form that exists in the calendar
+/// (`2026-12-01T00:00:00Z`, any offset; a time before 1970 counts as 1970): the HTTP export's
+/// filters.
+pub fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
+    static FORM: std::sync::LazyLock<Option<regex::Regex>> =
+        std::sync::LazyLock::new(|| regex::Regex::new(RFC3339_PATTERN).ok());
+    let refused = || "expected an RFC 3339 time such as 2026-12-01T00:00:00Z".to_string();
+    if !FORM.as_ref().is_some_and(|form| form.is_match(text)) {
+        return Err(refused());
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(text)
+        .map_err(|_| refused())?
+        .with_timezone(&chrono::Utc);
+    let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+    Ok(UNIX_EPOCH
+        + Duration::from_secs(secs)
+        + Duration::from_nanos(u64::from(t.timestamp_subsec_nanos())))
+}
+
+/// Parses a time filter on the command line: RFC 3339 (see [`parse_rfc3339`]), a date alone, or a
+/// duration before `now` (`24h`, `7days`).
 pub fn parse_time(text: &str, now: SystemTime) -> Result<SystemTime, String> {
     let text = text.trim();
+    if let Ok(t) = parse_rfc3339(text) {
+        return Ok(t);
+    }
     if let Ok(t) = humantime::parse_rfc3339_weak(text) {
         return Ok(t);
     }
@@ -228,6 +253,16 @@ mod tests {
             parse_time("24h", now),
             Ok(now - Duration::from_secs(86_400))
         );
+        assert_eq!(
+            parse_time("1970-01-01T02:00:00+01:00", now),
+            Ok(UNIX_EPOCH + Duration::from_secs(3600))
+        );
+        assert_eq!(parse_time("1969-12-31T23:00:00Z", now), Ok(UNIX_EPOCH));
         assert!(parse_time("yesterday", now).is_err());
+        assert!(
+            parse_rfc3339("2026-02-30T00:00:00Z").is_err(),
+            "not in the calendar"
+        );
+        assert!(parse_rfc3339("0").is_err() && parse_rfc3339("2026-12-01").is_err());
     }
 }

@@ -356,10 +356,10 @@ async fn export(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct AuditParams {
-    /// Events at or after this time: RFC 3339 (`2026-12-01T00:00:00Z`), a date (`2026-12-01`) or a
-    /// duration before now (`24h`, `7days`).
+    /// Events at or after this time: RFC 3339 (`2026-12-01T00:00:00Z`, any offset), a time that
+    /// exists in the calendar.
     since: Option<String>,
-    /// Events before this time, in the same forms.
+    /// Events before this time, in the same form.
     until: Option<String>,
 }
 
@@ -378,10 +378,9 @@ async fn audit(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let params: AuditParams = query(raw.as_deref())?;
-    let now = std::time::SystemTime::now();
     let time = |field: &'static str, v: &Option<String>| {
         v.as_deref()
-            .map(|t| crate::audit::parse_time(t, now).map_err(|e| ApiError::invalid(field, e)))
+            .map(|t| crate::audit::parse_rfc3339(t).map_err(|e| ApiError::invalid(field, e)))
             .transpose()
     };
     let (since, until) = (time("since", &params.since)?, time("until", &params.until)?);
