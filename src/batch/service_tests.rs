@@ -692,3 +692,76 @@ async fn a_download_serves_a_listed_persons_row_as_a_miss() {
         "the tenant's own input is echoed"
     );
 }
+
+#[tokio::test]
+async fn a_job_taken_up_after_a_crash_checks_its_committed_parts_and_drops_uncommitted_ones() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut first = FakeEnricher {
+        stalled: Mutex::new(Some(tx)),
+        ..FakeEnricher::default()
+    };
+    first.profiles.insert("ada@example.com".into(), ada());
+    let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + 20_000 * DAY));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let env1 = env_at(dir, clock.clone(), first);
+    let csv = b"email\nada@example.com\nr2@example.com\nstall@example.com\nr4@example.com\n";
+    let id = env1.upload("t1", csv).await;
+    let key = BatchKey::new(TenantKey::of("t1"), id);
+    let shared = env1.svc.shared.clone();
+    let job = tokio::spawn({
+        let key = key.clone();
+        async move { super::job::run(&shared, &key).await }
+    });
+    rx.recv().await.expect("job reached the stalling row");
+    job.abort();
+    let _ = job.await;
+    // A part the crashed job wrote but never committed.
+    let stray = crate::batch::index::PartRef {
+        part: 2,
+        generation: 99,
+    };
+    let blobs = env1.svc.shared.blobs().clone();
+    super::stored::write_part(&blobs, &key, stray, &[])
+        .await
+        .expect("stray part");
+    drop(env1.svc);
+
+    // Ada opted out while the process was down, and her purge never ran: the restarted job must
+    // not keep her committed row.
+    let hasher = Arc::new(FakeHasher::default());
+    hasher
+        .excluded
+        .lock()
+        .expect("lock")
+        .insert(email_key("ada@example.com"));
+    let svc = BatchService::new(
+        batch_store(&path, clock),
+        Arc::new(FakeEnricher::default()),
+        hasher,
+        BatchConfig {
+            part_rows: 2,
+            ..BatchConfig::default()
+        },
+    );
+    assert_eq!(svc.resume_all().await.expect("resume"), 1);
+    super::job::run(&svc.shared, &key).await;
+
+    let numbers: Vec<u64> = stored_rows(&svc, "t1", id)
+        .await
+        .iter()
+        .map(|r| r.row)
+        .collect();
+    assert_eq!(numbers, [2, 3, 4], "Ada's committed row is gone");
+    let meta = svc.get("t1", id).await.expect("meta");
+    assert_eq!(
+        (meta.status, meta.rows_found, meta.rows_purged),
+        (BatchStatus::Done, 0, 1)
+    );
+    let names = svc.shared.blobs().names(&key).await.expect("names");
+    assert!(
+        !names.iter().any(|(_, n)| n.contains("-g99")),
+        "the uncommitted part is deleted: {names:?}"
+    );
+    drop(env1.enricher);
+}
