@@ -26,7 +26,7 @@ pub enum Event {
     /// A public or command-line opt-out was recorded.
     OptOutReceived {
         receipt: String,
-        /// `public` or `operator`.
+        /// The channel: `public_form`, `api` or `cli`.
         origin: String,
         /// The kinds of the identifiers given (`email`, `phone`, ...), sorted.
         kinds: Vec<String>,
