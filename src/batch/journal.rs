@@ -210,8 +210,7 @@ pub(crate) async fn resume(shared: &Arc<Shared>) -> Result<usize, BatchError> {
     Ok(taken)
 }
 
-/// Whether the journal holds entries not yet worked off (for tests and the subject-access answer's
-/// caveat).
+/// How many entries the journal holds: purges not yet done.
 pub(crate) async fn pending(shared: &Shared) -> Result<usize, BatchError> {
     let listed = shared
         .store
