@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::audit::{AuditLog, Event};
 use crate::auth::ClientLimiter;
 use crate::auth::{KeyError, KeyStore, TenantLimiter};
 use crate::batch::webhook::{WebhookKey, WebhookSender};
@@ -370,6 +371,13 @@ pub fn batch_service(
     (service, hasher)
 }
 
+/// The first 16 bytes of the blake3 hash of the configuration as loaded (defaults and overrides
+/// applied; secrets are not part of it), as hex: tells in the audit log when it changed.
+fn config_hash(config: &crate::config::Config) -> String {
+    let text = format!("{config:?}");
+    hex::encode(&blake3::hash(text.as_bytes()).as_bytes()[..16])
+}
+
 /// A replica's name in leases and heartbeats: random per process, so a restart is a new replica.
 fn replica_id() -> Arc<str> {
     Arc::from(format!("r-{:016x}", rand::random::<u64>()))
@@ -468,6 +476,12 @@ impl App {
             )?;
             batches.set_notifier(Arc::new(sender));
         }
+        let audit = AuditLog::new(store.objects().clone());
+        audit
+            .record(Event::ConfigLoaded {
+                config_hash: config_hash(&loaded.config),
+            })
+            .await;
         let optout_hooks: Vec<Arc<dyn OptOutHook>> = vec![
             Arc::new(pipeline.source_cache()),
             Arc::new(PurgeHook::new(batches.clone(), row_hasher)),
@@ -477,6 +491,7 @@ impl App {
             exclusion,
             optout_hooks: Arc::new(optout_hooks),
             keys,
+            audit,
             limiter: Arc::new(TenantLimiter::new(
                 c.tenants.rate_per_minute,
                 c.tenants.burst,

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and the commands' bodies. `main` only dispatches.
 
+mod audit;
 mod keys;
 mod store;
 
@@ -84,6 +85,20 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Print the audit log (no personal data) as NDJSON, oldest first: opt-outs received, batches
+    /// created, finished, downloaded, deleted and expired, keys created and revoked, configurations
+    /// loaded.
+    Audit {
+        /// Events at or after this time: RFC 3339 (2026-12-01T00:00:00Z), a date (2026-12-01) or a
+        /// duration before now (24h, 7days).
+        #[arg(long)]
+        since: Option<String>,
+        /// Events before this time, in the same forms.
+        #[arg(long)]
+        until: Option<String>,
+        #[command(flatten)]
+        common: Common,
     },
     /// Operate the store: the S3 lifecycle rule, re-wrapping after a storage-key rotation.
     Store {
@@ -250,6 +265,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             batch(&args, &common).await
         }
         Command::Keys { command } => keys::run(command).await,
+        Command::Audit {
+            since,
+            until,
+            common,
+        } => audit::run(since.as_deref(), until.as_deref(), &common).await,
         Command::Store { command } => store::run(command).await,
         Command::Healthcheck { url, listen } => store::healthcheck(url, listen).await,
         Command::Secret => {

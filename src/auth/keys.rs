@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditLog, Event};
 use crate::store::watch::{self, Follower};
 use crate::store::{ObjectPath, Objects, Store, StoreError};
 
@@ -120,6 +121,13 @@ pub struct KeyStore {
 
 fn path(id: &str) -> ObjectPath {
     ObjectPath::from(format!("{DIR}/{id}.json"))
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Tenant => "tenant",
+        Role::Admin => "admin",
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -237,6 +245,12 @@ impl KeyStore {
             .await?;
         let stored = Stored::new(record, etag)?;
         self.write().insert(key_id.clone(), stored);
+        AuditLog::new(self.objects.clone())
+            .record(Event::KeyCreated {
+                key_id: key_id.clone(),
+                role: role_name(role).to_string(),
+            })
+            .await;
         Ok(NewKey {
             key,
             key_id,
@@ -281,6 +295,11 @@ impl KeyStore {
                     let info = record.info.clone();
                     let stored = Stored::new(record, etag)?;
                     self.write().insert(id.to_string(), stored);
+                    AuditLog::new(self.objects.clone())
+                        .record(Event::KeyRevoked {
+                            key_id: id.to_string(),
+                        })
+                        .await;
                     return Ok(info);
                 }
                 Err(StoreError::Conflict { .. }) => continue,

@@ -100,7 +100,8 @@ impl RowHasher for ExclusionRowHasher {
     }
 }
 
-/// Purges an opted-out person's rows from every stored batch result, within the opt-out request.
+/// Purges an opted-out person's rows from every stored batch result and input: durably recorded
+/// before the opt-out is acknowledged, carried out by a task the request does not own.
 pub struct PurgeHook {
     batches: BatchService,
     hasher: Arc<dyn RowHasher>,
@@ -149,16 +150,23 @@ impl PurgeHook {
         if keys.is_empty() {
             return Ok(());
         }
-        let report = self.batches.purge(keys).await.map_err(|e| HookError {
+        // Once the journal entry is written the purge happens, whatever becomes of this request.
+        match self.batches.purge(keys).await.map_err(|e| HookError {
             what: "batches",
             detail: e.to_string(),
-        })?;
-        if report.rows_removed > 0 {
-            tracing::info!(
-                batches = report.batches_touched,
-                rows = report.rows_removed,
-                "Opt-out purged rows from stored batch results."
-            );
+        })? {
+            Some(report) if report.rows_removed + report.input_rows_blanked > 0 => {
+                tracing::info!(
+                    batches = report.batches_touched,
+                    rows = report.rows_removed,
+                    input_rows = report.input_rows_blanked,
+                    "Opt-out purged rows from stored batch results and inputs."
+                );
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                "An opt-out's purge of stored batches did not finish at once; its journal entry is retried."
+            ),
         }
         Ok(())
     }

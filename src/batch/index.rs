@@ -39,6 +39,8 @@ pub trait RowHasher: Send + Sync + 'static {
 pub struct PurgeReport {
     pub batches_touched: usize,
     pub rows_removed: u64,
+    /// Rows blanked in the stored inputs of batches still waiting or running.
+    pub input_rows_blanked: u64,
 }
 
 /// The index object of one part: for each row, the hex of its keys.
@@ -61,6 +63,20 @@ impl PartIndex {
         self.rows
             .iter()
             .filter(|(_, ks)| ks.iter().any(|k| wanted.contains(k)))
+            .map(|(row, _)| *row)
+            .collect()
+    }
+
+    /// The rows holding a key for which `pred` holds.
+    pub fn rows_where(&self, pred: impl Fn(&[u8; 16]) -> bool) -> Vec<u64> {
+        self.rows
+            .iter()
+            .filter(|(_, ks)| {
+                ks.iter().any(|k| {
+                    let mut key = [0u8; 16];
+                    hex::decode_to_slice(k, &mut key).is_ok() && pred(&key)
+                })
+            })
             .map(|(row, _)| *row)
             .collect()
     }

@@ -14,26 +14,25 @@
 //! store the list is then brought up to date with other replicas' opt-outs and the part checked once
 //! more: an opt-out taken elsewhere either sees this part's index in its purge, or is seen here.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, StreamExt};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::columns::row_has_identifier;
 use super::error::BatchError;
 use super::index::{PartIndex, PartRef};
+use super::input::{self, RecordReader, input_identifiers};
 use super::meta::{BatchMeta, BatchStatus};
 use super::output::{Enrichment, StoredRow};
 use super::purge;
-use super::scan::{RawRecord, Scanner};
+use super::scan::RawRecord;
 use super::seams::RowOutcome;
-use super::settings::BatchLimits;
 use super::state::{Shared, job_lease, lock};
 use super::stored::{self, INPUT};
-use crate::blob::{Area, BatchKey, BlobError, BlobStore};
-use crate::domain::{Identifier, Query, QueryInput, Region};
+use crate::audit::Event;
+use crate::blob::{Area, BatchKey};
+use crate::domain::{Query, Region};
 use crate::store::lease::Lease;
 
 /// Runs a batch's job to its end if this replica gets its lease (else returns at once: another
@@ -79,6 +78,12 @@ pub(crate) async fn run(shared: &Arc<Shared>, key: &BatchKey) {
     drop(renewing);
     if ended {
         notify(shared, key).await;
+        // The input is not needed once the batch has ended; an opt-out would have to purge it.
+        if let Err(e) = shared.blobs().delete(key, Area::Data, INPUT).await {
+            tracing::warn!(batch = %key.id, error = %e, "Could not remove an ended batch's input; the job's marker stays so that purges still look at it.");
+            leases.release(&lease).await;
+            return;
+        }
         shared.store.unmark_job(key).await;
     } else {
         leases.release(&lease).await;
@@ -122,11 +127,10 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
     if finished {
         return Ok(());
     }
-    let region = meta
-        .input
-        .region
-        .as_deref()
-        .and_then(|r| r.parse::<Region>().ok());
+    if meta.parts_done > 0 {
+        adopt_parts(shared, key, &meta).await?;
+    }
+    let region = input::region(&meta);
     let mut reader = RecordReader::open(blobs, key, meta.input.delimiter).await?;
     let part_rows = u64::from(meta.part_rows.max(1));
     // The header, then every row of the parts already done.
@@ -157,6 +161,16 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
         Ok(())
     })
     .await?;
+    shared
+        .audit
+        .record(Event::BatchFinished {
+            batch: key.id.to_string(),
+            status: meta.status.as_str().to_string(),
+            rows: meta.rows_done,
+            found: meta.rows_found,
+            errors: meta.rows_error,
+        })
+        .await;
     tracing::info!(
         batch = %key.id,
         status = meta.status.as_str(),
@@ -257,12 +271,6 @@ async fn enrich_part(
         .await
 }
 
-/// Every identifier a row's input holds, each field parsed on its own (an invalid phone does not hide
-/// a valid email from the purge index).
-fn input_identifiers(q: &QueryInput, region: Option<Region>) -> Vec<Identifier> {
-    Query::parse_each(q, region).0.identifiers()
-}
-
 /// Writes part `n` (rows of people on the exclusion list dropped), its index, then the checkpoint;
 /// returns the metadata as checkpointed.
 async fn commit_part(
@@ -281,17 +289,24 @@ async fn commit_part(
     if shared.is_cancelled(key) {
         return Err(BatchError::NotFound);
     }
+    // Rows an opt-out blanked in the stored input are dropped: read now, under the commit lock
+    // that this replica's purges take too.
+    let blanked = stored::read_meta(blobs, key).await?.meta.input_purged;
     let processed = rows.len() as u64;
     let mut kept = Vec::with_capacity(rows.len());
     let mut index = PartIndex::default();
     let mut found = 0;
+    let mut purged = 0;
     let mut failures = Vec::new();
     for mut done in rows {
+        if blanked.binary_search(&done.row.row).is_ok() {
+            purged += 1;
+            continue;
+        }
         // An excluded person's row reads like a miss's: the tenant's own input, nothing added
         // (the lookup answered a miss already; this catches an opt-out that landed since).
-        if done.row.enrichment.is_some() && done.keys.iter().any(|k| shared.hasher.is_excluded(k)) {
-            done.row.enrichment = None;
-            done.row.status = "not_found".into();
+        if done.keys.iter().any(|k| shared.hasher.is_excluded(k)) {
+            done.row.as_miss();
         }
         found += u64::from(done.row.enrichment.is_some());
         failures.extend(done.failure);
@@ -310,6 +325,7 @@ async fn commit_part(
         m.part_gens.push(part.generation);
         m.rows_done += processed;
         m.rows_found += found;
+        m.rows_purged += purged;
         for why in &failures {
             m.count_error(why);
         }
@@ -343,55 +359,44 @@ async fn commit_part(
     Ok(meta)
 }
 
-/// Reads the stored input back record by record, holding one chunk at a time.
-struct RecordReader {
-    chunks: BoxStream<'static, Result<Bytes, BlobError>>,
-    scanner: Scanner,
-    ready: VecDeque<RawRecord>,
-    ended: bool,
-}
-
-impl RecordReader {
-    async fn open(blobs: &BlobStore, key: &BatchKey, delimiter: u8) -> Result<Self, BatchError> {
-        // Limits were enforced at upload; reading back only needs to be bounded, not strict.
-        let limits = BatchLimits {
-            max_bytes: u64::MAX,
-            max_rows: u64::MAX,
-            max_columns: u64::MAX,
-            max_field_bytes: u64::MAX,
+/// A job taken up again (after a restart, or from another replica) checks the parts already
+/// committed against the list as it is now: an opt-out taken while they were being written (its
+/// purge may have been cut short with its process) cannot stay in them. Parts of this batch that
+/// are not committed (written before a crash, never checkpointed) are deleted, index and all.
+async fn adopt_parts(
+    shared: &Arc<Shared>,
+    key: &BatchKey,
+    meta: &BatchMeta,
+) -> Result<(), BatchError> {
+    let blobs = shared.blobs();
+    let committed: Vec<PartRef> = meta.parts().collect();
+    for (area, name) in blobs.names(key).await? {
+        let suffix = match area {
+            Area::Data => name.strip_prefix("part-"),
+            Area::Index => Some(name.as_str()),
+            Area::Key => None,
         };
-        Ok(Self {
-            chunks: blobs.get_stream(key, Area::Data, INPUT).await?,
-            scanner: Scanner::new(limits, Some(delimiter)),
-            ready: VecDeque::new(),
-            ended: false,
-        })
-    }
-
-    async fn next(&mut self) -> Result<Option<RawRecord>, BatchError> {
-        loop {
-            if let Some(r) = self.ready.pop_front() {
-                return Ok(Some(r));
-            }
-            if self.ended {
-                return Ok(None);
-            }
-            match self.chunks.next().await {
-                Some(chunk) => self.scanner.feed(&chunk?, &mut self.ready)?,
-                None => {
-                    self.ended = true;
-                    self.scanner.finish(&mut self.ready)?;
-                }
-            }
+        if let Some(part) = suffix.and_then(PartRef::parse)
+            && !committed.contains(&part)
+        {
+            blobs.delete(key, area, &name).await?;
         }
     }
-
-    async fn skip(&mut self, n: u64) -> Result<(), BatchError> {
-        for _ in 0..n {
-            if self.next().await?.is_none() {
-                break;
-            }
+    shared.hasher.catch_up().await;
+    for part in committed {
+        let index = match stored::read_index(blobs, key, part).await {
+            Ok(index) => index,
+            Err(BatchError::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        let excluded: Vec<[u8; 16]> = index
+            .keys()
+            .filter(|k| shared.hasher.is_excluded(k))
+            .collect();
+        if !excluded.is_empty() {
+            let _commit = shared.commit.lock().await;
+            purge::purge_part(shared, key, part, &excluded).await?;
         }
-        Ok(())
     }
+    Ok(())
 }

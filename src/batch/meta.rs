@@ -58,6 +58,10 @@ pub struct BatchMeta {
     /// Rows removed because the person opted out.
     #[serde(default)]
     pub rows_purged: u64,
+    /// The stored rows a purge removed from the result (sorted): counted once each, however often a
+    /// purge cut short by a crash is taken up again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purged_rows: Vec<u64>,
     /// Rows that could not be enriched: every source asked failed (`error`), or no identifier in the
     /// row was valid (`invalid:<fields>`).
     #[serde(default)]
@@ -77,6 +81,10 @@ pub struct BatchMeta {
     pub part_gens: Vec<u64>,
     /// Input rows per part.
     pub part_rows: u32,
+    /// Input rows an opt-out's purge blanked in the stored input (sorted): the job drops them and
+    /// counts them in `rows_purged`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_purged: Vec<u64>,
     pub input: InputFormat,
     /// Why the batch failed (a kind, never row contents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,12 +207,14 @@ mod tests {
             rows_done: 3,
             rows_found: 0,
             rows_purged: 0,
+            purged_rows: Vec::new(),
             rows_error: 0,
             error_reasons: BTreeMap::new(),
             parts_done: 1,
             lease_gen: 0,
             part_gens: vec![0],
             part_rows: 10,
+            input_purged: Vec::new(),
             input: InputFormat {
                 encoding: Encoding::Utf8,
                 bom: false,

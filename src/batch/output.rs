@@ -150,6 +150,14 @@ impl StoredRow {
     pub fn failed(&self) -> bool {
         self.status == "error" || self.status.starts_with("invalid:")
     }
+
+    /// The row as a miss reads: the tenant's input and note, nothing enrichd added. What a row of a
+    /// person on the exclusion list becomes when it is written or served.
+    pub fn as_miss(&mut self) {
+        if self.enrichment.take().is_some() {
+            self.status = "not_found".into();
+        }
+    }
 }
 
 /// Makes a cell safe to open in a spreadsheet (see the module doc).
@@ -165,6 +173,15 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
 pub enum Format {
     Csv,
     Ndjson,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Ndjson => "ndjson",
+        }
+    }
 }
 
 /// Renders the header and rows of a result. Holds only the header between calls.

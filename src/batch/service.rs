@@ -17,19 +17,19 @@ use futures::stream::{self, BoxStream, Stream, StreamExt};
 use tokio::sync::Semaphore;
 
 use super::error::BatchError;
-use super::index::{PurgeReport, RowHasher};
+use super::index::{PartIndex, PurgeReport, RowHasher};
 use super::ingest;
 use super::job;
+use super::journal;
 use super::meta::{BatchMeta, BatchStatus, BatchSummary};
-#[cfg(test)]
-use super::output::StoredRow;
-use super::output::{Format, Renderer};
-use super::purge;
+use super::output::{Format, Renderer, StoredRow};
+use super::purge::{self, Held};
 use super::scan::Encoding;
 use super::seams::{Enricher, Notifier};
 use super::settings::{BatchConfig, BatchOptions};
 use super::state::{BatchStore, Shared, lock};
 use super::stored::{self, INPUT};
+use crate::audit::Event;
 use crate::blob::{Area, BatchId, BatchKey, BlobError, Stamp, SweepReport, TenantKey};
 use crate::domain::Region;
 use crate::store::watch::{self, Follower};
@@ -104,6 +104,13 @@ impl BatchService {
             }
         };
         tracing::info!(batch = %key.id, rows = meta.rows_total, "Batch stored and queued.");
+        shared
+            .audit
+            .record(Event::BatchCreated {
+                batch: key.id.to_string(),
+                rows: meta.rows_total,
+            })
+            .await;
         shared.enqueue(key);
         Ok(meta)
     }
@@ -140,12 +147,14 @@ impl BatchService {
             rows_done: 0,
             rows_found: 0,
             rows_purged: 0,
+            purged_rows: Vec::new(),
             rows_error: 0,
             error_reasons: BTreeMap::new(),
             parts_done: 0,
             lease_gen: 0,
             part_gens: Vec::new(),
             part_rows: shared.config.part_rows,
+            input_purged: Vec::new(),
             input: ingested.format,
             error: None,
             webhook: options.webhook.clone(),
@@ -187,6 +196,12 @@ impl BatchService {
         self.shared.blobs().stamp(&key).await?;
         self.erase(&key).await?;
         tracing::info!(batch = %key.id, "Batch deleted.");
+        self.shared
+            .audit
+            .record(Event::BatchDeleted {
+                batch: key.id.to_string(),
+            })
+            .await;
         Ok(())
     }
 
@@ -214,6 +229,13 @@ impl BatchService {
                 status: meta.status.as_str(),
             });
         }
+        self.shared
+            .audit
+            .record(Event::BatchDownloaded {
+                batch: key.id.to_string(),
+                format: format.as_str().to_string(),
+            })
+            .await;
         let input = &meta.input;
         let renderer = Arc::new(Renderer::new(
             format,
@@ -223,11 +245,22 @@ impl BatchService {
         let bom = input.bom || input.encoding == Encoding::Windows1252;
         let head = renderer.head(bom);
         let blobs = self.shared.blobs().clone();
+        let hasher = self.shared.hasher.clone();
         let parts: Vec<_> = meta.parts().collect();
         let parts = stream::iter(parts).then(move |part| {
             let (blobs, key, renderer) = (blobs.clone(), key.clone(), renderer.clone());
+            let hasher = hasher.clone();
             async move {
-                let (rows, _) = stored::read_part(&blobs, &key, part).await?;
+                let (mut rows, _) = stored::read_part(&blobs, &key, part).await?;
+                let index = match stored::read_index(&blobs, &key, part).await {
+                    Ok(index) => Some(index),
+                    Err(BatchError::NotFound) => None,
+                    Err(e) => return Err(e),
+                };
+                let screened = screen(&mut rows, index.as_ref(), hasher.as_ref());
+                if screened > 0 {
+                    tracing::warn!(batch = %key.id, part = part.part, rows = screened, "Rows of opted-out people were still stored; served as misses (their purge is pending or was cut short).");
+                }
                 Ok(renderer.rows(&rows))
             }
         });
@@ -279,6 +312,13 @@ impl BatchService {
     pub async fn resume_all(&self) -> Result<usize, BatchError> {
         let shared = &self.shared;
         purge::sync_index(shared).await?;
+        let purges = journal::resume(shared).await?;
+        if purges > 0 {
+            tracing::info!(
+                entries = purges,
+                "Opt-out purges left unfinished are taken up again."
+            );
+        }
         let marked = shared.store.marked_jobs().await.map_err(|source| {
             BatchError::from(BlobError::Store {
                 batch: "(listing)".into(),
@@ -327,6 +367,12 @@ impl BatchService {
             if expired {
                 report.objects_removed += self.erase(&key).await?;
                 report.batches_removed += 1;
+                shared
+                    .audit
+                    .record(Event::BatchExpired {
+                        batch: key.id.to_string(),
+                    })
+                    .await;
             }
         }
         let rest = blobs.sweep_orphans(now, shared.config.results_days).await?;
@@ -345,10 +391,42 @@ impl BatchService {
         Ok(report)
     }
 
-    /// Removes every stored row holding one of `keys` (an opt-out), within this call.
-    pub async fn purge(&self, keys: &[[u8; 16]]) -> Result<PurgeReport, BatchError> {
-        purge::purge(&self.shared, keys).await
+    /// Removes every stored row holding one of `keys` (an opt-out) from stored results and inputs,
+    /// through the purge journal (`journal.rs`): `Err` when the journal entry could not be written
+    /// (nothing will happen), otherwise the entry is durable and a task that this call does not own
+    /// works it off. Waits for that task's first attempt: `Some` once the purge is done, `None` when
+    /// it is left to the retries (or another replica).
+    pub async fn purge(&self, keys: &[[u8; 16]]) -> Result<Option<PurgeReport>, BatchError> {
+        journal::purge(self.shared.clone(), keys.to_vec()).await
     }
+
+    /// For a subject access request: per stored batch holding one of `keys`, how many rows and
+    /// until when (see [`purge::holding`]).
+    pub async fn holding(&self, keys: &[[u8; 16]]) -> Result<Vec<Held>, BatchError> {
+        purge::holding(&self.shared, keys).await
+    }
+
+    /// How many purge journal entries are not worked off yet.
+    pub async fn purges_pending(&self) -> Result<usize, BatchError> {
+        journal::pending(&self.shared).await
+    }
+}
+
+/// The read-time filter, a second line of defence behind the purge: a row holding an identifier on
+/// the exclusion list (given or found, as its part's index lists them) is served as a miss reads,
+/// the tenant's input and nothing added ([`StoredRow::as_miss`]). A part whose index is missing
+/// cannot be checked, so every enriched row of it is served that way. Returns how many rows changed.
+fn screen(rows: &mut [StoredRow], index: Option<&PartIndex>, hasher: &dyn RowHasher) -> usize {
+    let excluded = index.map(|index| index.rows_where(|k| hasher.is_excluded(k)));
+    let mut changed = 0;
+    for row in rows {
+        let listed = excluded.as_ref().is_none_or(|rows| rows.contains(&row.row));
+        if listed && row.enrichment.is_some() {
+            row.as_miss();
+            changed += 1;
+        }
+    }
+    changed
 }
 
 /// Queues every batch the shared listing marks as waiting for a job and this replica does not run.
@@ -358,6 +436,11 @@ async fn follow_jobs(shared: Arc<Shared>, mut follower: Follower) {
             if let Some(key) = BatchKey::parse_dotted(name) {
                 shared.enqueue(key);
             }
+        }
+        // Purges another replica left (it died, or its attempts fail): the lease says who works on
+        // one; a live holder's entry is only looked at.
+        for (name, _) in listing.under("purges") {
+            let _ = journal::spawn(shared.clone(), name.to_string());
         }
     }
 }

@@ -53,12 +53,26 @@ impl Enricher for FakeEnricher {
     }
 }
 
-struct FakeHasher;
+/// Row keys by a plain hash; the keys in `excluded` are on the list.
+#[derive(Default)]
+struct FakeHasher {
+    excluded: Mutex<std::collections::HashSet<[u8; 16]>>,
+}
 
 impl RowHasher for FakeHasher {
     fn row_keys(&self, id: &Identifier) -> Option<[u8; 16]> {
         Some(key_of(id))
     }
+
+    fn is_excluded(&self, key: &[u8; 16]) -> bool {
+        self.excluded.lock().expect("lock").contains(key)
+    }
+}
+
+fn email_key(email: &str) -> [u8; 16] {
+    key_of(&Identifier::Email(
+        crate::domain::Email::parse(email).expect("email"),
+    ))
 }
 
 fn key_of(id: &Identifier) -> [u8; 16] {
@@ -97,6 +111,7 @@ struct Env {
     clock: Arc<ManualClock>,
     svc: BatchService,
     enricher: Arc<FakeEnricher>,
+    hasher: Arc<FakeHasher>,
 }
 
 /// The batch store on a directory, as one process opens it (the same master key every time).
@@ -120,13 +135,15 @@ fn env_at(dir: tempfile::TempDir, clock: Arc<ManualClock>, enricher: FakeEnriche
         part_rows: 2,
         ..BatchConfig::default()
     };
-    let svc = BatchService::new(blobs, enricher.clone(), Arc::new(FakeHasher), config);
+    let hasher = Arc::new(FakeHasher::default());
+    let svc = BatchService::new(blobs, enricher.clone(), hasher.clone(), config);
     Env {
         _dir: dir,
         root,
         clock,
         svc,
         enricher,
+        hasher,
     }
 }
 
@@ -370,7 +387,7 @@ async fn upload_above_byte_limit_is_too_large_and_leaves_nothing() {
     let svc = BatchService::new(
         blobs,
         Arc::new(FakeEnricher::default()),
-        Arc::new(FakeHasher),
+        Arc::new(FakeHasher::default()),
         config,
     );
     let err = svc
@@ -421,7 +438,7 @@ async fn interrupted_job_resumes_at_the_next_part_without_losing_or_repeating_ro
     let svc = BatchService::new(
         blobs,
         second.clone(),
-        Arc::new(FakeHasher),
+        Arc::new(FakeHasher::default()),
         BatchConfig {
             part_rows: 2,
             ..BatchConfig::default()
@@ -513,12 +530,13 @@ async fn purge_removes_exactly_the_persons_rows() {
     // Ada's found phone is the same person as the phone in row 3's input.
     let phone = crate::domain::PhoneE164::parse("+33612345678", None).expect("phone");
     let keys = [key_of(&Identifier::Phone(phone))];
-    let report = env.svc.purge(&keys).await.expect("purge");
+    let report = env.svc.purge(&keys).await.expect("purge").expect("done");
     assert_eq!(
         report,
         PurgeReport {
             batches_touched: 1,
-            rows_removed: 2
+            rows_removed: 2,
+            input_rows_blanked: 0,
         }
     );
     let rows: Vec<u64> = stored_rows(&env.svc, "t1", id)
@@ -528,7 +546,12 @@ async fn purge_removes_exactly_the_persons_rows() {
         .collect();
     assert_eq!(rows, [2, 4]);
     let again = env.svc.purge(&keys).await.expect("purge again");
-    assert_eq!(again.rows_removed, 0);
+    assert_eq!(again.map(|r| r.rows_removed), Some(0));
+    assert_eq!(
+        env.svc.purges_pending().await.expect("journal"),
+        0,
+        "entries are removed once done"
+    );
     let text = env.result_text("t1", id, Format::Csv).await;
     assert!(!text.contains("ada@") && !text.contains("bob2@"), "{text}");
     assert_eq!(env.enricher.calls.load(Ordering::SeqCst), 4);
@@ -557,4 +580,188 @@ async fn column_override_and_bad_region_are_checked_at_upload() {
         .await
         .expect_err("bad region");
     assert!(matches!(err, BatchError::InvalidRegion { .. }), "{err}");
+}
+
+/// The stored input of a batch, decrypted, or `None` once it is gone.
+async fn stored_input(env: &Env, tenant: &str, id: BatchId) -> Option<String> {
+    let key = BatchKey::new(TenantKey::of(tenant), id);
+    match env
+        .svc
+        .shared
+        .blobs()
+        .get(&key, crate::blob::Area::Data, "input")
+        .await
+    {
+        Ok((bytes, _)) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(crate::blob::BlobError::NotFound(_)) => None,
+        Err(e) => panic!("input: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn an_ended_batch_keeps_no_input() {
+    let env = env();
+    let id = env.upload("t1", SAMPLE).await;
+    assert!(stored_input(&env, "t1", id).await.is_some());
+    env.run("t1", id).await;
+    assert_eq!(stored_input(&env, "t1", id).await, None);
+    assert!(
+        env.result_text("t1", id, Format::Csv)
+            .await
+            .contains("ada@example.com")
+    );
+}
+
+#[tokio::test]
+async fn purge_blanks_a_waiting_batchs_input_and_its_job_drops_the_rows() {
+    let env = env();
+    let csv =
+        b"email,company\nada@example.com,Acme\nbob@example.com,Acme\ncarol@example.com,Acme\n";
+    let id = env.upload("t1", csv).await;
+    let keys = [email_key("bob@example.com")];
+    env.hasher.excluded.lock().expect("lock").extend(keys);
+
+    let report = env.svc.purge(&keys).await.expect("purge").expect("done");
+
+    assert_eq!(report.input_rows_blanked, 1);
+    let input = stored_input(&env, "t1", id).await.expect("still waiting");
+    assert!(!input.contains("bob@"), "{input}");
+    assert!(input.contains("ada@example.com") && input.contains("carol@example.com"));
+    env.run("t1", id).await;
+    let rows: Vec<u64> = stored_rows(&env.svc, "t1", id)
+        .await
+        .iter()
+        .map(|r| r.row)
+        .collect();
+    assert_eq!(
+        rows,
+        [1, 3],
+        "the blanked row is dropped, the others keep their numbers"
+    );
+    let meta = env.svc.get("t1", id).await.expect("meta");
+    assert_eq!((meta.rows_done, meta.rows_purged), (3, 1));
+    assert_eq!(env.svc.purges_pending().await.expect("journal"), 0);
+}
+
+#[tokio::test]
+async fn a_download_serves_a_listed_persons_row_as_a_miss() {
+    let env = env();
+    let csv = b"email,company\nada@example.com,Acme\nnobody@example.com,Acme\n";
+    let id = env.upload("t1", csv).await;
+    env.run("t1", id).await;
+    let before = env.result_text("t1", id, Format::Ndjson).await;
+    assert!(before.contains("Ada Lovelace"), "{before}");
+    // On the list, but the purge never ran (cut short): the read-time filter still holds.
+    env.hasher
+        .excluded
+        .lock()
+        .expect("lock")
+        .insert(email_key("ada@example.com"));
+
+    let after = env.result_text("t1", id, Format::Ndjson).await;
+
+    let rows: Vec<serde_json::Value> = after
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{after}");
+    assert!(
+        !after.contains("Ada Lovelace") && !after.contains("analytical.org"),
+        "{after}"
+    );
+    let miss = rows
+        .iter()
+        .find(|r| r.to_string().contains("nobody@"))
+        .expect("miss row");
+    let ada = rows
+        .iter()
+        .find(|r| r.to_string().contains("ada@"))
+        .expect("ada's row");
+    let keys = |v: &serde_json::Value| {
+        v.as_object()
+            .expect("object")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(ada), keys(miss), "the same fields as a miss");
+    assert_eq!(ada["status"], "not_found");
+    assert_eq!(ada["status"], miss["status"]);
+    assert_eq!(
+        ada["input"]["company"], "Acme",
+        "the tenant's own input is echoed"
+    );
+}
+
+#[tokio::test]
+async fn a_job_taken_up_after_a_crash_checks_its_committed_parts_and_drops_uncommitted_ones() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut first = FakeEnricher {
+        stalled: Mutex::new(Some(tx)),
+        ..FakeEnricher::default()
+    };
+    first.profiles.insert("ada@example.com".into(), ada());
+    let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + 20_000 * DAY));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let env1 = env_at(dir, clock.clone(), first);
+    let csv = b"email\nada@example.com\nr2@example.com\nstall@example.com\nr4@example.com\n";
+    let id = env1.upload("t1", csv).await;
+    let key = BatchKey::new(TenantKey::of("t1"), id);
+    let shared = env1.svc.shared.clone();
+    let job = tokio::spawn({
+        let key = key.clone();
+        async move { super::job::run(&shared, &key).await }
+    });
+    rx.recv().await.expect("job reached the stalling row");
+    job.abort();
+    let _ = job.await;
+    // A part the crashed job wrote but never committed.
+    let stray = crate::batch::index::PartRef {
+        part: 2,
+        generation: 99,
+    };
+    let blobs = env1.svc.shared.blobs().clone();
+    super::stored::write_part(&blobs, &key, stray, &[])
+        .await
+        .expect("stray part");
+    drop(env1.svc);
+
+    // Ada opted out while the process was down, and her purge never ran: the restarted job must
+    // not keep her committed row.
+    let hasher = Arc::new(FakeHasher::default());
+    hasher
+        .excluded
+        .lock()
+        .expect("lock")
+        .insert(email_key("ada@example.com"));
+    let svc = BatchService::new(
+        batch_store(&path, clock),
+        Arc::new(FakeEnricher::default()),
+        hasher,
+        BatchConfig {
+            part_rows: 2,
+            ..BatchConfig::default()
+        },
+    );
+    assert_eq!(svc.resume_all().await.expect("resume"), 1);
+    super::job::run(&svc.shared, &key).await;
+
+    let numbers: Vec<u64> = stored_rows(&svc, "t1", id)
+        .await
+        .iter()
+        .map(|r| r.row)
+        .collect();
+    assert_eq!(numbers, [2, 3, 4], "Ada's committed row is gone");
+    let meta = svc.get("t1", id).await.expect("meta");
+    assert_eq!(
+        (meta.status, meta.rows_found, meta.rows_purged),
+        (BatchStatus::Done, 0, 1)
+    );
+    let names = svc.shared.blobs().names(&key).await.expect("names");
+    assert!(
+        !names.iter().any(|(_, n)| n.contains("-g99")),
+        "the uncommitted part is deleted: {names:?}"
+    );
+    drop(env1.enricher);
 }

@@ -11,6 +11,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::index::{KeyIndex, RowHasher};
 use super::seams::{Enricher, Notifier};
 use super::settings::BatchConfig;
+use crate::audit::AuditLog;
 use crate::blob::{BatchKey, BlobStore, Clock, TenantKey};
 use crate::seal::Keyring;
 use crate::store::lease::Leases;
@@ -47,6 +48,10 @@ impl BatchStore {
             )),
             shared,
         }
+    }
+
+    pub(crate) fn objects(&self) -> &Objects {
+        &self.objects
     }
 
     pub(crate) fn leases(&self) -> &Arc<Leases> {
@@ -111,7 +116,11 @@ pub(crate) struct Shared {
     /// Batches deleted on this replica while a job may still hold them; their jobs stop at the next
     /// commit.
     pub(crate) cancelled: Mutex<HashSet<BatchKey>>,
+    /// Purge journal entries a task of this replica works on.
+    pub(crate) purging: Mutex<HashSet<String>>,
     pub(crate) notifier: OnceLock<Arc<dyn Notifier>>,
+    /// Batch events (created, finished, downloaded, deleted, expired): ids and counts only.
+    pub(crate) audit: AuditLog,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,7 +137,9 @@ impl Shared {
         config.results_days = config.results_days.clamp(1, 30);
         config.part_rows = config.part_rows.max(1);
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+        let audit = AuditLog::new(store.objects().clone());
         Self {
+            audit,
             store,
             enricher,
             hasher,
@@ -141,6 +152,7 @@ impl Shared {
             index: Mutex::default(),
             commit: tokio::sync::Mutex::new(()),
             cancelled: Mutex::default(),
+            purging: Mutex::default(),
             notifier: OnceLock::new(),
         }
     }

@@ -435,6 +435,24 @@ impl BlobStore {
         Ok(removed)
     }
 
+    /// The names of a batch's objects under `batches/` and `indexes/`, with their area.
+    pub async fn names(&self, key: &BatchKey) -> Result<Vec<(Area, String)>, BlobError> {
+        let mut out = Vec::new();
+        for area in [Area::Data, Area::Index] {
+            let listed = self
+                .objects
+                .list(&key.prefix(area))
+                .await
+                .map_err(|e| store_err(key, e))?;
+            out.extend(
+                listed
+                    .iter()
+                    .filter_map(|m| Some((area, m.location.filename()?.to_string()))),
+            );
+        }
+        Ok(out)
+    }
+
     /// The batches that have a key, of one tenant or of all.
     pub async fn batches(&self, tenant: Option<&TenantKey>) -> Result<Vec<BatchKey>, BlobError> {
         let prefix = tenant.map_or_else(|| Path::from(Area::Key.dir()), TenantKey::keys_prefix);

@@ -8,6 +8,9 @@
 //!   `{"kind", "hash", "truncated", "origin", "recorded_at", "key_version"}`; with `?format=hashes`, the
 //!   import text form instead, ready to load into another instance that shares the key. Never a raw
 //!   identifier: the list holds none.
+//! - `GET /v1/admin/audit?since=&until=`: the audit log ([`crate::audit`]), NDJSON, oldest first.
+//! - `POST /v1/admin/subject-access`: a person's identifiers in, whether they are listed (and since
+//!   when) and how many stored rows hold them until when out ([`crate::optout::subject_access`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -23,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::api::{AdminErrors, BodyErrors, Invalid, Problem};
-use super::body::{media_type, query, rejected_body};
+use super::body::{JsonBody, media_type, query, rejected_body};
 use super::{Admin, ApiError, AppState};
 use crate::domain::{Identifier, Query, QueryInput};
 use crate::exclusion::parse_hash_lines_lenient;
@@ -42,6 +45,8 @@ pub fn routes(max_import_bytes: usize) -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(stats))
         .routes(routes!(export))
+        .routes(routes!(audit))
+        .routes(routes!(subject_access))
 }
 
 /// One refused entry of an import: where it was and why, never what it said.
@@ -345,4 +350,120 @@ async fn export(
         h.insert("x-enrichd-exclusion-key-id", v);
     }
     Ok(resp)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AuditParams {
+    /// Events at or after this time: RFC 3339 (`2026-12-01T00:00:00Z`, any offset), a time that
+    /// exists in the calendar.
+    since: Option<String>,
+    /// Events before this time, in the same form.
+    until: Option<String>,
+}
+
+/// The audit log, oldest first: one JSON object per line, `{"at", "event", ...}` with ids, counts,
+/// kinds and hashes only (opt-outs received, exclusion imports, batches created, finished,
+/// downloaded, deleted and expired, keys created and revoked, configurations loaded).
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditParams),
+    responses(
+        (status = 200, description = "The events in the window.",
+         content((String = "application/x-ndjson"))),
+        Invalid, AdminErrors,
+    ))]
+async fn audit(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let params: AuditParams = query(raw.as_deref())?;
+    let time = |field: &'static str, v: &Option<String>| {
+        v.as_deref()
+            .map(|t| crate::audit::parse_rfc3339(t).map_err(|e| ApiError::invalid(field, e)))
+            .transpose()
+    };
+    let (since, until) = (time("since", &params.since)?, time("until", &params.until)?);
+    let records = state
+        .audit
+        .read(since, until)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let mut body = String::new();
+    for record in &records {
+        // Plain strings and numbers: serialising cannot fail.
+        body.push_str(&serde_json::to_string(record).unwrap_or_default());
+        body.push('\n');
+    }
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// A stored batch holding the person: how many rows, until when. Nothing else.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct HeldBody {
+    rows: u64,
+    /// RFC 3339: when the batch, and these rows with it, are erased.
+    expires_at: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SubjectAccessBody {
+    /// One of the identifiers is on the exclusion list.
+    listed: bool,
+    /// RFC 3339: when the oldest record of them was written; absent when not listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listed_since: Option<String>,
+    /// Stored rows holding the person, across every batch (results, and uploads waiting to run).
+    stored_rows: u64,
+    /// Per stored batch holding the person, soonest expiry first: never its id, tenant or content.
+    stored_results: Vec<HeldBody>,
+}
+
+/// Subject access: whether a person is on the exclusion list (and since when) and how many stored
+/// batch rows hold them until when. Never the rows, the batches or their tenants. The operator
+/// verifies who is asking before calling this.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/subject-access",
+    tag = "admin",
+    request_body(content = QueryInput, content_type = "application/json",
+                 description = "The person's identifiers: any of email, phone, profile_url, or a \
+                                name with company or domain."),
+    responses(
+        (status = 200, description = "What is stored about the person.", body = SubjectAccessBody),
+        Invalid, BodyErrors, AdminErrors,
+    )
+)]
+async fn subject_access(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    JsonBody(input): JsonBody<QueryInput>,
+) -> Result<Json<SubjectAccessBody>, ApiError> {
+    let query = Query::parse(&input, state.region).map_err(ApiError::Invalid)?;
+    let ids: Vec<Identifier> = query.identifiers();
+    let access = crate::optout::subject_access(&state.exclusion, &state.batches, &ids)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let time = |t| humantime::format_rfc3339_seconds(t).to_string();
+    tracing::info!("Subject access request answered.");
+    Ok(Json(SubjectAccessBody {
+        listed: access.listed,
+        listed_since: access.listed_since.map(time),
+        stored_rows: access.rows(),
+        stored_results: access
+            .stored
+            .iter()
+            .map(|h| HeldBody {
+                rows: h.rows,
+                expires_at: time(h.expires_at),
+            })
+            .collect(),
+    }))
 }

@@ -76,6 +76,8 @@ pub struct AppServices {
     /// Run after every opt-out is durable and before it is acknowledged.
     pub optout_hooks: Arc<Vec<Arc<dyn OptOutHook>>>,
     pub keys: Arc<KeyStore>,
+    /// The audit log (no personal data).
+    pub audit: crate::audit::AuditLog,
     pub limiter: Arc<TenantLimiter>,
     pub metrics: Arc<Metrics>,
     pub region: Option<Region>,

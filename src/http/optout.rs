@@ -43,6 +43,7 @@ impl AppState {
             self.pipeline.clone(),
             self.optout_hooks.clone(),
             self.optout_expand_timeout,
+            self.audit.clone(),
         )
     }
 }

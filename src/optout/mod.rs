@@ -20,15 +20,20 @@
 //!
 //! The HTTP handlers (`POST /optout`, `POST /v1/optout`) and `enrichd optout` all call [`OptOut::run`].
 
+mod access;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use crate::audit::{AuditLog, Event};
 use crate::domain::{Identifier, Query};
 use crate::exclusion::{ExclusionList, Hashed, HookError, OptOutHook, Origin};
 use crate::pipeline::Pipeline;
+
+pub use access::{AccessError, SubjectAccess, subject_access};
 
 /// How many identifiers beyond the given ones one opt-out may add.
 pub const MAX_EXPANSION: usize = 10;
@@ -73,6 +78,7 @@ pub struct OptOut {
     pipeline: Pipeline,
     hooks: Arc<Vec<Arc<dyn OptOutHook>>>,
     expand_timeout: Duration,
+    audit: AuditLog,
 }
 
 impl OptOut {
@@ -81,12 +87,14 @@ impl OptOut {
         pipeline: Pipeline,
         hooks: Arc<Vec<Arc<dyn OptOutHook>>>,
         expand_timeout: Duration,
+        audit: AuditLog,
     ) -> Self {
         Self {
             list,
             pipeline,
             hooks,
             expand_timeout,
+            audit,
         }
     }
 
@@ -99,11 +107,18 @@ impl OptOut {
             .filter(Identifier::is_personal)
             .collect();
         let prefixes: Vec<String> = given.iter().map(|id| self.list.hash_prefix(id)).collect();
+        let mut kinds: Vec<String> = given
+            .iter()
+            .map(|id| id.kind().as_str().to_string())
+            .collect();
+        kinds.sort();
+        kinds.dedup();
         let receipt = self
             .add(given.clone(), origin)
             .await
             .map_err(OptOutError::not_recorded)?;
         let receipt_id = receipt.id;
+        let mut added = receipt.added;
 
         let found = self.expand(query).await;
         let expanded = found.len();
@@ -111,7 +126,10 @@ impl OptOut {
         let mut unfinished = Vec::new();
         if !found.is_empty() {
             match self.add(found.clone(), Origin::Expansion).await {
-                Ok(_) => all.extend(found),
+                Ok(more) => {
+                    added += more.added;
+                    all.extend(found);
+                }
                 Err(err) => {
                     tracing::error!(receipt = %receipt_id, error = %err, "Could not record the identifiers an opt-out's lookup found.");
                     unfinished.push("blocking the other identifiers the sources know".to_string());
@@ -133,6 +151,14 @@ impl OptOut {
         if !failed.is_empty() {
             unfinished.push(format!("removing it from {}", failed.join(", ")));
         }
+        self.audit
+            .record(Event::OptOutReceived {
+                receipt: receipt_id.clone(),
+                origin: origin.as_str().to_string(),
+                kinds,
+                added,
+            })
+            .await;
         if unfinished.is_empty() {
             Ok(Acknowledged { receipt_id })
         } else {
@@ -209,6 +235,13 @@ impl OptOut {
             hooks_failed = failed.len(),
             "Exclusion import recorded."
         );
+        self.audit
+            .record(Event::ExclusionsImported {
+                receipt: receipt.id.clone(),
+                added: receipt.added,
+                already_present: receipt.already_present,
+            })
+            .await;
         if !failed.is_empty() {
             return Err(OptOutError::Incomplete {
                 receipt_id: receipt.id,

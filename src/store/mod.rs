@@ -16,11 +16,12 @@
 //! state/exclusion/segment-* and snapshot-*      the exclusion list on S3 (the file store keeps
 //!                                               <dir>/exclusion/exclusion.log, fsynced)
 //! state/jobs/<tenant-hash>.<batch-id>           a batch waiting or running
+//! state/purges/<millis>-<random>                an opt-out's purge of stored batches not yet done:
+//!                                               the row keys (keyed-hash prefixes) to purge
 //! state/replicas/<replica-id>                   heartbeats: how many replicas share the budgets
-//! leases/<name>                                 who runs a job, or the sweeper, now
-//! audit/                                        reserved for the append-only audit log: like
-//!                                               state/exclusion, one object per event or small group,
-//!                                               created with Objects::create under sortable names
+//! leases/<name>                                 who runs a job, a purge, or the sweeper, now
+//! audit/<millis>-<random>                       the append-only audit log: one immutable event per
+//!                                               object (created, never rewritten), no personal data
 //! ```
 //!
 //! `state/` is small and listed by every replica twice a second ([`watch`]); everything personal is

@@ -120,3 +120,49 @@ async fn lookup_refuses_a_list_whose_key_is_missing() {
     assert!(out.stdout.is_empty(), "no answer without the list");
     assert_eq!(s.up.total_hits(), hits, "no lookup ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_prints_what_happened_as_ndjson_without_the_person_beside_a_running_server() {
+    let s = Setup::new("").await;
+    let out = s.run(&[
+        "optout",
+        "--email",
+        "audit.cli@example.com",
+        "--phone",
+        "+44 20 7946 0999",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out.stderr));
+    let receipt = text_of(&out.stdout)
+        .lines()
+        .last()
+        .expect("receipt")
+        .to_string();
+    let inst = s.start().await.expect("start");
+
+    let out = s.run(&["audit", "--since", "1h"]);
+
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out.stderr));
+    let stdout = text_of(&out.stdout);
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let optout = events
+        .iter()
+        .find(|e| e["event"] == "opt_out_received")
+        .expect("the opt-out");
+    assert_eq!(optout["receipt"], receipt.as_str());
+    assert_eq!(optout["origin"], "cli");
+    assert_eq!(optout["kinds"], json!(["email", "phone"]));
+    assert!(events.iter().any(|e| e["event"] == "key_created"));
+    assert!(events.iter().any(|e| e["event"] == "config_loaded"));
+    assert!(
+        !stdout.contains("audit.cli") && !stdout.contains("0999"),
+        "{stdout}"
+    );
+    let none = s.run(&["audit", "--until", "2000-01-01"]);
+    assert_eq!(text_of(&none.stdout), "", "nothing before 2000");
+    let bad = s.run(&["audit", "--since", "last tuesday"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text_of(&bad.stderr));
+    inst.kill();
+}

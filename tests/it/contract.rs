@@ -48,7 +48,7 @@ both_stores! {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            report.contains("Tested: 21"),
+            report.contains("Tested: 23"),
             "every operation was tested:\n{report}"
         );
         eprintln!("schemathesis: {summary}");

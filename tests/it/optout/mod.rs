@@ -3,6 +3,7 @@
 //! that no raw identifier is left in the data directory or the logs.
 
 mod admin;
+mod audit;
 mod enforcement;
 mod hooks;
 mod privacy;
