@@ -14,6 +14,7 @@ mod deploy;
 mod expansion;
 mod first_hour;
 mod helpers;
+mod hermetic;
 mod invisible;
 mod keys;
 mod lookup;

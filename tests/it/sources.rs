@@ -414,8 +414,8 @@ fn enrichd_sources_lists_sources_and_providers_with_their_state() {
             .arg(&config)
             .arg("--data-dir")
             .arg(dir.path())
+            .env_clear()
             .env("FIRST_KEY", "k-first")
-            .env_remove("SECOND_KEY")
             .output()
             .expect("run enrichd")
     };
