@@ -11,6 +11,7 @@ mod cli_batch;
 mod contract;
 mod crash;
 mod deploy;
+mod durability;
 mod expansion;
 mod first_hour;
 mod helpers;
