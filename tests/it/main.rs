@@ -2,6 +2,7 @@
 //! real binary for what only a process can show (SIGKILL, startup refusals, the CLI).
 
 mod abuse;
+mod architecture;
 mod batches;
 mod binary;
 mod browser;
