@@ -15,6 +15,7 @@ mod deploy;
 mod durability;
 mod expansion;
 mod first_hour;
+mod guards;
 mod helpers;
 mod hermetic;
 mod invisible;
