@@ -84,18 +84,13 @@ async fn extract_with_lookup_never_reveals_an_opted_out_person() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_batch_uploaded_after_an_opt_out_never_reveals_the_person() {
-    let up = Upstreams::start().await;
-    ada(&up);
-    up.gravatar_profile("grace@navy.example", "Grace Hopper", "Navy", None);
-    let server = Server::start(&up.config()).await;
-    opt_out(&server, json!({"email": "ada@analytical.example"})).await;
-
+/// Uploads `csv` as a batch, waits for it to finish (polling with a generous bound) and returns
+/// its CSV result.
+async fn batch_result(server: &Server, csv: &'static str) -> String {
     let resp = server
         .post("/v1/batches")
         .header("content-type", "text/csv")
-        .body("email\nada@analytical.example\ngrace@navy.example\n")
+        .body(csv)
         .send()
         .await
         .expect("upload");
@@ -106,7 +101,10 @@ async fn a_batch_uploaded_after_an_opt_out_never_reveals_the_person() {
         .to_string();
     let mut summary = Value::Null;
     let mut polls = 0usize;
-    while !matches!(summary["status"].as_str(), Some("done" | "failed" | "expired")) {
+    while !matches!(
+        summary["status"].as_str(),
+        Some("done" | "failed" | "expired")
+    ) {
         assert!(polls < 6000, "the batch never finished: {summary}");
         polls += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -120,16 +118,36 @@ async fn a_batch_uploaded_after_an_opt_out_never_reveals_the_person() {
             .expect("json");
     }
     assert_eq!(summary["status"], "done", "{summary}");
-    let csv = server
+    server
         .get(&format!("/v1/batches/{id}/result.csv"))
         .send()
         .await
         .expect("result")
         .text()
         .await
-        .expect("text");
+        .expect("text")
+}
 
-    assert!(csv.contains("Grace Hopper"), "the other row is enriched: {csv}");
+#[tokio::test]
+async fn a_batch_uploaded_after_an_opt_out_never_reveals_the_person() {
+    let up = Upstreams::start().await;
+    ada(&up);
+    up.gravatar_profile("grace@navy.example", "Grace Hopper", "Navy", None);
+    let server = Server::start(&up.config()).await;
+    let rows = "email\nada@analytical.example\ngrace@navy.example\n";
+    let before = batch_result(&server, rows).await;
+    assert!(
+        before.contains("Ada Lovelace"),
+        "unlisted, her row is enriched: {before}"
+    );
+
+    opt_out(&server, json!({"email": "ada@analytical.example"})).await;
+    let csv = batch_result(&server, rows).await;
+
+    assert!(
+        csv.contains("Grace Hopper"),
+        "the other row is enriched: {csv}"
+    );
     let ada_row = csv
         .lines()
         .find(|l| l.contains("ada@analytical.example"))
@@ -146,13 +164,22 @@ async fn a_batch_uploaded_after_an_opt_out_never_reveals_the_person() {
 async fn an_excluded_identifier_met_mid_lookup_is_never_sent_to_another_upstream() {
     let up = Upstreams::start().await;
     ada(&up);
-    up.gravatar_profile("grace@navy.example", "Grace Hopper", "Navy", Some("ghopper"));
+    up.gravatar_profile(
+        "grace@navy.example",
+        "Grace Hopper",
+        "Navy",
+        Some("ghopper"),
+    );
     up.github.on(
         "/users/ghopper",
         Upstreams::github_user_doc("ghopper", "Grace Hopper", "Navy"),
     );
     let server = Server::start(&up.config()).await;
-    opt_out(&server, json!({"profile_url": "https://github.com/adalovelace"})).await;
+    opt_out(
+        &server,
+        json!({"profile_url": "https://github.com/adalovelace"}),
+    )
+    .await;
     // The opt-out's own expansion may ask GitHub about the account it lists; the lookup must not.
     let asked_by_the_opt_out = up.github.hits("/users/adalovelace");
 
@@ -162,7 +189,10 @@ async fn an_excluded_identifier_met_mid_lookup_is_never_sent_to_another_upstream
         .await;
 
     assert_eq!(other["found"], true);
-    assert!(up.github.hits("/users/ghopper") >= 1, "the hop is followed for others");
+    assert!(
+        up.github.hits("/users/ghopper") >= 1,
+        "the hop is followed for others"
+    );
     assert_eq!(listed["found"], false, "{listed}");
     assert_eq!(
         up.github.hits("/users/adalovelace"),
@@ -195,7 +225,11 @@ async fn stream_events_of_a_withheld_answer_never_claim_a_hit() {
             .is_some_and(|a| a.iter().any(|s| s["status"] == "hit")),
         "unlisted, the sources hit: {before}"
     );
-    opt_out(&server, json!({"profile_url": "https://github.com/adalovelace"})).await;
+    opt_out(
+        &server,
+        json!({"profile_url": "https://github.com/adalovelace"}),
+    )
+    .await;
     let query = json!({"email": "ada@analytical.example"});
 
     let ndjson = crate::optout::streamed(&server, "application/x-ndjson", query.clone()).await;
