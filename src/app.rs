@@ -88,20 +88,18 @@ impl AppError {
     }
 }
 
-/// Env variable holding the webhook signing key (64 hex characters).
-pub const WEBHOOK_KEY_ENV: &str = "ENRICHD_WEBHOOK_KEY";
+pub use crate::config::WEBHOOK_KEY_ENV;
 
 /// The webhook signing key from `ENRICHD_WEBHOOK_KEY`, else `batches.webhook_key_file`, else none.
 fn webhook_key(loaded: &Loaded) -> Result<Option<WebhookKey>, AppError> {
-    if let Some(value) = std::env::var(WEBHOOK_KEY_ENV)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-    {
-        return WebhookKey::from_hex(&value).map(Some).ok_or_else(|| {
-            AppError::WebhookKey(format!(
-                "{WEBHOOK_KEY_ENV} must be 64 hex characters; {SECRET_HINT}"
-            ))
-        });
+    if let Some(value) = &loaded.webhook_key {
+        return WebhookKey::from_hex(value.expose_secret())
+            .map(Some)
+            .ok_or_else(|| {
+                AppError::WebhookKey(format!(
+                    "{WEBHOOK_KEY_ENV} must be 64 hex characters; {SECRET_HINT}"
+                ))
+            });
     }
     let Some(path) = &loaded.config.batches.webhook_key_file else {
         return Ok(None);
@@ -262,12 +260,12 @@ pub async fn open_exclusion(
     let now = std::time::SystemTime::now();
     let (list, report) = match store.url() {
         StoreUrl::File(dir) => {
-            let (key, source) = ExclusionKey::load(key_file, data_dir)?;
+            let (key, source) = ExclusionKey::resolve(exclusion_env(loaded), key_file, data_dir)?;
             warn_generated(&source, key_file);
             ExclusionList::open(&dir.join("exclusion"), key, retention, now)?
         }
         StoreUrl::S3 { .. } => {
-            let (key, _) = ExclusionKey::load_shared(key_file)?;
+            let (key, _) = ExclusionKey::resolve_shared(exclusion_env(loaded), key_file)?;
             ExclusionList::open_store(store, key, retention, now).await?
         }
     };
@@ -293,6 +291,11 @@ pub async fn open_exclusion(
         "exclusion list open"
     );
     Ok(list)
+}
+
+/// `ENRICHD_EXCLUSION_KEY` as the loader read it from the variables it was given.
+fn exclusion_env(loaded: &Loaded) -> Option<&str> {
+    loaded.exclusion_key.as_ref().map(|k| k.expose_secret())
 }
 
 /// Said at every start while the development key is in use, not only when it is made: a warning seen
@@ -329,12 +332,13 @@ pub async fn read_exclusion(
         StoreUrl::File(dir) => dir.join("exclusion"),
         StoreUrl::S3 { .. } => {
             let store = open_store(loaded, data_dir, Arc::new(Metrics::new())).await?;
-            let (key, _) = ExclusionKey::load_shared(key_file)?;
+            let (key, _) = ExclusionKey::resolve_shared(exclusion_env(loaded), key_file)?;
             let (list, _) = ExclusionList::open_store(&store, key, retention, now).await?;
             return Ok(Arc::new(list));
         }
     };
-    let Some((key, _)) = ExclusionKey::load_existing(key_file, data_dir)? else {
+    let Some((key, _)) = ExclusionKey::resolve_existing(exclusion_env(loaded), key_file, data_dir)?
+    else {
         if dir.join(LOG_FILE_NAME).exists() {
             return Err(AppError::ExclusionKeyMissing { dir });
         }

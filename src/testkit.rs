@@ -193,6 +193,11 @@ impl Served {
         let _ = self.child.wait();
     }
 
+    /// The process id of what was spawned (a wrapper's, when the service runs under one).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM: the service stops accepting and drains.
     pub fn terminate(&self) {
         let status = Command::new("kill")

@@ -33,6 +33,8 @@ pub const RETENTION_POLICY: &str = include_str!("../../policies/retention.toml")
 
 /// The storage (master) key: 64 hex characters, the same on every replica.
 pub const STORAGE_KEY_ENV: &str = "ENRICHD_STORAGE_KEY";
+/// Env variable holding the webhook signing key (64 hex characters).
+pub const WEBHOOK_KEY_ENV: &str = "ENRICHD_WEBHOOK_KEY";
 /// Older storage keys still accepted to unwrap, comma-separated, while `enrichd store rewrap` runs.
 pub const STORAGE_KEY_PREVIOUS_ENV: &str = "ENRICHD_STORAGE_KEY_PREVIOUS";
 
@@ -375,6 +377,10 @@ pub struct Loaded {
     /// `ENRICHD_STORAGE_KEY` and `ENRICHD_STORAGE_KEY_PREVIOUS`, as given.
     pub storage_key: Option<SecretString>,
     pub storage_key_previous: Option<SecretString>,
+    /// `ENRICHD_EXCLUSION_KEY` and `ENRICHD_WEBHOOK_KEY`, as given. Read from the variables passed
+    /// to the loader, never from the process, so that a test's server sees only what the test gives.
+    pub exclusion_key: Option<SecretString>,
+    pub webhook_key: Option<SecretString>,
     /// Things that do not stop the service but are most likely mistakes (a misspelt variable);
     /// each command logs them once logging is set up.
     pub warnings: Vec<String>,
@@ -448,6 +454,8 @@ impl Config {
             aws,
             storage_key: secret(STORAGE_KEY_ENV),
             storage_key_previous: secret(STORAGE_KEY_PREVIOUS_ENV),
+            exclusion_key: secret(crate::exclusion::key::KEY_ENV),
+            webhook_key: secret(WEBHOOK_KEY_ENV),
             warnings: env::unknown_vars(vars),
         })
     }

@@ -91,14 +91,8 @@ impl ExclusionKey {
         self
     }
 
-    /// Loads the key from the process environment (`ENRICHD_EXCLUSION_KEY`), else `key_file`, else
-    /// `<data_dir>/exclusion.key`, else generates and stores a development key there.
-    pub fn load(key_file: Option<&Path>, data_dir: &Path) -> Result<(Self, KeySource), KeyError> {
-        let env = std::env::var(KEY_ENV).ok();
-        Self::resolve(env.as_deref(), key_file, data_dir)
-    }
-
-    /// [`ExclusionKey::load`] with the environment value passed in, for callers and tests that own it.
+    /// The key from `ENRICHD_EXCLUSION_KEY`'s value (`env_value`, as the config loader read it), else
+    /// `key_file`, else `<data_dir>/exclusion.key`, else a development key generated and stored there.
     pub fn resolve(
         env_value: Option<&str>,
         key_file: Option<&Path>,
@@ -122,14 +116,8 @@ impl ExclusionKey {
         Ok((key, KeySource::Generated(default_path)))
     }
 
-    /// The key for a shared store: from the process environment or `key_file`, never from the data
+    /// The key for a shared store: from `ENRICHD_EXCLUSION_KEY`'s value or `key_file`, never from the data
     /// directory and never generated (a replica's disk holds nothing another replica needs).
-    pub fn load_shared(key_file: Option<&Path>) -> Result<(Self, KeySource), KeyError> {
-        let env = std::env::var(KEY_ENV).ok();
-        Self::resolve_shared(env.as_deref(), key_file)
-    }
-
-    /// [`ExclusionKey::load_shared`] with the environment value passed in.
     pub fn resolve_shared(
         env_value: Option<&str>,
         key_file: Option<&Path>,
@@ -142,17 +130,9 @@ impl ExclusionKey {
         Ok((Self::read_file(path)?, KeySource::File(path.to_path_buf())))
     }
 
-    /// The key from the process environment, `key_file` or `<data_dir>/exclusion.key`, never generating
-    /// one: for processes that only check the list, where no key means nothing was ever excluded with it.
-    pub fn load_existing(
-        key_file: Option<&Path>,
-        data_dir: &Path,
-    ) -> Result<Option<(Self, KeySource)>, KeyError> {
-        let env = std::env::var(KEY_ENV).ok();
-        Self::resolve_existing(env.as_deref(), key_file, data_dir)
-    }
-
-    /// [`ExclusionKey::load_existing`] with the environment value passed in.
+    /// The key from `ENRICHD_EXCLUSION_KEY`'s value, `key_file` or `<data_dir>/exclusion.key`, never
+    /// generating one: for processes that only check the list, where no key means nothing was ever
+    /// excluded with it.
     pub fn resolve_existing(
         env_value: Option<&str>,
         key_file: Option<&Path>,

@@ -1,7 +1,6 @@
 //! The Keybase source against a loopback server answering the API 1.0 lookup format.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Query;
@@ -69,7 +68,6 @@ async fn keybase() -> Keybase {
                 Some(("usernames", "badinput")) => {
                     fake::reply(200, json, r#"{"status":{"code":100,"name":"INPUT_ERROR"}}"#)
                 }
-                Some(("usernames", "slow")) => fake::slow(Duration::from_secs(10)).await,
                 Some(("usernames", "down")) => fake::reply(500, json, "{}"),
                 _ => fake::reply(404, json, NOT_FOUND_BODY),
             }
@@ -146,7 +144,6 @@ async fn malformed_slow_and_failing_answers() {
             "{url}: {got:?}"
         );
     }
-    assert!(fake::times_out(src.lookup(&profile("https://keybase.io/slow"))).await);
     assert!(fake::is_status(
         &src.lookup(&profile("https://keybase.io/down")).await,
         500

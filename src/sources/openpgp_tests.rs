@@ -1,7 +1,5 @@
 //! The OpenPGP source against a loopback VKS speaking keys.openpgp.org's format.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
@@ -177,10 +175,6 @@ async fn malformed_slow_and_failing_servers() {
             get(|| async { fake::reply(200, "text/html", "<html></html>") }),
         )
         .route(
-            "/vks/v1/by-email/slow%40x.example",
-            get(|| fake::slow(Duration::from_secs(10))),
-        )
-        .route(
             "/vks/v1/by-email/down%40x.example",
             get(|| async { fake::reply(500, "text/plain", "oops") }),
         ))
@@ -193,7 +187,6 @@ async fn malformed_slow_and_failing_servers() {
             "{case}: {got:?}"
         );
     }
-    assert!(fake::times_out(src.lookup(&id("slow@x.example"))).await);
     assert!(fake::is_status(
         &src.lookup(&id("down@x.example")).await,
         500

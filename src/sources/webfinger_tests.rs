@@ -35,7 +35,6 @@ async fn server() -> Webfinger {
             match q.get("resource").map(String::as_str) {
                 Some("acct:gargron@mastodon.social") => fake::reply(200, jrd, GARGRON),
                 Some("acct:garbage@mastodon.social") => fake::reply(200, jrd, "[1,2"),
-                Some("acct:slow@mastodon.social") => fake::slow(Duration::from_secs(10)).await,
                 Some("acct:down@mastodon.social") => fake::reply(500, "text/html", "oops"),
                 _ => fake::reply(404, "text/html", ""),
             }
@@ -89,7 +88,21 @@ async fn unknown_account_is_a_miss_and_faults_are_errors() {
         &src.lookup(&profile("https://mastodon.social/@down")).await,
         500
     ));
-    assert!(fake::times_out(src.lookup(&profile("https://mastodon.social/@slow"))).await);
+}
+
+#[tokio::test]
+async fn a_host_that_never_answers_ends_in_timeout_at_the_configured_timeout() {
+    let upstream = fake::silent().await;
+    let src = Webfinger::new(
+        &format!("http://{}", upstream.addr),
+        Duration::from_millis(200),
+        no_dns(),
+    );
+    fake::assert_times_out(
+        &upstream,
+        src.lookup(&profile("https://mastodon.social/@pat")),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -448,6 +448,30 @@ both_stores! {
 }
 }
 
+#[tokio::test]
+async fn metrics_label_a_parameterised_route_by_its_template_never_by_its_path() {
+    let up = Upstreams::start().await;
+    let server = Server::start(&config(&up, "")).await;
+    let id = upload(&server, b"email\nada@example.org\n").await;
+    wait_done(&server, &id).await;
+    assert_eq!(summary(&server, &id).await.0, 200);
+    let result = server
+        .get(&format!("/v1/batches/{id}/result.csv"))
+        .send()
+        .await
+        .expect("result");
+    assert_eq!(result.status().as_u16(), 200);
+
+    let metrics = server.metrics().await;
+
+    assert!(metrics.contains(r#"route="/v1/batches/{id}""#), "{metrics}");
+    assert!(
+        metrics.contains(r#"route="/v1/batches/{id}/result.csv""#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&id), "a batch id in a label: {metrics}");
+}
+
 both_stores! {
     #[tokio::test]
     async fn another_tenants_batch_is_404_everywhere_and_lists_show_own_batches_only(mode) {
@@ -463,16 +487,30 @@ both_stores! {
                 .request(method, format!("{}{path}", server.url))
                 .bearer_auth(&other)
         };
-        for (method, path) in [
-            (reqwest::Method::GET, format!("/v1/batches/{id}")),
-            (reqwest::Method::GET, format!("/v1/batches/{id}/result.csv")),
-            (reqwest::Method::DELETE, format!("/v1/batches/{id}")),
+        // An id of the same shape that was never issued: A's real batch must read exactly like it.
+        let never = format!("{:032x}", u128::from_str_radix(&id, 16).expect("hex id") ^ 1);
+        for (method, tail) in [
+            (reqwest::Method::GET, ""),
+            (reqwest::Method::GET, "/result.csv"),
+            (reqwest::Method::DELETE, ""),
         ] {
-            let resp = as_b(method.clone(), path.clone())
-                .send()
-                .await
-                .expect("request");
-            assert_eq!(resp.status().as_u16(), 404, "{method} {path}");
+            let mut seen = Vec::new();
+            for target in [&id, &never] {
+                let path = format!("/v1/batches/{target}{tail}");
+                let resp = as_b(method.clone(), path).send().await.expect("request");
+                let status = resp.status().as_u16();
+                let mut headers: Vec<(String, String)> = resp
+                    .headers()
+                    .iter()
+                    .filter(|(k, _)| *k != "date")
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect();
+                headers.sort();
+                let body = resp.text().await.expect("body").replace(target.as_str(), "{id}");
+                seen.push((status, headers, body));
+            }
+            assert_eq!(seen[0].0, 404, "{method} {tail}");
+            assert_eq!(seen[0], seen[1], "{method} {tail}: another tenant's batch vs an unknown id");
         }
         let listed: Value = as_b(reqwest::Method::GET, "/v1/batches".into())
             .send()

@@ -102,6 +102,24 @@ impl Setup {
         cmd
     }
 
+    /// [`Setup::command`] run under `wrapper` (its program, then its arguments; the binary and its
+    /// arguments follow), with the same environment.
+    pub fn command_under(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let inner = self.command(args);
+        let (program, before) = wrapper.split_first().expect("a wrapper program");
+        let mut cmd = Command::new(program);
+        cmd.args(before)
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .env_clear();
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd
+    }
+
     /// Runs a command to completion; its stderr is kept with the setup's.
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_with(args, &[])

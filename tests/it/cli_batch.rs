@@ -2,9 +2,6 @@
 
 use std::path::Path;
 
-use clap::Parser;
-use enrichd::cli::{self, Cli};
-
 use crate::helpers::{Server, Upstreams, loopback_only};
 
 fn leftovers(dir: &Path) -> Vec<String> {
@@ -16,10 +13,29 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-async fn run(args: &[&str]) -> Result<(), cli::Failure> {
-    let mut argv = vec!["enrichd"];
-    argv.extend_from_slice(args);
-    cli::run(Cli::try_parse_from(argv).expect("arguments parse")).await
+/// How a command failed: its exit code and what it said on stderr.
+#[derive(Debug)]
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+/// `enrichd <args>` as a process of its own, from an empty environment (nothing the machine running
+/// the tests has set reaches it).
+async fn run(args: &[&str]) -> Result<(), Failure> {
+    let out = tokio::process::Command::new(crate::binary::bin())
+        .args(args)
+        .env_clear()
+        .output()
+        .await
+        .expect("run enrichd");
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Failure {
+        code: out.status.code().unwrap_or(-1),
+        message: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }
 
 #[tokio::test]

@@ -396,6 +396,7 @@ async fn a_bad_exclusion_key_is_a_configuration_error_that_says_how_to_make_one(
 
     let made = std::process::Command::new(crate::binary::bin())
         .arg("secret")
+        .env_clear()
         .output()
         .expect("run");
     let secret = last_line(&made.stdout);

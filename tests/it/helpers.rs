@@ -24,6 +24,8 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub delay: Duration,
+    /// What the reply waits for before it is sent: the test (or another reply) decides when.
+    pub gate: Option<Gate>,
 }
 
 impl Reply {
@@ -33,6 +35,7 @@ impl Reply {
             content_type: "application/json; charset=utf-8",
             body: body.to_string().into_bytes(),
             delay: Duration::ZERO,
+            gate: None,
         }
     }
 
@@ -42,6 +45,7 @@ impl Reply {
             content_type: "application/json",
             body: body.as_bytes().to_vec(),
             delay: Duration::ZERO,
+            gate: None,
         }
     }
 
@@ -51,12 +55,51 @@ impl Reply {
             content_type,
             body,
             delay: Duration::ZERO,
+            gate: None,
         }
     }
 
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
+    }
+
+    /// Sent only once `gate` is passed (every other party has reached it too).
+    pub fn gated(mut self, gate: Arc<tokio::sync::Barrier>) -> Self {
+        self.gate = Some(Gate::Barrier(gate));
+        self
+    }
+
+    /// Sent only once the test opens `latch` (every request waiting on it, and any later, passes).
+    pub fn held(mut self, latch: Arc<Latch>) -> Self {
+        self.gate = Some(Gate::Latch(latch));
+        self
+    }
+}
+
+/// What a gated reply waits for.
+#[derive(Clone, Debug)]
+pub enum Gate {
+    Barrier(Arc<tokio::sync::Barrier>),
+    Latch(Arc<Latch>),
+}
+
+/// A gate that stays shut until the test opens it, then stays open.
+#[derive(Debug)]
+pub struct Latch(tokio::sync::Semaphore);
+
+impl Latch {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(tokio::sync::Semaphore::new(0)))
+    }
+
+    pub fn open(&self) {
+        self.0.close();
+    }
+
+    async fn pass(&self) {
+        // A closed semaphore answers every acquire at once.
+        let _ = self.0.acquire().await;
     }
 }
 
@@ -130,6 +173,13 @@ async fn answer(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Res
     };
     let reply = reply.unwrap_or_else(|| Reply::status(404, r#"{"error":"Not Found"}"#));
     tokio::time::sleep(reply.delay).await;
+    match &reply.gate {
+        Some(Gate::Barrier(b)) => {
+            b.wait().await;
+        }
+        Some(Gate::Latch(l)) => l.pass().await,
+        None => {}
+    }
     Response::builder()
         .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(header::CONTENT_TYPE, reply.content_type)
@@ -619,13 +669,15 @@ impl Server {
         (status, resp.json().await.expect("json body"))
     }
 
-    /// Sends a lookup from its own task and gives it time to reach the server (150 ms; loopback).
+    /// Sends a lookup from its own task and waits until `arrived` says it reached its upstream (a
+    /// fake's hit count), so that it is in flight.
     pub async fn lookup_in_flight(
         &self,
         body: serde_json::Value,
+        arrived: impl FnMut() -> bool,
     ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
         let task = tokio::spawn(self.post("/v1/lookup").json(&body).send());
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        wait_until("the lookup to reach its upstream", arrived).await;
         task
     }
 
@@ -892,4 +944,75 @@ macro_rules! both_stores {
             }
         }
     };
+}
+
+/// An upstream that takes connections, reads what is sent and never answers: a hung service. It
+/// counts the connections that sent a request and those the client then closed.
+#[derive(Clone)]
+pub struct Silent {
+    pub url: String,
+    asked: Arc<std::sync::atomic::AtomicUsize>,
+    dropped: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Silent {
+    pub async fn start() -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let asked = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (a, d) = (asked.clone(), dropped.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (a, d) = (a.clone(), d.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut counted = false;
+                    // Reads until the client closes its side (0) or resets (an error).
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if !counted {
+                            counted = true;
+                            a.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    if counted {
+                        d.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Self {
+            url,
+            asked,
+            dropped,
+        }
+    }
+
+    /// Connections that sent a request.
+    pub fn asked(&self) -> usize {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections that sent a request and were then closed by the client.
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Polls `cond` until it holds; panics naming `what` after a minute (what a loaded 2-core machine
+/// may take for something that should happen at once).
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

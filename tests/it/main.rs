@@ -2,6 +2,7 @@
 //! real binary for what only a process can show (SIGKILL, startup refusals, the CLI).
 
 mod abuse;
+mod architecture;
 mod batches;
 mod binary;
 mod browser;
@@ -11,9 +12,12 @@ mod cli_batch;
 mod contract;
 mod crash;
 mod deploy;
+mod durability;
 mod expansion;
 mod first_hour;
+mod guards;
 mod helpers;
+mod hermetic;
 mod invisible;
 mod keys;
 mod lookup;

@@ -158,7 +158,10 @@ impl Cluster {
             .json()
             .await
             .expect("json");
-        created["id"].as_str().expect("id").to_string()
+        created["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{created}"))
+            .to_string()
     }
 
     async fn lookup(&self, r: &Replica, key: &str, email: &str) -> Value {
@@ -480,10 +483,12 @@ async fn sigkill_of_the_replica_running_a_batch_leaves_another_to_finish_it_with
     );
     let (a, b) = (c.start().await, c.start().await);
     let (key, _) = c.new_key("acme");
-    until(Duration::from_secs(10), "key at B", || async {
-        c.status(&b, &key, "/v1/sources").await == 200
-    })
-    .await;
+    for (r, what) in [(&a, "key at A"), (&b, "key at B")] {
+        until(Duration::from_secs(10), what, || async {
+            c.status(r, &key, "/v1/sources").await == 200
+        })
+        .await;
+    }
     let emails: Vec<String> = (1..=60).map(|i| format!("row{i}@example.org")).collect();
     let id = c
         .upload(&a, &key, format!("email\n{}\n", emails.join("\n")))

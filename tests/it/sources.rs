@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Fake, Reply, Server, Upstreams, status_of};
+use crate::helpers::{Fake, Reply, Server, Silent, Upstreams, status_of, wait_until};
 
 /// Two paid providers on one loopback fake, in waterfall order: `first` (cost 0.05) then `second`
 /// (cost 0.20), both keyed by email, key from an env var.
@@ -39,6 +39,70 @@ phone = "/person/phone_numbers"
 }
 
 const KEYS: [(&str, &str); 2] = [("FIRST_KEY", "k-first"), ("SECOND_KEY", "k-second")];
+
+/// The lookup deadline in the timeout tests: far past any source's own timeout, so a call the
+/// source's timer did not end would run until this one.
+const LONG_DEADLINE_MS: u64 = 20_000;
+
+/// Each source named in the cases is configured alone against an upstream that never answers,
+/// with a short timeout of its own: its status is `timeout`, it reports ending well before the
+/// lookup's deadline (so its own timer ended it, not the deadline's), and the upstream sees the
+/// connection closed (the call was abandoned, not left running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_never_answers_ends_in_timeout_at_its_own_timeout() {
+    let cases: [(&str, &str, Value); 5] = [
+        ("openpgp", "", json!({"email": "pat@acme.example"})),
+        (
+            "rdap",
+            "",
+            json!({"name": "Pat Doe", "domain": "acme.example"}),
+        ),
+        (
+            "website",
+            "/{domain}",
+            json!({"name": "Pat Doe", "domain": "acme.example"}),
+        ),
+        (
+            "keybase",
+            "",
+            json!({"profile_url": "https://keybase.io/pat"}),
+        ),
+        (
+            "webfinger",
+            "",
+            json!({"profile_url": "https://mastodon.social/@pat"}),
+        ),
+    ];
+    for (source, suffix, query) in cases {
+        let upstream = Silent::start().await;
+        let server = Server::start(&format!(
+            "[lookup]\ndefault_timeout_ms = {LONG_DEADLINE_MS}\nmax_timeout_ms = {LONG_DEADLINE_MS}\n\
+             [sources.{source}]\nbase_url = \"{}{suffix}\"\ntimeout_ms = 300\n",
+            upstream.url
+        ))
+        .await;
+
+        let (status, body) = server.lookup(query).await;
+
+        assert_eq!(status, 200, "{source}: {body}");
+        assert_eq!(status_of(&body, source), "timeout", "{source}: {body}");
+        let latency = body["sources"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == source))
+            .and_then(|s| s["latency_ms"].as_u64())
+            .expect("the source's latency");
+        assert!(
+            latency < LONG_DEADLINE_MS / 2,
+            "{source} ran until the lookup's deadline ({latency} ms): no timeout of its own"
+        );
+        assert!(upstream.asked() >= 1, "{source} never reached its upstream");
+        wait_until(&format!("{source}'s abandoned connection to close"), || {
+            upstream.dropped() == upstream.asked()
+        })
+        .await;
+        server.stop().await;
+    }
+}
 
 #[tokio::test]
 async fn the_waterfall_stops_at_the_first_provider_that_finds_the_wanted_field() {
@@ -414,8 +478,8 @@ fn enrichd_sources_lists_sources_and_providers_with_their_state() {
             .arg(&config)
             .arg("--data-dir")
             .arg(dir.path())
+            .env_clear()
             .env("FIRST_KEY", "k-first")
-            .env_remove("SECOND_KEY")
             .output()
             .expect("run enrichd")
     };

@@ -134,9 +134,14 @@ async fn server_error_is_an_error() {
 }
 
 #[tokio::test]
-async fn slow_site_does_not_answer_within_the_timeout() {
-    let w = site(Router::new().route("/{d}", get(|| fake::slow(Duration::from_secs(10))))).await;
-    assert!(fake::times_out(w.lookup(&domain("acme.example"))).await);
+async fn a_site_that_never_answers_ends_in_timeout_at_the_configured_timeout() {
+    let upstream = fake::silent().await;
+    let w = Website::new(
+        &format!("http://{}/{{domain}}", upstream.addr),
+        Duration::from_millis(200),
+        no_dns(),
+    );
+    fake::assert_times_out(&upstream, w.lookup(&domain("acme.example"))).await;
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ mod proxy;
 mod upstreams;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -42,14 +42,7 @@ pub async fn connect_from(from: Ipv4Addr, server: SocketAddr) -> TcpStream {
     socket.connect(server).await.expect("connect")
 }
 
-/// Polls `cond` until it holds; panics naming `what` after [`PATIENCE`].
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use crate::helpers::wait_until;
 
 /// Reads one response head from `stream`: its status and its header block (lower-cased).
 pub async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Option<(u16, String)> {

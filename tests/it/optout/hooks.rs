@@ -129,7 +129,7 @@ async fn the_service_compacts_away_opt_outs_past_their_retention_at_start() {
     let old = SystemTime::now() - Duration::from_secs(10 * 86_400);
     {
         // The key the service will read, and two opt-outs: one 10 days old, one fresh.
-        let (key, _) = ExclusionKey::load(None, data.path()).expect("key");
+        let (key, _) = ExclusionKey::resolve(None, None, data.path()).expect("key");
         let (list, _) = ExclusionList::open(&dir, key, 30, SystemTime::now()).expect("list");
         let list = list.with_clock(move || old);
         let id = |e: &str| Identifier::Email(Email::parse(e).expect("email"));
