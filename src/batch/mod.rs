@@ -42,7 +42,7 @@ pub use index::{PurgeReport, RowHasher};
 pub use meta::{BatchMeta, BatchStatus, BatchSummary};
 pub use output::{ENRICH_COLUMNS, Enrichment, Format, StoredRow, neutralise};
 pub use scan::{Encoding, Scanner};
-pub use seams::{Enricher, Notifier, RowOutcome};
+pub use seams::{Enricher, Notifier, RowContext, RowOutcome, RowSource};
 pub use service::BatchService;
 pub use settings::{BatchConfig, BatchLimits, BatchOptions, Concurrency};
 pub use state::BatchStore;

@@ -18,10 +18,11 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::seams::RowSource;
 use crate::profile::{Profile, Ranked, Sourced};
 
 /// The enrichment columns, in order, after the input columns.
-pub const ENRICH_COLUMNS: [&str; 11] = [
+pub const ENRICH_COLUMNS: [&str; 12] = [
     "enrichd_status",
     "enrichd_name",
     "enrichd_job_title",
@@ -33,6 +34,7 @@ pub const ENRICH_COLUMNS: [&str; 11] = [
     "enrichd_location",
     "enrichd_confidence",
     "enrichd_note",
+    "enrichd_sources",
 ];
 
 /// How multi-valued cells are joined.
@@ -143,9 +145,22 @@ pub struct StoredRow {
     /// Why the row was not enriched, or which of its cells were left out and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Each source asked for the row and what became of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<RowSource>,
 }
 
 impl StoredRow {
+    /// The `enrichd_sources` cell: `gravatar:hit github:miss`.
+    pub fn sources_cell(&self) -> String {
+        let each: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| format!("{}:{}", s.name, s.status))
+            .collect();
+        each.join(" ")
+    }
+
     /// Whether the row could not be enriched: every source failed, or no identifier in it was valid.
     pub fn failed(&self) -> bool {
         self.status == "error" || self.status.starts_with("invalid:")
@@ -235,10 +250,12 @@ impl Renderer {
                         .map(String::as_str)
                         .chain(std::iter::repeat(""))
                         .take(width);
+                    let sources = r.sources_cell();
                     let cells = input
                         .chain(std::iter::once(r.status.as_str()))
                         .chain(extra.iter().map(String::as_str))
-                        .chain(std::iter::once(r.note.as_deref().unwrap_or_default()));
+                        .chain(std::iter::once(r.note.as_deref().unwrap_or_default()))
+                        .chain(std::iter::once(sources.as_str()));
                     self.csv_line(&mut out, cells);
                 }
                 Format::Ndjson => {
@@ -248,12 +265,18 @@ impl Renderer {
                         .zip(r.cells.iter().chain(std::iter::repeat(&String::new())))
                         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
                         .collect();
+                    let sources: serde_json::Map<String, serde_json::Value> = r
+                        .sources
+                        .iter()
+                        .map(|s| (s.name.clone(), serde_json::Value::String(s.status.clone())))
+                        .collect();
                     let line = serde_json::json!({
                         "row": r.row,
                         "input": input,
                         "status": r.status,
                         "enrichment": r.enrichment,
                         "note": r.note,
+                        "sources": sources,
                     });
                     // Serialising a `Value` of strings and numbers cannot fail.
                     if serde_json::to_writer(&mut out, &line).is_ok() {
@@ -307,6 +330,16 @@ mod tests {
             status: "found".into(),
             enrichment,
             note: None,
+            sources: vec![
+                RowSource {
+                    name: "gravatar".into(),
+                    status: "hit".into(),
+                },
+                RowSource {
+                    name: "github".into(),
+                    status: "miss".into(),
+                },
+            ],
         }
     }
 
@@ -332,7 +365,7 @@ mod tests {
         assert_eq!(lines[0], format!("Email;Note;{}", ENRICH_COLUMNS.join(";")));
         assert_eq!(
             lines[1],
-            "ada@x.com;'=1+1;found;Ada;;;;ada@x.com (valid) | a@y.com;'+33612345678;;;0.90;"
+            "ada@x.com;'=1+1;found;Ada;;;;ada@x.com (valid) | a@y.com;'+33612345678;;;0.90;;gravatar:hit github:miss"
         );
     }
 
@@ -345,6 +378,8 @@ mod tests {
         assert_eq!(v["input"]["email_2"], "+1");
         assert_eq!(v["status"], "found");
         assert!(v["enrichment"].is_null());
+        assert_eq!(v["sources"]["gravatar"], "hit");
+        assert_eq!(v["sources"]["github"], "miss");
     }
 
     #[test]

@@ -149,6 +149,9 @@ impl BatchService {
             input: ingested.format,
             error: None,
             webhook: options.webhook.clone(),
+            max_cost: options.max_cost.filter(|c| c.is_finite() && *c >= 0.0),
+            cost: 0.0,
+            eta_seconds: None,
         };
         stored::create_meta(shared.blobs(), key, &meta).await?;
         shared.store.mark_job(key).await.map_err(|source| {
@@ -163,6 +166,24 @@ impl BatchService {
     /// One of the tenant's batches.
     pub async fn get(&self, tenant: &str, id: BatchId) -> Result<BatchMeta, BatchError> {
         stored::live_meta(self.shared.blobs(), &Self::key(tenant, id)).await
+    }
+
+    /// One of the tenant's batches as the tenant sees it, with the live progress of its job when
+    /// this replica runs it (the ETA and the rows waiting for budget).
+    pub async fn summary(&self, tenant: &str, id: BatchId) -> Result<BatchSummary, BatchError> {
+        let key = Self::key(tenant, id);
+        let meta = stored::live_meta(self.shared.blobs(), &key).await?;
+        Ok(self.with_progress(&key, &meta))
+    }
+
+    fn with_progress(&self, key: &BatchKey, meta: &BatchMeta) -> BatchSummary {
+        let mut summary = meta.summary();
+        let running = lock(&self.shared.running).get(key).cloned();
+        if let Some(p) = running.filter(|_| meta.status == BatchStatus::Running) {
+            summary.eta_seconds = p.eta_seconds().or(summary.eta_seconds);
+            summary.rows_waiting_for_budget = p.pace.rows_waiting();
+        }
+        summary
     }
 
     /// The tenant's live batches, newest first.

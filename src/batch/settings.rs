@@ -86,4 +86,6 @@ pub struct BatchOptions {
     pub region: Option<String>,
     /// URL told when the batch is done or failed (by the `Notifier` seam).
     pub webhook: Option<String>,
+    /// The most the batch's paid hits may cost, in the operator's currency unit.
+    pub max_cost: Option<f64>,
 }

@@ -100,6 +100,7 @@ pub(super) async fn run(
             .unwrap_or_default(),
         region: args.region.clone(),
         webhook: None,
+        max_cost: None,
     };
     let meta = service
         .create(

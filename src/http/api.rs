@@ -391,6 +391,7 @@ mod tests {
             cost: 0.0,
             hints: vec!["no enabled source can look up a phone number".into()],
             withheld: false,
+            capped: Vec::new(),
         };
         let schema = json!({"$ref": "#/components/schemas/Lookup"});
         conforms(
@@ -413,6 +414,11 @@ mod tests {
             rows_error: 1,
             rows_error_reason: Some("every source asked failed (gravatar error)".into()),
             error: None,
+            eta_seconds: Some(12),
+            rows_waiting_for_budget: 2,
+            cost: 0.3,
+            cost_per_found: Some(0.3),
+            max_cost: Some(1.0),
             created_at: "2026-01-01T00:00:00Z".into(),
             expires_at: "2026-01-31T00:00:00Z".into(),
         };

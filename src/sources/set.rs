@@ -157,6 +157,15 @@ impl SourceSet {
         &self.cache
     }
 
+    /// The batch part of each rate-limited source's budget on this replica, calls per second.
+    pub fn batch_budgets(&self) -> Vec<(Arc<str>, f64)> {
+        self.sources
+            .iter()
+            .zip(&self.guards)
+            .filter_map(|(r, g)| Some((Arc::clone(&r.label), g.batch_per_second()?)))
+            .collect()
+    }
+
     /// Every configured source and provider with its live state.
     pub fn states(&self) -> Vec<SourceState> {
         self.listed

@@ -92,6 +92,7 @@ fn email(s: &str) -> Identifier {
 fn config() -> GuardConfig {
     GuardConfig {
         rate_per_minute: 60_000,
+        batch_share: DEFAULT_BATCH_SHARE,
         concurrency: 8,
         breaker_failures: 3,
         breaker_cooldown: Duration::from_secs(30),
@@ -338,7 +339,7 @@ async fn the_call_past_the_burst_is_rate_limited_without_touching_the_upstream()
     }
     let over = g.lookup(&email("p10@example.com")).await;
     assert!(
-        matches!(over, Err(SourceError::RateLimited { retry_after: Some(d) }) if d <= Duration::from_secs(1)),
+        matches!(over, Err(SourceError::OverBudget { retry_after: Some(d) }) if d <= Duration::from_secs(1)),
         "{over:?}"
     );
     assert_eq!(fake.calls(), 10);
@@ -363,7 +364,7 @@ async fn an_upstream_retry_after_pauses_the_source() {
 
     assert!(matches!(first, Err(SourceError::RateLimited { .. })));
     assert!(
-        matches!(during, Err(SourceError::RateLimited { retry_after: Some(d) }) if d == Duration::from_secs(15)),
+        matches!(during, Err(SourceError::OverBudget { retry_after: Some(d) }) if d == Duration::from_secs(15)),
         "{during:?}"
     );
     assert_eq!(fake.calls(), 1);
