@@ -24,6 +24,8 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub delay: Duration,
+    /// Extra response headers (`Retry-After`, ...).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -33,6 +35,7 @@ impl Reply {
             content_type: "application/json; charset=utf-8",
             body: body.to_string().into_bytes(),
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 
@@ -42,6 +45,7 @@ impl Reply {
             content_type: "application/json",
             body: body.as_bytes().to_vec(),
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 
@@ -51,7 +55,13 @@ impl Reply {
             content_type,
             body,
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
     }
 
     pub fn after(mut self, delay: Duration) -> Self {
@@ -130,8 +140,12 @@ async fn answer(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Res
     };
     let reply = reply.unwrap_or_else(|| Reply::status(404, r#"{"error":"Not Found"}"#));
     tokio::time::sleep(reply.delay).await;
-    Response::builder()
-        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    for (name, value) in &reply.headers {
+        builder = builder.header(*name, value);
+    }
+    builder
         .header(header::CONTENT_TYPE, reply.content_type)
         .body(Body::from(reply.body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())

@@ -19,6 +19,7 @@ mod keys;
 mod lookup;
 mod optout;
 mod optout_spellings;
+mod paced;
 mod replicas;
 mod sources;
 mod streaming;
