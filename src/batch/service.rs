@@ -176,6 +176,15 @@ impl BatchService {
         Ok(self.with_progress(&key, &meta))
     }
 
+    /// A batch's job as it runs on this replica: its ETA in seconds (unrounded; `None` before a row
+    /// is done) and the rows waiting for budget now. `None` when this replica does not run it.
+    pub fn progress(&self, tenant: &str, id: BatchId) -> Option<(Option<f64>, u64)> {
+        let running = lock(&self.shared.running)
+            .get(&Self::key(tenant, id))
+            .cloned()?;
+        Some((running.eta(), running.pace.rows_waiting()))
+    }
+
     fn with_progress(&self, key: &BatchKey, meta: &BatchMeta) -> BatchSummary {
         let mut summary = meta.summary();
         let running = lock(&self.shared.running).get(key).cloned();
@@ -193,13 +202,16 @@ impl BatchService {
         let mut out = Vec::new();
         for key in blobs.batches(Some(&tenant)).await? {
             match stored::live_meta(blobs, &key).await {
-                Ok(meta) => out.push(meta),
+                Ok(meta) => out.push((key, meta)),
                 Err(BatchError::NotFound | BatchError::Expired) => {}
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by_key(|m| std::cmp::Reverse(m.stamp.created_at));
-        Ok(out.iter().map(BatchMeta::summary).collect())
+        out.sort_by_key(|(_, m)| std::cmp::Reverse(m.stamp.created_at));
+        Ok(out
+            .iter()
+            .map(|(key, meta)| self.with_progress(key, meta))
+            .collect())
     }
 
     /// Erases the batch now (its key first); a running job stops at its next part.

@@ -138,19 +138,23 @@ impl Progress {
         }
     }
 
-    /// Seconds until every row is done; `None` until a row is.
+    /// Seconds until every row is done, rounded up; `None` until a row is.
     pub(crate) fn eta_seconds(&self) -> Option<u64> {
+        // Finite and non-negative by construction; rounded up so that 0 means done.
+        self.eta().map(|secs| secs.ceil() as u64)
+    }
+
+    /// Seconds until every row is done; `None` until a row is.
+    pub(crate) fn eta(&self) -> Option<f64> {
         let (finished, calls) = self.pace.finished();
         let remaining = self.rows_left.saturating_sub(finished);
-        let secs = eta(
+        eta(
             remaining,
             finished,
             self.started.elapsed().as_secs_f64(),
             &calls,
             &self.budgets,
-        )?;
-        // Finite and non-negative by construction; rounded up so that 0 means done.
-        Some(secs.ceil() as u64)
+        )
     }
 }
 

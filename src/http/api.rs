@@ -70,7 +70,11 @@ pub enum KeyErrors {
     Unauthorized(Problem),
     /// The tenant's rate limit, or too many requests at once from one client; see `Retry-After`.
     #[response(status = 429, content_type = "application/problem+json",
-               headers(("Retry-After" = u64, description = "Seconds to wait")))]
+               headers(("Retry-After" = u64, description = "Seconds to wait"),
+                       ("RateLimit-Policy" = String,
+                        description = "The tenant's limit (draft-ietf-httpapi-ratelimit-headers): `\"tenant\";q=<requests>;w=60`"),
+                       ("RateLimit" = String,
+                        description = "What is left of it: `\"tenant\";r=0;t=<seconds until more>`")))]
     RateLimited(Problem),
     /// Too many requests in flight or, on a route that reads or writes the store, the store cannot
     /// be reached right now (nothing was changed); see `Retry-After`.
@@ -91,7 +95,11 @@ pub enum AdminErrors {
     Forbidden(Problem),
     /// The key's rate limit; see `Retry-After`.
     #[response(status = 429, content_type = "application/problem+json",
-               headers(("Retry-After" = u64, description = "Seconds to wait")))]
+               headers(("Retry-After" = u64, description = "Seconds to wait"),
+                       ("RateLimit-Policy" = String,
+                        description = "The tenant's limit (draft-ietf-httpapi-ratelimit-headers): `\"tenant\";q=<requests>;w=60`"),
+                       ("RateLimit" = String,
+                        description = "What is left of it: `\"tenant\";r=0;t=<seconds until more>`")))]
     RateLimited(Problem),
     /// Too many requests in flight or, on a route that reads or writes the store, the store cannot
     /// be reached right now (nothing was changed); see `Retry-After`.

@@ -22,7 +22,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
+use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
@@ -47,11 +47,16 @@ impl Clock for TokioClock {
 }
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
+/// The whole budget's limiter, which tells what is left after each call (for `GET /v1/sources`).
+type Told = RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
 
 /// The limiters for one number of live replicas.
 struct Current {
     replicas: u32,
-    total: Direct,
+    total: Told,
+    /// This replica's whole budget and burst, calls per minute and calls.
+    per_minute: u32,
+    burst: u32,
     batch: Direct,
     /// The batch part's rate on this replica, calls per minute.
     batch_per_minute: u32,
@@ -62,13 +67,22 @@ pub(crate) struct Limiter {
     batch_share: f64,
     share: ReplicaShare,
     current: RwLock<Current>,
+    /// Cells of the whole budget left after the last call, and when: what is left now follows from
+    /// the rate (governor cannot be asked without taking a cell).
+    left: std::sync::Mutex<Option<(u32, tokio::time::Instant)>>,
+}
+
+fn quota(rate_per_minute: u32, burst: u32) -> Option<Quota> {
+    let rate = NonZeroU32::new(rate_per_minute)?;
+    let burst = NonZeroU32::new(burst.min(rate_per_minute).max(1))?;
+    Some(Quota::per_minute(rate).allow_burst(burst))
 }
 
 fn direct(rate_per_minute: u32, burst: u32) -> Option<Direct> {
-    let rate = NonZeroU32::new(rate_per_minute)?;
-    let burst = NonZeroU32::new(burst.min(rate_per_minute).max(1))?;
-    let quota = Quota::per_minute(rate).allow_burst(burst);
-    Some(RateLimiter::direct_with_clock(quota, TokioClock))
+    Some(RateLimiter::direct_with_clock(
+        quota(rate_per_minute, burst)?,
+        TokioClock,
+    ))
 }
 
 /// The batch part of a replica's rate: `batch_share` of it, at least one call a minute.
@@ -82,9 +96,13 @@ fn build(rate_per_minute: u32, batch_share: f64, share: &ReplicaShare) -> Option
     let replicas = share.replicas();
     let mine = share.share_of(rate_per_minute);
     let batch_per_minute = batch_part(mine, batch_share);
+    let burst = (mine / 6).max(MIN_BURST).min(mine);
     Some(Current {
         replicas,
-        total: direct(mine, (mine / 6).max(MIN_BURST))?,
+        total: RateLimiter::direct_with_clock(quota(mine, burst)?, TokioClock)
+            .with_middleware::<StateInformationMiddleware>(),
+        per_minute: mine,
+        burst,
         batch: direct(batch_per_minute, MIN_BURST)?,
         batch_per_minute,
     })
@@ -99,6 +117,7 @@ impl Limiter {
             batch_share,
             share,
             current: RwLock::new(current),
+            left: std::sync::Mutex::new(None),
         })
     }
 
@@ -123,7 +142,34 @@ impl Limiter {
 
     /// A live call: takes one cell of the whole budget, or says how long until one is free.
     pub(crate) fn check_live(&self) -> Result<(), Duration> {
-        self.with(|c| take(&c.total))
+        let now = tokio::time::Instant::now();
+        let taken = self.with(|c| {
+            c.total
+                .check()
+                .map(|snapshot| snapshot.remaining_burst_capacity())
+                .map_err(|not_until| not_until.wait_time_from(TokioClock.now()))
+        });
+        let left = *taken.as_ref().unwrap_or(&0);
+        *self.left.lock().unwrap_or_else(|p| p.into_inner()) = Some((left, now));
+        taken.map(drop)
+    }
+
+    /// This replica's whole budget for the source: calls per minute, the burst, and the calls a live
+    /// lookup could make at once now (the cells left after the last call, plus those the rate has
+    /// added since, up to the burst).
+    pub(crate) fn budget(&self) -> (u32, u32, u32) {
+        let (per_minute, burst) = self.with(|c| (c.per_minute, c.burst));
+        let left = *self.left.lock().unwrap_or_else(|p| p.into_inner());
+        let now_left = match left {
+            None => burst,
+            Some((left, at)) => {
+                let since = tokio::time::Instant::now().duration_since(at).as_secs_f64();
+                let added = (since * f64::from(per_minute) / 60.0).floor();
+                // At most the burst: the cast cannot truncate.
+                (f64::from(left) + added).min(f64::from(burst)) as u32
+            }
+        };
+        (per_minute, burst, now_left)
     }
 
     /// A batch call: waits for a cell of the batch part, then for one of the whole budget (which live

@@ -111,6 +111,19 @@ pub struct GuardState {
     pub cache_entries: u64,
 }
 
+/// A source's rate budget on this replica (its share of `rate_per_minute` when replicas share it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Budget {
+    /// Calls per minute this replica may make.
+    pub per_minute: u32,
+    /// Calls it may make at once.
+    pub burst: u32,
+    /// Calls a live lookup could make at once now.
+    pub remaining: u32,
+    /// The part of `per_minute` batches may use (`batch_share`).
+    pub batch_per_minute: u32,
+}
+
 /// A source behind the etiquette layers. See the module docs.
 pub struct Guarded {
     inner: Arc<Inner>,
@@ -177,6 +190,19 @@ impl Guarded {
     /// source has no limit of our own.
     pub fn batch_per_second(&self) -> Option<f64> {
         self.inner.limiter.as_ref().map(Limiter::batch_per_second)
+    }
+
+    /// This replica's budget for the source as `GET /v1/sources` shows it; `None` when the source
+    /// has no limit of our own.
+    pub fn budget(&self) -> Option<Budget> {
+        let limiter = self.inner.limiter.as_ref()?;
+        let (per_minute, burst, remaining) = limiter.budget();
+        Some(Budget {
+            per_minute,
+            burst,
+            remaining,
+            batch_per_minute: (limiter.batch_per_second() * 60.0).round() as u32,
+        })
     }
 
     /// The shared call: the cache, coalescing, and the guarded call in a task of its own.
