@@ -84,7 +84,9 @@ async fn gravatar_fake() -> (String, Arc<AtomicU64>) {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(counting)).await });
+    tokio::spawn(
+        async move { axum::serve(listener, axum::Router::new().fallback(counting)).await },
+    );
     (url, calls)
 }
 
@@ -266,13 +268,7 @@ async fn service(
 
 /// The paced phase (see the module docs): `rows` rows of one Gravatar call each, through a budget
 /// whose batch part (0.8 of the rate) allows them in about `seconds`.
-async fn paced(
-    dir: &std::path::Path,
-    gravatar: &str,
-    calls: &AtomicU64,
-    rows: u64,
-    seconds: f64,
-) {
+async fn paced(dir: &std::path::Path, gravatar: &str, calls: &AtomicU64, rows: u64, seconds: f64) {
     // The batch part is 0.8 of the rate, rounded down, in calls a minute.
     let batch_per_minute = ((rows as f64 / seconds) * 60.0).ceil();
     let rate_per_minute = (batch_per_minute / 0.8).ceil() as u64;

@@ -30,6 +30,7 @@ use super::purge;
 use super::scan::{RawRecord, Scanner};
 use super::seams::{RowContext, RowOutcome};
 use super::settings::BatchLimits;
+use super::spend;
 use super::state::{Progress, Running, Shared, job_lease, lock};
 use super::stored::{self, INPUT};
 use crate::blob::{Area, BatchKey, BlobError, BlobStore};
@@ -137,9 +138,27 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
         meta.rows_total.saturating_sub(meta.rows_done),
     );
     let running = Running::start(shared, key, progress);
-    let spend = meta
-        .max_cost
-        .map(|cap| Arc::new(SpendCap::new(cap, meta.cost)));
+    // The spend cap: what is left of the batch's max_cost and of the tenant's monthly budget.
+    let month = spend::month_of(blobs.now());
+    let monthly = shared.config.monthly_budgets.get(&key.tenant).copied();
+    let month_left = match monthly {
+        Some(budget) => {
+            let spent = spend::spent(shared.store.objects(), &key.tenant, &month)
+                .await
+                .map_err(|source| BlobError::Store {
+                    batch: key.id.to_string(),
+                    source,
+                })?;
+            Some(budget - spent)
+        }
+        None => None,
+    };
+    let batch_left = meta.max_cost.map(|cap| cap - meta.cost);
+    let spend = [batch_left, month_left]
+        .into_iter()
+        .flatten()
+        .reduce(f64::min)
+        .map(|left| Arc::new(SpendCap::new(left.max(0.0), 0.0)));
     // The header, then every row of the parts already done.
     reader
         .skip(1 + u64::from(meta.parts_done) * part_rows)
@@ -165,7 +184,15 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
         };
         let rows = enrich_part(shared, key, &meta, region, first_row, records, &job).await;
         let eta = running.progress.eta_seconds();
+        let cost_before = meta.cost;
         meta = commit_part(shared, key, lease, meta.parts_done + 1, rows, eta).await?;
+        let part_cost = meta.cost - cost_before;
+        if monthly.is_some() && part_cost > 0.0 {
+            let added = spend::add(shared.store.objects(), &key.tenant, &month, part_cost).await;
+            if let Err(e) = added {
+                tracing::warn!(batch = %key.id, error = %e, "The tenant's monthly spend could not be updated.");
+            }
+        }
     }
     let (meta, ()) = stored::modify_meta(blobs, key, |m| {
         fence(m, lease)?;
@@ -201,7 +228,8 @@ struct Job<'a> {
 }
 
 /// The note of a row the spend cap kept paid providers from.
-const CAPPED_NOTE: &str = "paid providers not asked: the batch's max_cost was reached";
+const CAPPED_NOTE: &str =
+    "paid providers not asked: the batch's max_cost or the tenant's monthly budget was reached";
 
 async fn enrich_part(
     shared: &Arc<Shared>,

@@ -26,6 +26,7 @@ mod scan;
 mod seams;
 mod service;
 mod settings;
+mod spend;
 mod state;
 mod stored;
 pub mod webhook;

@@ -58,6 +58,10 @@ impl BatchStore {
         self.shared
     }
 
+    pub(crate) fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
     fn marker(key: &BatchKey) -> ObjectPath {
         ObjectPath::from(format!("state/jobs/{}", key.dotted()))
     }
@@ -208,7 +212,6 @@ impl Drop for Running<'_> {
         lock(&self.shared.running).remove(&self.key);
     }
 }
-
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -107,7 +107,10 @@ mod tests {
 
     #[test]
     fn the_eta_and_the_rows_waiting_are_told_when_known() {
-        assert_eq!(told(Some(200), 16), ", ETA 3m 20s, 16 rows waiting for budget");
+        assert_eq!(
+            told(Some(200), 16),
+            ", ETA 3m 20s, 16 rows waiting for budget"
+        );
         assert_eq!(told(None, 0), "");
         assert_eq!(told(Some(0), 0), ", ETA 0s");
     }

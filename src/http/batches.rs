@@ -473,10 +473,27 @@ mod tests {
 
     #[test]
     fn max_cost_takes_plain_decimals_only() {
-        for (raw, want) in [("25", Some(25.0)), (" 12.50 ", Some(12.5)), ("", None), ("0", Some(0.0))] {
+        for (raw, want) in [
+            ("25", Some(25.0)),
+            (" 12.50 ", Some(12.5)),
+            ("", None),
+            ("0", Some(0.0)),
+        ] {
             assert_eq!(parse_max_cost(Some(raw)).ok(), Some(want), "{raw:?}");
         }
-        for raw in ["-1", "1e3", "inf", "NaN", "1,5", "1.", ".5", "+2", "1.1234567", "0x10", "5 EUR"] {
+        for raw in [
+            "-1",
+            "1e3",
+            "inf",
+            "NaN",
+            "1,5",
+            "1.",
+            ".5",
+            "+2",
+            "1.1234567",
+            "0x10",
+            "5 EUR",
+        ] {
             assert!(parse_max_cost(Some(raw)).is_err(), "{raw:?} was taken");
         }
     }

@@ -18,6 +18,8 @@
 //! state/jobs/<tenant-hash>.<batch-id>           a batch waiting or running
 //! state/replicas/<replica-id>                   heartbeats: how many replicas share the budgets
 //! leases/<name>                                 who runs a job, or the sweeper, now
+//! spend/<tenant-hash>/<YYYY-MM>                 a tenant's paid spend that month, {"spent": n}:
+//!                                               created, then added to under If-Match
 //! audit/                                        reserved for the append-only audit log: like
 //!                                               state/exclusion, one object per event or small group,
 //!                                               created with Objects::create under sortable names

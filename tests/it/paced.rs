@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Fake, Reply, Server, Upstreams, status_of};
+use crate::helpers::{Fake, Reply, Server, Upstreams, files_under, status_of};
 
 /// Only the Gravatar fake, at `rate_per_minute` with the default `batch_share` (0.8); parts of 25 rows
 /// so that progress is checkpointed while the batch runs.
@@ -118,7 +118,10 @@ async fn a_batch_larger_than_the_burst_is_paced_to_the_budget_and_live_lookups_k
     let took = started.elapsed();
 
     assert_eq!(done["status"], "done", "{done}");
-    assert_eq!((done["rows_done"].as_u64(), done["rows_error"].as_u64()), (Some(200), Some(0)));
+    assert_eq!(
+        (done["rows_done"].as_u64(), done["rows_error"].as_u64()),
+        (Some(200), Some(0))
+    );
     assert!(
         took >= budget_time && took <= budget_time.mul_f64(1.1),
         "took {took:?}; the budget allows it in {budget_time:?}, and no more than 10 % more"
@@ -201,7 +204,10 @@ async fn an_upstream_429_with_retry_after_is_waited_out_and_every_row_still_answ
     );
     for i in 0..ROWS {
         let path = Upstreams::gravatar_path(&format!("person{i}@paced.example"));
-        assert!(up.gravatar.hits(&path) >= 1, "row {i} never reached Gravatar");
+        assert!(
+            up.gravatar.hits(&path) >= 1,
+            "row {i} never reached Gravatar"
+        );
     }
     server.stop().await;
 }
@@ -267,17 +273,62 @@ async fn a_max_cost_that_is_not_a_plain_number_is_refused_by_name() {
     let server = Server::start(&gravatar_at(&up, 60_000, "")).await;
 
     for bad in ["-1", "1e3", "NaN", "2,50", "ten"] {
-        let (status, body) = upload(
-            &server,
-            &format!("/v1/batches?max_cost={bad}"),
-            emails(1),
-        )
-        .await;
+        let (status, body) =
+            upload(&server, &format!("/v1/batches?max_cost={bad}"), emails(1)).await;
         assert_eq!(status, 422, "{bad}: {body}");
         assert!(
-            body["detail"].as_str().is_some_and(|d| d.contains("max_cost")),
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("max_cost")),
             "{bad}: {body}"
         );
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_s_monthly_budget_spans_its_batches_and_is_kept_in_the_store() {
+    const ROWS: usize = 5;
+    let up = Upstreams::start().await;
+    let provider = Fake::start().await;
+    provider.otherwise(Reply::json(json!({"data": {"phone": "+44 20 7946 0958"}})));
+    // The test server's tenant key belongs to `tenant-a`: 0.15 a month buys three hits at 0.05.
+    let config = format!(
+        "{}\n[tenants.monthly_budget]\ntenant-a = 0.15\n{}",
+        gravatar_at(&up, 60_000, ""),
+        paid(&provider.url)
+    );
+    let server = Server::start_with_env(&config, &[("DIALER_KEY", "k")]).await;
+
+    let mut found = Vec::new();
+    for _ in 0..2 {
+        let (status, created) = upload(&server, "/v1/batches", emails(ROWS)).await;
+        assert_eq!(status, 202, "{created}");
+        let id = created["id"].as_str().expect("id").to_string();
+        let (_, done) = follow(&server, &id, Duration::from_secs(30)).await;
+        assert_eq!(done["status"], "done", "{done}");
+        found.push(done["rows_found"].as_u64());
+    }
+
+    assert_eq!(
+        found,
+        [Some(3), Some(0)],
+        "the second batch found the month spent"
+    );
+    assert_eq!(provider.total_hits(), 3);
+    let month = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let spend = files_under(&server.data_dir.path().join("blobs").join("spend"));
+    assert_eq!(
+        spend.len(),
+        1,
+        "one object for the tenant and month: {spend:?}"
+    );
+    assert!(spend[0].ends_with(&month[..7]), "{spend:?}");
+    let spent: Value =
+        serde_json::from_slice(&std::fs::read(&spend[0]).expect("read")).expect("json");
+    assert!(
+        (spent["spent"].as_f64().unwrap_or_default() - 0.15).abs() < 1e-9,
+        "{spent}"
+    );
     server.stop().await;
 }

@@ -613,9 +613,16 @@ async fn an_upstream_429_pauses_paced_calls_and_the_call_is_made_again_after_it(
     assert!(answer.is_ok(), "{answer:?}");
     assert_eq!(fake.calls(), 2, "refused once, made again");
     assert!(started.elapsed() >= Duration::from_secs(2));
-    assert!(started.elapsed() < Duration::from_secs(3), "a jitter of at most a tenth");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a jitter of at most a tenth"
+    );
     assert_eq!(batch.upstream_limited(), 1);
-    assert_eq!(g.state().breaker, BreakerState::Closed, "a 429 is not a failure");
+    assert_eq!(
+        g.state().breaker,
+        BreakerState::Closed,
+        "a 429 is not a failure"
+    );
 }
 
 #[tokio::test(start_paused = true)]
