@@ -206,6 +206,8 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
         rows = meta.rows_done,
         found = meta.rows_found,
         failed = meta.rows_error,
+        cost = meta.cost,
+        upstream_429s = running.progress.pace.upstream_limited(),
         "Batch finished."
     );
     Ok(())
