@@ -88,8 +88,10 @@ impl Cluster {
                 format!("s3://{}/replicas", self.bucket),
             )
             .env("ENRICHD_STORE__LEASE_MS", "3000")
-            // The fakes take any rate; each replica's share of the budget is tested on its own.
+            // The fakes take any rate (batches wait for the budget: GitHub's default would make the
+            // batch test wait minutes); each replica's share of the budget is tested on its own.
             .env("ENRICHD_SOURCES__GRAVATAR__RATE_PER_MINUTE", "600000")
+            .env("ENRICHD_SOURCES__GITHUB__RATE_PER_MINUTE", "600000")
             .env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -158,7 +160,10 @@ impl Cluster {
             .json()
             .await
             .expect("json");
-        created["id"].as_str().expect("id").to_string()
+        created["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {created}"))
+            .to_string()
     }
 
     async fn lookup(&self, r: &Replica, key: &str, email: &str) -> Value {
@@ -477,10 +482,12 @@ async fn sigkill_of_the_replica_running_a_batch_leaves_another_to_finish_it_with
     );
     let (a, b) = (c.start().await, c.start().await);
     let (key, _) = c.new_key("acme");
-    until(Duration::from_secs(10), "key at B", || async {
-        c.status(&b, &key, "/v1/sources").await == 200
-    })
-    .await;
+    for (r, at) in [(&a, "key at A"), (&b, "key at B")] {
+        until(Duration::from_secs(10), at, || async {
+            c.status(r, &key, "/v1/sources").await == 200
+        })
+        .await;
+    }
     let emails: Vec<String> = (1..=60).map(|i| format!("row{i}@example.org")).collect();
     let id = c
         .upload(&a, &key, format!("email\n{}\n", emails.join("\n")))

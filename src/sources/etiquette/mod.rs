@@ -300,7 +300,9 @@ impl Source for Guarded {
                 if !cached && !self.wait_for_budget(pace, until).await {
                     return Err(SourceError::OverBudget { retry_after: None });
                 }
-                let result = self.shared_call(id, true).await;
+                // Admitted only with a cell in hand: an answer evicted from the cache since it was
+                // seen makes a live-checked call instead (refused, it is waited for again).
+                let result = self.shared_call(id, !cached).await;
                 match &result {
                     // The upstream's own refusal: the guard paused the source; wait and call again.
                     Err(SourceError::RateLimited { .. }) => {
