@@ -355,6 +355,7 @@ pub fn batch_config(loaded: &Loaded) -> BatchConfig {
         &loaded.config.batches,
         loaded.config.retention.batch_results_days,
     )
+    .with_monthly_budgets(&loaded.config.tenants.monthly_budget)
 }
 
 /// The batch service on `batches`, enriching through `pipeline`, keyed by `exclusion`. Returns the

@@ -39,12 +39,31 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     }
 }
 
+/// A rate limit as the IETF `RateLimit-Policy` field tells it (draft-ietf-httpapi-ratelimit-headers):
+/// a name, a quota of `quota` requests per `window` seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RatePolicy {
+    pub name: &'static str,
+    pub quota: u32,
+    pub window_secs: u32,
+}
+
 /// Per-tenant request rate limit, keyed by the tenant name the key store shares (no copy per request).
-pub struct TenantLimiter(KeyedLimiter<Arc<str>>);
+pub struct TenantLimiter(KeyedLimiter<Arc<str>>, RatePolicy);
 
 impl TenantLimiter {
     pub fn new(per_minute: u32, burst: u32) -> Self {
-        Self(KeyedLimiter::new(per_minute, burst))
+        let policy = RatePolicy {
+            name: "tenant",
+            quota: per_minute.max(1),
+            window_secs: 60,
+        };
+        Self(KeyedLimiter::new(per_minute, burst), policy)
+    }
+
+    /// The policy every tenant is held to.
+    pub fn policy(&self) -> RatePolicy {
+        self.1
     }
 
     /// `Ok` if the tenant may go on, else how long until it may.

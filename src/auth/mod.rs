@@ -6,4 +6,4 @@ mod limit;
 
 pub use client_limit::{ClientLimiter, ClientSlot, ClientSlots};
 pub use keys::{KeyError, KeyInfo, KeyStore, NewKey, Principal, Role};
-pub use limit::TenantLimiter;
+pub use limit::{RatePolicy, TenantLimiter};

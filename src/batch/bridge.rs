@@ -16,11 +16,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::index::RowHasher;
-use super::seams::{Enricher, RowOutcome};
+use super::seams::{Enricher, RowContext, RowOutcome, RowSource};
 use super::service::BatchService;
 use crate::domain::{Identifier, Query};
 use crate::exclusion::{ExclusionList, Hashed, HookError, OptOutHook};
-use crate::pipeline::{LookupOptions, Pipeline};
+use crate::pipeline::{Lookup, LookupOptions, Pipeline};
 use crate::sources::SourceStatus;
 
 /// Enriches batch rows through the same [`Pipeline`] as `POST /v1/lookup`. An excluded person comes
@@ -37,40 +37,71 @@ impl PipelineEnricher {
 }
 
 impl Enricher for PipelineEnricher {
-    fn enrich(&self, q: Query) -> BoxFuture<'static, RowOutcome> {
+    fn enrich(&self, q: Query, ctx: RowContext) -> BoxFuture<'static, RowOutcome> {
         let pipeline = self.pipeline.clone();
         Box::pin(async move {
-            let lookup = pipeline.lookup(&q, LookupOptions::default()).await;
-            match lookup.profile {
-                Some(profile) if lookup.found => RowOutcome::found(*profile),
-                _ => {
-                    let failed = |s: &SourceStatus| {
-                        matches!(
-                            s,
-                            SourceStatus::Error | SourceStatus::Timeout | SourceStatus::RateLimited
-                        )
-                    };
-                    let asked: Vec<_> = lookup
-                        .sources
-                        .iter()
-                        .filter(|s| s.status != SourceStatus::Skipped)
-                        .collect();
-                    if !asked.is_empty() && asked.iter().all(|s| failed(&s.status)) {
-                        let each: Vec<String> = asked
-                            .iter()
-                            .map(|s| format!("{} {}", s.name, s.status.as_str()))
-                            .collect();
-                        RowOutcome::error(format!(
-                            "every source asked failed ({})",
-                            each.join(", ")
-                        ))
-                    } else {
-                        RowOutcome::miss()
-                    }
-                }
-            }
+            let opts = LookupOptions {
+                pace: Some(ctx.pace),
+                spend: ctx.spend,
+                ..LookupOptions::default()
+            };
+            let lookup = pipeline.lookup(&q, opts).await;
+            row_outcome(lookup)
         })
     }
+
+    fn budgets(&self) -> Vec<(Arc<str>, f64)> {
+        self.pipeline.batch_budgets()
+    }
+
+    fn impersonal_sources(&self) -> Vec<Arc<str>> {
+        self.pipeline.impersonal_sources()
+    }
+}
+
+/// A row's outcome from its lookup: found, or a miss, or `error` when every source asked failed
+/// (a source's `rate_limited` here is an upstream that kept refusing after the retries: batch calls
+/// wait for our own budget and are never refused by it). Every source asked is listed with its
+/// status; paid providers the spend cap kept from being asked are `capped`, and the note says so.
+fn row_outcome(lookup: Lookup) -> RowOutcome {
+    let mut sources: Vec<RowSource> = lookup
+        .sources
+        .iter()
+        .filter(|s| s.status != SourceStatus::Skipped)
+        .map(|s| RowSource {
+            name: s.name.to_string(),
+            status: s.status.as_str().to_string(),
+        })
+        .collect();
+    sources.extend(lookup.capped.iter().map(|name| RowSource {
+        name: name.to_string(),
+        status: "capped".into(),
+    }));
+    let asked: Vec<_> = lookup
+        .sources
+        .iter()
+        .filter(|s| s.status != SourceStatus::Skipped)
+        .collect();
+    let failed = |s: &SourceStatus| {
+        matches!(
+            s,
+            SourceStatus::Error | SourceStatus::Timeout | SourceStatus::RateLimited
+        )
+    };
+    let mut out = match lookup.profile {
+        Some(profile) if lookup.found => RowOutcome::found(*profile),
+        _ if !asked.is_empty() && asked.iter().all(|s| failed(&s.status)) => {
+            let each: Vec<String> = asked
+                .iter()
+                .map(|s| format!("{} {}", s.name, s.status.as_str()))
+                .collect();
+            RowOutcome::error(format!("every source asked failed ({})", each.join(", ")))
+        }
+        _ => RowOutcome::miss(),
+    };
+    out.sources = sources;
+    out.cost = lookup.cost;
+    out
 }
 
 /// Row keys from the exclusion list's keyed hash (see the module doc).

@@ -27,12 +27,15 @@ use super::meta::{BatchMeta, BatchStatus};
 use super::output::{Enrichment, StoredRow};
 use super::purge;
 use super::scan::RawRecord;
-use super::seams::RowOutcome;
-use super::state::{Shared, job_lease, lock};
+use super::seams::{RowContext, RowOutcome};
+use super::spend;
+use super::state::{Progress, Running, Shared, job_lease, lock};
 use super::stored::{self, INPUT};
 use crate::audit::Event;
-use crate::blob::{Area, BatchKey};
+use crate::blob::{Area, BatchKey, BlobError};
 use crate::domain::{Query, Region};
+use crate::pipeline::SpendCap;
+use crate::sources::etiquette::BatchPace;
 use crate::store::lease::Lease;
 
 /// Runs a batch's job to its end if this replica gets its lease (else returns at once: another
@@ -133,6 +136,33 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
     let region = input::region(&meta);
     let mut reader = RecordReader::open(blobs, key, meta.input.delimiter).await?;
     let part_rows = u64::from(meta.part_rows.max(1));
+    let progress = Progress::new(
+        Arc::new(BatchPace::default()),
+        shared.enricher.budgets(),
+        meta.rows_total.saturating_sub(meta.rows_done),
+    );
+    let running = Running::start(shared, key, progress);
+    // The spend cap: what is left of the batch's max_cost and of the tenant's monthly budget.
+    let month = spend::month_of(blobs.now());
+    let monthly = shared.config.monthly_budgets.get(&key.tenant).copied();
+    let month_left = match monthly {
+        Some(budget) => {
+            let spent = spend::spent(shared.store.objects(), &key.tenant, &month)
+                .await
+                .map_err(|source| BlobError::Store {
+                    batch: key.id.to_string(),
+                    source,
+                })?;
+            Some(budget - spent)
+        }
+        None => None,
+    };
+    let batch_left = meta.max_cost.map(|cap| cap - meta.cost);
+    let spend = [batch_left, month_left]
+        .into_iter()
+        .flatten()
+        .reduce(f64::min)
+        .map(|left| Arc::new(SpendCap::new(left.max(0.0), 0.0)));
     // The header, then every row of the parts already done.
     reader
         .skip(1 + u64::from(meta.parts_done) * part_rows)
@@ -152,8 +182,21 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
         if lease.is_lost() {
             return Err(BatchError::LeaseLost);
         }
-        let rows = enrich_part(shared, key, &meta, region, first_row, records).await;
-        meta = commit_part(shared, key, lease, meta.parts_done + 1, rows).await?;
+        let job = Job {
+            progress: &running.progress,
+            spend: spend.as_ref(),
+        };
+        let rows = enrich_part(shared, key, &meta, region, first_row, records, &job).await;
+        let eta = running.progress.eta_seconds();
+        let cost_before = meta.cost;
+        meta = commit_part(shared, key, lease, meta.parts_done + 1, rows, eta).await?;
+        let part_cost = meta.cost - cost_before;
+        if monthly.is_some() && part_cost > 0.0 {
+            let added = spend::add(shared.store.objects(), &key.tenant, &month, part_cost).await;
+            if let Err(e) = added {
+                tracing::warn!(batch = %key.id, error = %e, "The tenant's monthly spend could not be updated.");
+            }
+        }
     }
     let (meta, ()) = stored::modify_meta(blobs, key, |m| {
         fence(m, lease)?;
@@ -177,6 +220,8 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
         rows = meta.rows_done,
         found = meta.rows_found,
         failed = meta.rows_error,
+        cost = meta.cost,
+        upstream_429s = running.progress.pace.upstream_limited(),
         "Batch finished."
     );
     Ok(())
@@ -188,7 +233,19 @@ struct Done {
     keys: Vec<[u8; 16]>,
     /// Why the row could not be enriched, when it could not.
     failure: Option<String>,
+    /// What the row's paid hits cost.
+    cost: f64,
 }
+
+/// What every row of a running job shares: its pacing account and its spend cap.
+struct Job<'a> {
+    progress: &'a Arc<Progress>,
+    spend: Option<&'a Arc<SpendCap>>,
+}
+
+/// The note of a row the spend cap kept paid providers from.
+const CAPPED_NOTE: &str =
+    "paid providers not asked: the batch's max_cost or the tenant's monthly budget was reached";
 
 async fn enrich_part(
     shared: &Arc<Shared>,
@@ -197,6 +254,7 @@ async fn enrich_part(
     region: Option<Region>,
     first_row: u64,
     records: Vec<RawRecord>,
+    job: &Job<'_>,
 ) -> Vec<Done> {
     let tenant = shared.tenant_permits(&key.tenant);
     let width = shared.config.concurrency.per_tenant.max(1);
@@ -207,8 +265,14 @@ async fn enrich_part(
             let cells: Vec<String> = record.iter().map(|c| encoding.decode(c)).collect();
             let input = columns.input(&cells);
             let (tenant, global, shared) = (tenant.clone(), shared.global.clone(), shared.clone());
+            let ctx = RowContext {
+                pace: Arc::new(job.progress.pace.row()),
+                spend: job.spend.cloned(),
+            };
             async move {
                 let mut warnings = Vec::new();
+                let mut sources = Vec::new();
+                let mut cost = 0.0;
                 let (status, profile, failure) = if !row_has_identifier(&input) {
                     ("skipped".to_string(), None, None)
                 } else {
@@ -232,11 +296,19 @@ async fn enrich_part(
                             let _g = global.acquire_owned().await;
                             // Each row's lookup is its own task, so a part's rows use every worker
                             // thread; dropping the part (a deleted batch) aborts them.
-                            let lookup =
-                                AbortOnDropHandle::new(tokio::spawn(shared.enricher.enrich(q)));
+                            let pace = Arc::clone(&ctx.pace);
+                            let lookup = AbortOnDropHandle::new(tokio::spawn(
+                                shared.enricher.enrich(q, ctx),
+                            ));
                             let outcome: RowOutcome = lookup.await.unwrap_or_else(|_| {
                                 RowOutcome::error("the lookup stopped unexpectedly")
                             });
+                            pace.batch().row_done(&pace);
+                            if outcome.sources.iter().any(|s| s.status == "capped") {
+                                warnings.push(CAPPED_NOTE.to_string());
+                            }
+                            sources = outcome.sources;
+                            cost = outcome.cost;
                             (outcome.status, outcome.profile, outcome.reason)
                         }
                     }
@@ -260,9 +332,11 @@ async fn enrich_part(
                         status,
                         enrichment: profile.as_ref().map(Enrichment::from_profile),
                         note: (!note.is_empty()).then(|| note.join("; ")),
+                        sources,
                     },
                     keys,
                     failure,
+                    cost,
                 }
             }
         })
@@ -279,6 +353,7 @@ async fn commit_part(
     lease: &Lease,
     n: u32,
     rows: Vec<Done>,
+    eta_seconds: Option<u64>,
 ) -> Result<BatchMeta, BatchError> {
     let blobs = shared.blobs();
     let part = PartRef {
@@ -298,6 +373,7 @@ async fn commit_part(
     let mut found = 0;
     let mut purged = 0;
     let mut failures = Vec::new();
+    let mut cost = 0.0;
     for mut done in rows {
         if blanked.binary_search(&done.row.row).is_ok() {
             purged += 1;
@@ -306,8 +382,10 @@ async fn commit_part(
         // An excluded person's row reads like a miss's: the tenant's own input, nothing added
         // (the lookup answered a miss already; this catches an opt-out that landed since).
         if done.keys.iter().any(|k| shared.hasher.is_excluded(k)) {
-            done.row.as_miss();
+            done.row.as_miss(&shared.enricher.impersonal_sources());
+            done.cost = 0.0;
         }
+        cost += done.cost;
         found += u64::from(done.row.enrichment.is_some());
         failures.extend(done.failure);
         index.push(done.row.row, &done.keys);
@@ -326,6 +404,8 @@ async fn commit_part(
         m.rows_done += processed;
         m.rows_found += found;
         m.rows_purged += purged;
+        m.cost += cost;
+        m.eta_seconds = eta_seconds;
         for why in &failures {
             m.count_error(why);
         }

@@ -92,6 +92,21 @@ pub struct BatchMeta {
     /// Where to send the completion notice, if the uploader asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// The most the batch's paid hits may cost, if the uploader set a cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
+    /// What the checkpointed rows' paid hits cost.
+    #[serde(default)]
+    pub cost: f64,
+    /// The job's estimate of the seconds left, as of the last checkpoint: what replicas that do not
+    /// run the job report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+}
+
+/// A cost as shown: to a millionth of the unit, so that float sums do not print as 0.30000000000000004.
+fn round_cost(c: f64) -> f64 {
+    (c * 1e6).round() / 1e6
 }
 
 /// Distinct row failure reasons a batch counts; later ones are counted under [`OTHER_REASONS`], so
@@ -100,7 +115,7 @@ pub const MAX_REASONS: usize = 16;
 const OTHER_REASONS: &str = "other reasons";
 
 /// What a tenant sees of a batch (`GET /v1/batches/{id}`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BatchSummary {
     pub id: String,
     pub status: &'static str,
@@ -115,6 +130,20 @@ pub struct BatchSummary {
     /// Why the batch failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Seconds until the batch should be done, drawn from the rows left and the budgets of the
+    /// sources they need; absent before the first rows tell how many calls a row takes, and once done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+    /// Rows whose lookups are waiting for a source's budget (or an upstream's pause) right now.
+    pub rows_waiting_for_budget: u64,
+    /// What the paid providers' hits cost so far.
+    pub cost: f64,
+    /// `cost ÷ rows_found`; absent while nothing was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_per_found: Option<f64>,
+    /// The cap on `cost` the uploader set, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
     pub created_at: String,
     pub expires_at: String,
 }
@@ -152,6 +181,14 @@ impl BatchMeta {
                     .clone()
                     .unwrap_or_else(|| "the batch could not be processed".into())
             }),
+            eta_seconds: (self.status == BatchStatus::Running)
+                .then_some(self.eta_seconds)
+                .flatten(),
+            rows_waiting_for_budget: 0,
+            cost: round_cost(self.cost),
+            cost_per_found: (self.rows_found > 0)
+                .then(|| round_cost(self.cost / self.rows_found as f64)),
+            max_cost: self.max_cost,
             created_at: humantime::format_rfc3339_seconds(self.stamp.created_at).to_string(),
             expires_at: humantime::format_rfc3339_seconds(self.stamp.expires_at).to_string(),
         }
@@ -228,6 +265,9 @@ mod tests {
             },
             error: None,
             webhook: None,
+            max_cost: None,
+            cost: 0.0,
+            eta_seconds: None,
         }
     }
 

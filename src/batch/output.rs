@@ -14,14 +14,16 @@
 //! and found, without neutralisation.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::seams::RowSource;
 use crate::profile::{Profile, Ranked, Sourced};
 
 /// The enrichment columns, in order, after the input columns.
-pub const ENRICH_COLUMNS: [&str; 11] = [
+pub const ENRICH_COLUMNS: [&str; 12] = [
     "enrichd_status",
     "enrichd_name",
     "enrichd_job_title",
@@ -33,6 +35,7 @@ pub const ENRICH_COLUMNS: [&str; 11] = [
     "enrichd_location",
     "enrichd_confidence",
     "enrichd_note",
+    "enrichd_sources",
 ];
 
 /// How multi-valued cells are joined.
@@ -143,19 +146,41 @@ pub struct StoredRow {
     /// Why the row was not enriched, or which of its cells were left out and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Each source asked for the row and what became of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<RowSource>,
 }
 
 impl StoredRow {
+    /// The `enrichd_sources` cell: `gravatar:hit github:miss`.
+    pub fn sources_cell(&self) -> String {
+        let each: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| format!("{}:{}", s.name, s.status))
+            .collect();
+        each.join(" ")
+    }
+
     /// Whether the row could not be enriched: every source failed, or no identifier in it was valid.
     pub fn failed(&self) -> bool {
         self.status == "error" || self.status.starts_with("invalid:")
     }
 
-    /// The row as a miss reads: the tenant's input and note, nothing enrichd added. What a row of a
-    /// person on the exclusion list becomes when it is written or served.
-    pub fn as_miss(&mut self) {
-        if self.enrichment.take().is_some() {
-            self.status = "not_found".into();
+    /// The row as a miss reads: the tenant's input and note, nothing enrichd added, and a `miss` for
+    /// every source that found the person. What a row of a person on the exclusion list becomes when
+    /// it is written or served. `impersonal` sources (facts about a domain, guesses that ask nobody)
+    /// keep their statuses: a real miss at the same domain shows them the same. A row that is a
+    /// miss already is left as it is.
+    pub fn as_miss(&mut self, impersonal: &[Arc<str>]) {
+        if self.enrichment.take().is_none() {
+            return;
+        }
+        self.status = "not_found".into();
+        for s in &mut self.sources {
+            if s.status == "hit" && !impersonal.iter().any(|i| **i == *s.name) {
+                s.status = "miss".into();
+            }
         }
     }
 }
@@ -252,10 +277,12 @@ impl Renderer {
                         .map(String::as_str)
                         .chain(std::iter::repeat(""))
                         .take(width);
+                    let sources = r.sources_cell();
                     let cells = input
                         .chain(std::iter::once(r.status.as_str()))
                         .chain(extra.iter().map(String::as_str))
-                        .chain(std::iter::once(r.note.as_deref().unwrap_or_default()));
+                        .chain(std::iter::once(r.note.as_deref().unwrap_or_default()))
+                        .chain(std::iter::once(sources.as_str()));
                     self.csv_line(&mut out, cells);
                 }
                 Format::Ndjson => {
@@ -265,12 +292,18 @@ impl Renderer {
                         .zip(r.cells.iter().chain(std::iter::repeat(&String::new())))
                         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
                         .collect();
+                    let sources: serde_json::Map<String, serde_json::Value> = r
+                        .sources
+                        .iter()
+                        .map(|s| (s.name.clone(), serde_json::Value::String(s.status.clone())))
+                        .collect();
                     let line = serde_json::json!({
                         "row": r.row,
                         "input": input,
                         "status": r.status,
                         "enrichment": r.enrichment,
                         "note": r.note,
+                        "sources": sources,
                     });
                     // Serialising a `Value` of strings and numbers cannot fail.
                     if serde_json::to_writer(&mut out, &line).is_ok() {
@@ -324,6 +357,16 @@ mod tests {
             status: "found".into(),
             enrichment,
             note: None,
+            sources: vec![
+                RowSource {
+                    name: "gravatar".into(),
+                    status: "hit".into(),
+                },
+                RowSource {
+                    name: "github".into(),
+                    status: "miss".into(),
+                },
+            ],
         }
     }
 
@@ -349,7 +392,7 @@ mod tests {
         assert_eq!(lines[0], format!("Email;Note;{}", ENRICH_COLUMNS.join(";")));
         assert_eq!(
             lines[1],
-            "ada@x.com;'=1+1;found;Ada;;;;ada@x.com (valid) | a@y.com;'+33612345678;;;0.90;"
+            "ada@x.com;'=1+1;found;Ada;;;;ada@x.com (valid) | a@y.com;'+33612345678;;;0.90;;gravatar:hit github:miss"
         );
     }
 
@@ -362,6 +405,32 @@ mod tests {
         assert_eq!(v["input"]["email_2"], "+1");
         assert_eq!(v["status"], "found");
         assert!(v["enrichment"].is_null());
+        assert_eq!(v["sources"]["gravatar"], "hit");
+        assert_eq!(v["sources"]["github"], "miss");
+    }
+
+    #[test]
+    fn a_row_made_a_miss_keeps_what_a_miss_shows_and_nothing_else() {
+        let enriched = Enrichment::from_profile(&Profile::default());
+        let mut r = row(&["ada@x.com"], Some(enriched));
+        r.sources.push(RowSource {
+            name: "dns".into(),
+            status: "hit".into(),
+        });
+        let dns: Arc<str> = Arc::from("dns");
+
+        r.as_miss(&[Arc::clone(&dns)]);
+
+        assert_eq!(r.status, "not_found");
+        assert!(r.enrichment.is_none());
+        assert_eq!(r.cells, ["ada@x.com"], "the tenant's input stays");
+        assert_eq!(r.sources_cell(), "gravatar:miss github:miss dns:hit");
+        // A miss already (a mirrored row) is left exactly as it is.
+        let mut miss = row(&["bob@x.com"], None);
+        miss.status = "not_found".into();
+        let before = miss.clone();
+        miss.as_miss(&[dns]);
+        assert_eq!(miss, before);
     }
 
     #[test]

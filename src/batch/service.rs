@@ -158,6 +158,9 @@ impl BatchService {
             input: ingested.format,
             error: None,
             webhook: options.webhook.clone(),
+            max_cost: options.max_cost.filter(|c| c.is_finite() && *c >= 0.0),
+            cost: 0.0,
+            eta_seconds: None,
         };
         stored::create_meta(shared.blobs(), key, &meta).await?;
         shared.store.mark_job(key).await.map_err(|source| {
@@ -174,6 +177,33 @@ impl BatchService {
         stored::live_meta(self.shared.blobs(), &Self::key(tenant, id)).await
     }
 
+    /// One of the tenant's batches as the tenant sees it, with the live progress of its job when
+    /// this replica runs it (the ETA and the rows waiting for budget).
+    pub async fn summary(&self, tenant: &str, id: BatchId) -> Result<BatchSummary, BatchError> {
+        let key = Self::key(tenant, id);
+        let meta = stored::live_meta(self.shared.blobs(), &key).await?;
+        Ok(self.with_progress(&key, &meta))
+    }
+
+    /// A batch's job as it runs on this replica: its ETA in seconds (unrounded; `None` before a row
+    /// is done) and the rows waiting for budget now. `None` when this replica does not run it.
+    pub fn progress(&self, tenant: &str, id: BatchId) -> Option<(Option<f64>, u64)> {
+        let running = lock(&self.shared.running)
+            .get(&Self::key(tenant, id))
+            .cloned()?;
+        Some((running.eta(), running.pace.rows_waiting()))
+    }
+
+    fn with_progress(&self, key: &BatchKey, meta: &BatchMeta) -> BatchSummary {
+        let mut summary = meta.summary();
+        let running = lock(&self.shared.running).get(key).cloned();
+        if let Some(p) = running.filter(|_| meta.status == BatchStatus::Running) {
+            summary.eta_seconds = p.eta_seconds().or(summary.eta_seconds);
+            summary.rows_waiting_for_budget = p.pace.rows_waiting();
+        }
+        summary
+    }
+
     /// The tenant's live batches, newest first.
     pub async fn list(&self, tenant: &str) -> Result<Vec<BatchSummary>, BatchError> {
         let blobs = self.shared.blobs();
@@ -181,13 +211,16 @@ impl BatchService {
         let mut out = Vec::new();
         for key in blobs.batches(Some(&tenant)).await? {
             match stored::live_meta(blobs, &key).await {
-                Ok(meta) => out.push(meta),
+                Ok(meta) => out.push((key, meta)),
                 Err(BatchError::NotFound | BatchError::Expired) => {}
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by_key(|m| std::cmp::Reverse(m.stamp.created_at));
-        Ok(out.iter().map(BatchMeta::summary).collect())
+        out.sort_by_key(|(_, m)| std::cmp::Reverse(m.stamp.created_at));
+        Ok(out
+            .iter()
+            .map(|(key, meta)| self.with_progress(key, meta))
+            .collect())
     }
 
     /// Erases the batch now (its key first); a running job stops at its next part.
@@ -246,10 +279,11 @@ impl BatchService {
         let head = renderer.head(bom);
         let blobs = self.shared.blobs().clone();
         let hasher = self.shared.hasher.clone();
+        let impersonal: Arc<[Arc<str>]> = self.shared.enricher.impersonal_sources().into();
         let parts: Vec<_> = meta.parts().collect();
         let parts = stream::iter(parts).then(move |part| {
             let (blobs, key, renderer) = (blobs.clone(), key.clone(), renderer.clone());
-            let hasher = hasher.clone();
+            let (hasher, impersonal) = (hasher.clone(), impersonal.clone());
             async move {
                 let (mut rows, _) = stored::read_part(&blobs, &key, part).await?;
                 let index = match stored::read_index(&blobs, &key, part).await {
@@ -257,7 +291,7 @@ impl BatchService {
                     Err(BatchError::NotFound) => None,
                     Err(e) => return Err(e),
                 };
-                let screened = screen(&mut rows, index.as_ref(), hasher.as_ref());
+                let screened = screen(&mut rows, index.as_ref(), hasher.as_ref(), &impersonal);
                 if screened > 0 {
                     tracing::warn!(batch = %key.id, part = part.part, rows = screened, "Rows of opted-out people were still stored; served as misses (their purge is pending or was cut short).");
                 }
@@ -416,13 +450,18 @@ impl BatchService {
 /// the exclusion list (given or found, as its part's index lists them) is served as a miss reads,
 /// the tenant's input and nothing added ([`StoredRow::as_miss`]). A part whose index is missing
 /// cannot be checked, so every enriched row of it is served that way. Returns how many rows changed.
-fn screen(rows: &mut [StoredRow], index: Option<&PartIndex>, hasher: &dyn RowHasher) -> usize {
+fn screen(
+    rows: &mut [StoredRow],
+    index: Option<&PartIndex>,
+    hasher: &dyn RowHasher,
+    impersonal: &[Arc<str>],
+) -> usize {
     let excluded = index.map(|index| index.rows_where(|k| hasher.is_excluded(k)));
     let mut changed = 0;
     for row in rows {
         let listed = excluded.as_ref().is_none_or(|rows| rows.contains(&row.row));
         if listed && row.enrichment.is_some() {
-            row.as_miss();
+            row.as_miss(impersonal);
             changed += 1;
         }
     }

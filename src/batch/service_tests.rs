@@ -29,7 +29,7 @@ struct FakeEnricher {
 }
 
 impl Enricher for FakeEnricher {
-    fn enrich(&self, q: Query) -> BoxFuture<'static, RowOutcome> {
+    fn enrich(&self, q: Query, _ctx: RowContext) -> BoxFuture<'static, RowOutcome> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let email = q.email.map(|e| e.as_str().to_string()).unwrap_or_default();
         if email.starts_with("stall@")
@@ -238,13 +238,13 @@ async fn csv_result_keeps_input_then_enrichment_one_row_each() {
     );
     assert_eq!(
         lines[1],
-        "ada@example.com;Acme;'=SUM(1);found;Ada Lovelace;;;;ada@analytical.org (valid);'+33612345678;;;0.90;"
+        "ada@example.com;Acme;'=SUM(1);found;Ada Lovelace;;;;ada@analytical.org (valid);'+33612345678;;;0.90;;"
     );
-    assert_eq!(lines[2], "nobody@example.com;Acme;;not_found;;;;;;;;;;");
-    assert_eq!(lines[3], ";Acme;no id;skipped;;;;;;;;;;");
+    assert_eq!(lines[2], "nobody@example.com;Acme;;not_found;;;;;;;;;;;");
+    assert_eq!(lines[3], ";Acme;no id;skipped;;;;;;;;;;;");
     assert_eq!(
         lines[4],
-        "not-an-email;Acme;;invalid:email;;;;;;;;;;email is not an email address: it has no '@'"
+        "not-an-email;Acme;;invalid:email;;;;;;;;;;email is not an email address: it has no '@';"
     );
     assert_eq!(lines.len(), 5);
 }
@@ -313,7 +313,7 @@ async fn failed_rows_are_counted_with_their_reason_and_the_others_still_count() 
     assert!(
         text.lines()
             .nth(1)
-            .is_some_and(|l| l.ends_with(",error,,,,,,,,,,every source asked failed (fake error)")),
+            .is_some_and(|l| l.ends_with(",error,,,,,,,,,,every source asked failed (fake error),")),
         "{text}"
     );
 }

@@ -43,6 +43,8 @@ pub struct BatchConfig {
     pub results_days: u32,
     /// Input rows per part object (the checkpoint granularity).
     pub part_rows: u32,
+    /// What each tenant (by its hash) may spend on paid providers in a calendar month.
+    pub monthly_budgets: BTreeMap<crate::blob::TenantKey, f64>,
 }
 
 impl BatchConfig {
@@ -62,7 +64,19 @@ impl BatchConfig {
             },
             results_days,
             part_rows: b.part_rows,
+            monthly_budgets: BTreeMap::new(),
         }
+    }
+}
+
+impl BatchConfig {
+    /// Monthly budgets by tenant name (`[tenants.monthly_budget]`).
+    pub fn with_monthly_budgets(mut self, by_name: &BTreeMap<String, f64>) -> Self {
+        self.monthly_budgets = by_name
+            .iter()
+            .map(|(name, budget)| (crate::blob::TenantKey::of(name), *budget))
+            .collect();
+        self
     }
 }
 
@@ -86,4 +100,6 @@ pub struct BatchOptions {
     pub region: Option<String>,
     /// URL told when the batch is done or failed (by the `Notifier` seam).
     pub webhook: Option<String>,
+    /// The most the batch's paid hits may cost, in the operator's currency unit.
+    pub max_cost: Option<f64>,
 }

@@ -14,6 +14,7 @@ use super::settings::BatchConfig;
 use crate::audit::AuditLog;
 use crate::blob::{BatchKey, BlobStore, Clock, TenantKey};
 use crate::seal::Keyring;
+use crate::sources::etiquette::BatchPace;
 use crate::store::lease::Leases;
 use crate::store::{ObjectPath, Objects, Store, StoreError};
 
@@ -121,6 +122,100 @@ pub(crate) struct Shared {
     pub(crate) notifier: OnceLock<Arc<dyn Notifier>>,
     /// Batch events (created, finished, downloaded, deleted, expired): ids and counts only.
     pub(crate) audit: AuditLog,
+    /// The jobs running on this replica, with their progress.
+    pub(crate) running: Mutex<HashMap<BatchKey, Arc<Progress>>>,
+}
+
+/// A running job's progress on this replica: what its ETA and `rows_waiting_for_budget` are drawn
+/// from.
+pub(crate) struct Progress {
+    pub(crate) pace: Arc<BatchPace>,
+    /// The batch part of each rate-limited source's budget, calls per second.
+    budgets: Vec<(Arc<str>, f64)>,
+    /// Rows this job had left to do when it started.
+    rows_left: u64,
+    started: tokio::time::Instant,
+}
+
+impl Progress {
+    pub(crate) fn new(pace: Arc<BatchPace>, budgets: Vec<(Arc<str>, f64)>, rows_left: u64) -> Self {
+        Self {
+            pace,
+            budgets,
+            rows_left,
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Seconds until every row is done, rounded up; `None` until a row is.
+    pub(crate) fn eta_seconds(&self) -> Option<u64> {
+        // Finite and non-negative by construction; rounded up so that 0 means done.
+        self.eta().map(|secs| secs.ceil() as u64)
+    }
+
+    /// Seconds until every row is done; `None` until a row is.
+    pub(crate) fn eta(&self) -> Option<f64> {
+        let (finished, calls) = self.pace.finished();
+        let remaining = self.rows_left.saturating_sub(finished);
+        eta(
+            remaining,
+            finished,
+            self.started.elapsed().as_secs_f64(),
+            &calls,
+            &self.budgets,
+        )
+    }
+}
+
+/// The seconds `remaining` rows need: the slowest source's, each taking as many calls a row as the
+/// `finished` rows took (`calls`) at its batch budget (`budgets`, calls per second). Rows that need
+/// no budgeted source go at the pace the finished ones went (`elapsed` seconds for them). `None`
+/// before a row is finished.
+pub(crate) fn eta(
+    remaining: u64,
+    finished: u64,
+    elapsed: f64,
+    calls: &std::collections::BTreeMap<Arc<str>, u64>,
+    budgets: &[(Arc<str>, f64)],
+) -> Option<f64> {
+    if finished == 0 {
+        return None;
+    }
+    let (remaining, finished) = (remaining as f64, finished as f64);
+    let paced = budgets
+        .iter()
+        .filter(|(_, rate)| *rate > 0.0)
+        .filter_map(|(name, rate)| {
+            let per_row = *calls.get(name)? as f64 / finished;
+            Some(remaining * per_row / rate)
+        })
+        .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+    Some(paced.unwrap_or(elapsed / finished * remaining).max(0.0))
+}
+
+/// Registers a job's progress for as long as it runs.
+pub(crate) struct Running<'a> {
+    shared: &'a Shared,
+    key: BatchKey,
+    pub(crate) progress: Arc<Progress>,
+}
+
+impl<'a> Running<'a> {
+    pub(crate) fn start(shared: &'a Shared, key: &BatchKey, progress: Progress) -> Self {
+        let progress = Arc::new(progress);
+        lock(&shared.running).insert(key.clone(), Arc::clone(&progress));
+        Self {
+            shared,
+            key: key.clone(),
+            progress,
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.running).remove(&self.key);
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,6 +249,7 @@ impl Shared {
             cancelled: Mutex::default(),
             purging: Mutex::default(),
             notifier: OnceLock::new(),
+            running: Mutex::default(),
         }
     }
 
@@ -183,5 +279,29 @@ impl Shared {
     /// The job of `key` on this replica ended (or never started): it may be queued again.
     pub(crate) fn dequeued(&self, key: &BatchKey) {
         lock(&self.queued).remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn the_eta_is_the_slowest_budget_s_time_for_the_calls_left() {
+        let budgets = vec![(Arc::from("gravatar"), 2.0), (Arc::from("github"), 1.0)];
+        let calls: BTreeMap<Arc<str>, u64> =
+            [(Arc::from("gravatar"), 10), (Arc::from("github"), 20)].into();
+        // 10 rows took 2 github calls each: 90 rows left need 180 calls at 1 a second.
+        let secs = eta(90, 10, 5.0, &calls, &budgets).expect("rows were finished");
+        assert!((secs - 180.0).abs() < 1e-9, "{secs}");
+        assert_eq!(eta(90, 0, 5.0, &calls, &budgets), None);
+    }
+
+    #[test]
+    fn rows_that_need_no_budget_go_at_the_pace_seen_so_far() {
+        let secs = eta(30, 10, 5.0, &BTreeMap::new(), &[]).expect("rows were finished");
+        assert!((secs - 15.0).abs() < 1e-9, "{secs}");
     }
 }

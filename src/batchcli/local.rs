@@ -100,6 +100,7 @@ pub(super) async fn run(
             .unwrap_or_default(),
         region: args.region.clone(),
         webhook: None,
+        max_cost: None,
     };
     let meta = service
         .create(
@@ -111,13 +112,18 @@ pub(super) async fn run(
         .map_err(|e| BatchCmdError::runtime(format!("{}: {e}", args.input.display())))?;
     let id = BatchId::parse(&meta.id)
         .ok_or_else(|| BatchCmdError::runtime("the batch store returned a malformed id"))?;
-    progress.update(0, meta.rows_total);
+    progress.update(0, meta.rows_total, None, 0);
     let meta = loop {
         let meta = service
             .get(LOCAL_TENANT, id)
             .await
             .map_err(BatchCmdError::runtime)?;
-        progress.update(meta.rows_done, meta.rows_total);
+        let (eta, waiting) = service
+            .progress(LOCAL_TENANT, id)
+            .map_or((None, 0), |(eta, waiting)| {
+                (eta.map(|s| s.ceil() as u64), waiting)
+            });
+        progress.update(meta.rows_done, meta.rows_total, eta, waiting);
         match meta.status {
             BatchStatus::Done => break meta,
             BatchStatus::Failed => {

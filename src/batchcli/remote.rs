@@ -24,6 +24,10 @@ struct Summary {
     error: Option<String>,
     #[serde(default)]
     expires_at: String,
+    #[serde(default)]
+    eta_seconds: Option<u64>,
+    #[serde(default)]
+    rows_waiting_for_budget: u64,
 }
 
 /// The problem+json `detail`, or the status line, and what to do about a refused key.
@@ -117,7 +121,12 @@ pub(super) async fn run(
             return Err(refusal("the server cannot show the batch", resp).await);
         }
         let s: Summary = resp.json().await.map_err(BatchCmdError::runtime)?;
-        progress.update(s.rows_done, s.rows_total);
+        progress.update(
+            s.rows_done,
+            s.rows_total,
+            s.eta_seconds,
+            s.rows_waiting_for_budget,
+        );
         match s.status.as_str() {
             "done" => break s,
             "failed" => {

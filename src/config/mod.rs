@@ -118,6 +118,10 @@ pub struct TenantConfig {
     pub rate_per_minute: u32,
     /// Lookups a tenant may make at once above its steady rate.
     pub burst: u32,
+    /// What each named tenant's batches may spend on paid providers in a calendar month (UTC), in
+    /// the operator's currency unit; kept in the store as `spend/<tenant-hash>/<YYYY-MM>`. Tenants
+    /// not named have no monthly cap.
+    pub monthly_budget: std::collections::BTreeMap<String, f64>,
 }
 
 /// `[exclusion]`: where the opt-out key lives and how the public opt-out behaves. The key itself never
@@ -290,6 +294,7 @@ impl Default for TenantConfig {
         Self {
             rate_per_minute: 600,
             burst: 60,
+            monthly_budget: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -491,6 +496,17 @@ impl Config {
             return invalid(
                 "lookup.default_want",
                 &format!("names '{unknown}'; known fields are {}", Want::names()),
+            );
+        }
+        if self
+            .tenants
+            .monthly_budget
+            .values()
+            .any(|b| !b.is_finite() || *b < 0.0)
+        {
+            return invalid(
+                "tenants.monthly_budget",
+                "must map tenant names to amounts of 0 or more",
             );
         }
         if self.tenants.rate_per_minute == 0 {

@@ -70,7 +70,11 @@ pub enum KeyErrors {
     Unauthorized(Problem),
     /// The tenant's rate limit, or too many requests at once from one client; see `Retry-After`.
     #[response(status = 429, content_type = "application/problem+json",
-               headers(("Retry-After" = u64, description = "Seconds to wait")))]
+               headers(("Retry-After" = u64, description = "Seconds to wait"),
+                       ("RateLimit-Policy" = String,
+                        description = "The tenant's limit (draft-ietf-httpapi-ratelimit-headers): `\"tenant\";q=<requests>;w=60`"),
+                       ("RateLimit" = String,
+                        description = "What is left of it: `\"tenant\";r=0;t=<seconds until more>`")))]
     RateLimited(Problem),
     /// Too many requests in flight or, on a route that reads or writes the store, the store cannot
     /// be reached right now (nothing was changed); see `Retry-After`.
@@ -91,7 +95,11 @@ pub enum AdminErrors {
     Forbidden(Problem),
     /// The key's rate limit; see `Retry-After`.
     #[response(status = 429, content_type = "application/problem+json",
-               headers(("Retry-After" = u64, description = "Seconds to wait")))]
+               headers(("Retry-After" = u64, description = "Seconds to wait"),
+                       ("RateLimit-Policy" = String,
+                        description = "The tenant's limit (draft-ietf-httpapi-ratelimit-headers): `\"tenant\";q=<requests>;w=60`"),
+                       ("RateLimit" = String,
+                        description = "What is left of it: `\"tenant\";r=0;t=<seconds until more>`")))]
     RateLimited(Problem),
     /// Too many requests in flight or, on a route that reads or writes the store, the store cannot
     /// be reached right now (nothing was changed); see `Retry-After`.
@@ -391,6 +399,7 @@ mod tests {
             cost: 0.0,
             hints: vec!["no enabled source can look up a phone number".into()],
             withheld: false,
+            capped: Vec::new(),
         };
         let schema = json!({"$ref": "#/components/schemas/Lookup"});
         conforms(
@@ -413,6 +422,11 @@ mod tests {
             rows_error: 1,
             rows_error_reason: Some("every source asked failed (gravatar error)".into()),
             error: None,
+            eta_seconds: Some(12),
+            rows_waiting_for_budget: 2,
+            cost: 0.3,
+            cost_per_found: Some(0.3),
+            max_cost: Some(1.0),
             created_at: "2026-01-01T00:00:00Z".into(),
             expires_at: "2026-01-31T00:00:00Z".into(),
         };

@@ -32,7 +32,10 @@ impl FromRequestParts<AppState> for Tenant {
         state
             .limiter
             .check(&principal.tenant)
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+            .map_err(|retry_after| ApiError::RateLimited {
+                retry_after,
+                policy: Some(state.limiter.policy()),
+            })?;
         Ok(Self(principal))
     }
 }

@@ -49,6 +49,10 @@ struct UploadParams {
     /// Called once with the signed summary when the batch ends (`Enrichd-Signature:
     /// t=<unix>,v1=<hex keyed blake3 of '<t>.'+body>`); refused for private addresses.
     webhook: Option<String>,
+    /// The most the batch's paid hits may cost, in the operator's currency unit: a plain decimal
+    /// number such as `25` or `12.50`. Paid providers are not asked once a hit would pass it.
+    #[param(pattern = "^[0-9]{1,12}(\\.[0-9]{1,6})?$")]
+    max_cost: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -78,6 +82,17 @@ struct BatchSummaryDoc {
     rows_error_reason: Option<String>,
     /// Why the batch failed, when it did.
     error: Option<String>,
+    /// Seconds until the batch should be done, from the rows left and the budgets of the sources
+    /// they need; absent before the first rows are done, and once the batch is.
+    eta_seconds: Option<u64>,
+    /// Rows whose lookups are waiting for a source's budget right now.
+    rows_waiting_for_budget: u64,
+    /// What the paid providers' hits cost so far.
+    cost: f64,
+    /// `cost ÷ rows_found`; absent while nothing was found.
+    cost_per_found: Option<f64>,
+    /// The cap on `cost` set at upload (`max_cost`).
+    max_cost: Option<f64>,
     #[schema(format = DateTime)]
     created_at: String,
     /// `created_at` + `retention.batch_results_days` (at most 30 days); from then on 410, erased.
@@ -115,6 +130,7 @@ struct UploadForm {
     columns: Option<String>,
     region: Option<String>,
     webhook: Option<String>,
+    max_cost: Option<String>,
     #[schema(format = Binary, content_media_type = "text/csv")]
     file: String,
 }
@@ -159,6 +175,32 @@ fn parse_columns(raw: &str) -> Result<BTreeMap<String, String>, ApiError> {
     })
 }
 
+/// `max_cost`, strictly: a plain decimal number (digits, at most one point, at most six decimals, no
+/// sign, exponent, `inf` or `NaN`), so that a typo cannot become an unexpected cap.
+fn parse_max_cost(raw: Option<&str>) -> Result<Option<f64>, ApiError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::invalid(
+            "max_cost",
+            "max_cost must be a plain decimal number of the operator's currency unit, such as 25 or 12.50",
+        )
+    };
+    let (whole, fraction) = raw.split_once('.').unwrap_or((raw, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || whole.len() > 12
+        || fraction.len() > 6
+        || (raw.contains('.') && fraction.is_empty())
+        || !digits(whole)
+        || !digits(fraction)
+    {
+        return Err(bad());
+    }
+    raw.parse::<f64>().map(Some).map_err(|_| bad())
+}
+
 fn nonblank(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
@@ -190,6 +232,7 @@ pub async fn create(
         columns: parse_columns(params.columns.as_deref().unwrap_or(""))?,
         region: nonblank(params.region),
         webhook: nonblank(params.webhook),
+        max_cost: parse_max_cost(params.max_cost.as_deref())?,
     };
     let media = media_type(req.headers());
     let declared = req
@@ -234,11 +277,14 @@ pub async fn create(
                     "columns" => options.columns = parse_columns(&option_text(field).await?)?,
                     "region" => options.region = nonblank(Some(option_text(field).await?)),
                     "webhook" => options.webhook = nonblank(Some(option_text(field).await?)),
+                    "max_cost" => {
+                        options.max_cost = parse_max_cost(Some(&option_text(field).await?))?;
+                    }
                     _ => {
                         return Err(ApiError::invalid(
                             "body",
                             format!(
-                                "unknown multipart field '{}': expected file, columns, region or webhook",
+                                "unknown multipart field '{}': expected file, columns, region, webhook or max_cost",
                                 name.chars().take(40).collect::<String>()
                             ),
                         ));
@@ -290,6 +336,7 @@ async fn option_text(mut field: axum::extract::multipart::Field<'_>) -> Result<S
     let name: &'static str = match field.name() {
         Some("columns") => "columns",
         Some("region") => "region",
+        Some("max_cost") => "max_cost",
         _ => "webhook",
     };
     let mut buf = Vec::new();
@@ -338,8 +385,11 @@ pub async fn get(
     Tenant(principal): Tenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let meta = state.batches.get(&principal.tenant, batch_id(&id)?).await?;
-    Ok(no_store(Json(meta.summary()).into_response()))
+    let summary = state
+        .batches
+        .summary(&principal.tenant, batch_id(&id)?)
+        .await?;
+    Ok(no_store(Json(summary).into_response()))
 }
 
 /// Erases every object of the batch before answering.
@@ -415,4 +465,36 @@ fn no_store(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_cost_takes_plain_decimals_only() {
+        for (raw, want) in [
+            ("25", Some(25.0)),
+            (" 12.50 ", Some(12.5)),
+            ("", None),
+            ("0", Some(0.0)),
+        ] {
+            assert_eq!(parse_max_cost(Some(raw)).ok(), Some(want), "{raw:?}");
+        }
+        for raw in [
+            "-1",
+            "1e3",
+            "inf",
+            "NaN",
+            "1,5",
+            "1.",
+            ".5",
+            "+2",
+            "1.1234567",
+            "0x10",
+            "5 EUR",
+        ] {
+            assert!(parse_max_cost(Some(raw)).is_err(), "{raw:?} was taken");
+        }
+    }
 }

@@ -116,7 +116,10 @@ async fn submit_json(
     state
         .optout_limiter
         .check(client)
-        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        .map_err(|retry_after| ApiError::RateLimited {
+            retry_after,
+            policy: None,
+        })?;
     let query = Query::parse(&input, state.region).map_err(ApiError::Invalid)?;
     match state.optout().run(&query, Origin::Api).await {
         Ok(ack) => Ok(Json(Acknowledgement {

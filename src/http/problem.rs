@@ -34,8 +34,12 @@ pub enum ApiError {
     UnsupportedMediaType { expected: &'static str },
     #[error("{}", .0.first().map_or("invalid input", |e| e.message.as_str()))]
     Invalid(Vec<FieldError>),
+    /// 429; `policy` names the limit in the IETF `RateLimit` / `RateLimit-Policy` fields.
     #[error("too many requests")]
-    RateLimited { retry_after: Duration },
+    RateLimited {
+        retry_after: Duration,
+        policy: Option<crate::auth::RatePolicy>,
+    },
     #[error("the service is overloaded")]
     Overloaded,
     /// 429: the client's address holds as many connections (or, through a proxy, requests) as it may.
@@ -153,7 +157,7 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         let retry = match &self {
-            Self::RateLimited { retry_after } => {
+            Self::RateLimited { retry_after, .. } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
             Self::Overloaded | Self::TooManyConnections => Some(1),
@@ -165,6 +169,25 @@ impl IntoResponse for ApiError {
         };
         if let Some(secs) = retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            if let Self::RateLimited {
+                policy: Some(p), ..
+            } = &self
+            {
+                // draft-ietf-httpapi-ratelimit-headers: the policy, and what is left of it (nothing)
+                // with the seconds until some is.
+                let fields = [
+                    (
+                        "ratelimit-policy",
+                        format!("\"{}\";q={};w={}", p.name, p.quota, p.window_secs),
+                    ),
+                    ("ratelimit", format!("\"{}\";r=0;t={secs}", p.name)),
+                ];
+                for (name, value) in fields {
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        headers.insert(name, v);
+                    }
+                }
+            }
         }
         if matches!(self, Self::RequestTimeout) {
             // The rest of the body may still be on its way: the connection cannot carry another

@@ -46,6 +46,10 @@ pub struct Lookup {
     /// must look exactly like a miss. Used for metrics only.
     #[serde(skip)]
     pub withheld: bool,
+    /// Paid providers not asked because the lookup's spend cap would have been passed (batches with
+    /// `max_cost`). Not part of the JSON answer.
+    #[serde(skip)]
+    pub capped: Vec<Arc<str>>,
 }
 
 impl Lookup {
@@ -95,5 +99,10 @@ pub(crate) fn answer(
         cost: if withheld { 0.0 } else { answers.cost },
         hints: Vec::new(),
         withheld,
+        capped: answers
+            .capped
+            .iter()
+            .map(|&i| Arc::clone(&sources[i].label))
+            .collect(),
     }
 }

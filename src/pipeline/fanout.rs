@@ -19,10 +19,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::hold::MissTimes;
+use super::spend::SpendCap;
 use super::want::{self, Want};
 use crate::domain::Identifier;
 use crate::exclusion::ExclusionCheck;
 use crate::profile::{Field, Observation};
+use crate::sources::etiquette::Pace;
 use crate::sources::{Registered, SharedAnswer, SourceError, SourceStatus};
 use crate::telemetry::{Metrics, SourceMetrics};
 
@@ -78,6 +80,10 @@ pub(crate) struct Fanout<'a> {
     pub events: Option<mpsc::UnboundedSender<SourceEvent>>,
     /// Where each source's misses are timed, for the answers that must read like one.
     pub misses: &'a MissTimes,
+    /// A batch row's pacing: its calls wait for budget (see [`crate::sources::etiquette::pace`]).
+    pub pace: Option<&'a Pace>,
+    /// A cap on what paid hits may cost: a provider whose hit would pass it is not asked.
+    pub spend: Option<&'a SpendCap>,
 }
 
 /// What the fan-out gathered: each source's run, by its position among the sources.
@@ -89,6 +95,8 @@ pub(crate) struct Answers {
     pub from_query: usize,
     /// What the paid providers' hits cost.
     pub cost: f64,
+    /// Paid providers not asked because the spend cap would have been passed.
+    pub capped: SmallVec<[usize; 4]>,
     /// [`Follow`] refused an identifier or a source objected (451): nothing is followed from then on,
     /// and the calls already made run to their end so that the answer takes as long as a miss.
     pub withheld: bool,
@@ -156,6 +164,7 @@ pub(crate) async fn run(plan: Fanout<'_>, ids: Ids, follow: &dyn Follow) -> Answ
                 idx,
                 hop,
                 plan.deadline,
+                plan.pace,
             ));
         }
         let done = tokio::select! {
@@ -177,6 +186,7 @@ pub(crate) async fn run(plan: Fanout<'_>, ids: Ids, follow: &dyn Follow) -> Answ
                         idx,
                         0,
                         plan.deadline,
+                        plan.pace,
                     ));
                 }
                 None => break,
@@ -204,6 +214,9 @@ struct State<'p, 'a> {
     tried: SmallVec<[(usize, usize); 16]>,
     /// Paid providers not asked yet, in waterfall order.
     waterfall: SmallVec<[usize; 4]>,
+    /// Providers asked under a reservation of the spend cap not settled yet.
+    reserved: SmallVec<[usize; 4]>,
+    capped: SmallVec<[usize; 4]>,
     cost: f64,
     withheld: bool,
 }
@@ -221,6 +234,8 @@ impl<'p, 'a> State<'p, 'a> {
             waterfall: (0..sources.len())
                 .filter(|&i| plan.selected[i] && sources[i].paid)
                 .collect(),
+            reserved: SmallVec::new(),
+            capped: SmallVec::new(),
             cost: 0.0,
             withheld: false,
             plan,
@@ -268,6 +283,14 @@ impl<'p, 'a> State<'p, 'a> {
             let i = self.waterfall.remove(0);
             let accepts = |&&idx: &&usize| self.plan.sources[i].source.accepts(&self.met[idx]);
             if let Some(&idx) = self.known.iter().find(accepts) {
+                let cost = self.plan.sources[i].cost_per_hit;
+                if let Some(cap) = self.plan.spend.filter(|_| cost > 0.0) {
+                    if !cap.try_reserve(cost) {
+                        self.capped.push(i);
+                        continue;
+                    }
+                    self.reserved.push(i);
+                }
                 self.start(i, idx);
                 return Some((i, idx));
             }
@@ -288,6 +311,13 @@ impl<'p, 'a> State<'p, 'a> {
         let source = &self.plan.sources[done.source];
         let now = Instant::now();
         let latency = now.duration_since(done.started);
+        if let Some(at) = self.reserved.iter().position(|&r| r == done.source) {
+            self.reserved.remove(at);
+            if let Some(cap) = self.plan.spend {
+                let hit = matches!(&done.result, Ok(a) if !a.is_empty());
+                cap.settle(source.cost_per_hit, hit);
+            }
+        }
         let run = &mut self.runs[done.source];
         run.in_flight -= 1;
         run.last_end = Some(now);
@@ -313,7 +343,10 @@ impl<'p, 'a> State<'p, 'a> {
                 return;
             }
             Err(err) => {
-                tracing::warn!(source = source.name(), retryable = err.retryable(), error = %err, "Upstream call failed.");
+                if let Some(by) = err.limited_by() {
+                    self.plan.source_metrics[done.source].limited(by);
+                }
+                tracing::warn!(source = source.name(), retryable = err.retryable(), limited_by = err.limited_by(), error = %err, "Upstream call failed.");
                 run.record(err.status());
                 self.emit(source, err.status(), latency, 0);
                 return;
@@ -401,6 +434,12 @@ impl<'p, 'a> State<'p, 'a> {
 
     /// Calls still running have timed out.
     fn finish(mut self) -> Answers {
+        if let Some(cap) = self.plan.spend {
+            // Calls cut by the deadline cost nothing.
+            for &i in &self.reserved {
+                cap.settle(self.plan.sources[i].cost_per_hit, false);
+            }
+        }
         let end = self.plan.deadline.min(Instant::now());
         for run in self.runs.iter_mut().filter(|r| r.in_flight > 0) {
             run.record(SourceStatus::Timeout);
@@ -411,6 +450,7 @@ impl<'p, 'a> State<'p, 'a> {
             met: self.met,
             from_query: self.from_query,
             cost: self.cost,
+            capped: self.capped,
             withheld: self.withheld,
         }
     }
@@ -437,11 +477,22 @@ async fn call(
     idx: usize,
     hop: u32,
     deadline: Instant,
+    pace: Option<&Pace>,
 ) -> CallResult {
     let started = Instant::now();
     // The lookup's deadline is the fan-out loop's one timer; a source's own timeout needs a timer here
     // only when the source does not keep it itself.
-    let result = if s.self_timed() {
+    let result = if let Some(pace) = pace {
+        // A guard times each paced call once it is made, not while it waits for budget.
+        if s.self_timed() {
+            s.source.lookup_paced(&id, pace).await
+        } else {
+            let until = deadline.min(started + s.timeout);
+            tokio::time::timeout_at(until, s.source.lookup_paced(&id, pace))
+                .await
+                .unwrap_or(Err(SourceError::Timeout))
+        }
+    } else if s.self_timed() {
         s.source.lookup_shared(&id).await
     } else {
         let until = deadline.min(started + s.timeout);

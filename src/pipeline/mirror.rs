@@ -61,7 +61,7 @@ pub(crate) async fn excluded(
     } else {
         local.met[..local.from_query].iter().cloned().collect()
     };
-    let feigned = feigned(&plan, &met, started);
+    let (feigned, capped) = feigned(&plan, &met, started);
     let events = plan.events.clone();
     let misses = async {
         for f in &feigned {
@@ -116,6 +116,10 @@ pub(crate) async fn excluded(
         cost: 0.0,
         hints: Vec::new(),
         withheld: true,
+        capped: capped
+            .iter()
+            .map(|&i| Arc::clone(&sources[i].label))
+            .collect(),
     }
 }
 
@@ -136,8 +140,9 @@ fn real(local: &Answers, domain: &Answers, i: usize) -> (SourceStatus, u64) {
 
 /// The calls a miss would have made about the person, in the order they would have ended: each free
 /// source once per identifier it accepts, all at once, then the paid waterfall (which a miss asks
-/// while a wanted field is missing) one provider after another.
-fn feigned(plan: &Fanout<'_>, ids: &Ids, started: Instant) -> Vec<Feigned> {
+/// while a wanted field is missing) one provider after another, each only if the spend cap would
+/// have let a miss ask it (the providers it would not have asked are returned apart).
+fn feigned(plan: &Fanout<'_>, ids: &Ids, started: Instant) -> (Vec<Feigned>, Vec<usize>) {
     let budget = plan.deadline.saturating_duration_since(started);
     let q = MissTimes::quantile();
     let asked = |i: usize| {
@@ -148,6 +153,7 @@ fn feigned(plan: &Fanout<'_>, ids: &Ids, started: Instant) -> Vec<Feigned> {
             && ids.iter().any(|id| s.source.accepts(id))
     };
     let mut out: Vec<Feigned> = Vec::new();
+    let mut capped = Vec::new();
     for i in (0..plan.sources.len()).filter(|&i| asked(i) && !plan.sources[i].paid) {
         for _ in ids.iter().filter(|id| plan.sources[i].source.accepts(id)) {
             let latency = plan.misses.at(i, q).min(budget);
@@ -162,6 +168,15 @@ fn feigned(plan: &Fanout<'_>, ids: &Ids, started: Instant) -> Vec<Feigned> {
     if !want::missing(plan.wanted, query, std::iter::empty()).is_empty() {
         let mut at = out.iter().map(|f| f.ends).max().unwrap_or_default();
         for i in (0..plan.sources.len()).filter(|&i| asked(i) && plan.sources[i].paid) {
+            let cost = plan.sources[i].cost_per_hit;
+            if let Some(cap) = plan.spend.filter(|_| cost > 0.0) {
+                // A miss reserves, is not charged, and hands the reservation back.
+                if !cap.try_reserve(cost) {
+                    capped.push(i);
+                    continue;
+                }
+                cap.settle(cost, false);
+            }
             let latency = plan.misses.at(i, q).min(budget.saturating_sub(at));
             at += latency;
             out.push(Feigned {
@@ -172,5 +187,5 @@ fn feigned(plan: &Fanout<'_>, ids: &Ids, started: Instant) -> Vec<Feigned> {
         }
     }
     out.sort_by_key(|f| f.ends);
-    out
+    (out, capped)
 }

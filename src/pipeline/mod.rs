@@ -19,6 +19,7 @@ mod hold;
 mod mirror;
 mod precheck;
 mod release;
+mod spend;
 mod want;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 
 pub use answer::{Lookup, SourceReport};
 pub use fanout::SourceEvent;
+pub use spend::SpendCap;
 pub use want::Want;
 
 use self::fanout::{Everything, Fanout, Ids, Unlisted};
@@ -36,6 +38,7 @@ use self::hold::MissTimes;
 use self::precheck::{Precheck, precheck};
 use crate::domain::Query;
 use crate::exclusion::ExclusionCheck;
+use crate::sources::etiquette::Pace;
 use crate::sources::{Registered, SourceSet, SourceState, SourceStatus};
 use crate::telemetry::{Metrics, SourceMetrics};
 
@@ -60,6 +63,11 @@ pub struct LookupOptions {
     pub events: Option<mpsc::UnboundedSender<SourceEvent>>,
     /// Fields the paid waterfall stops at; the configured default when `None`.
     pub want: Option<Vec<Want>>,
+    /// A batch row's pacing: its calls wait for the batch part of each source's budget instead of
+    /// being refused, and the deadline is extended by as long as they may wait.
+    pub pace: Option<Arc<Pace>>,
+    /// A cap on what paid hits may cost (a batch's `max_cost`), shared by the lookups it covers.
+    pub spend: Option<Arc<SpendCap>>,
 }
 
 /// The shared lookup pipeline. Cheap to clone.
@@ -109,6 +117,18 @@ impl Pipeline {
         self.inner.sources.names().map(str::to_string).collect()
     }
 
+    /// The sources whose `hit` says nothing about a person (domain-only sources, and those that call
+    /// nobody): an excluded person's answer shows them as a miss of the same shape does.
+    pub fn impersonal_sources(&self) -> Vec<Arc<str>> {
+        self.inner.sources.impersonal()
+    }
+
+    /// The batch part of each rate-limited source's budget on this replica, calls per second, in
+    /// fan-out order.
+    pub fn batch_budgets(&self) -> Vec<(Arc<str>, f64)> {
+        self.inner.sources.batch_budgets()
+    }
+
     /// The answer cache shared by the sources' guards.
     pub fn source_cache(&self) -> crate::sources::etiquette::SourceCache {
         self.inner.sources.cache().clone()
@@ -135,7 +155,12 @@ impl Pipeline {
         let inner = &*self.inner;
         let exclusion = &*inner.exclusion;
         let wanted = opts.want.as_deref().unwrap_or(&inner.limits.default_want);
-        let plan = inner.plan(opts.timeout, opts.sources.as_deref(), wanted, opts.events);
+        let mut plan = inner.plan(opts.timeout, opts.sources.as_deref(), wanted, opts.events);
+        if let Some(pace) = &opts.pace {
+            plan.deadline += pace.batch().max_wait;
+            plan.pace = Some(pace);
+        }
+        plan.spend = opts.spend.as_deref();
         let mut lookup = match precheck(exclusion, identifiers(query)) {
             Precheck::Excluded(ids) => mirror::excluded(plan, ids, exclusion, started).await,
             Precheck::Cleared(cleared) => {
@@ -223,6 +248,8 @@ impl Inner {
             wanted,
             events,
             misses: &self.misses,
+            pace: None,
+            spend: None,
         }
     }
 }

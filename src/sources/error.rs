@@ -7,8 +7,14 @@ use super::SourceStatus;
 pub enum SourceError {
     #[error("the upstream did not answer in time")]
     Timeout,
+    /// The upstream itself refused (`429`, or a rate-limit `403`), or paused us with `Retry-After`.
     #[error("the upstream is rate limiting us")]
     RateLimited { retry_after: Option<Duration> },
+    /// Our own limiter refused the call before any request: the source's budget is spent, or an
+    /// earlier `Retry-After` still pauses it. Told apart from [`Self::RateLimited`] in logs and
+    /// metrics; a client sees `rate_limited` for both.
+    #[error("our own budget for this source is spent for now")]
+    OverBudget { retry_after: Option<Duration> },
     #[error("the upstream answered HTTP {status}")]
     Status { status: u16 },
     #[error("the upstream's answer is malformed: {0}")]
@@ -48,7 +54,10 @@ impl SourceError {
     /// Whether trying again later may help.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Timeout | Self::RateLimited { .. } | Self::Transport(_) => true,
+            Self::Timeout
+            | Self::RateLimited { .. }
+            | Self::OverBudget { .. }
+            | Self::Transport(_) => true,
             Self::Status { status } => *status >= 500 || *status == 408,
             Self::Malformed(_) | Self::Objected | Self::NotAttempted(_) => false,
             Self::Host(inner) => inner.retryable(),
@@ -61,10 +70,21 @@ impl SourceError {
         !matches!(self, Self::Host(_)) && self.retryable()
     }
 
+    /// Who limited the call: `us` (our own limiter or pause) or `upstream` (its own answer); `None`
+    /// for any other failure. The label of `enrichd_source_rate_limited_total`.
+    pub fn limited_by(&self) -> Option<&'static str> {
+        match self {
+            Self::OverBudget { .. } => Some("us"),
+            Self::RateLimited { .. } => Some("upstream"),
+            Self::Host(inner) => inner.limited_by(),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> SourceStatus {
         match self {
             Self::Timeout => SourceStatus::Timeout,
-            Self::RateLimited { .. } => SourceStatus::RateLimited,
+            Self::RateLimited { .. } | Self::OverBudget { .. } => SourceStatus::RateLimited,
             Self::NotAttempted(_) => SourceStatus::Skipped,
             Self::Objected => SourceStatus::Miss,
             Self::Status { .. } | Self::Malformed(_) | Self::Transport(_) => SourceStatus::Error,

@@ -75,6 +75,17 @@ pub trait Source: Send + Sync {
         Box::pin(async move { self.lookup(id).await.map(Arc::from) })
     }
 
+    /// A batch row's call: waits for the source's batch budget and retries after an upstream's `429`
+    /// instead of failing at once (see [`etiquette::pace`]). A source without a guard has no budget
+    /// to wait for.
+    fn lookup_paced<'a>(
+        &'a self,
+        id: &'a Arc<Identifier>,
+        _pace: &'a etiquette::Pace,
+    ) -> BoxFuture<'a, SharedAnswer> {
+        self.lookup_shared(id)
+    }
+
     /// The bound this source itself puts on every call it answers (the etiquette guard's call timeout;
     /// a caller joining a call in flight waits no longer than that call's bound). `None`: the fan-out
     /// must time the call.

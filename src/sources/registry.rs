@@ -30,6 +30,8 @@ pub struct SourceOverrides {
     pub base_url: Option<String>,
     pub timeout_ms: Option<u64>,
     pub rate_per_minute: Option<u32>,
+    /// The share of `rate_per_minute` batches may use, in (0, 1]; default 0.8.
+    pub batch_share: Option<f64>,
     pub concurrency: Option<usize>,
     pub weight: Option<f64>,
     pub api_key_env: Option<String>,
@@ -86,6 +88,9 @@ pub fn resolve(
         if c.timeout_ms == 0 {
             return Err(invalid("timeout_ms", "must be above 0"));
         }
+        if !(c.batch_share > 0.0 && c.batch_share <= 1.0) {
+            return Err(invalid("batch_share", "must be above 0 and at most 1"));
+        }
         if c.concurrency == 0 {
             return Err(invalid("concurrency", "must be above 0"));
         }
@@ -126,6 +131,9 @@ fn apply(c: &mut SourceConfig, o: &SourceOverrides) {
     }
     if let Some(v) = o.rate_per_minute {
         c.rate_per_minute = v;
+    }
+    if let Some(v) = o.batch_share {
+        c.batch_share = v;
     }
     if let Some(v) = o.concurrency {
         c.concurrency = v;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::Registered;
-use super::etiquette::{GuardConfig, Guarded, SourceCache};
+use super::etiquette::{Budget, GuardConfig, Guarded, SourceCache};
 use super::provider::ProviderSource;
 use super::registry::BUILTIN;
 use super::spec::{Deps, SourceConfig};
@@ -59,6 +59,10 @@ pub struct SourceState {
     pub breaker: Option<String>,
     pub paused: bool,
     pub cache_entries: u64,
+    /// This replica's rate budget for the source and what is left of it now; absent when the source
+    /// is off or has no limit of our own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 impl SourceSet {
@@ -157,6 +161,25 @@ impl SourceSet {
         &self.cache
     }
 
+    /// The sources whose `hit` says nothing about a person: domain-only ones and those that call
+    /// nobody.
+    pub fn impersonal(&self) -> Vec<Arc<str>> {
+        self.sources
+            .iter()
+            .filter(|r| r.source.domain_only() || r.source.calls_nobody())
+            .map(|r| Arc::clone(&r.label))
+            .collect()
+    }
+
+    /// The batch part of each rate-limited source's budget on this replica, calls per second.
+    pub fn batch_budgets(&self) -> Vec<(Arc<str>, f64)> {
+        self.sources
+            .iter()
+            .zip(&self.guards)
+            .filter_map(|(r, g)| Some((Arc::clone(&r.label), g.batch_per_second()?)))
+            .collect()
+    }
+
     /// Every configured source and provider with its live state.
     pub fn states(&self) -> Vec<SourceState> {
         self.listed
@@ -169,6 +192,7 @@ impl SourceSet {
                     .and_then(|i| self.guards.get(i));
                 let state = guard.map(|g| g.state());
                 SourceState {
+                    budget: guard.and_then(|g| g.budget()),
                     listed: l.clone(),
                     breaker: state.as_ref().map(|s| s.breaker.as_str().to_string()),
                     paused: state.as_ref().is_some_and(|s| s.paused_until.is_some()),

@@ -35,6 +35,9 @@ pub struct SourceConfig {
     pub base_url: String,
     pub timeout_ms: u64,
     pub rate_per_minute: u32,
+    /// The share of `rate_per_minute` batches may use (0 < share ≤ 1); the rest is kept for live
+    /// lookups.
+    pub batch_share: f64,
     pub concurrency: usize,
     pub weight: f64,
     /// Name of the env var that holds the API key, if the source takes one.
@@ -50,6 +53,7 @@ impl SourceConfig {
             base_url: base_url.to_string(),
             timeout_ms,
             rate_per_minute,
+            batch_share: super::etiquette::DEFAULT_BATCH_SHARE,
             concurrency: 32,
             weight,
             api_key_env: None,

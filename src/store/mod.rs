@@ -20,6 +20,8 @@
 //!                                               the row keys (keyed-hash prefixes) to purge
 //! state/replicas/<replica-id>                   heartbeats: how many replicas share the budgets
 //! leases/<name>                                 who runs a job, a purge, or the sweeper, now
+//! spend/<tenant-hash>/<YYYY-MM>                 a tenant's paid spend that month, {"spent": n}:
+//!                                               created, then added to under If-Match
 //! audit/<millis>-<random>                       the append-only audit log: one immutable event per
 //!                                               object (created, never rewritten), no personal data
 //! ```

@@ -31,6 +31,13 @@ struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitedLabels {
+    source: Label,
+    /// `us` (our own limiter or pause) or `upstream` (its own 429).
+    by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceName {
     source: Label,
 }
@@ -104,6 +111,7 @@ pub struct Metrics {
     http_duration: HistogramFamily<RouteLabels>,
     source_calls: Family<SourceLabels, Counter>,
     source_duration: HistogramFamily<SourceName>,
+    source_limited: Family<LimitedLabels, Counter>,
     lookups: Family<OutcomeLabels, Counter>,
     in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     overloaded: Counter<u64, AtomicU64>,
@@ -133,6 +141,7 @@ impl Metrics {
             http_duration: Family::new_with_constructor(latency_histogram),
             source_calls: Family::default(),
             source_duration: Family::new_with_constructor(latency_histogram),
+            source_limited: Family::default(),
             lookups: Family::default(),
             in_flight: Gauge::default(),
             overloaded: Counter::default(),
@@ -171,6 +180,11 @@ impl Metrics {
             "source_requests",
             "Upstream source calls by source and status",
             m.source_calls.clone(),
+        );
+        registry.register(
+            "source_rate_limited",
+            "Source calls refused for rate, by source and by whom: us (our own budget) or upstream (its 429)",
+            m.source_limited.clone(),
         );
         registry.register(
             "source_duration_seconds",
@@ -229,9 +243,23 @@ impl Metrics {
         });
         let duration = self
             .source_duration
-            .get_or_create(&SourceName { source })
+            .get_or_create(&SourceName {
+                source: source.clone(),
+            })
             .clone();
-        SourceMetrics { calls, duration }
+        let limited = ["us", "upstream"].map(|by| {
+            self.source_limited
+                .get_or_create(&LimitedLabels {
+                    source: source.clone(),
+                    by,
+                })
+                .clone()
+        });
+        SourceMetrics {
+            calls,
+            duration,
+            limited,
+        }
     }
 
     pub fn provider_cost(&self, source: &str, amount: f64) {
@@ -286,9 +314,16 @@ impl Metrics {
 pub struct SourceMetrics {
     calls: [Counter; SourceStatus::ALL.len()],
     duration: Histogram,
+    /// Refusals for rate: `[us, upstream]`.
+    limited: [Counter; 2],
 }
 
 impl SourceMetrics {
+    /// A call refused for rate; `by` is `us` or `upstream` ([`crate::sources::SourceError::limited_by`]).
+    pub fn limited(&self, by: &str) {
+        self.limited[usize::from(by != "us")].inc();
+    }
+
     pub fn call(&self, status: SourceStatus, took: Duration) {
         self.calls[status.index()].inc();
         self.duration.observe(took.as_secs_f64());

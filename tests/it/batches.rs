@@ -926,8 +926,12 @@ async fn rows_use_their_valid_identifiers_and_say_what_was_left_out() {
     );
     let rows = rows(&text, b',');
     let status = |r: &Vec<String>| r[2].clone();
-    let note = |r: &Vec<String>| r.last().cloned().unwrap_or_default();
-    assert_eq!(rows[0].last().map(String::as_str), Some("enrichd_note"));
+    let note = |r: &Vec<String>| r.iter().rev().nth(1).cloned().unwrap_or_default();
+    assert_eq!(
+        rows[0].iter().rev().nth(1).map(String::as_str),
+        Some("enrichd_note")
+    );
+    assert_eq!(rows[0].last().map(String::as_str), Some("enrichd_sources"));
     assert_eq!(
         (status(&rows[1]), note(&rows[1])),
         ("found".into(), String::new())

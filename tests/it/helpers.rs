@@ -26,6 +26,8 @@ pub struct Reply {
     pub delay: Duration,
     /// What the reply waits for before it is sent: the test (or another reply) decides when.
     pub gate: Option<Gate>,
+    /// Extra response headers (`Retry-After`, ...).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -36,6 +38,7 @@ impl Reply {
             body: body.to_string().into_bytes(),
             delay: Duration::ZERO,
             gate: None,
+            headers: Vec::new(),
         }
     }
 
@@ -46,6 +49,7 @@ impl Reply {
             body: body.as_bytes().to_vec(),
             delay: Duration::ZERO,
             gate: None,
+            headers: Vec::new(),
         }
     }
 
@@ -56,7 +60,13 @@ impl Reply {
             body,
             delay: Duration::ZERO,
             gate: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
     }
 
     pub fn after(mut self, delay: Duration) -> Self {
@@ -180,8 +190,12 @@ async fn answer(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Res
         Some(Gate::Latch(l)) => l.pass().await,
         None => {}
     }
-    Response::builder()
-        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    for (name, value) in &reply.headers {
+        builder = builder.header(*name, value);
+    }
+    builder
         .header(header::CONTENT_TYPE, reply.content_type)
         .body(Body::from(reply.body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())

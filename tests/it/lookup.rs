@@ -308,6 +308,7 @@ async fn a_tenant_over_its_rate_is_429_with_retry_after() {
 
     let mut statuses = Vec::new();
     let mut retry_after = None;
+    let mut fields = (None, None);
     for _ in 0..3 {
         let resp = server
             .get("/v1/lookup?email=r%40example.com")
@@ -315,17 +316,30 @@ async fn a_tenant_over_its_rate_is_429_with_retry_after() {
             .await
             .expect("request");
         statuses.push(resp.status().as_u16());
-        retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        retry_after = header("retry-after").and_then(|v| v.parse::<u64>().ok());
+        fields = (header("ratelimit-policy"), header("ratelimit"));
     }
 
     assert_eq!(statuses, [200, 200, 429]);
     assert!(
         retry_after.is_some_and(|s| (1..=60).contains(&s)),
         "Retry-After in seconds: {retry_after:?}"
+    );
+    // The IETF fields (draft-ietf-httpapi-ratelimit-headers): 1 request per 60 s, none left, and as
+    // many seconds until one is as Retry-After says.
+    let secs = retry_after.unwrap_or_default();
+    assert_eq!(
+        fields,
+        (
+            Some("\"tenant\";q=1;w=60".to_string()),
+            Some(format!("\"tenant\";r=0;t={secs}"))
+        )
     );
     server.stop().await;
 }

@@ -23,6 +23,7 @@ mod keys;
 mod lookup;
 mod optout;
 mod optout_spellings;
+mod paced;
 mod purge;
 mod replicas;
 mod sources;

@@ -88,8 +88,10 @@ impl Cluster {
                 format!("s3://{}/replicas", self.bucket),
             )
             .env("ENRICHD_STORE__LEASE_MS", "3000")
-            // The fakes take any rate; each replica's share of the budget is tested on its own.
+            // The fakes take any rate (batches wait for the budget: GitHub's default would make the
+            // batch test wait minutes); each replica's share of the budget is tested on its own.
             .env("ENRICHD_SOURCES__GRAVATAR__RATE_PER_MINUTE", "600000")
+            .env("ENRICHD_SOURCES__GITHUB__RATE_PER_MINUTE", "600000")
             .env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")

@@ -6,20 +6,26 @@
 //!    memory; concurrent identical lookups share one upstream call. A call runs in a tokio task of its
 //!    own, so a caller that leaves cannot cancel it: those who joined still get the answer, and it is
 //!    still cached. Errors are shared with the callers waiting at the time, never cached.
-//! 2. **pause**: after an upstream `429`/`Retry-After`, calls fail fast as `RateLimited` until then.
+//! 2. **pause**: after an upstream `429`/`Retry-After`, calls fail fast as `OverBudget` until then.
 //! 3. **circuit breaker**: after `breaker_failures` consecutive retryable failures, calls fail fast
 //!    with `NotAttempted("circuit open")` for `breaker_cooldown`; then one probe decides.
-//! 4. **rate limit** (governor, see [`limit`]): over `rate_per_minute`, `RateLimited` without a call.
+//! 4. **rate limit** (governor, see [`limit`]): over `rate_per_minute`, `OverBudget` without a call.
 //! 5. **bulkhead**: at most `concurrency` calls in flight; others wait for a permit.
 //! 6. the upstream call itself, bounded by `call_timeout`.
 //!
 //! The breaker is consulted before the rate limiter so that an open circuit spends no rate budget; a
-//! probe refused by the limiter hands its slot back. All time is tokio time (`tokio::time::pause` in
-//! tests).
+//! probe refused by the limiter hands its slot back. An upstream's `429` pauses the source but is not
+//! a failure for the breaker: the upstream is alive, it only asks us to slow down. All time is tokio
+//! time (`tokio::time::pause` in tests).
+//!
+//! A batch row's call is *paced* ([`Guarded::lookup_paced`], [`pace`]): instead of failing at steps 2
+//! and 4 it waits (for the pause to end, for the batch part of the budget), and after an upstream
+//! `429` it waits and calls again. Cached answers never wait.
 
 mod breaker;
 mod cache;
 pub(crate) mod limit;
+pub mod pace;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +40,8 @@ use tokio::time::Instant;
 
 pub use breaker::BreakerState;
 pub use cache::{DEFAULT_MAX_BYTES, DEFAULT_TTL, SourceCache};
+pub use limit::DEFAULT_BATCH_SHARE;
+pub use pace::{BatchPace, Pace};
 
 use self::breaker::{Admission, Breaker, Health};
 use self::limit::Limiter;
@@ -52,6 +60,8 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
 pub struct GuardConfig {
     /// Steady calls per minute; 0 means no limit of our own.
     pub rate_per_minute: u32,
+    /// The share of `rate_per_minute` batches may use; the rest is kept for live lookups.
+    pub batch_share: f64,
     /// Calls in flight at once.
     pub concurrency: usize,
     /// Consecutive retryable failures that open the circuit.
@@ -70,6 +80,7 @@ impl GuardConfig {
     pub fn new(rate_per_minute: u32, concurrency: usize, call_timeout: Duration) -> Self {
         Self {
             rate_per_minute,
+            batch_share: DEFAULT_BATCH_SHARE,
             concurrency,
             breaker_failures: Self::DEFAULT_BREAKER_FAILURES,
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
@@ -79,11 +90,14 @@ impl GuardConfig {
 
     /// A built-in source's guard: its rate, concurrency and timeout.
     pub fn for_source(c: &SourceConfig) -> Self {
-        Self::new(
-            c.rate_per_minute,
-            c.concurrency,
-            Duration::from_millis(c.timeout_ms),
-        )
+        Self {
+            batch_share: c.batch_share,
+            ..Self::new(
+                c.rate_per_minute,
+                c.concurrency,
+                Duration::from_millis(c.timeout_ms),
+            )
+        }
     }
 }
 
@@ -95,6 +109,19 @@ pub struct GuardState {
     pub paused_until: Option<Instant>,
     /// Live cached answers for this source.
     pub cache_entries: u64,
+}
+
+/// A source's rate budget on this replica (its share of `rate_per_minute` when replicas share it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Budget {
+    /// Calls per minute this replica may make.
+    pub per_minute: u32,
+    /// Calls it may make at once.
+    pub burst: u32,
+    /// Calls a live lookup could make at once now.
+    pub remaining: u32,
+    /// The part of `per_minute` batches may use (`batch_share`).
+    pub batch_per_minute: u32,
 }
 
 /// A source behind the etiquette layers. See the module docs.
@@ -128,7 +155,7 @@ impl Guarded {
         let name: Arc<str> = Arc::from(source.name());
         let inner = Inner {
             name,
-            limiter: Limiter::new(cfg.rate_per_minute, share),
+            limiter: Limiter::new(cfg.rate_per_minute, cfg.batch_share, share),
             bulkhead: Semaphore::new(cfg.concurrency.max(1)),
             breaker: Mutex::new(Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown)),
             paused_until: Mutex::new(None),
@@ -157,6 +184,74 @@ impl Guarded {
 
     pub fn config(&self) -> &GuardConfig {
         &self.inner.cfg
+    }
+
+    /// The batch part of this replica's budget for the source, calls per second; `None` when the
+    /// source has no limit of our own.
+    pub fn batch_per_second(&self) -> Option<f64> {
+        self.inner.limiter.as_ref().map(Limiter::batch_per_second)
+    }
+
+    /// This replica's budget for the source as `GET /v1/sources` shows it; `None` when the source
+    /// has no limit of our own.
+    pub fn budget(&self) -> Option<Budget> {
+        let limiter = self.inner.limiter.as_ref()?;
+        let (per_minute, burst, remaining) = limiter.budget();
+        Some(Budget {
+            per_minute,
+            burst,
+            remaining,
+            batch_per_minute: (limiter.batch_per_second() * 60.0).round() as u32,
+        })
+    }
+
+    /// The shared call: the cache, coalescing, and the guarded call in a task of its own.
+    async fn shared_call(&self, id: &Arc<Identifier>, admitted: bool) -> SharedAnswer {
+        let inner = &self.inner;
+        let asked = Instant::now();
+        let key = inner.cache.key(&inner.name, id);
+        if let Some((answer, took)) = inner.cache.get(&key).await {
+            // Replayed no faster than it was fetched: see the cache's module docs.
+            tokio::time::sleep_until(asked + took).await;
+            return Ok(answer);
+        }
+        // The call and its coalescing run in a task of their own: a caller that leaves (its client
+        // went away) does not cancel the call that others joined.
+        let (this, id) = (Arc::clone(inner), Arc::clone(id));
+        let call = tokio::spawn(async move {
+            // A panicking source fails its callers' call, not their tasks.
+            let fetch = AssertUnwindSafe(this.guarded_call(&id, admitted))
+                .catch_unwind()
+                .map(|r| r.unwrap_or(Err(SourceError::NotAttempted("the source failed"))));
+            this.cache.get_or_fetch(key, &this.name, &id, fetch).await
+        });
+        match call.await {
+            Ok(answer) => answer.map_err(|e| SourceError::clone(&e)),
+            Err(_) => Err(SourceError::NotAttempted("the shared call was abandoned")),
+        }
+    }
+
+    /// Whether `id`'s answer is cached: a paced call then needs no budget.
+    async fn is_cached(&self, id: &Identifier) -> bool {
+        let key = self.inner.cache.key(&self.inner.name, id);
+        self.inner.cache.get(&key).await.is_some()
+    }
+
+    /// Waits until a paced call may be made: an upstream's pause over (plus a jitter), a cell of the
+    /// batch part taken. `false` when that would pass `until`.
+    async fn wait_for_budget(&self, pace: &Pace, until: Instant) -> bool {
+        let inner = &self.inner;
+        let _waiting = pace.waiting();
+        let waited = async {
+            while let Some(end) = inner.paused_until(Instant::now()) {
+                let pause = end - Instant::now();
+                tokio::time::sleep_until(end + pace::jitter(pause)).await;
+            }
+            if let Some(limiter) = &inner.limiter {
+                limiter.until_batch_ready().await;
+            }
+        };
+        tokio::time::timeout_at(until, waited).await.is_ok()
     }
 }
 
@@ -189,28 +284,43 @@ impl Source for Guarded {
     }
 
     fn lookup_shared<'a>(&'a self, id: &'a Arc<Identifier>) -> BoxFuture<'a, SharedAnswer> {
+        self.shared_call(id, false).boxed()
+    }
+
+    fn lookup_paced<'a>(
+        &'a self,
+        id: &'a Arc<Identifier>,
+        pace: &'a Pace,
+    ) -> BoxFuture<'a, SharedAnswer> {
         async move {
-            let inner = &self.inner;
-            let asked = Instant::now();
-            let key = inner.cache.key(&inner.name, id);
-            if let Some((answer, took)) = inner.cache.get(&key).await {
-                // Replayed no faster than it was fetched: see the cache's module docs.
-                tokio::time::sleep_until(asked + took).await;
-                return Ok(answer);
-            }
-            // The call and its coalescing run in a task of their own: a caller that leaves (its client
-            // went away) does not cancel the call that others joined.
-            let (this, id) = (Arc::clone(inner), Arc::clone(id));
-            let call = tokio::spawn(async move {
-                // A panicking source fails its callers' call, not their tasks.
-                let fetch = AssertUnwindSafe(this.guarded_call(&id))
-                    .catch_unwind()
-                    .map(|r| r.unwrap_or(Err(SourceError::NotAttempted("the source failed"))));
-                this.cache.get_or_fetch(key, &this.name, &id, fetch).await
-            });
-            match call.await {
-                Ok(answer) => answer.map_err(|e| SourceError::clone(&e)),
-                Err(_) => Err(SourceError::NotAttempted("the shared call was abandoned")),
+            let until = Instant::now() + pace.batch().max_wait;
+            let mut retries = 0;
+            loop {
+                let cached = self.is_cached(id).await;
+                if !cached && !self.wait_for_budget(pace, until).await {
+                    return Err(SourceError::OverBudget { retry_after: None });
+                }
+                // Admitted only with a cell in hand: an answer evicted from the cache since it was
+                // seen makes a live-checked call instead (refused, it is waited for again).
+                let result = self.shared_call(id, !cached).await;
+                match &result {
+                    // The upstream's own refusal: the guard paused the source; wait and call again.
+                    Err(SourceError::RateLimited { .. }) => {
+                        pace.batch().limited_upstream();
+                        if retries >= pace.batch().max_retries {
+                            return result;
+                        }
+                        retries += 1;
+                    }
+                    // A pause another call started between our wait and our call: wait it out.
+                    Err(SourceError::OverBudget { .. }) => {}
+                    Ok(_) | Err(_) => {
+                        if !cached {
+                            pace.called(&self.inner.name);
+                        }
+                        return result;
+                    }
+                }
             }
         }
         .boxed()
@@ -222,11 +332,16 @@ impl Source for Guarded {
 }
 
 impl Inner {
-    async fn guarded_call(&self, id: &Identifier) -> Result<Vec<Observation>, SourceError> {
+    /// One guarded upstream call. `admitted`: a paced call that took its cell of the budget already.
+    async fn guarded_call(
+        &self,
+        id: &Identifier,
+        admitted: bool,
+    ) -> Result<Vec<Observation>, SourceError> {
         let start = Instant::now();
         let deadline = start + self.cfg.call_timeout;
         if let Some(until) = self.paused_until(start) {
-            return Err(SourceError::RateLimited {
+            return Err(SourceError::OverBudget {
                 retry_after: Some(until - start),
             });
         }
@@ -237,9 +352,12 @@ impl Inner {
             breaker: &self.breaker,
             admission: Some(admission),
         };
-        if let Some(limiter) = &self.limiter {
-            limiter.check().map_err(|wait| SourceError::RateLimited {
-                retry_after: Some(wait),
+        if let Some(limiter) = self.limiter.as_ref().filter(|_| !admitted) {
+            limiter.check_live().map_err(|wait| {
+                tracing::debug!(source = %self.name, "Our own budget for the source is spent; the live call is refused.");
+                SourceError::OverBudget {
+                    retry_after: Some(wait),
+                }
             })?;
         }
         // Usually a permit is free: take it without arming a timer.
@@ -263,6 +381,7 @@ impl Inner {
             tracing::info!(source = %self.name, pause_s = pause.as_secs(), "The upstream asked us to slow down; pausing the source.");
         }
         let health = match &result {
+            Err(SourceError::RateLimited { .. }) => Health::Alive,
             Err(e) if e.counts_against_source() => Health::Failing,
             _ => Health::Alive,
         };

@@ -92,6 +92,7 @@ fn email(s: &str) -> Identifier {
 fn config() -> GuardConfig {
     GuardConfig {
         rate_per_minute: 60_000,
+        batch_share: DEFAULT_BATCH_SHARE,
         concurrency: 8,
         breaker_failures: 3,
         breaker_cooldown: Duration::from_secs(30),
@@ -338,7 +339,7 @@ async fn the_call_past_the_burst_is_rate_limited_without_touching_the_upstream()
     }
     let over = g.lookup(&email("p10@example.com")).await;
     assert!(
-        matches!(over, Err(SourceError::RateLimited { retry_after: Some(d) }) if d <= Duration::from_secs(1)),
+        matches!(over, Err(SourceError::OverBudget { retry_after: Some(d) }) if d <= Duration::from_secs(1)),
         "{over:?}"
     );
     assert_eq!(fake.calls(), 10);
@@ -363,7 +364,7 @@ async fn an_upstream_retry_after_pauses_the_source() {
 
     assert!(matches!(first, Err(SourceError::RateLimited { .. })));
     assert!(
-        matches!(during, Err(SourceError::RateLimited { retry_after: Some(d) }) if d == Duration::from_secs(15)),
+        matches!(during, Err(SourceError::OverBudget { retry_after: Some(d) }) if d == Duration::from_secs(15)),
         "{during:?}"
     );
     assert_eq!(fake.calls(), 1);
@@ -557,4 +558,153 @@ async fn a_client_chosen_hosts_retry_after_and_failures_neither_pause_nor_trip_t
     );
     assert_eq!(g.state().breaker, BreakerState::Closed);
     assert_eq!(g.state().paused_until, None);
+}
+
+/// A paced lookup of `id` for a row of `batch`.
+async fn paced(g: &Guarded, batch: &Arc<BatchPace>, id: &Identifier) -> SharedAnswer {
+    let row = batch.row();
+    let id = Arc::new(id.clone());
+    g.lookup_paced(&id, &row).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_calls_wait_for_the_batch_part_of_the_budget_instead_of_failing() {
+    // 60 a minute, 0.8 for batches: 48 a minute (one every 1.25 s), a burst of 3.
+    let fake = Arc::new(Fake::new());
+    let g = guard(
+        &fake,
+        GuardConfig {
+            rate_per_minute: 60,
+            ..config()
+        },
+    );
+    let batch = Arc::new(BatchPace::default());
+    let started = Instant::now();
+
+    for i in 0..10 {
+        paced(&g, &batch, &email(&format!("p{i}@example.com")))
+            .await
+            .expect("a paced call waits rather than fails");
+    }
+
+    assert_eq!(fake.calls(), 10);
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(7 * 1250),
+        "three at once, then one every 1.25 s"
+    );
+    assert_eq!(batch.calls().get("fake"), Some(&10));
+    assert_eq!(g.budget().map(|b| b.batch_per_minute), Some(48));
+}
+
+#[tokio::test(start_paused = true)]
+async fn batches_leave_live_lookups_their_share() {
+    let fake = Arc::new(Fake::new());
+    let g = guard(
+        &fake,
+        GuardConfig {
+            rate_per_minute: 60,
+            ..config()
+        },
+    );
+    let batch = Arc::new(BatchPace::default());
+    // A batch that would take every cell it could for a minute.
+    let busy = {
+        let (g, batch) = (Arc::clone(&g), Arc::clone(&batch));
+        tokio::spawn(async move {
+            for i in 0..1000 {
+                let _ = paced(&g, &batch, &email(&format!("b{i}@example.com"))).await;
+            }
+        })
+    };
+    let mut live_ok = 0;
+    for i in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if g.lookup(&email(&format!("l{i}@example.com"))).await.is_ok() {
+            live_ok += 1;
+        }
+    }
+    busy.abort();
+
+    // A live call a second for a minute: the batch part is 48 a minute, so at least 12 of the
+    // 60 cells of that minute (and the burst's ten) were the live lookups'.
+    assert!(live_ok >= 12, "live lookups got {live_ok} of 60");
+    let batch_calls = batch.calls().get("fake").copied().unwrap_or(0);
+    assert!(
+        batch_calls <= 3 + 48 + 1,
+        "batches took {batch_calls} calls in a minute"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_429_pauses_paced_calls_and_the_call_is_made_again_after_it() {
+    let fake = Arc::new(Fake::new().then(Err(SourceError::RateLimited {
+        retry_after: Some(Duration::from_secs(2)),
+    })));
+    let g = guard(&fake, config());
+    let batch = Arc::new(BatchPace::default());
+    let started = Instant::now();
+
+    let answer = paced(&g, &batch, &email("a@example.com")).await;
+
+    assert!(answer.is_ok(), "{answer:?}");
+    assert_eq!(fake.calls(), 2, "refused once, made again");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a jitter of at most a tenth"
+    );
+    assert_eq!(batch.upstream_limited(), 1);
+    assert_eq!(
+        g.state().breaker,
+        BreakerState::Closed,
+        "a 429 is not a failure"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_call_gives_up_after_its_retries() {
+    let refusal = || {
+        Err(SourceError::RateLimited {
+            retry_after: Some(Duration::from_secs(1)),
+        })
+    };
+    let mut fake = Fake::new();
+    for _ in 0..10 {
+        fake = fake.then(refusal());
+    }
+    let fake = Arc::new(fake);
+    let g = guard(&fake, config());
+    let batch = Arc::new(BatchPace::new(2, Duration::from_secs(600)));
+
+    let answer = paced(&g, &batch, &email("a@example.com")).await;
+
+    assert!(
+        matches!(answer, Err(SourceError::RateLimited { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(fake.calls(), 3, "the call and two retries");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_shown_falls_with_live_calls_and_refills_with_time() {
+    let fake = Arc::new(Fake::new());
+    let g = guard(
+        &fake,
+        GuardConfig {
+            rate_per_minute: 60,
+            ..config()
+        },
+    );
+    let full = g.budget().expect("a limited source");
+    assert_eq!((full.per_minute, full.burst, full.remaining), (60, 10, 10));
+
+    for i in 0..4 {
+        g.lookup(&email(&format!("p{i}@example.com")))
+            .await
+            .expect("within the burst");
+    }
+    assert_eq!(g.budget().map(|b| b.remaining), Some(6));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(g.budget().map(|b| b.remaining), Some(8));
 }
