@@ -29,7 +29,10 @@ both_stores! {
             .arg(format!("{}/openapi.json", server.url))
             .args(["-H", &format!("Authorization: Bearer {key}")])
             .args(["-H", &format!("X-API-Key: {key}")])
-            .args(["--max-examples", EXAMPLES, "--workers", "2"])
+            // One worker: with two, schemathesis 4.32's own generator has failed now and then with
+            // "dictionary changed size during iteration" or a KeyError (its state shared between
+            // threads), a failure of the tool rather than of the server.
+            .args(["--max-examples", EXAMPLES, "--workers", "1"])
             .arg("--generation-deterministic")
             .kill_on_drop(true)
             .output()
