@@ -1,10 +1,11 @@
 //! Test support shared by the unit tests, the integration tests and the benches: a loopback
-//! nameserver ([`dns`]), and a real
+//! nameserver ([`dns`]), a hung upstream ([`silent`]), and a real
 //! S3-compatible server (moto's server mode, `pip install 'moto[server]'`, installed by
 //! `scripts/test`) on a free loopback port, one per test process, each test in its own bucket.
 //! Not used by the service.
 
 pub mod dns;
+pub mod silent;
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

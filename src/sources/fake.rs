@@ -3,8 +3,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -38,49 +36,11 @@ pub fn reply(
         .expect("valid response")
 }
 
-/// A loopback upstream that reads requests and never answers. `asked` counts connections that sent
-/// a request; `dropped` those the client closed afterwards.
-pub struct Silent {
-    pub addr: SocketAddr,
-    pub asked: Arc<AtomicUsize>,
-    pub dropped: Arc<AtomicUsize>,
-}
+pub use crate::testkit::silent::Silent;
 
+/// A loopback upstream that reads requests and never answers.
 pub async fn silent() -> Silent {
-    use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let addr = listener.local_addr().expect("bound address");
-    let asked = Arc::new(AtomicUsize::new(0));
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let (a, d) = (asked.clone(), dropped.clone());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let (a, d) = (a.clone(), d.clone());
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let mut counted = false;
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    if !counted {
-                        counted = true;
-                        a.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                if counted {
-                    d.fetch_add(1, Ordering::SeqCst);
-                }
-            });
-        }
-    });
-    Silent {
-        addr,
-        asked,
-        dropped,
-    }
+    Silent::start().await
 }
 
 /// Asserts that `fut` (a call to a [`silent`] upstream under a short timeout of the source's own)
@@ -96,9 +56,9 @@ pub async fn assert_times_out(
         matches!(got, Ok(Err(SourceError::Timeout))),
         "not ended by the source's own timeout: {got:?}"
     );
-    assert!(upstream.asked.load(Ordering::SeqCst) >= 1, "never asked");
+    assert!(upstream.asked() >= 1, "never asked");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while upstream.dropped.load(Ordering::SeqCst) < upstream.asked.load(Ordering::SeqCst) {
+    while upstream.dropped() < upstream.asked() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the connection was never closed"

@@ -960,63 +960,7 @@ macro_rules! both_stores {
     };
 }
 
-/// An upstream that takes connections, reads what is sent and never answers: a hung service. It
-/// counts the connections that sent a request and those the client then closed.
-#[derive(Clone)]
-pub struct Silent {
-    pub url: String,
-    asked: Arc<std::sync::atomic::AtomicUsize>,
-    dropped: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Silent {
-    pub async fn start() -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use tokio::io::AsyncReadExt;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let asked = Arc::new(AtomicUsize::new(0));
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let (a, d) = (asked.clone(), dropped.clone());
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let (a, d) = (a.clone(), d.clone());
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let mut counted = false;
-                    // Reads until the client closes its side (0) or resets (an error).
-                    while let Ok(n) = stream.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        if !counted {
-                            counted = true;
-                            a.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                    if counted {
-                        d.fetch_add(1, Ordering::SeqCst);
-                    }
-                });
-            }
-        });
-        Self {
-            url,
-            asked,
-            dropped,
-        }
-    }
-
-    /// Connections that sent a request.
-    pub fn asked(&self) -> usize {
-        self.asked.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Connections that sent a request and were then closed by the client.
-    pub fn dropped(&self) -> usize {
-        self.dropped.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
+pub use enrichd::testkit::silent::Silent;
 
 /// Polls `cond` until it holds; panics naming `what` after a minute (what a loaded 2-core machine
 /// may take for something that should happen at once).

@@ -11,11 +11,12 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::rss_kib;
 use crate::helpers::{Reply, Server, Upstreams, closing_upstream};
+use crate::optout::statuses;
 
 /// Serves `app` on a loopback port; its base URL.
 async fn serve(app: axum::Router) -> String {
@@ -80,20 +81,6 @@ async fn huge_upstream(sent: Arc<AtomicU64>) -> String {
         }
     }))
     .await
-}
-
-fn statuses(answer: &Value) -> Vec<(String, String)> {
-    answer["sources"]
-        .as_array()
-        .expect("sources")
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap_or("").to_string(),
-                s["status"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
