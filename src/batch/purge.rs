@@ -1,8 +1,9 @@
 //! Removing an opted-out person's rows from stored results, on whichever replica took the opt-out.
 //!
-//! The in-memory [`super::index::KeyIndex`] finds the parts that may hold the person. On a shared
-//! store other replicas commit parts too, so a purge first lists `indexes/` and loads the indexes it
-//! has not seen (one listing per thousand stored parts, plus one read per new part). A part is
+//! The in-memory [`super::index::KeyIndex`] finds the parts that may hold the person. Other replicas
+//! commit parts too, and the start-up load may still be under way, so a purge first lists
+//! `indexes/` under the commit lock and loads the indexes it has not seen (one listing per thousand
+//! stored parts, plus one read per new part). A part is
 //! rewritten with a conditional update from the version read, so two replicas purging two people
 //! from one part at once both keep their removals.
 
@@ -96,10 +97,11 @@ async fn purge_input(
 
 /// Removes every stored result row holding one of `keys`.
 async fn purge_parts(shared: &Arc<Shared>, keys: &[[u8; 16]]) -> Result<PurgeReport, BatchError> {
-    if shared.store.is_shared() {
-        sync_index(shared).await?;
-    }
+    // Under the commit lock, from an index brought up to date: no part is committed between the
+    // listing and the search, and none committed before is missed (a purge that comes while the
+    // start-up load is still under way, on any store, finds every part).
     let _commit = shared.commit.lock().await;
+    sync_index(shared).await?;
     let candidates = lock(&shared.index).candidates(keys);
     let mut report = PurgeReport::default();
     let mut touched: HashSet<BatchKey> = HashSet::new();
@@ -121,11 +123,12 @@ pub(crate) async fn holding(
     shared: &Arc<Shared>,
     keys: &[[u8; 16]],
 ) -> Result<Vec<Held>, BatchError> {
-    if shared.store.is_shared() {
+    let candidates = {
+        let _commit = shared.commit.lock().await;
         sync_index(shared).await?;
-    }
+        lock(&shared.index).candidates(keys)
+    };
     let mut rows: BTreeMap<BatchKey, BTreeSet<u64>> = BTreeMap::new();
-    let candidates = lock(&shared.index).candidates(keys);
     for (key, part) in candidates {
         match stored::read_index(shared.blobs(), &key, part).await {
             Ok(index) => rows
@@ -189,7 +192,9 @@ pub(crate) async fn holding(
     Ok(out)
 }
 
-/// Loads every index object this replica has not seen and forgets those no longer stored.
+/// Loads every index object this replica has not seen and forgets those no longer stored. The caller
+/// holds `shared.commit`: a part committed between the listing and the forgetting would otherwise be
+/// forgotten while it is stored.
 pub(crate) async fn sync_index(shared: &Arc<Shared>) -> Result<(), BatchError> {
     let listed: HashSet<(BatchKey, PartRef)> = shared
         .blobs()

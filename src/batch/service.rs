@@ -345,7 +345,10 @@ impl BatchService {
     /// Returns how many batches were queued.
     pub async fn resume_all(&self) -> Result<usize, BatchError> {
         let shared = &self.shared;
-        purge::sync_index(shared).await?;
+        {
+            let _commit = shared.commit.lock().await;
+            purge::sync_index(shared).await?;
+        }
         let purges = journal::resume(shared).await?;
         if purges > 0 {
             tracing::info!(

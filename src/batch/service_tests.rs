@@ -558,6 +558,27 @@ async fn purge_removes_exactly_the_persons_rows() {
 }
 
 #[tokio::test]
+async fn a_purge_finds_parts_its_memory_has_not_loaded_yet() {
+    let env = env();
+    let id = env
+        .upload("t1", b"email\nada@example.com\nbob@example.com\n")
+        .await;
+    env.run("t1", id).await;
+    // As at a start whose load of the stored indexes has not finished (or has forgotten a part
+    // committed meanwhile): the memory knows no part.
+    *crate::batch::state::lock(&env.svc.shared.index) = Default::default();
+
+    let keys = [key_of(&Identifier::Email(
+        crate::domain::Email::parse("ada@example.com").expect("email"),
+    ))];
+    let report = env.svc.purge(&keys).await.expect("purge").expect("done");
+
+    assert_eq!(report.rows_removed, 1);
+    let text = env.result_text("t1", id, Format::Csv).await;
+    assert!(!text.contains("ada@") && text.contains("bob@"), "{text}");
+}
+
+#[tokio::test]
 async fn column_override_and_bad_region_are_checked_at_upload() {
     let env = env();
     let options = BatchOptions {
