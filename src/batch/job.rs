@@ -427,16 +427,27 @@ async fn commit_part(
     drop(commit);
     if shared.store.is_shared() {
         shared.hasher.catch_up().await;
-        let excluded: Vec<[u8; 16]> = index
-            .keys()
-            .filter(|k| shared.hasher.is_excluded(k))
-            .collect();
-        if !excluded.is_empty() {
-            let _commit = shared.commit.lock().await;
-            purge::purge_part(shared, key, part, &excluded).await?;
-        }
+        purge_listed(shared, key, part, &index).await?;
     }
     Ok(meta)
+}
+
+/// Removes from a committed part the rows of people on the list as it is now.
+async fn purge_listed(
+    shared: &Arc<Shared>,
+    key: &BatchKey,
+    part: PartRef,
+    index: &PartIndex,
+) -> Result<(), BatchError> {
+    let excluded: Vec<[u8; 16]> = index
+        .keys()
+        .filter(|k| shared.hasher.is_excluded(k))
+        .collect();
+    if !excluded.is_empty() {
+        let _commit = shared.commit.lock().await;
+        purge::purge_part(shared, key, part, &excluded).await?;
+    }
+    Ok(())
 }
 
 /// A job taken up again (after a restart, or from another replica) checks the parts already
@@ -469,14 +480,7 @@ async fn adopt_parts(
             Err(BatchError::NotFound) => continue,
             Err(e) => return Err(e),
         };
-        let excluded: Vec<[u8; 16]> = index
-            .keys()
-            .filter(|k| shared.hasher.is_excluded(k))
-            .collect();
-        if !excluded.is_empty() {
-            let _commit = shared.commit.lock().await;
-            purge::purge_part(shared, key, part, &excluded).await?;
-        }
+        purge_listed(shared, key, part, &index).await?;
     }
     Ok(())
 }
