@@ -1,8 +1,6 @@
 //! Promises about excluded people on every path that reaches the pipeline: identifiers the merge
 //! composes, `/v1/extract?lookup=true`, a batch uploaded after the opt-out, hops, and stream events.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::helpers::{Server, Upstreams};
@@ -84,50 +82,6 @@ async fn extract_with_lookup_never_reveals_an_opted_out_person() {
     server.stop().await;
 }
 
-/// Uploads `csv` as a batch, waits for it to finish (polling with a generous bound) and returns
-/// its CSV result.
-async fn batch_result(server: &Server, csv: &'static str) -> String {
-    let resp = server
-        .post("/v1/batches")
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(resp.status().as_u16(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let mut summary = Value::Null;
-    let mut polls = 0usize;
-    while !matches!(
-        summary["status"].as_str(),
-        Some("done" | "failed" | "expired")
-    ) {
-        assert!(polls < 6000, "the batch never finished: {summary}");
-        polls += 1;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        summary = server
-            .get(&format!("/v1/batches/{id}"))
-            .send()
-            .await
-            .expect("summary")
-            .json()
-            .await
-            .expect("json");
-    }
-    assert_eq!(summary["status"], "done", "{summary}");
-    server
-        .get(&format!("/v1/batches/{id}/result.csv"))
-        .send()
-        .await
-        .expect("result")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test]
 async fn a_batch_uploaded_after_an_opt_out_never_reveals_the_person() {
     let up = Upstreams::start().await;
@@ -135,14 +89,14 @@ async fn a_batch_uploaded_after_an_opt_out_never_reveals_the_person() {
     up.gravatar_profile("grace@navy.example", "Grace Hopper", "Navy", None);
     let server = Server::start(&up.config()).await;
     let rows = "email\nada@analytical.example\ngrace@navy.example\n";
-    let before = batch_result(&server, rows).await;
+    let before = server.run_batch(rows).await.1;
     assert!(
         before.contains("Ada Lovelace"),
         "unlisted, her row is enriched: {before}"
     );
 
     opt_out(&server, json!({"email": "ada@analytical.example"})).await;
-    let csv = batch_result(&server, rows).await;
+    let csv = server.run_batch(rows).await.1;
 
     assert!(
         csv.contains("Grace Hopper"),

@@ -660,6 +660,54 @@ impl Server {
             .bearer_auth(&self.key)
     }
 
+    /// Uploads `csv` as a batch with the server's own key, waits until it ends (polling slowly
+    /// enough to stay within the tenant's rate while rows wait for their sources' budget) and
+    /// returns its summary, which must say `done`, and its CSV result.
+    pub async fn run_batch(&self, csv: impl Into<reqwest::Body>) -> (serde_json::Value, String) {
+        let resp = self
+            .post("/v1/batches")
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(resp.status().as_u16(), 202);
+        let created: serde_json::Value = resp.json().await.expect("json");
+        let id = created["id"].as_str().expect("id").to_string();
+        let started = std::time::Instant::now();
+        let summary = loop {
+            let summary: serde_json::Value = self
+                .get(&format!("/v1/batches/{id}"))
+                .send()
+                .await
+                .expect("summary")
+                .json()
+                .await
+                .expect("json");
+            if matches!(
+                summary["status"].as_str(),
+                Some("done" | "failed" | "expired")
+            ) {
+                break summary;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the batch never finished: {summary}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(summary["status"], "done", "{summary}");
+        let csv = self
+            .get(&format!("/v1/batches/{id}/result.csv"))
+            .send()
+            .await
+            .expect("result")
+            .text()
+            .await
+            .expect("text");
+        (summary, csv)
+    }
+
     /// GET /v1/batches with the server's own key: the tenant's batch list.
     pub async fn batches(&self) -> serde_json::Value {
         self.get("/v1/batches")

@@ -328,43 +328,8 @@ async fn an_excluded_persons_streams_and_batch_rows_read_like_a_miss() {
             csv.push('\n');
         }
     }
-    let resp = server
-        .post("/v1/batches")
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let started = Instant::now();
-    loop {
-        let s: Value = server
-            .get(&format!("/v1/batches/{id}"))
-            .send()
-            .await
-            .expect("summary")
-            .json()
-            .await
-            .expect("json");
-        if s["status"] == "done" {
-            assert_eq!(s["rows_found"], 0, "{s}");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{s}");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    let text = server
-        .get(&format!("/v1/batches/{id}/result.csv"))
-        .send()
-        .await
-        .expect("result")
-        .text()
-        .await
-        .expect("text");
+    let (summary, text) = server.run_batch(csv).await;
+    assert_eq!(summary["rows_found"], 0, "{summary}");
     let rows: Vec<Vec<&str>> = text
         .lines()
         .skip(1)

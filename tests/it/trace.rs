@@ -2,9 +2,7 @@
 //! test binary's capture at `trace`, and no identifier they used, nor any value a fake returned,
 //! appears in what was logged.
 
-use std::time::{Duration, Instant};
-
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{Reply, Server, Upstreams, captured_logs};
 
@@ -76,45 +74,11 @@ async fn nothing_personal_is_logged_at_trace_in_lookups_streams_opt_outs_and_bat
     );
     let (_, gone) = server.lookup(json!({"email": GONE})).await;
     assert_eq!(gone["found"], false);
-    let resp = server
-        .post("/v1/batches")
-        .header("content-type", "text/csv")
-        .body(format!(
+    let (_, csv) = server
+        .run_batch(format!(
             "email,name\n{EMAIL},{NAME}\n{GONE},x\nzqtrace.bad@,\n"
         ))
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let started = Instant::now();
-    while server
-        .get(&format!("/v1/batches/{id}"))
-        .send()
-        .await
-        .expect("summary")
-        .json::<Value>()
-        .await
-        .expect("json")["status"]
-        != "done"
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "batch never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    let csv = server
-        .get(&format!("/v1/batches/{id}/result.csv"))
-        .send()
-        .await
-        .expect("result")
-        .text()
-        .await
-        .expect("text");
+        .await;
     assert!(csv.contains(NAME), "the batch did enrich: {csv}");
     server.stop().await;
 
