@@ -10,6 +10,10 @@
 //!   rule ([`super::hold`]); its progress event is sent when that latency has passed, and the answer
 //!   is released no sooner than the last of them. Paid providers a miss would have asked in the
 //!   waterfall do the same one after another, after the free sources. Nothing is spent.
+//! - In a batch (a paced lookup), each of those calls first waits for and takes the cell of the
+//!   source's batch budget that a miss's call would have taken ([`crate::sources::Source::wait_paced`]),
+//!   and counts as a call in the batch's account: an excluded person's rows wait for budget, delay
+//!   the rows after them and move the ETA exactly as a miss's rows do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +29,20 @@ use super::want;
 use crate::exclusion::ExclusionCheck;
 use crate::sources::{Registered, SourceStatus};
 
-/// One call a miss would have made about the person: which source, when the call would have ended,
-/// and how long it would have taken. A source accepting several identifiers makes one call each.
+/// One call a miss would have made about the person: which source, and how long it would have
+/// taken once made. A source accepting several identifiers makes one call each.
 struct Feigned {
     source: usize,
-    ends: Duration,
     latency: Duration,
+}
+
+/// A feigned call as it went: when it began (before any wait for budget, as a paced call's time
+/// does), when it ended, and the status a miss's call would have had.
+struct Feint {
+    source: usize,
+    began: Instant,
+    ended: Instant,
+    status: SourceStatus,
 }
 
 /// Answers an excluded person's query like a miss (see the module docs). `ids` are the query's.
@@ -61,28 +73,59 @@ pub(crate) async fn excluded(
     } else {
         local.met[..local.from_query].iter().cloned().collect()
     };
-    let (feigned, capped) = feigned(&plan, &met, started);
-    let events = plan.events.clone();
-    let misses = async {
-        for f in &feigned {
-            tokio::time::sleep_until(started + f.ends).await;
+    let (free, paid, capped) = feigned(&plan, &met, started);
+    let (pace, deadline, events) = (plan.pace, plan.deadline, plan.events.clone());
+    // Each call a miss would have made: in a batch, it first waits for and takes the budget the
+    // call would have taken; then it lasts what a miss lasts, and its event is sent as it ends.
+    let feint = |f: &Feigned| {
+        let events = events.clone();
+        let (source, latency) = (f.source, f.latency);
+        async move {
+            let began = Instant::now();
+            let call = async {
+                if let Some(pace) = pace
+                    && let Err(e) = sources[source].source.wait_paced(pace).await
+                {
+                    return e.status();
+                }
+                tokio::time::sleep(latency).await;
+                SourceStatus::Miss
+            };
+            let status = tokio::time::timeout_at(deadline, call)
+                .await
+                .unwrap_or(SourceStatus::Timeout);
+            let ended = Instant::now();
             if let Some(tx) = &events {
                 // A closed receiver means the client left; the answer is about to be dropped anyway.
                 let _ = tx.send(SourceEvent {
-                    name: Arc::clone(&sources[f.source].label),
-                    status: SourceStatus::Miss,
-                    latency_ms: millis(f.latency),
+                    name: Arc::clone(&sources[source].label),
+                    status,
+                    latency_ms: millis(ended - began),
                     fields: 0,
                 });
             }
+            Feint {
+                source,
+                began,
+                ended,
+                status,
+            }
         }
+    };
+    // The free sources at once, then the paid waterfall one provider after another.
+    let misses = async {
+        let mut feints = futures::future::join_all(free.iter().map(feint)).await;
+        for f in &paid {
+            feints.push(feint(f).await);
+        }
+        feints
     };
     let domain_plan = Fanout {
         selected: only(|s| s.source.domain_only()),
         max_hops: 0,
         ..plan
     };
-    let (domain, ()) = tokio::join!(fanout::run(domain_plan, met, &Everything), misses);
+    let (domain, feints) = tokio::join!(fanout::run(domain_plan, met, &Everything), misses);
     let facts = release::merge(sources, &domain)
         .map(|mut p| std::mem::take(&mut p.facts))
         .unwrap_or_default();
@@ -91,13 +134,14 @@ pub(crate) async fn excluded(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let calls = feigned.iter().filter(|f| f.source == i);
             // A source's latency spans its calls, from the first start to the last end.
-            let span = calls
-                .map(|f| (f.ends.saturating_sub(f.latency), f.ends))
-                .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
+            let span = feints
+                .iter()
+                .filter(|f| f.source == i)
+                .map(|f| (f.began, f.ended, f.status))
+                .reduce(|(a, b, s), (c, d, t)| (a.min(c), b.max(d), s.combine(t)));
             let (status, latency_ms) = match span {
-                Some((first, last)) => (SourceStatus::Miss, millis(last - first)),
+                Some((first, last, status)) => (status, millis(last - first)),
                 None => real(&local, &domain, i),
             };
             SourceReport {
@@ -138,11 +182,16 @@ fn real(local: &Answers, domain: &Answers, i: usize) -> (SourceStatus, u64) {
     }
 }
 
-/// The calls a miss would have made about the person, in the order they would have ended: each free
-/// source once per identifier it accepts, all at once, then the paid waterfall (which a miss asks
-/// while a wanted field is missing) one provider after another, each only if the spend cap would
-/// have let a miss ask it (the providers it would not have asked are returned apart).
-fn feigned(plan: &Fanout<'_>, ids: &Ids, started: Instant) -> (Vec<Feigned>, Vec<usize>) {
+/// The calls a miss would have made about the person: each free source once per identifier it
+/// accepts (made all at once), then the paid waterfall (which a miss asks while a wanted field is
+/// missing) one provider after another, each only if the spend cap would have let a miss ask it
+/// (the providers it would not have asked are returned apart). Each lasts what a miss of that
+/// source lasts, within what is left of the deadline.
+fn feigned(
+    plan: &Fanout<'_>,
+    ids: &Ids,
+    started: Instant,
+) -> (Vec<Feigned>, Vec<Feigned>, Vec<usize>) {
     let budget = plan.deadline.saturating_duration_since(started);
     let q = MissTimes::quantile();
     let asked = |i: usize| {
@@ -152,21 +201,18 @@ fn feigned(plan: &Fanout<'_>, ids: &Ids, started: Instant) -> (Vec<Feigned>, Vec
             && !s.source.calls_nobody()
             && ids.iter().any(|id| s.source.accepts(id))
     };
-    let mut out: Vec<Feigned> = Vec::new();
-    let mut capped = Vec::new();
+    let mut free: Vec<Feigned> = Vec::new();
     for i in (0..plan.sources.len()).filter(|&i| asked(i) && !plan.sources[i].paid) {
         for _ in ids.iter().filter(|id| plan.sources[i].source.accepts(id)) {
             let latency = plan.misses.at(i, q).min(budget);
-            out.push(Feigned {
-                source: i,
-                ends: latency,
-                latency,
-            });
+            free.push(Feigned { source: i, latency });
         }
     }
+    let mut paid = Vec::new();
+    let mut capped = Vec::new();
     let query = ids.iter().map(Arc::as_ref);
     if !want::missing(plan.wanted, query, std::iter::empty()).is_empty() {
-        let mut at = out.iter().map(|f| f.ends).max().unwrap_or_default();
+        let mut at = free.iter().map(|f| f.latency).max().unwrap_or_default();
         for i in (0..plan.sources.len()).filter(|&i| asked(i) && plan.sources[i].paid) {
             let cost = plan.sources[i].cost_per_hit;
             if let Some(cap) = plan.spend.filter(|_| cost > 0.0) {
@@ -179,13 +225,8 @@ fn feigned(plan: &Fanout<'_>, ids: &Ids, started: Instant) -> (Vec<Feigned>, Vec
             }
             let latency = plan.misses.at(i, q).min(budget.saturating_sub(at));
             at += latency;
-            out.push(Feigned {
-                source: i,
-                ends: at,
-                latency,
-            });
+            paid.push(Feigned { source: i, latency });
         }
     }
-    out.sort_by_key(|f| f.ends);
-    (out, capped)
+    (free, paid, capped)
 }

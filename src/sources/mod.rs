@@ -86,6 +86,19 @@ pub trait Source: Send + Sync {
         self.lookup_shared(id)
     }
 
+    /// What a paced call waits for before it is made, without making it: a cell of the source's
+    /// batch budget and the end of an upstream's pause, counted in the row's calls as a call. An
+    /// excluded person's batch row takes this where a miss would have called (see
+    /// [`crate::pipeline`]'s mirror), so that it spends the budget and waits as a miss does. `Err`
+    /// when the wait would pass the batch's bound, as the call would have. A source without a guard
+    /// has no budget to wait for.
+    fn wait_paced<'a>(
+        &'a self,
+        _pace: &'a etiquette::Pace,
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// The bound this source itself puts on every call it answers (the etiquette guard's call timeout;
     /// a caller joining a call in flight waits no longer than that call's bound). `None`: the fan-out
     /// must time the call.

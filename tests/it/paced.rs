@@ -332,3 +332,79 @@ async fn a_tenant_s_monthly_budget_spans_its_batches_and_is_kept_in_the_store() 
     );
     server.stop().await;
 }
+
+/// A batch of people who opted out takes the budget a batch of misses takes: each row waits for
+/// and spends the cell a miss's call would have (without any call), so the batch lasts as long,
+/// shows rows waiting for budget, and its summary and rows read the same. Were the excluded rows
+/// free, a tenant with scarce budget could tell who opted out from how fast their rows come back.
+#[tokio::test]
+async fn an_excluded_persons_rows_wait_for_and_spend_the_budget_a_miss_would() {
+    const ROWS: usize = 40;
+    // 1500 a minute, 0.8 for batches: 20 a second and a burst of 3, so 40 rows need 1.85 s.
+    let budget_time = Duration::from_secs_f64((ROWS as f64 - 3.0) / 20.0);
+    let up = Upstreams::start().await;
+    let server = Server::start(&gravatar_at(&up, 1500, "")).await;
+    let excluded: Vec<String> = (0..ROWS)
+        .map(|i| format!("gone{i}@paced.example"))
+        .collect();
+    let identifiers: Vec<Value> = excluded.iter().map(|e| json!({"email": e})).collect();
+    let resp = server
+        .admin(reqwest::Method::POST, "/v1/admin/exclusions")
+        .json(&json!({ "identifiers": identifiers }))
+        .send()
+        .await
+        .expect("import");
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let mut runs = Vec::new();
+    for csv in [format!("email\n{}\n", excluded.join("\n")), emails(ROWS)] {
+        // Each batch starts from a full burst: the previous one's cells have come back.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let (status, created) = upload(&server, "/v1/batches", csv).await;
+        assert_eq!(status, 202, "{created}");
+        let id = created["id"].as_str().expect("id").to_string();
+        let (running, done) = follow(&server, &id, Duration::from_secs(60)).await;
+        runs.push((started.elapsed(), running, done, ndjson(&server, &id).await));
+    }
+    let [
+        (gone_took, gone_running, gone, gone_rows),
+        (_, _, miss, miss_rows),
+    ] = &runs[..]
+    else {
+        unreachable!("two batches ran")
+    };
+
+    assert!(
+        *gone_took >= budget_time,
+        "the excluded rows took {gone_took:?}, less than the {budget_time:?} their budget needs"
+    );
+    assert!(
+        gone_running
+            .iter()
+            .any(|s| s["rows_waiting_for_budget"].as_u64() > Some(0)),
+        "no summary of the excluded batch showed rows waiting for budget: {gone_running:?}"
+    );
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(keys(gone), keys(miss), "{gone}\n{miss}");
+    for field in ["status", "rows_done", "rows_found", "rows_error"] {
+        assert_eq!(gone[field], miss[field], "{field}: {gone}\n{miss}");
+    }
+    assert_eq!(gone_rows.len(), miss_rows.len());
+    for (g, m) in gone_rows.iter().zip(miss_rows) {
+        assert_eq!(keys(g), keys(m), "{g}\n{m}");
+        assert_eq!((&g["status"], &g["sources"]), (&m["status"], &m["sources"]));
+    }
+    for e in &excluded {
+        assert_eq!(
+            up.gravatar.hits(&Upstreams::gravatar_path(e)),
+            0,
+            "asked about {e}"
+        );
+    }
+    server.stop().await;
+}

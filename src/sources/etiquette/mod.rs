@@ -326,6 +326,18 @@ impl Source for Guarded {
         .boxed()
     }
 
+    fn wait_paced<'a>(&'a self, pace: &'a Pace) -> BoxFuture<'a, Result<(), SourceError>> {
+        async move {
+            let until = Instant::now() + pace.batch().max_wait;
+            if !self.wait_for_budget(pace, until).await {
+                return Err(SourceError::OverBudget { retry_after: None });
+            }
+            pace.called(&self.inner.name);
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn call_bound(&self) -> Option<Duration> {
         Some(self.inner.cfg.call_timeout)
     }
