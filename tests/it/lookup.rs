@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Reply, Server, Upstreams, assert_problem_type, captured_logs, closing_upstream, status_of,
+    Latch, Reply, Server, Upstreams, assert_problem_type, captured_logs, closing_upstream,
+    status_of,
 };
 
 #[tokio::test]
@@ -613,8 +614,17 @@ async fn lookups_leave_no_personal_data_in_the_data_dir() {
 async fn shutdown_answers_the_lookup_in_flight_then_refuses_new_connections() {
     let up = Upstreams::start().await;
     let email = "draining@example.com";
-    up.slow_gravatar_hit(email, "Drain Ing", Duration::from_millis(500));
-    let server = Server::start(&up.config()).await;
+    // Gravatar answers only once the test has seen the shutdown begin: the lookup is in flight for
+    // the whole drain, whatever the machine's load.
+    let answer = Latch::new();
+    let reply = up.gravatar_profile(email, "Drain Ing", "Acme", None);
+    up.gravatar
+        .on(&Upstreams::gravatar_path(email), reply.held(answer.clone()));
+    let config = format!(
+        "[sources.gravatar]\nbase_url = \"{}\"\ntimeout_ms = 60000\n[lookup]\ndefault_timeout_ms = 60000\nmax_timeout_ms = 60000\n",
+        up.gravatar.url
+    );
+    let server = Server::start(&config).await;
     let url = server.url.clone();
 
     let in_flight = server
@@ -622,6 +632,33 @@ async fn shutdown_answers_the_lookup_in_flight_then_refuses_new_connections() {
         .await;
     let stopped = tokio::spawn(server.stop());
 
+    // Draining: new connections are refused while the lookup is still held upstream.
+    // No pooled connection: each probe is a new one.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match http.get(format!("{url}/healthz")).send().await {
+            Err(e) if e.is_connect() => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "still accepting connections after the shutdown began: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !in_flight.is_finished(),
+        "the lookup ended before its upstream answered"
+    );
+    assert!(
+        !stopped.is_finished(),
+        "the server stopped with a lookup in flight"
+    );
+
+    answer.open();
     let resp = in_flight
         .await
         .expect("request task")
@@ -629,12 +666,11 @@ async fn shutdown_answers_the_lookup_in_flight_then_refuses_new_connections() {
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.expect("json body");
     assert_eq!(status_of(&body, "gravatar"), "hit");
-    tokio::time::timeout(Duration::from_secs(5), stopped)
+    tokio::time::timeout(Duration::from_secs(30), stopped)
         .await
         .expect("the server stops once its last request is answered")
         .expect("server task");
-
-    let late = reqwest::Client::new()
+    let late = http
         .get(format!("{url}/healthz"))
         .send()
         .await

@@ -6,13 +6,17 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::binary::Setup;
-use crate::helpers::Upstreams;
+use crate::helpers::{Latch, Upstreams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_the_lookups_in_progress_then_exits() {
     let s = Setup::new("").await;
     let email = "drain.me@example.com";
-    s.up.slow_gravatar_hit(email, "Drain Me", Duration::from_millis(700));
+    // Gravatar answers only once the test has seen the drain begin, whatever the machine's load.
+    let answer = Latch::new();
+    let reply = s.up.gravatar_profile(email, "Drain Me", "Acme", None);
+    s.up.gravatar
+        .on(&Upstreams::gravatar_path(email), reply.held(answer.clone()));
     let mut inst = s.start().await.expect("starts");
     let lookup = {
         let req = s
@@ -30,6 +34,27 @@ async fn sigterm_answers_the_lookups_in_progress_then_exits() {
 
     let signalled = Instant::now();
     inst.terminate();
+    // Draining: a new connection is refused while the lookup is still held upstream.
+    let probe = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match probe.get(format!("{}/healthz", inst.url)).send().await {
+            Err(e) if e.is_connect() => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "still accepting connections after SIGTERM: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !lookup.is_finished(),
+        "the lookup ended before its upstream answered"
+    );
+    answer.open();
     let answered = lookup
         .await
         .expect("task")
