@@ -41,7 +41,12 @@ pub struct Setup {
 impl Setup {
     /// Upstream fakes, a config file (only loopback sources, JSON logs, `extra` appended) and a key.
     pub async fn new(extra: &str) -> Self {
-        let mut setup = Self::new_user(extra).await;
+        Self::with_source_timeout(extra, 1500).await
+    }
+
+    /// [`Setup::new`] with the fakes' sources timing out after `timeout_ms`.
+    pub async fn with_source_timeout(extra: &str, timeout_ms: u64) -> Self {
+        let mut setup = Self::new_user_with(extra, timeout_ms).await;
         setup.exclusion_key = true;
         let out = setup.run(&["keys", "new", "--tenant", "test"]);
         assert!(out.status.success(), "keys new: {}", text_of(&out.stderr));
@@ -56,11 +61,15 @@ impl Setup {
     /// Upstream fakes and a config file as [`Setup::new`], but no API key yet and no
     /// `ENRICHD_EXCLUSION_KEY`: what someone following the README has before the first start.
     pub async fn new_user(extra: &str) -> Self {
+        Self::new_user_with(extra, 1500).await
+    }
+
+    async fn new_user_with(extra: &str, timeout_ms: u64) -> Self {
         let up = Upstreams::start().await;
         let data = tempfile::tempdir().expect("data dir");
         let text = loopback_only(&format!(
             "{}\n[server]\nlog_format = \"json\"\n{extra}",
-            up.config()
+            up.config_with_timeout(timeout_ms)
         ));
         let loaded = enrichd::config::Config::from_toml(&text, &[]).expect("valid config");
         assert_loopback(&loaded);

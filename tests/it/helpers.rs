@@ -228,8 +228,13 @@ impl Upstreams {
     }
 
     pub fn config(&self) -> String {
+        self.config_with_timeout(1500)
+    }
+
+    /// [`Upstreams::config`] with another source timeout.
+    pub fn config_with_timeout(&self, timeout_ms: u64) -> String {
         format!(
-            "[sources.gravatar]\nbase_url = \"{}\"\ntimeout_ms = 1500\n[sources.github]\nbase_url = \"{}\"\ntimeout_ms = 1500\n",
+            "[sources.gravatar]\nbase_url = \"{}\"\ntimeout_ms = {timeout_ms}\n[sources.github]\nbase_url = \"{}\"\ntimeout_ms = {timeout_ms}\n",
             self.gravatar.url, self.github.url
         )
     }

@@ -10,7 +10,12 @@ use crate::helpers::{Latch, Upstreams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_the_lookups_in_progress_then_exits() {
-    let s = Setup::new("").await;
+    // The upstream is held for as long as the drain takes to begin: no timeout cuts it first.
+    let s = Setup::with_source_timeout(
+        "[lookup]\ndefault_timeout_ms = 60000\nmax_timeout_ms = 60000\n",
+        60_000,
+    )
+    .await;
     let email = "drain.me@example.com";
     // Gravatar answers only once the test has seen the drain begin, whatever the machine's load.
     let answer = Latch::new();
