@@ -6,14 +6,22 @@
 //! - Domain-only sources ([`crate::sources::Source::domain_only`]) are asked exactly as a miss asks
 //!   them; what they send upstream names the domain alone. Their statuses, latencies, events and
 //!   facts are real, and the same as a never-seen person's at that domain.
-//! - Every other source a miss would have asked reports `miss`, with a latency drawn by the timing
-//!   rule ([`super::hold`]); its progress event is sent when that latency has passed, and the answer
-//!   is released no sooner than the last of them. Paid providers a miss would have asked in the
-//!   waterfall do the same one after another, after the free sources. Nothing is spent.
-//! - In a batch (a paced lookup), each of those calls first waits for and takes the cell of the
-//!   source's batch budget that a miss's call would have taken ([`crate::sources::Source::wait_paced`]),
-//!   and counts as a call in the batch's account: an excluded person's rows wait for budget, delay
-//!   the rows after them and move the ETA exactly as a miss's rows do.
+//! - Every other source a miss would have asked is given a *feigned* call
+//!   ([`crate::sources::Source::feign_shared`]) about each identifier it would have been asked
+//!   about: it passes the source's guard as a miss's call would — the answer cache, an upstream's
+//!   pause, the breaker, the rate budget and the slots, and in a batch the wait for the batch
+//!   budget — and then lasts the latency drawn by the timing rule ([`super::hold`]), sending
+//!   nothing upstream. So it is refused (`rate_limited`, `skipped`) exactly when a miss's call
+//!   would be, takes the budget a miss takes (what `GET /v1/sources` shows as `remaining`, the
+//!   rows a batch waits for, its ETA), and is cached as a miss so that a repeat is answered as a
+//!   cached miss's is. WebFinger's feigned call also passes the chosen host's own etiquette and
+//!   address check. Its progress event is sent as it ends, and the answer is released no sooner
+//!   than the last of them. Paid providers a miss would have asked in the waterfall do the same one
+//!   after another, after the free sources. Nothing is spent.
+//!
+//! What a feigned call cannot copy: an upstream failing before its breaker opens (a miss's call
+//! then reads `error` or `timeout`, a feigned one `miss`), and the per-source call counters on the
+//! operator's `/metrics`, which count the calls really made.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,13 +34,15 @@ use super::fanout::{self, Answers, Everything, Fanout, Ids, Run, SourceEvent, mi
 use super::hold::MissTimes;
 use super::release;
 use super::want;
+use crate::domain::Identifier;
 use crate::exclusion::ExclusionCheck;
 use crate::sources::{Registered, SourceStatus};
 
-/// One call a miss would have made about the person: which source, and how long it would have
-/// taken once made. A source accepting several identifiers makes one call each.
+/// One call a miss would have made about the person: which source, about which identifier, and how
+/// long it would have taken once made. A source accepting several identifiers makes one call each.
 struct Feigned {
     source: usize,
+    id: Arc<Identifier>,
     latency: Duration,
 }
 
@@ -75,21 +85,23 @@ pub(crate) async fn excluded(
     };
     let (free, paid, capped) = feigned(&plan, &met, started);
     let (pace, deadline, events) = (plan.pace, plan.deadline, plan.events.clone());
-    // Each call a miss would have made: in a batch, it first waits for and takes the budget the
-    // call would have taken; then it lasts what a miss lasts, and its event is sent as it ends.
+    // Each call a miss would have made goes through the source's guard as a miss's call would
+    // (cache, pause, breaker, budget, slots; in a batch, the wait for budget), without calling
+    // anyone; its event is sent as it ends.
     let feint = |f: &Feigned| {
         let events = events.clone();
-        let (source, latency) = (f.source, f.latency);
+        let (source, id, latency) = (f.source, Arc::clone(&f.id), f.latency);
         async move {
             let began = Instant::now();
             let call = async {
-                if let Some(pace) = pace
-                    && let Err(e) = sources[source].source.wait_paced(pace).await
+                match sources[source]
+                    .source
+                    .feign_shared(&id, latency, pace)
+                    .await
                 {
-                    return e.status();
+                    Ok(_) => SourceStatus::Miss,
+                    Err(e) => e.status(),
                 }
-                tokio::time::sleep(latency).await;
-                SourceStatus::Miss
             };
             let status = tokio::time::timeout_at(deadline, call)
                 .await
@@ -203,9 +215,13 @@ fn feigned(
     };
     let mut free: Vec<Feigned> = Vec::new();
     for i in (0..plan.sources.len()).filter(|&i| asked(i) && !plan.sources[i].paid) {
-        for _ in ids.iter().filter(|id| plan.sources[i].source.accepts(id)) {
+        for id in ids.iter().filter(|id| plan.sources[i].source.accepts(id)) {
             let latency = plan.misses.at(i, q).min(budget);
-            free.push(Feigned { source: i, latency });
+            free.push(Feigned {
+                source: i,
+                id: Arc::clone(id),
+                latency,
+            });
         }
     }
     let mut paid = Vec::new();
@@ -214,6 +230,10 @@ fn feigned(
     if !want::missing(plan.wanted, query, std::iter::empty()).is_empty() {
         let mut at = free.iter().map(|f| f.latency).max().unwrap_or_default();
         for i in (0..plan.sources.len()).filter(|&i| asked(i) && plan.sources[i].paid) {
+            // The first known identifier the provider takes, as the waterfall picks it.
+            let Some(id) = ids.iter().find(|id| plan.sources[i].source.accepts(id)) else {
+                continue;
+            };
             let cost = plan.sources[i].cost_per_hit;
             if let Some(cap) = plan.spend.filter(|_| cost > 0.0) {
                 // A miss reserves, is not charged, and hands the reservation back.
@@ -225,7 +245,11 @@ fn feigned(
             }
             let latency = plan.misses.at(i, q).min(budget.saturating_sub(at));
             at += latency;
-            paid.push(Feigned { source: i, latency });
+            paid.push(Feigned {
+                source: i,
+                id: Arc::clone(id),
+                latency,
+            });
         }
     }
     (free, paid, capped)

@@ -86,17 +86,32 @@ pub trait Source: Send + Sync {
         self.lookup_shared(id)
     }
 
-    /// What a paced call waits for before it is made, without making it: a cell of the source's
-    /// batch budget and the end of an upstream's pause, counted in the row's calls as a call. An
-    /// excluded person's batch row takes this where a miss would have called (see
-    /// [`crate::pipeline`]'s mirror), so that it spends the budget and waits as a miss does. `Err`
-    /// when the wait would pass the batch's bound, as the call would have. A source without a guard
-    /// has no budget to wait for.
-    fn wait_paced<'a>(
+    /// A call feigned for a person who opted out, where a miss would have called: nothing is sent
+    /// that names the person, the call lasts `latency` (what a miss lasts) and answers a miss. A
+    /// source whose host a lookup chooses passes that host's etiquette as a call would
+    /// ([`per_host`]). See the pipeline's mirror.
+    fn feign<'a>(
         &'a self,
-        _pace: &'a etiquette::Pace,
-    ) -> BoxFuture<'a, Result<(), SourceError>> {
-        Box::pin(async { Ok(()) })
+        _id: &'a Identifier,
+        latency: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
+        Box::pin(async move {
+            tokio::time::sleep(latency).await;
+            Ok(Vec::new())
+        })
+    }
+
+    /// [`Source::feign`] as the fan-out would make the call: the etiquette guard passes it through
+    /// its cache, pause, breaker, budget and slots as it would a miss, and in a batch (`pace`) waits
+    /// for the budget as a paced call does, so that an excluded person's answer takes the budget,
+    /// meets the refusals and is cached as a miss's would.
+    fn feign_shared<'a>(
+        &'a self,
+        id: &'a Arc<Identifier>,
+        latency: Duration,
+        _pace: Option<&'a etiquette::Pace>,
+    ) -> BoxFuture<'a, SharedAnswer> {
+        Box::pin(async move { self.feign(id, latency).await.map(Arc::from) })
     }
 
     /// The bound this source itself puts on every call it answers (the etiquette guard's call timeout;

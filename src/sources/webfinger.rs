@@ -88,13 +88,20 @@ impl Webfinger {
         }
     }
 
-    async fn ask(&self, host: &str, user: &str) -> Result<Vec<Observation>, SourceError> {
-        let base = self.template.replace("{host}", host);
+    /// A lookup's check of a host the profile chose, before anything is sent: it must resolve to
+    /// public addresses only. Asks the resolver about the host alone.
+    async fn check_host(&self, base: &str) -> Result<(), SourceError> {
         if self.host == TemplateHost::User {
-            ssrf::check_url_resolved(&base, self.resolver.as_ref())
+            ssrf::check_url_resolved(base, self.resolver.as_ref())
                 .await
                 .map_err(|_| SourceError::NotAttempted("the SSRF guard refused the target host"))?;
         }
+        Ok(())
+    }
+
+    async fn ask(&self, host: &str, user: &str) -> Result<Vec<Observation>, SourceError> {
+        let base = self.template.replace("{host}", host);
+        self.check_host(&base).await?;
         let client = self.client.clone().ok_or(SourceError::NotAttempted(
             "the HTTP client could not be built",
         ))?;
@@ -130,6 +137,31 @@ impl Source for Webfinger {
             match account(id) {
                 Some((host, user)) => self.fetch(host, user).await,
                 None => Ok(Vec::new()),
+            }
+        }
+        .boxed()
+    }
+
+    /// As a miss would go: within the host's own etiquette and after the same check of the host
+    /// (which names the host only), then `latency` with nothing sent.
+    fn feign<'a>(
+        &'a self,
+        id: &'a Identifier,
+        latency: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
+        async move {
+            let Some((host, _)) = account(id) else {
+                return Ok(Vec::new());
+            };
+            let feigned = async {
+                self.check_host(&self.template.replace("{host}", host))
+                    .await?;
+                tokio::time::sleep(latency).await;
+                Ok(Vec::new())
+            };
+            match self.host {
+                TemplateHost::User => self.hosts.call(host, feigned).await,
+                TemplateHost::Operator(_) => feigned.await,
             }
         }
         .boxed()

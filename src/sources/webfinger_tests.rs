@@ -145,3 +145,57 @@ fn only_mastodon_style_profiles_are_accepted() {
     assert!(!src.accepts(&profile("https://github.com/ada")));
     assert!(!src.accepts(&profile("https://example.com/team/ada")));
 }
+
+/// A call feigned for an excluded person meets what a lookup of a person at the same host meets:
+/// the host's own pause (after its `429`), and the refusal of an internal address.
+#[tokio::test]
+async fn a_feigned_call_meets_the_refusals_a_lookup_at_that_host_meets() {
+    let src = Webfinger::new("https://{host}", Duration::from_secs(1), no_dns());
+    let status = |r: &Result<Vec<Observation>, SourceError>| {
+        r.as_ref().map_err(|e| e.status()).map(|o| o.len())
+    };
+    // The host asked for a pause once.
+    let refused: Result<(), SourceError> = src
+        .hosts
+        .call("paused.example", async {
+            Err(SourceError::RateLimited {
+                retry_after: Some(Duration::from_secs(3600)),
+            })
+        })
+        .await;
+    assert!(refused.is_err());
+    let latency = Duration::from_millis(5);
+    for (host, why) in [
+        ("paused.example", "the host's pause"),
+        ("127.0.0.1", "an internal address"),
+    ] {
+        let looked = src
+            .lookup(&profile(&format!("https://{host}/@someone")))
+            .await;
+        let feigned = src
+            .feign(&profile(&format!("https://{host}/@optedout")), latency)
+            .await;
+        assert!(
+            matches!(looked, Err(SourceError::NotAttempted(_))),
+            "{why}: {looked:?}"
+        );
+        assert_eq!(status(&feigned), status(&looked), "{why}");
+    }
+    // Where the host does not resolve, a lookup is not attempted, nor is the feigned call.
+    assert!(matches!(
+        src.feign(&profile("https://fine.example/@optedout"), latency)
+            .await,
+        Err(SourceError::NotAttempted(_))
+    ));
+    // A host nothing holds back (a public address, which the feigned call never connects to; the
+    // documentation ranges count as internal): a miss, after its latency.
+    let public = TableResolver(HashMap::from([(
+        "fine.example",
+        "93.184.215.14".parse().expect("an address"),
+    )]));
+    let src = Webfinger::new("https://{host}", Duration::from_secs(1), Arc::new(public));
+    let feigned = src
+        .feign(&profile("https://fine.example/@optedout"), latency)
+        .await;
+    assert_eq!(status(&feigned), Ok(0));
+}

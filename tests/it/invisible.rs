@@ -392,3 +392,109 @@ async fn a_contact_address_a_site_publishes_is_withheld_once_its_person_opts_out
     );
     server.stop().await;
 }
+
+/// What a tenant sees of Gravatar in `GET /v1/sources`: what is left of its budget and how many
+/// answers it holds.
+async fn gravatar_state(server: &Server) -> (u64, u64) {
+    let body: Value = server
+        .get("/v1/sources")
+        .send()
+        .await
+        .expect("sources")
+        .json()
+        .await
+        .expect("json");
+    let gravatar = body["sources"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "gravatar"))
+        .unwrap_or_else(|| panic!("no gravatar in {body}"));
+    let remaining = gravatar["budget"]["remaining"].as_u64();
+    let cached = gravatar["cache_entries"].as_u64();
+    (
+        remaining.unwrap_or_else(|| panic!("no budget: {gravatar}")),
+        cached.unwrap_or_else(|| panic!("no cache_entries: {gravatar}")),
+    )
+}
+
+/// Gravatar's status in a lookup of `email`.
+async fn gravatar_says(server: &Server, email: &str) -> String {
+    let (status, body) = server.lookup(json!({ "email": email })).await;
+    assert_eq!(status, 200, "{body}");
+    crate::helpers::status_of(&body, "gravatar").to_string()
+}
+
+/// The source's state a tenant can read moves with an excluded person's lookups exactly as with a
+/// miss's: the lookup spends a cell of the budget and leaves a cached answer, a repeat is answered
+/// from the cache after the budget is spent, and a new person then meets `rate_limited`. Before,
+/// an excluded person's lookup spent nothing and cached nothing, and read `miss` where a miss read
+/// `rate_limited` — three ways to tell who opted out.
+#[tokio::test]
+async fn an_excluded_person_spends_budget_meets_refusals_and_is_cached_like_a_miss() {
+    let mut seen = Vec::new();
+    for class in ["nobody", "gone"] {
+        let up = Upstreams::start().await;
+        up.gravatar
+            .otherwise(Reply::status(404, r#"{"error":"Profile not found"}"#));
+        // One call a minute: the test runs well inside the minute before a cell comes back.
+        let server = Server::start(&format!(
+            "[sources.gravatar]\nbase_url = \"{}\"\ntimeout_ms = 1500\nrate_per_minute = 1\n",
+            up.gravatar.url
+        ))
+        .await;
+        let (first, second) = (
+            format!("{class}.first@budget.example"),
+            format!("{class}.second@budget.example"),
+        );
+        if class == "gone" {
+            let resp = server
+                .admin(reqwest::Method::POST, "/v1/admin/exclusions")
+                .json(&json!({"identifiers": [{"email": first}, {"email": second}]}))
+                .send()
+                .await
+                .expect("import");
+            assert_eq!(resp.status().as_u16(), 200);
+        }
+        let before = gravatar_state(&server).await;
+        let asked = gravatar_says(&server, &first).await;
+        let after = gravatar_state(&server).await;
+        // The budget is spent now: someone nobody knows meets the refusal.
+        let filler = gravatar_says(&server, "filler@budget.example").await;
+        let again = gravatar_says(&server, &first).await;
+        let other = gravatar_says(&server, &second).await;
+        let end = gravatar_state(&server).await;
+        if class == "gone" {
+            for e in [&first, &second] {
+                assert_eq!(
+                    up.gravatar.hits(&Upstreams::gravatar_path(e)),
+                    0,
+                    "asked about {e}"
+                );
+            }
+        }
+        seen.push((class, before, asked, after, filler, again, other, end));
+        server.stop().await;
+    }
+    let (nobody, gone) = (&seen[0], &seen[1]);
+    assert_eq!(
+        (
+            nobody.1, &nobody.2, nobody.3, &nobody.4, &nobody.5, &nobody.6, nobody.7
+        ),
+        (
+            (1, 0),
+            &"miss".to_string(),
+            (0, 1),
+            &"rate_limited".to_string(),
+            &"miss".to_string(),
+            &"rate_limited".to_string(),
+            (0, 1)
+        ),
+        "the miss's own course: {nobody:?}"
+    );
+    assert_eq!(
+        (gone.1, &gone.2, gone.3, &gone.4, &gone.5, &gone.6, gone.7),
+        (
+            nobody.1, &nobody.2, nobody.3, &nobody.4, &nobody.5, &nobody.6, nobody.7
+        ),
+        "an excluded person's course differs from a miss's"
+    );
+}

@@ -124,6 +124,15 @@ pub struct Budget {
     pub batch_per_minute: u32,
 }
 
+/// What a guarded call asks of the source: a real lookup, or a call feigned for an excluded person
+/// (the source's [`Source::feign`]) that passes the same layers — cache, pause, breaker, budget,
+/// slots — as a miss would, and is cached as one.
+#[derive(Clone, Copy, Debug)]
+enum Ask {
+    Lookup,
+    Feign(Duration),
+}
+
 /// A source behind the etiquette layers. See the module docs.
 pub struct Guarded {
     inner: Arc<Inner>,
@@ -206,7 +215,7 @@ impl Guarded {
     }
 
     /// The shared call: the cache, coalescing, and the guarded call in a task of its own.
-    async fn shared_call(&self, id: &Arc<Identifier>, admitted: bool) -> SharedAnswer {
+    async fn shared_call(&self, id: &Arc<Identifier>, admitted: bool, ask: Ask) -> SharedAnswer {
         let inner = &self.inner;
         let asked = Instant::now();
         let key = inner.cache.key(&inner.name, id);
@@ -220,7 +229,7 @@ impl Guarded {
         let (this, id) = (Arc::clone(inner), Arc::clone(id));
         let call = tokio::spawn(async move {
             // A panicking source fails its callers' call, not their tasks.
-            let fetch = AssertUnwindSafe(this.guarded_call(&id, admitted))
+            let fetch = AssertUnwindSafe(this.guarded_call(&id, admitted, ask))
                 .catch_unwind()
                 .map(|r| r.unwrap_or(Err(SourceError::NotAttempted("the source failed"))));
             this.cache.get_or_fetch(key, &this.name, &id, fetch).await
@@ -228,6 +237,40 @@ impl Guarded {
         match call.await {
             Ok(answer) => answer.map_err(|e| SourceError::clone(&e)),
             Err(_) => Err(SourceError::NotAttempted("the shared call was abandoned")),
+        }
+    }
+
+    /// A paced call (see [`pace`]): waits for budget unless the answer is cached, and after an
+    /// upstream `429` waits and asks again.
+    async fn paced(&self, id: &Arc<Identifier>, pace: &Pace, ask: Ask) -> SharedAnswer {
+        let until = Instant::now() + pace.batch().max_wait;
+        let mut retries = 0;
+        loop {
+            let cached = self.is_cached(id).await;
+            if !cached && !self.wait_for_budget(pace, until).await {
+                return Err(SourceError::OverBudget { retry_after: None });
+            }
+            // Admitted only with a cell in hand: an answer evicted from the cache since it was
+            // seen makes a live-checked call instead (refused, it is waited for again).
+            let result = self.shared_call(id, !cached, ask).await;
+            match &result {
+                // The upstream's own refusal: the guard paused the source; wait and call again.
+                Err(SourceError::RateLimited { .. }) => {
+                    pace.batch().limited_upstream();
+                    if retries >= pace.batch().max_retries {
+                        return result;
+                    }
+                    retries += 1;
+                }
+                // A pause another call started between our wait and our call: wait it out.
+                Err(SourceError::OverBudget { .. }) => {}
+                Ok(_) | Err(_) => {
+                    if !cached {
+                        pace.called(&self.inner.name);
+                    }
+                    return result;
+                }
+            }
         }
     }
 
@@ -284,7 +327,7 @@ impl Source for Guarded {
     }
 
     fn lookup_shared<'a>(&'a self, id: &'a Arc<Identifier>) -> BoxFuture<'a, SharedAnswer> {
-        self.shared_call(id, false).boxed()
+        self.shared_call(id, false, Ask::Lookup).boxed()
     }
 
     fn lookup_paced<'a>(
@@ -292,50 +335,20 @@ impl Source for Guarded {
         id: &'a Arc<Identifier>,
         pace: &'a Pace,
     ) -> BoxFuture<'a, SharedAnswer> {
-        async move {
-            let until = Instant::now() + pace.batch().max_wait;
-            let mut retries = 0;
-            loop {
-                let cached = self.is_cached(id).await;
-                if !cached && !self.wait_for_budget(pace, until).await {
-                    return Err(SourceError::OverBudget { retry_after: None });
-                }
-                // Admitted only with a cell in hand: an answer evicted from the cache since it was
-                // seen makes a live-checked call instead (refused, it is waited for again).
-                let result = self.shared_call(id, !cached).await;
-                match &result {
-                    // The upstream's own refusal: the guard paused the source; wait and call again.
-                    Err(SourceError::RateLimited { .. }) => {
-                        pace.batch().limited_upstream();
-                        if retries >= pace.batch().max_retries {
-                            return result;
-                        }
-                        retries += 1;
-                    }
-                    // A pause another call started between our wait and our call: wait it out.
-                    Err(SourceError::OverBudget { .. }) => {}
-                    Ok(_) | Err(_) => {
-                        if !cached {
-                            pace.called(&self.inner.name);
-                        }
-                        return result;
-                    }
-                }
-            }
-        }
-        .boxed()
+        self.paced(id, pace, Ask::Lookup).boxed()
     }
 
-    fn wait_paced<'a>(&'a self, pace: &'a Pace) -> BoxFuture<'a, Result<(), SourceError>> {
-        async move {
-            let until = Instant::now() + pace.batch().max_wait;
-            if !self.wait_for_budget(pace, until).await {
-                return Err(SourceError::OverBudget { retry_after: None });
-            }
-            pace.called(&self.inner.name);
-            Ok(())
+    fn feign_shared<'a>(
+        &'a self,
+        id: &'a Arc<Identifier>,
+        latency: Duration,
+        pace: Option<&'a Pace>,
+    ) -> BoxFuture<'a, SharedAnswer> {
+        let ask = Ask::Feign(latency);
+        match pace {
+            Some(pace) => self.paced(id, pace, ask).boxed(),
+            None => self.shared_call(id, false, ask).boxed(),
         }
-        .boxed()
     }
 
     fn call_bound(&self) -> Option<Duration> {
@@ -349,6 +362,7 @@ impl Inner {
         &self,
         id: &Identifier,
         admitted: bool,
+        ask: Ask,
     ) -> Result<Vec<Observation>, SourceError> {
         let start = Instant::now();
         let deadline = start + self.cfg.call_timeout;
@@ -381,7 +395,11 @@ impl Inner {
                 Err(_) => return Err(SourceError::Timeout),
             },
         };
-        let result = tokio::time::timeout_at(deadline, self.source.lookup(id))
+        let call = match ask {
+            Ask::Lookup => self.source.lookup(id),
+            Ask::Feign(latency) => self.source.feign(id, latency),
+        };
+        let result = tokio::time::timeout_at(deadline, call)
             .await
             .unwrap_or(Err(SourceError::Timeout));
         let now = Instant::now();
