@@ -19,9 +19,10 @@
 //!   than the last of them. Paid providers a miss would have asked in the waterfall do the same one
 //!   after another, after the free sources. Nothing is spent.
 //!
-//! What a feigned call cannot copy: an upstream failing before its breaker opens (a miss's call
-//! then reads `error` or `timeout`, a feigned one `miss`), and the per-source call counters on the
-//! operator's `/metrics`, which count the calls really made.
+//! While the source's last real call failed (an outage before its breaker opens), a feigned call
+//! fails the same way and takes as long. What it does not copy: the per-source call counters on
+//! the operator's `/metrics`, which count the calls really made, and an upstream that fails only
+//! for some people (a feigned call follows the source's last real call, whoever it was about).
 
 use std::sync::Arc;
 use std::time::Duration;

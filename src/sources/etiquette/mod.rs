@@ -145,6 +145,8 @@ struct Inner {
     cache: SourceCache,
     limiter: Option<Limiter>,
     paused_until: Mutex<Option<Instant>>,
+    /// How the last real call failed and how long it took, while no real call has succeeded since.
+    last_failure: Mutex<Option<(SourceError, Duration)>>,
     bulkhead: Semaphore,
     breaker: Mutex<Breaker>,
 }
@@ -168,6 +170,7 @@ impl Guarded {
             bulkhead: Semaphore::new(cfg.concurrency.max(1)),
             breaker: Mutex::new(Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown)),
             paused_until: Mutex::new(None),
+            last_failure: Mutex::new(None),
             source,
             cfg,
             cache,
@@ -395,14 +398,34 @@ impl Inner {
                 Err(_) => return Err(SourceError::Timeout),
             },
         };
+        let called = Instant::now();
         let call = match ask {
             Ask::Lookup => self.source.lookup(id),
-            Ask::Feign(latency) => self.source.feign(id, latency),
+            // While the source's last real call failed, a feigned one fails as it did and takes as
+            // long: during an outage, until the breaker opens, a miss and an excluded person read
+            // the same (and both count towards opening it).
+            Ask::Feign(latency) => match lock(&self.last_failure).clone() {
+                Some((error, took)) => async move {
+                    tokio::time::sleep(took).await;
+                    Err(error)
+                }
+                .boxed(),
+                None => self.source.feign(id, latency),
+            },
         };
         let result = tokio::time::timeout_at(deadline, call)
             .await
             .unwrap_or(Err(SourceError::Timeout));
         let now = Instant::now();
+        if let Ask::Lookup = ask {
+            match &result {
+                Ok(_) => *lock(&self.last_failure) = None,
+                Err(e) if e.counts_against_source() => {
+                    *lock(&self.last_failure) = Some((e.clone(), now - called));
+                }
+                Err(_) => {}
+            }
+        }
         if let Err(SourceError::RateLimited { retry_after }) = &result {
             let pause = retry_after
                 .unwrap_or(self.cfg.breaker_cooldown)

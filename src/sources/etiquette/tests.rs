@@ -708,3 +708,87 @@ async fn the_budget_shown_falls_with_live_calls_and_refills_with_time() {
     tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(g.budget().map(|b| b.remaining), Some(8));
 }
+
+/// A call feigned for an excluded person (see the pipeline's mirror) passes the guard as a miss's
+/// would: while the last real call failed it fails the same way, as long, and counts towards the
+/// breaker; once a real call succeeds it is a miss, cached as one; it never reaches the source.
+#[tokio::test(start_paused = true)]
+async fn a_feigned_call_fails_as_the_last_real_call_did_and_is_cached_as_a_miss() {
+    let fake = Arc::new(
+        Fake::new()
+            .then(Err(SourceError::Status { status: 503 }))
+            .then(Ok(Vec::new())),
+    );
+    let g = guard(&fake, config());
+    let latency = Duration::from_millis(40);
+    let feign = |e: &'static str| {
+        let g = Arc::clone(&g);
+        async move {
+            let started = Instant::now();
+            let answer = g.feign_shared(&Arc::new(email(e)), latency, None).await;
+            (
+                answer.map(|a| a.len()).map_err(|e| e.status()),
+                started.elapsed(),
+            )
+        }
+    };
+
+    let failed = g.lookup(&email("down@x.example")).await;
+    assert_eq!(
+        failed.map_err(|e| e.status()).err(),
+        Some(crate::sources::SourceStatus::Error)
+    );
+    let (answer, _) = feign("gone1@x.example").await;
+    assert_eq!(
+        answer,
+        Err(crate::sources::SourceStatus::Error),
+        "an outage reads the same"
+    );
+    assert_eq!(g.state().cache_entries, 0, "a failure is not cached");
+
+    assert_eq!(
+        g.lookup(&email("back@x.example"))
+            .await
+            .map(|a| a.len())
+            .ok(),
+        Some(0)
+    );
+    let (answer, took) = feign("gone2@x.example").await;
+    assert_eq!(answer, Ok(0), "a miss once the source answers again");
+    assert!(took >= latency, "{took:?}");
+    assert_eq!(g.state().cache_entries, 2, "cached as a miss is");
+    let (answer, again) = feign("gone2@x.example").await;
+    assert_eq!(answer, Ok(0));
+    assert!(
+        again >= took,
+        "replayed from the cache no faster: {again:?}"
+    );
+    assert_eq!(g.state().cache_entries, 2);
+    assert_eq!(
+        fake.calls(),
+        2,
+        "the source was asked by the real lookups only"
+    );
+
+    // Feigned failures count towards the breaker as a miss's would.
+    let fake = Arc::new(Fake::new().then(Err(SourceError::Timeout)));
+    let g = guard(&fake, config());
+    assert!(g.lookup(&email("slow@x.example")).await.is_err());
+    for i in 1..config().breaker_failures {
+        let id = Arc::new(email(&format!("gone{i}@y.example")));
+        let r = g.feign_shared(&id, latency, None).await;
+        assert_eq!(
+            r.err().map(|e| e.status()),
+            Some(crate::sources::SourceStatus::Timeout)
+        );
+    }
+    assert_eq!(g.state().breaker, BreakerState::Open);
+    let id = Arc::new(email("later@y.example"));
+    let r = g.feign_shared(&id, latency, None).await;
+    assert_eq!(
+        r.err().map(|e| e.status()),
+        Some(crate::sources::SourceStatus::Skipped),
+        "refused as a miss would be"
+    );
+    assert_eq!(fake.calls(), 1);
+}
