@@ -48,6 +48,19 @@ both_stores! {
                 && !metrics.contains("exclusion_entries"),
             "no figure names exclusions or opt-outs: {metrics}"
         );
+        // On the public listener the figures are the operator's only: nobody else can watch them
+        // move with one person's opt-out.
+        let public = |key: Option<&str>| {
+            let req = server.anon(reqwest::Method::GET, "/metrics");
+            let req = match key {
+                Some(k) => req.bearer_auth(k),
+                None => req,
+            };
+            async move { req.send().await.expect("metrics").status().as_u16() }
+        };
+        assert_eq!(public(None).await, 401, "no key");
+        assert_eq!(public(Some(&server.key)).await, 403, "a tenant's key");
+        assert_eq!(public(Some(&server.admin_key)).await, 200, "the admin key");
         assert_eq!(server.exclusion_stats().await["by_origin"]["api"], 1);
         server.stop().await;
 }
