@@ -442,6 +442,11 @@ async fn lookup(args: &PersonArgs, common: &Common) -> Result<(), Failure> {
     let result = pipeline.lookup(&query, LookupOptions::default()).await;
     let json = serde_json::to_string_pretty(&result).map_err(Failure::runtime)?;
     println!("{json}");
+    // The JSON carries the hints too; the status line is for the person at the terminal, who
+    // would otherwise read every source `skipped` as "nobody knows this person".
+    for hint in &result.hints {
+        eprintln!("enrichd: {hint}");
+    }
     Ok(())
 }
 

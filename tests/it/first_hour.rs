@@ -430,6 +430,28 @@ async fn a_placeholder_is_named_as_such_and_never_read_as_a_phone_number() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_no_enabled_source_can_take_says_so_on_the_status_line() {
+    let s = Setup::new("").await;
+
+    let out = s.run(&[
+        "lookup",
+        "--profile-url",
+        "https://www.linkedin.com/in/ada-lovelace",
+    ]);
+
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("the answer as JSON");
+    assert_eq!(answer["found"], false, "{answer}");
+    let hint = answer["hints"][0].as_str().expect("a hint");
+    assert!(
+        hint.starts_with("no enabled source can look up a profile URL, so none was asked"),
+        "{hint}"
+    );
+    assert_eq!(last_line(&out.stderr), format!("enrichd: {hint}"));
+    assert_eq!(s.up.total_hits(), 0, "nobody was asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_help_describes_every_option() {
     let s = Setup::new_user("").await;
 

@@ -750,6 +750,19 @@ async fn a_lookup_no_source_can_take_says_so_and_names_a_provider_that_could() {
             && hint.contains("pdl_person_by_phone"),
         "{hint}"
     );
+    // A LinkedIn profile and a name at a company without a domain: no default source takes them.
+    for query in [
+        json!({"profile_url": "https://www.linkedin.com/in/ada-lovelace"}),
+        json!({"name": "Ada Lovelace", "company": "Analytical Engines"}),
+    ] {
+        let (status, answer) = server.lookup(query.clone()).await;
+        assert_eq!((status, &answer["found"]), (200, &json!(false)), "{answer}");
+        let hint = answer["hints"][0].as_str().expect("a hint");
+        assert!(
+            hint.starts_with("no enabled source can look up a "),
+            "{query}: {hint}"
+        );
+    }
     assert_eq!(by_email["found"], true);
     assert!(by_email.get("hints").is_none(), "{by_email}");
     assert_eq!(
