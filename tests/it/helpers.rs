@@ -387,8 +387,13 @@ impl S3Setup {
                 .await
                 .expect("list");
             for m in listed {
-                let bytes = store.objects().get(&m.location).await.expect("get").bytes;
-                out.push((m.location.to_string(), bytes.to_vec()));
+                // An object may go between the listing and the read (a job deletes its input
+                // just after it says `done`): what is gone is not stored.
+                match store.objects().get(&m.location).await {
+                    Ok(got) => out.push((m.location.to_string(), got.bytes.to_vec())),
+                    Err(enrichd::store::StoreError::NotFound { .. }) => {}
+                    Err(e) => panic!("get {}: {e}", m.location),
+                }
             }
         }
         out
