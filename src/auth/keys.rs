@@ -463,6 +463,50 @@ mod tests {
             Some("k_old".into())
         );
         assert!(!legacy.exists() && dir.path().join("keys.json.imported").exists());
+        // Every later start finds no file to import, and that is no error.
+        let again = KeyStore::open(&store, Some(&legacy)).await.expect("reopen");
+        assert_eq!(again.list().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_file_that_cannot_be_read_stops_the_start_and_names_itself() {
+        let (dir, store) = store().await;
+        let unreadable = dir.path().join("keys.json");
+        std::fs::create_dir(&unreadable).expect("a directory where the file should be");
+        match KeyStore::open(&store, Some(&unreadable)).await {
+            Err(KeyError::Legacy { path, .. }) => {
+                assert_eq!(path, unreadable.display().to_string())
+            }
+            Err(other) => panic!("another error: {other}"),
+            Ok(_) => panic!("an unreadable key file was taken for no file"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_says_when_it_was_made_and_revoked_and_the_audit_names_its_role() {
+        let (_dir, store) = store().await;
+        let keys = KeyStore::open(&store, None).await.expect("open");
+        let before = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
+        let admin = keys.create("ops", Role::Admin).await.expect("admin");
+        keys.create("acme", Role::Tenant).await.expect("tenant");
+        let info = keys.revoke(&admin.key_id).await.expect("revoke");
+        let after = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+
+        let within = |t: &str| {
+            let at = crate::audit::parse_rfc3339(t).expect("an RFC 3339 time");
+            assert!(before <= at && at <= after, "{t}");
+        };
+        within(&info.created_at);
+        within(info.revoked_at.as_deref().expect("revoked_at"));
+        let events = crate::audit::AuditLog::new(store.objects().clone())
+            .read(None, None)
+            .await
+            .expect("audit");
+        let text = serde_json::to_string(&events).expect("json");
+        assert!(
+            text.contains(r#""role":"admin""#) && text.contains(r#""role":"tenant""#),
+            "{text}"
+        );
     }
 
     #[tokio::test]
