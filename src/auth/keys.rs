@@ -414,6 +414,13 @@ mod tests {
     async fn a_follower_sees_keys_made_and_revoked_elsewhere() {
         let (_dir, store) = store().await;
         let server = Arc::new(KeyStore::open(&store, None).await.expect("open"));
+        assert!(server.is_empty(), "no key yet");
+        let own = server.create("own", Role::Admin).await.expect("own key");
+        let doomed = server
+            .create("doomed", Role::Tenant)
+            .await
+            .expect("doomed key");
+        assert!(!server.is_empty());
         let (watch, task) = crate::store::watch::Watch::spawn(
             store.objects().clone(),
             std::time::Duration::from_millis(20),
@@ -428,7 +435,18 @@ mod tests {
         wait_until(|| server.verify(&new.key).is_some()).await;
         cli.revoke(&new.key_id).await.expect("revoke");
         wait_until(|| server.verify(&new.key).is_none()).await;
-        assert_eq!(server.list().len(), 1);
+        // A key removed from the store elsewhere goes; the keys still listed stay, round after round.
+        store
+            .objects()
+            .delete(&path(&doomed.key_id))
+            .await
+            .expect("delete");
+        wait_until(|| server.verify(&doomed.key).is_none()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(server.verify(&own.key).is_some(), "a listed key stays");
+        assert_eq!(server.list().len(), 2, "own and the revoked one");
+        cli.revoke(&own.key_id).await.expect("revoke own");
+        wait_until(|| server.is_empty()).await;
         following.abort();
         task.abort();
     }

@@ -77,6 +77,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keys_whose_budget_is_full_again_are_swept_every_sweep_every_checks() {
+        // One call a millisecond, burst 1: a key is back to a full budget within a millisecond.
+        let l = KeyedLimiter::new(60_000, 1);
+        for k in 0..SWEEP_EVERY - 1 {
+            assert!(l.check(&k).is_ok());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            l.limiter.len(),
+            (SWEEP_EVERY - 1) as usize,
+            "nothing swept before the turn"
+        );
+        assert!(l.check(&SWEEP_EVERY).is_ok());
+        assert!(
+            l.limiter.len() <= 1,
+            "the turn swept every key whose budget is full: {} left",
+            l.limiter.len()
+        );
+    }
+
+    #[test]
     fn burst_then_refusal_per_tenant() {
         let l = TenantLimiter::new(60, 2);
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
