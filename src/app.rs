@@ -356,6 +356,7 @@ pub fn batch_config(loaded: &Loaded) -> BatchConfig {
         loaded.config.retention.batch_results_days,
     )
     .with_monthly_budgets(&loaded.config.tenants.monthly_budget)
+    .with_storage_quotas(&loaded.config.tenants.storage_quota_bytes)
 }
 
 /// The batch service on `batches`, enriching through `pipeline`, keyed by `exclusion`. Returns the
