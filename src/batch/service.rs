@@ -16,13 +16,16 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use tokio::sync::Semaphore;
 
+use super::download;
 use super::error::BatchError;
-use super::index::{PartIndex, PurgeReport, RowHasher};
+use super::index::{PurgeReport, RowHasher};
 use super::ingest;
 use super::job;
 use super::journal;
 use super::meta::{BatchMeta, BatchStatus, BatchSummary};
-use super::output::{Format, Renderer, StoredRow};
+use super::output::{Format, Renderer};
+#[cfg(test)]
+use super::output::StoredRow;
 use super::purge::{self, Held};
 use super::scan::Encoding;
 use super::seams::{Enricher, Notifier};
@@ -154,6 +157,7 @@ impl BatchService {
             lease_gen: 0,
             part_gens: Vec::new(),
             part_rows: shared.config.part_rows,
+            part_ends: Vec::new(),
             input_purged: Vec::new(),
             input: ingested.format,
             error: None,
@@ -277,29 +281,16 @@ impl BatchService {
         ));
         let bom = input.bom || input.encoding == Encoding::Windows1252;
         let head = renderer.head(bom);
-        let blobs = self.shared.blobs().clone();
-        let hasher = self.shared.hasher.clone();
-        let impersonal: Arc<[Arc<str>]> = self.shared.enricher.impersonal_sources().into();
-        let parts: Vec<_> = meta.parts().collect();
-        let parts = stream::iter(parts).then(move |part| {
-            let (blobs, key, renderer) = (blobs.clone(), key.clone(), renderer.clone());
-            let (hasher, impersonal) = (hasher.clone(), impersonal.clone());
-            async move {
-                let (mut rows, _) = stored::read_part(&blobs, &key, part).await?;
-                let index = match stored::read_index(&blobs, &key, part).await {
-                    Ok(index) => Some(index),
-                    Err(BatchError::NotFound) => None,
-                    Err(e) => return Err(e),
-                };
-                let screened = screen(&mut rows, index.as_ref(), hasher.as_ref(), &impersonal);
-                if screened > 0 {
-                    tracing::warn!(batch = %key.id, part = part.part, rows = screened, "Rows of opted-out people were still stored; served as misses (their purge is pending or was cut short).");
-                }
-                Ok(renderer.rows(&rows))
-            }
-        });
+        let source = download::Source {
+            blobs: self.shared.blobs().clone(),
+            key,
+            renderer,
+            hasher: self.shared.hasher.clone(),
+            impersonal: self.shared.enricher.impersonal_sources().into(),
+        };
+        let rows = download::rows(source, meta.parts().collect());
         Ok(stream::once(async move { Ok(head) })
-            .chain(parts)
+            .chain(rows)
             .filter(|chunk: &Result<Bytes, BatchError>| {
                 std::future::ready(chunk.as_ref().map_or(true, |b| !b.is_empty()))
             })
@@ -447,28 +438,6 @@ impl BatchService {
     pub async fn purges_pending(&self) -> Result<usize, BatchError> {
         journal::pending(&self.shared).await
     }
-}
-
-/// The read-time filter, a second line of defence behind the purge: a row holding an identifier on
-/// the exclusion list (given or found, as its part's index lists them) is served as a miss reads,
-/// the tenant's input and nothing added ([`StoredRow::as_miss`]). A part whose index is missing
-/// cannot be checked, so every enriched row of it is served that way. Returns how many rows changed.
-fn screen(
-    rows: &mut [StoredRow],
-    index: Option<&PartIndex>,
-    hasher: &dyn RowHasher,
-    impersonal: &[Arc<str>],
-) -> usize {
-    let excluded = index.map(|index| index.rows_where(|k| hasher.is_excluded(k)));
-    let mut changed = 0;
-    for row in rows {
-        let listed = excluded.as_ref().is_none_or(|rows| rows.contains(&row.row));
-        if listed && row.enrichment.is_some() {
-            row.as_miss(impersonal);
-            changed += 1;
-        }
-    }
-    changed
 }
 
 /// Queues every batch the shared listing marks as waiting for a job and this replica does not run.
