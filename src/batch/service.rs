@@ -17,7 +17,7 @@ use futures::stream::{self, BoxStream, Stream, StreamExt};
 use tokio::sync::Semaphore;
 
 use super::download;
-use super::error::BatchError;
+use super::error::{BatchError, Limit};
 use super::index::{PurgeReport, RowHasher};
 use super::ingest;
 use super::job;
@@ -36,6 +36,13 @@ use crate::audit::Event;
 use crate::blob::{Area, BatchId, BatchKey, BlobError, Stamp, SweepReport, TenantKey};
 use crate::domain::Region;
 use crate::store::watch::{self, Follower};
+
+/// A tenant's storage quota and what its stored batches take, in bytes.
+#[derive(Clone, Copy)]
+struct Room {
+    used: u64,
+    quota: u64,
+}
 
 /// The lease of the expiry sweep: one replica sweeps at a time.
 const SWEEPER_LEASE: &str = "sweeper";
@@ -96,9 +103,10 @@ impl BatchService {
         }
         let blobs = shared.blobs();
         let key = Self::key(tenant, BatchId::random());
+        let room = self.room(&key.tenant).await?;
         let stamp = Stamp::new(blobs.now(), shared.config.results_days);
         blobs.create_batch(&key, stamp).await?;
-        let stored = self.store_upload(&key, stamp, body, &options).await;
+        let stored = self.store_upload(&key, stamp, body, &options, room).await;
         let meta = match stored {
             Ok(meta) => meta,
             Err(e) => {
@@ -118,14 +126,29 @@ impl BatchService {
         Ok(meta)
     }
 
+    /// What is left of the tenant's storage quota: [`BatchError::QuotaExceeded`] when nothing is.
+    /// The stored bytes are listed at each upload, so every replica counts the same objects; two
+    /// uploads at once may each fit alone and pass the quota together (by at most one upload).
+    async fn room(&self, tenant: &TenantKey) -> Result<Room, BatchError> {
+        let quota = self.shared.config.quota_of(tenant);
+        let used = self.shared.blobs().tenant_usage(tenant).await?;
+        if used >= quota {
+            return Err(BatchError::QuotaExceeded { used, quota });
+        }
+        Ok(Room { used, quota })
+    }
+
     /// The input, then the metadata, then the job marker: the batch exists for readers once its
-    /// metadata does, and for every replica's job scan once its marker does.
+    /// metadata does, and for every replica's job scan once its marker does. An upload larger than
+    /// `room` stops there (507); one larger than `batches.max_bytes` is too large whatever the
+    /// quota (413).
     async fn store_upload<S, E>(
         &self,
         key: &BatchKey,
         stamp: Stamp,
         body: S,
         options: &BatchOptions,
+        room: Room,
     ) -> Result<BatchMeta, BatchError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
@@ -133,12 +156,23 @@ impl BatchService {
     {
         let shared = &self.shared;
         let mut writer = shared.blobs().writer(key, Area::Data, INPUT).await?;
-        let ingested = match ingest::ingest(body, &mut writer, shared.config.limits, options).await
-        {
+        let mut limits = shared.config.limits;
+        let left = room.quota - room.used;
+        let quota_binds = left < limits.max_bytes;
+        limits.max_bytes = limits.max_bytes.min(left);
+        let ingested = match ingest::ingest(body, &mut writer, limits, options).await {
             Ok(ok) => ok,
             Err(e) => {
                 writer.abort().await;
-                return Err(e);
+                return Err(match e {
+                    BatchError::TooLarge(Limit::Bytes(_)) if quota_binds => {
+                        BatchError::QuotaExceeded {
+                            used: room.used,
+                            quota: room.quota,
+                        }
+                    }
+                    e => e,
+                });
             }
         };
         writer.finish().await?;
