@@ -9,15 +9,15 @@
 //! Any replica may take an upload, answer for its status, serve its result or delete it; the job runs
 //! on whichever replica holds its lease (see `job.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, Stream, StreamExt};
-use tokio::sync::Semaphore;
 
 use super::download;
 use super::error::{BatchError, Limit};
+use super::fair::FairQueue;
 use super::index::{PurgeReport, RowHasher};
 use super::ingest;
 use super::job;
@@ -331,10 +331,11 @@ impl BatchService {
             .boxed())
     }
 
-    /// Starts the dispatcher that runs queued jobs (at most `concurrency.jobs` at once), and, given
-    /// the shared listing of a store other replicas use, a follower that queues every batch waiting for
-    /// a job there (a job whose lease another replica holds is only looked at). Aborting the returned
-    /// handle stops both and every job they run. Call once.
+    /// Starts the dispatcher that runs queued jobs (at most `concurrency.jobs` at once, at most
+    /// `concurrency.jobs_per_tenant` of one tenant, the next one taken fairly across tenants: see
+    /// `fair.rs`), and, given the shared listing of a store other replicas use, a follower that
+    /// queues every batch waiting for a job there (a job whose lease another replica holds is only
+    /// looked at). Aborting the returned handle stops both and every job they run. Call once.
     pub fn spawn_workers(&self, jobs: Option<Follower>) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
         let rx = lock(&shared.queue_rx).take();
@@ -349,19 +350,41 @@ impl BatchService {
                     follower,
                 )))
             });
-            let slots = Arc::new(Semaphore::new(shared.config.concurrency.jobs.max(1)));
+            let slots = shared.config.concurrency.jobs.max(1);
+            let per_tenant = shared.config.concurrency.jobs_per_tenant.max(1);
+            let mut queue: FairQueue<TenantKey, BatchKey> = FairQueue::default();
             let mut running = tokio::task::JoinSet::new();
-            while let Some(key) = rx.recv().await {
-                while running.try_join_next().is_some() {}
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let shared = shared.clone();
-                running.spawn(async move {
-                    job::run(&shared, &key).await;
-                    shared.dequeued(&key);
-                    drop(slot);
-                });
+            let mut started: HashMap<tokio::task::Id, BatchKey> = HashMap::new();
+            loop {
+                while running.len() < slots
+                    && let Some((_, key)) = queue.next(per_tenant)
+                {
+                    let job_shared = shared.clone();
+                    let job_key = key.clone();
+                    let handle = running.spawn(async move {
+                        job::run(&job_shared, &job_key).await;
+                    });
+                    started.insert(handle.id(), key);
+                }
+                tokio::select! {
+                    queued = rx.recv() => match queued {
+                        Some(key) => queue.push(key.tenant.clone(), key),
+                        None => return,
+                    },
+                    Some(ended) = running.join_next_with_id() => {
+                        let id = match &ended {
+                            Ok((id, ())) => *id,
+                            Err(e) => e.id(),
+                        };
+                        if let Err(e) = &ended {
+                            tracing::error!(error = %e, "A batch job stopped unexpectedly; it is taken up again at the next start.");
+                        }
+                        if let Some(key) = started.remove(&id) {
+                            shared.dequeued(&key);
+                            queue.finished(&key.tenant);
+                        }
+                    }
+                }
             }
         })
     }
@@ -502,8 +525,7 @@ pub(crate) async fn stored_rows(svc: &BatchService, tenant: &str, id: BatchId) -
         out.extend(
             stored::read_part(svc.shared.blobs(), &key, part)
                 .await
-                .expect("part")
-                .0,
+                .expect("part"),
         );
     }
     out
