@@ -106,7 +106,7 @@ pub struct BlobStore {
 impl BlobStore {
     pub fn new(store: &Store, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
         Self {
-            objects: store.objects().clone(),
+            objects: store.blob_objects().clone(),
             keyring,
             clock,
             keys: moka::sync::Cache::builder()
