@@ -36,7 +36,10 @@ impl Screen {
 
     /// Makes `row` a miss if it must be served as one; whether it changed.
     pub(crate) fn apply(&self, row: &mut StoredRow, impersonal: &[Arc<str>]) -> bool {
-        let listed = self.listed.as_ref().is_none_or(|rows| rows.contains(&row.row));
+        let listed = self
+            .listed
+            .as_ref()
+            .is_none_or(|rows| rows.contains(&row.row));
         if listed && row.enrichment.is_some() {
             row.as_miss(impersonal);
             return true;
@@ -115,7 +118,6 @@ impl Download {
             }
         }
     }
-
 }
 
 /// Opens a part: its index (for the screen), then its rows.

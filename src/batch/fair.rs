@@ -129,7 +129,11 @@ mod tests {
         assert_eq!(start(&mut q, 4, 2), [1, 11, 21, 2]);
         // a runs two now and may not start a third even with slots free.
         assert_eq!(start(&mut q, 4, 2), [12]);
-        assert_eq!(q.next(2), None, "a and b are at their cap, c has nothing left");
+        assert_eq!(
+            q.next(2),
+            None,
+            "a and b are at their cap, c has nothing left"
+        );
         q.finished(&"a");
         assert_eq!(start(&mut q, 4, 2), [3]);
     }

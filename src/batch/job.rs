@@ -531,7 +531,11 @@ mod tests {
     fn parts_are_cut_at_the_byte_cap_and_hold_at_least_one_row() {
         assert_eq!(cut(&[40, 40, 40, 40, 40], 100), [2, 2, 1]);
         assert_eq!(cut(&[100, 1], 100), [1, 1], "a full part closes");
-        assert_eq!(cut(&[500, 10, 10], 100), [1, 2], "a row over the cap is a part alone");
+        assert_eq!(
+            cut(&[500, 10, 10], 100),
+            [1, 2],
+            "a row over the cap is a part alone"
+        );
         assert_eq!(cut(&[1; 7], u64::MAX), [7]);
         assert!(cut(&[], 100).is_empty());
     }

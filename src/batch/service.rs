@@ -23,9 +23,9 @@ use super::ingest;
 use super::job;
 use super::journal;
 use super::meta::{BatchMeta, BatchStatus, BatchSummary};
-use super::output::{Format, Renderer};
 #[cfg(test)]
 use super::output::StoredRow;
+use super::output::{Format, Renderer};
 use super::purge::{self, Held};
 use super::scan::Encoding;
 use super::seams::{Enricher, Notifier};

@@ -362,38 +362,37 @@ impl BlobStore {
         };
         let batch = key.clone();
         let state = (sealed, Some(Opener::new(&okey)));
-        let opened =
-            futures::stream::try_unfold(state, move |(mut sealed, mut opener)| {
-                let batch = batch.clone();
-                async move {
-                    loop {
-                        let Some(open) = opener.as_mut() else {
-                            return Ok(None);
-                        };
-                        match sealed.next().await {
-                            Some(chunk) => {
-                                let chunk = chunk.map_err(|e| store_err(&batch, e))?;
-                                let plain = open.push(&chunk).map_err(&unreadable)?;
-                                if !plain.is_empty() {
-                                    return Ok(Some((Bytes::from(plain), (sealed, opener))));
-                                }
+        let opened = futures::stream::try_unfold(state, move |(mut sealed, mut opener)| {
+            let batch = batch.clone();
+            async move {
+                loop {
+                    let Some(open) = opener.as_mut() else {
+                        return Ok(None);
+                    };
+                    match sealed.next().await {
+                        Some(chunk) => {
+                            let chunk = chunk.map_err(|e| store_err(&batch, e))?;
+                            let plain = open.push(&chunk).map_err(&unreadable)?;
+                            if !plain.is_empty() {
+                                return Ok(Some((Bytes::from(plain), (sealed, opener))));
                             }
-                            None => {
-                                let last = opener
-                                    .take()
-                                    .map(Opener::finish)
-                                    .transpose()
-                                    .map_err(&unreadable)?;
-                                return Ok(Some((
-                                    Bytes::from(last.unwrap_or_default()),
-                                    (sealed, None),
-                                )));
-                            }
+                        }
+                        None => {
+                            let last = opener
+                                .take()
+                                .map(Opener::finish)
+                                .transpose()
+                                .map_err(&unreadable)?;
+                            return Ok(Some((
+                                Bytes::from(last.unwrap_or_default()),
+                                (sealed, None),
+                            )));
                         }
                     }
                 }
-            })
-            .boxed();
+            }
+        })
+        .boxed();
         Ok((opened, etag))
     }
 

@@ -579,7 +579,12 @@ impl Config {
                 "must be above 0: it is what each tenant's stored batches may take",
             );
         }
-        if let Some((name, _)) = self.tenants.storage_quota_bytes.iter().find(|(_, q)| **q == 0) {
+        if let Some((name, _)) = self
+            .tenants
+            .storage_quota_bytes
+            .iter()
+            .find(|(_, q)| **q == 0)
+        {
             return invalid(
                 "tenants.storage_quota_bytes",
                 &format!("the quota of tenant '{name}' must be above 0"),
@@ -793,7 +798,10 @@ mod tests {
         )
         .expect("valid");
         let b = &loaded.config.batches;
-        assert_eq!((b.part_bytes, b.tenant_quota_bytes, b.max_jobs_per_tenant), (1024, 5000, 1));
+        assert_eq!(
+            (b.part_bytes, b.tenant_quota_bytes, b.max_jobs_per_tenant),
+            (1024, 5000, 1)
+        );
         assert_eq!(loaded.config.tenants.storage_quota_bytes["acme"], 9000);
         let defaults = BatchesConfig::default();
         assert_eq!(defaults.part_bytes, 4 << 20);
@@ -801,9 +809,18 @@ mod tests {
         assert_eq!(defaults.max_jobs_per_tenant, 2);
         for (toml, key) in [
             ("[batches]\npart_bytes = 0\n", "batches.part_bytes"),
-            ("[batches]\ntenant_quota_bytes = 0\n", "batches.tenant_quota_bytes"),
-            ("[batches]\nmax_jobs_per_tenant = 0\n", "batches.max_jobs_per_tenant"),
-            ("[tenants.storage_quota_bytes]\nacme = 0\n", "tenants.storage_quota_bytes"),
+            (
+                "[batches]\ntenant_quota_bytes = 0\n",
+                "batches.tenant_quota_bytes",
+            ),
+            (
+                "[batches]\nmax_jobs_per_tenant = 0\n",
+                "batches.max_jobs_per_tenant",
+            ),
+            (
+                "[tenants.storage_quota_bytes]\nacme = 0\n",
+                "tenants.storage_quota_bytes",
+            ),
             (
                 "[store]\nurl = \"s3://b/p\"\nblob_dir = \"/mnt/blobs\"\n",
                 "store.blob_dir",

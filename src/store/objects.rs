@@ -196,7 +196,13 @@ impl Objects {
     pub async fn get_stream_versioned(
         &self,
         path: &Path,
-    ) -> Result<(BoxStream<'static, Result<Bytes, StoreError>>, Option<String>), StoreError> {
+    ) -> Result<
+        (
+            BoxStream<'static, Result<Bytes, StoreError>>,
+            Option<String>,
+        ),
+        StoreError,
+    > {
         self.count("get");
         let got = self
             .inner
