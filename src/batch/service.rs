@@ -157,7 +157,7 @@ impl BatchService {
         let shared = &self.shared;
         let mut writer = shared.blobs().writer(key, Area::Data, INPUT).await?;
         let mut limits = shared.config.limits;
-        let left = room.quota - room.used;
+        let left = room.quota.saturating_sub(room.used);
         let quota_binds = left < limits.max_bytes;
         limits.max_bytes = limits.max_bytes.min(left);
         let ingested = match ingest::ingest(body, &mut writer, limits, options).await {
