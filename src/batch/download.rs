@@ -1,9 +1,9 @@
 //! A finished batch's result as it is downloaded: each committed part opened in turn and read row by
 //! row ([`PartRows`]), every row screened against the exclusion list, rendered, and handed on in
 //! pieces of about [`PIECE`] bytes. What a download holds is one sealed chunk, one row, the piece
-//! being filled and, while a part is opened, that part's index (its row keys, read whole and
-//! dropped once the rows to screen are known): whatever the size of the result, and bounded by
-//! `part_rows` for a part. `benches/download.rs` measures it.
+//! being filled and, while a part is opened, the text of that part's index (read entry by entry for
+//! the rows to screen, then dropped): whatever the size of the result, and less than the part for
+//! a part. `benches/download.rs` measures it.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use super::error::BatchError;
-use super::index::{PartIndex, PartRef, RowHasher};
+use super::index::{PartRef, RowHasher};
 use super::output::{Renderer, StoredRow};
 use super::stored::{self, PartRows};
 use crate::blob::{BatchKey, BlobStore};
@@ -29,10 +29,10 @@ pub(crate) struct Screen {
 }
 
 impl Screen {
-    pub(crate) fn new(index: Option<&PartIndex>, hasher: &dyn RowHasher) -> Self {
-        Self {
-            listed: index.map(|index| index.rows_where(|k| hasher.is_excluded(k))),
-        }
+    /// The screen of a part whose index lists `listed` rows as holding a key on the list (`None`:
+    /// the part has no index).
+    pub(crate) fn new(listed: Option<Vec<u64>>) -> Self {
+        Self { listed }
     }
 
     /// Makes `row` a miss if it must be served as one; whether it changed.
@@ -126,16 +126,12 @@ async fn start(source: &Source, part: PartRef) -> Result<Open, BatchError> {
     let Source {
         blobs, key, hasher, ..
     } = source;
-    let index = match stored::read_index(blobs, key, part).await {
-        Ok(index) => Some(index),
-        Err(BatchError::NotFound) => None,
-        Err(e) => return Err(e),
-    };
+    let listed = stored::listed_rows(blobs, key, part, &|k| hasher.is_excluded(k)).await?;
     let (rows, _) = PartRows::open(blobs, key, part).await?;
     Ok(Open {
         part: part.part,
         rows,
-        screen: Screen::new(index.as_ref(), hasher.as_ref()),
+        screen: Screen::new(listed),
         screened: 0,
     })
 }

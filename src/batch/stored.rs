@@ -290,6 +290,32 @@ pub(crate) async fn read_index(
     })
 }
 
+/// The rows of a part whose index lists a key for which `pred` holds; `None` when the part has no
+/// index. The index is opened as it streams and read entry by entry ([`super::index::rows_where`]).
+pub(crate) async fn listed_rows(
+    blobs: &BlobStore,
+    key: &BatchKey,
+    part: PartRef,
+    pred: &(dyn Fn(&[u8; 16]) -> bool + Sync),
+) -> Result<Option<Vec<u64>>, BatchError> {
+    let mut chunks = match blobs.get_stream(key, Area::Index, &part.suffix()).await {
+        Ok(chunks) => chunks,
+        Err(BlobError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut json = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        json.extend_from_slice(&chunk?);
+    }
+    super::index::rows_where(&json, pred)
+        .map(Some)
+        .map_err(|e| BatchError::CorruptPart {
+            batch: key.id.to_string(),
+            part: part.part,
+            reason: e.to_string(),
+        })
+}
+
 pub(crate) async fn write_index(
     blobs: &BlobStore,
     key: &BatchKey,
