@@ -160,17 +160,20 @@ pub fn pipeline(
     Ok(Pipeline::new(sources, exclusion, limits, metrics))
 }
 
-/// The store `store.url` names (default `file://<data_dir>`). A shared store is probed for the
-/// conditional writes replicas coordinate with, and refused without them.
+/// The store `store.url` names (default `file://<data_dir>`), with its blob area in
+/// `store.blob_dir` when that is set. A shared store is probed for the conditional writes replicas
+/// coordinate with, and refused without them.
 pub async fn open_store(
     loaded: &Loaded,
     data_dir: &Path,
     metrics: Arc<Metrics>,
 ) -> Result<Store, AppError> {
     let url = loaded.config.store.url_or(data_dir);
-    let store = Store::open(&url, &loaded.aws, metrics)?;
+    let mut store = Store::open(&url, &loaded.aws, metrics.clone())?;
     if store.is_shared() {
         store.probe().await?;
+    } else if let Some(dir) = &loaded.config.store.blob_dir {
+        store = store.with_blob_dir(dir, metrics)?;
     }
     Ok(store)
 }
@@ -356,6 +359,7 @@ pub fn batch_config(loaded: &Loaded) -> BatchConfig {
         loaded.config.retention.batch_results_days,
     )
     .with_monthly_budgets(&loaded.config.tenants.monthly_budget)
+    .with_storage_quotas(&loaded.config.tenants.storage_quota_bytes)
 }
 
 /// The batch service on `batches`, enriching through `pipeline`, keyed by `exclusion`. Returns the

@@ -29,6 +29,8 @@ pub enum ErrorKind {
     Expired,
     /// 413: upload above a size limit.
     TooLarge,
+    /// 507: the tenant's stored batches would pass its storage quota.
+    QuotaExceeded,
     /// 422: the file or the options are not usable; the message names the row, column or option.
     Invalid,
     /// 409: the result is not ready yet.
@@ -49,6 +51,12 @@ pub enum BatchError {
     Expired,
     #[error("upload exceeds the limit of {0}")]
     TooLarge(Limit),
+    #[error(
+        "storage quota: your stored batches take {used} of your {quota} bytes, and this upload does \
+         not fit in what is left; delete batches you no longer need (DELETE /v1/batches/{{id}}) or \
+         ask the operator for a larger quota"
+    )]
+    QuotaExceeded { used: u64, quota: u64 },
     #[error("row {row} has {columns} columns; the limit is {limit}")]
     TooManyColumns { row: u64, columns: u64, limit: u64 },
     #[error("row {row}, column {column}: field is longer than {limit} bytes")]
@@ -107,6 +115,7 @@ impl BatchError {
             Self::NotFound => ErrorKind::NotFound,
             Self::Expired => ErrorKind::Expired,
             Self::TooLarge(_) => ErrorKind::TooLarge,
+            Self::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
             Self::TooManyColumns { .. }
             | Self::FieldTooLong { .. }
             | Self::RaggedRow { .. }

@@ -67,20 +67,6 @@ impl PartIndex {
             .collect()
     }
 
-    /// The rows holding a key for which `pred` holds.
-    pub fn rows_where(&self, pred: impl Fn(&[u8; 16]) -> bool) -> Vec<u64> {
-        self.rows
-            .iter()
-            .filter(|(_, ks)| {
-                ks.iter().any(|k| {
-                    let mut key = [0u8; 16];
-                    hex::decode_to_slice(k, &mut key).is_ok() && pred(&key)
-                })
-            })
-            .map(|(row, _)| *row)
-            .collect()
-    }
-
     /// Every key the part's rows hold.
     pub fn keys(&self) -> impl Iterator<Item = [u8; 16]> + '_ {
         self.rows.iter().flat_map(|(_, ks)| {
@@ -112,6 +98,83 @@ impl PartIndex {
         out.sort_unstable();
         out.dedup();
         out.into_boxed_slice()
+    }
+}
+
+/// The rows of a part's index object (its JSON, as [`PartIndex`] writes it) holding a key for which
+/// `pred` holds, read entry by entry: what is held is the object's text and the rows found, never
+/// the index itself (whose keys, as strings, take several times the text). What a download screens
+/// its rows with.
+pub fn rows_where(json: &[u8], pred: &dyn Fn(&[u8; 16]) -> bool) -> serde_json::Result<Vec<u64>> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let rows = Listed(pred).deserialize(&mut de)?;
+    de.end()?;
+    Ok(rows)
+}
+
+/// The visitor of [`rows_where`]: the object, then its `rows` entry by entry.
+struct Listed<'a>(&'a dyn Fn(&[u8; 16]) -> bool);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Listed<'_> {
+    type Value = Vec<u64>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<u64>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Listed<'_> {
+    type Value = Vec<u64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a part index")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<u64>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if name == "rows" {
+                out = map.next_value_seed(Entries(self.0))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Entries<'a>(&'a dyn Fn(&[u8; 16]) -> bool);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Entries<'_> {
+    type Value = Vec<u64>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<u64>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Entries<'_> {
+    type Value = Vec<u64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the rows of a part index")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u64>, A::Error> {
+        let mut out = Vec::new();
+        while let Some((row, keys)) =
+            seq.next_element::<(u64, Vec<std::borrow::Cow<'de, str>>)>()?
+        {
+            let listed = keys.iter().any(|k| {
+                let mut key = [0u8; 16];
+                hex::decode_to_slice(k.as_bytes(), &mut key).is_ok() && (self.0)(&key)
+            });
+            if listed {
+                out.push(row);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -228,6 +291,12 @@ mod tests {
         idx.retain_listed(&HashSet::from([(batch.clone(), r1)]));
         assert!(idx.candidates(&[b]).is_empty() && idx.has(&batch, r1));
         assert_eq!(p2.rows_holding(&[b]), [2]);
+        let mut both = p1.clone();
+        both.push(7, &[[9u8; 16], b]);
+        let json = serde_json::to_vec(&both).expect("json");
+        assert_eq!(rows_where(&json, &|k| *k == b).expect("read"), [7]);
+        assert_eq!(rows_where(&json, &|k| *k == a).expect("read"), [1]);
+        assert!(rows_where(b"{\"rows\":[[1,", &|_| true).is_err());
         assert!(idx.candidates(&[[3u8; 16]]).is_empty());
         idx.remove_batch(&batch);
         assert!(idx.candidates(&[a]).is_empty());

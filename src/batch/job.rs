@@ -136,6 +136,7 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
     let region = input::region(&meta);
     let mut reader = RecordReader::open(blobs, key, meta.input.delimiter).await?;
     let part_rows = u64::from(meta.part_rows.max(1));
+    let part_bytes = shared.config.part_bytes.max(1);
     let progress = Progress::new(
         Arc::new(BatchPace::default()),
         shared.enricher.budgets(),
@@ -164,15 +165,19 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
         .reduce(f64::min)
         .map(|left| Arc::new(SpendCap::new(left.max(0.0), 0.0)));
     // The header, then every row of the parts already done.
-    reader
-        .skip(1 + u64::from(meta.parts_done) * part_rows)
-        .await?;
+    reader.skip(1 + meta.rows_committed()).await?;
     loop {
-        let first_row = u64::from(meta.parts_done) * part_rows + 1;
-        let mut records = Vec::with_capacity(part_rows as usize);
-        while (records.len() as u64) < part_rows {
+        let first_row = meta.rows_committed() + 1;
+        // Rows are read until the part is full in rows, or in bytes of input (what its rows will
+        // at least take once stored); the enriched rows are cut again at `part_bytes` below.
+        let mut records = Vec::new();
+        let mut input_bytes = 0u64;
+        while (records.len() as u64) < part_rows && input_bytes < part_bytes {
             match reader.next().await? {
-                Some(r) => records.push(r),
+                Some(r) => {
+                    input_bytes += r.iter().map(|c| c.len() as u64 + 1).sum::<u64>();
+                    records.push(r);
+                }
                 None => break,
             }
         }
@@ -189,7 +194,12 @@ async fn run_leased(shared: &Arc<Shared>, key: &BatchKey, lease: &Lease) -> Resu
         let rows = enrich_part(shared, key, &meta, region, first_row, records, &job).await;
         let eta = running.progress.eta_seconds();
         let cost_before = meta.cost;
-        meta = commit_part(shared, key, lease, meta.parts_done + 1, rows, eta).await?;
+        let sizes: Vec<u64> = rows.iter().map(|d| stored::stored_len(&d.row)).collect();
+        let mut rows = rows.into_iter();
+        for len in cut(&sizes, part_bytes) {
+            let part: Vec<Done> = rows.by_ref().take(len).collect();
+            meta = commit_part(shared, key, lease, meta.parts_done + 1, part, eta).await?;
+        }
         let part_cost = meta.cost - cost_before;
         if monthly.is_some() && part_cost > 0.0 {
             let added = spend::add(shared.store.objects(), &key.tenant, &month, part_cost).await;
@@ -345,6 +355,25 @@ async fn enrich_part(
         .await
 }
 
+/// How many rows go in each part, for rows of `sizes` bytes in order: as many as fit in `max_bytes`,
+/// and at least one (a row larger than the cap is a part of its own).
+fn cut(sizes: &[u64], max_bytes: u64) -> Vec<usize> {
+    let mut parts = Vec::new();
+    let (mut rows, mut bytes) = (0usize, 0u64);
+    for size in sizes {
+        if rows > 0 && bytes + size > max_bytes {
+            parts.push(rows);
+            (rows, bytes) = (0, 0);
+        }
+        rows += 1;
+        bytes += size;
+    }
+    if rows > 0 {
+        parts.push(rows);
+    }
+    parts
+}
+
 /// Writes part `n` (rows of people on the exclusion list dropped), its index, then the checkpoint;
 /// returns the metadata as checkpointed.
 async fn commit_part(
@@ -359,6 +388,14 @@ async fn commit_part(
     let part = PartRef {
         part: n,
         generation: lease.generation(),
+    };
+    // The last input row the part covers (rows an opt-out blanked included).
+    let Some(end) = rows.last().map(|d| d.row.row) else {
+        return Err(BatchError::CorruptPart {
+            batch: key.id.to_string(),
+            part: n,
+            reason: "a part must hold at least one row".into(),
+        });
     };
     let commit = shared.commit.lock().await;
     if shared.is_cancelled(key) {
@@ -401,6 +438,7 @@ async fn commit_part(
         m.parts_done = n;
         m.part_gens.truncate((n - 1) as usize);
         m.part_gens.push(part.generation);
+        m.set_part_end(n, end);
         m.rows_done += processed;
         m.rows_found += found;
         m.rows_purged += purged;
@@ -483,4 +521,22 @@ async fn adopt_parts(
         purge_listed(shared, key, part, &index).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn parts_are_cut_at_the_byte_cap_and_hold_at_least_one_row() {
+        assert_eq!(cut(&[40, 40, 40, 40, 40], 100), [2, 2, 1]);
+        assert_eq!(cut(&[100, 1], 100), [1, 1], "a full part closes");
+        assert_eq!(
+            cut(&[500, 10, 10], 100),
+            [1, 2],
+            "a row over the cap is a part alone"
+        );
+        assert_eq!(cut(&[1; 7], u64::MAX), [7]);
+        assert!(cut(&[], 100).is_empty());
+    }
 }

@@ -79,8 +79,13 @@ pub struct BatchMeta {
     /// part object is the part, when a replica that lost its lease wrote one too.
     #[serde(default)]
     pub part_gens: Vec<u64>,
-    /// Input rows per part.
+    /// Input rows per part, at most.
     pub part_rows: u32,
+    /// The last input row of each complete part (`part_ends[n - 1]` for part `n`): a part closes at
+    /// `part_rows` rows or `part_bytes` bytes, whichever comes first, so parts differ in rows. Empty
+    /// for batches written before parts had a byte cap, whose part `n` ends at `n × part_rows`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_ends: Vec<u64>,
     /// Input rows an opt-out's purge blanked in the stored input (sorted): the job drops them and
     /// counts them in `rows_purged`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -158,6 +163,34 @@ impl BatchMeta {
             part: n,
             generation,
         })
+    }
+
+    /// The last input row of part `n` (0 for `n` = 0).
+    pub fn part_end(&self, n: u32) -> u64 {
+        let Some(i) = usize::try_from(n).ok().and_then(|n| n.checked_sub(1)) else {
+            return 0;
+        };
+        match self.part_ends.get(i) {
+            Some(end) => *end,
+            None => (u64::from(n) * u64::from(self.part_rows.max(1))).min(self.rows_total),
+        }
+    }
+
+    /// The input rows the committed parts hold (rows `1..=rows_committed()`): a job taken up again
+    /// resumes after them.
+    pub fn rows_committed(&self) -> u64 {
+        self.part_end(self.parts_done)
+    }
+
+    /// Records that part `n` ends at input row `end` (parts before it keep the ends they had).
+    pub fn set_part_end(&mut self, n: u32, end: u64) {
+        let before = usize::try_from(n.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.part_ends.truncate(before);
+        while self.part_ends.len() < before {
+            let next = u32::try_from(self.part_ends.len() + 1).unwrap_or(u32::MAX);
+            self.part_ends.push(self.part_end(next));
+        }
+        self.part_ends.push(end);
     }
 
     /// Every committed part, in order.
@@ -251,6 +284,7 @@ mod tests {
             lease_gen: 0,
             part_gens: vec![0],
             part_rows: 10,
+            part_ends: Vec::new(),
             input_purged: Vec::new(),
             input: InputFormat {
                 encoding: Encoding::Utf8,
@@ -269,6 +303,24 @@ mod tests {
             cost: 0.0,
             eta_seconds: None,
         }
+    }
+
+    #[test]
+    fn parts_end_where_they_were_cut_and_older_batches_at_part_rows() {
+        let mut m = meta();
+        m.rows_total = 25;
+        // Written before parts had a byte cap: part n ends at n × part_rows, the last at the end.
+        assert_eq!((m.part_end(0), m.part_end(1), m.part_end(3)), (0, 10, 25));
+        assert_eq!(m.rows_committed(), 10);
+
+        // Taken up by a job that cuts parts by bytes too: earlier ends are kept as they were.
+        m.set_part_end(2, 13);
+        m.parts_done = 2;
+        assert_eq!(m.part_ends, [10, 13]);
+        assert_eq!(m.rows_committed(), 13);
+        // A part written again (a takeover) replaces its end and forgets those after it.
+        m.set_part_end(2, 12);
+        assert_eq!(m.part_ends, [10, 12]);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   or NDJSON.
 //! - `service` is [`BatchService`]: create/get/list/delete/result, the job dispatcher, the sweep;
 //!   `job` runs one batch under its lease, `purge` removes an opted-out person's rows, `stored` reads
-//!   and writes a batch's objects, `state` is what they share.
+//!   and writes a batch's objects (parts row by row), `download` streams a result, `fair` picks the
+//!   next job across tenants, `state` is what they share.
 //! - `seams` and `index` are what the runner needs from the rest of the service ([`Enricher`],
 //!   [`Notifier`], [`RowHasher`]); `bridge` implements them for the running service.
 //!
@@ -15,7 +16,9 @@
 
 mod bridge;
 mod columns;
+mod download;
 mod error;
+mod fair;
 mod index;
 mod ingest;
 mod input;

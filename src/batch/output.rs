@@ -263,56 +263,62 @@ impl Renderer {
         }
     }
 
-    /// Renders a run of rows.
+    /// Renders a run of rows (tests).
+    #[cfg(test)]
     pub fn rows(&self, rows: &[StoredRow]) -> Bytes {
         let mut out = Vec::with_capacity(rows.len() * 128);
         for r in rows {
-            match self.format {
-                Format::Csv => {
-                    let extra = r.enrichment.clone().unwrap_or_default().cells();
-                    let width = self.headers.len();
-                    let input = r
-                        .cells
-                        .iter()
-                        .map(String::as_str)
-                        .chain(std::iter::repeat(""))
-                        .take(width);
-                    let sources = r.sources_cell();
-                    let cells = input
-                        .chain(std::iter::once(r.status.as_str()))
-                        .chain(extra.iter().map(String::as_str))
-                        .chain(std::iter::once(r.note.as_deref().unwrap_or_default()))
-                        .chain(std::iter::once(sources.as_str()));
-                    self.csv_line(&mut out, cells);
-                }
-                Format::Ndjson => {
-                    let input: serde_json::Map<String, serde_json::Value> = self
-                        .keys
-                        .iter()
-                        .zip(r.cells.iter().chain(std::iter::repeat(&String::new())))
-                        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                        .collect();
-                    let sources: serde_json::Map<String, serde_json::Value> = r
-                        .sources
-                        .iter()
-                        .map(|s| (s.name.clone(), serde_json::Value::String(s.status.clone())))
-                        .collect();
-                    let line = serde_json::json!({
-                        "row": r.row,
-                        "input": input,
-                        "status": r.status,
-                        "enrichment": r.enrichment,
-                        "note": r.note,
-                        "sources": sources,
-                    });
-                    // Serialising a `Value` of strings and numbers cannot fail.
-                    if serde_json::to_writer(&mut out, &line).is_ok() {
-                        out.push(b'\n');
-                    }
+            self.row(r, &mut out);
+        }
+        Bytes::from(out)
+    }
+
+    /// Renders one row onto `out`.
+    pub fn row(&self, r: &StoredRow, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Csv => {
+                let extra = r.enrichment.clone().unwrap_or_default().cells();
+                let width = self.headers.len();
+                let input = r
+                    .cells
+                    .iter()
+                    .map(String::as_str)
+                    .chain(std::iter::repeat(""))
+                    .take(width);
+                let sources = r.sources_cell();
+                let cells = input
+                    .chain(std::iter::once(r.status.as_str()))
+                    .chain(extra.iter().map(String::as_str))
+                    .chain(std::iter::once(r.note.as_deref().unwrap_or_default()))
+                    .chain(std::iter::once(sources.as_str()));
+                self.csv_line(out, cells);
+            }
+            Format::Ndjson => {
+                let input: serde_json::Map<String, serde_json::Value> = self
+                    .keys
+                    .iter()
+                    .zip(r.cells.iter().chain(std::iter::repeat(&String::new())))
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                let sources: serde_json::Map<String, serde_json::Value> = r
+                    .sources
+                    .iter()
+                    .map(|s| (s.name.clone(), serde_json::Value::String(s.status.clone())))
+                    .collect();
+                let line = serde_json::json!({
+                    "row": r.row,
+                    "input": input,
+                    "status": r.status,
+                    "enrichment": r.enrichment,
+                    "note": r.note,
+                    "sources": sources,
+                });
+                // Serialising a `Value` of strings and numbers cannot fail.
+                if serde_json::to_writer(&mut *out, &line).is_ok() {
+                    out.push(b'\n');
                 }
             }
         }
-        Bytes::from(out)
     }
 
     fn csv_line<'a>(&self, out: &mut Vec<u8>, cells: impl Iterator<Item = &'a str>) {

@@ -26,6 +26,13 @@ pub struct Held {
     pub expires_at: SystemTime,
 }
 
+/// What a purge needs to know of a row it removes, to correct the batch's counters.
+struct Gone {
+    row: u64,
+    found: bool,
+    failed: bool,
+}
+
 /// A part rewrite that lost this many races in a row gives up (the opt-out answers 503 and is retried).
 const MAX_ATTEMPTS: usize = 20;
 
@@ -171,15 +178,12 @@ pub(crate) async fn holding(
             Err(BatchError::NotFound | BatchError::Expired) => continue,
             Err(e) => return Err(e),
         };
-        // Rows of parts a crashed job never committed are not the batch's (and go at its end).
-        let committed: BTreeSet<u32> = meta.parts().map(|p| p.part).collect();
-        let per_part = u64::from(meta.part_rows.max(1));
+        // Rows of parts a crashed job never committed are not the batch's (and go at its end);
+        // the committed parts hold rows 1 to `rows_committed`.
+        let committed = meta.rows_committed();
         let counted = rows
             .iter()
-            .filter(|r| {
-                let part = u32::try_from((**r - 1) / per_part + 1).unwrap_or(u32::MAX);
-                committed.contains(&part) || meta.status != BatchStatus::Done
-            })
+            .filter(|r| **r <= committed || meta.status != BatchStatus::Done)
             .count() as u64;
         if counted > 0 {
             out.push(Held {
@@ -236,13 +240,26 @@ pub(crate) async fn purge_part(
         if doomed.is_empty() {
             return Ok(0);
         }
-        let (rows, etag) = match stored::read_part(blobs, key, part).await {
+        // The part is read row by row and the kept rows sealed as they come: what is held is the
+        // rewritten part (at most `part_bytes` and a row), never the part twice.
+        let (mut rows, etag) = match stored::PartRows::open(blobs, key, part).await {
             Ok(read) => read,
             Err(BatchError::NotFound) => return Ok(0),
             Err(e) => return Err(e),
         };
-        let (gone, kept): (Vec<_>, Vec<_>) =
-            rows.into_iter().partition(|r| doomed.contains(&r.row));
+        let mut kept = stored::PartWriter::start(blobs, key, part).await?;
+        let mut gone: Vec<Gone> = Vec::new();
+        while let Some(row) = rows.next().await? {
+            if doomed.contains(&row.row) {
+                gone.push(Gone {
+                    row: row.row,
+                    found: row.enrichment.is_some(),
+                    failed: row.failed(),
+                });
+            } else {
+                kept.push(&row)?;
+            }
+        }
         let removed = gone.len() as u64;
         if removed > 0 {
             // The counters first, once per row: a purge cut short after this and taken up again
@@ -253,10 +270,10 @@ pub(crate) async fn purge_part(
                         if let Err(at) = m.purged_rows.binary_search(&r.row) {
                             m.purged_rows.insert(at, r.row);
                             m.rows_purged += 1;
-                            if r.enrichment.is_some() {
+                            if r.found {
                                 m.rows_found = m.rows_found.saturating_sub(1);
                             }
-                            if r.failed() {
+                            if r.failed {
                                 m.rows_error = m.rows_error.saturating_sub(1);
                             }
                         }
@@ -269,14 +286,12 @@ pub(crate) async fn purge_part(
                 Ok(_) | Err(BatchError::NotFound) => {}
                 Err(e) => return Err(e),
             }
-            let body = stored::encode_rows(key, part.part, &kept)?;
-            let name = stored::part_object(part);
             let written = match &etag {
-                Some(etag) => blobs.update(key, Area::Data, &name, &body, etag).await,
-                None => blobs.put(key, Area::Data, &name, &body).await,
+                Some(etag) => kept.update(blobs, etag).await,
+                None => kept.put(blobs).await,
             };
             match written {
-                Ok(_) => {}
+                Ok(()) => {}
                 Err(BlobError::Conflict(_)) => continue,
                 Err(BlobError::NotFound(_)) => return Ok(0),
                 Err(e) => return Err(e.into()),

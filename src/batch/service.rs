@@ -9,20 +9,23 @@
 //! Any replica may take an upload, answer for its status, serve its result or delete it; the job runs
 //! on whichever replica holds its lease (see `job.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, Stream, StreamExt};
-use tokio::sync::Semaphore;
 
-use super::error::BatchError;
-use super::index::{PartIndex, PurgeReport, RowHasher};
+use super::download;
+use super::error::{BatchError, Limit};
+use super::fair::FairQueue;
+use super::index::{PurgeReport, RowHasher};
 use super::ingest;
 use super::job;
 use super::journal;
 use super::meta::{BatchMeta, BatchStatus, BatchSummary};
-use super::output::{Format, Renderer, StoredRow};
+#[cfg(test)]
+use super::output::StoredRow;
+use super::output::{Format, Renderer};
 use super::purge::{self, Held};
 use super::scan::Encoding;
 use super::seams::{Enricher, Notifier};
@@ -33,6 +36,13 @@ use crate::audit::Event;
 use crate::blob::{Area, BatchId, BatchKey, BlobError, Stamp, SweepReport, TenantKey};
 use crate::domain::Region;
 use crate::store::watch::{self, Follower};
+
+/// A tenant's storage quota and what its stored batches take, in bytes.
+#[derive(Clone, Copy)]
+struct Room {
+    used: u64,
+    quota: u64,
+}
 
 /// The lease of the expiry sweep: one replica sweeps at a time.
 const SWEEPER_LEASE: &str = "sweeper";
@@ -93,9 +103,10 @@ impl BatchService {
         }
         let blobs = shared.blobs();
         let key = Self::key(tenant, BatchId::random());
+        let room = self.room(&key.tenant).await?;
         let stamp = Stamp::new(blobs.now(), shared.config.results_days);
         blobs.create_batch(&key, stamp).await?;
-        let stored = self.store_upload(&key, stamp, body, &options).await;
+        let stored = self.store_upload(&key, stamp, body, &options, room).await;
         let meta = match stored {
             Ok(meta) => meta,
             Err(e) => {
@@ -115,14 +126,29 @@ impl BatchService {
         Ok(meta)
     }
 
+    /// What is left of the tenant's storage quota: [`BatchError::QuotaExceeded`] when nothing is.
+    /// The stored bytes are listed at each upload, so every replica counts the same objects; two
+    /// uploads at once may each fit alone and pass the quota together (by at most one upload).
+    async fn room(&self, tenant: &TenantKey) -> Result<Room, BatchError> {
+        let quota = self.shared.config.quota_of(tenant);
+        let used = self.shared.blobs().tenant_usage(tenant).await?;
+        if used >= quota {
+            return Err(BatchError::QuotaExceeded { used, quota });
+        }
+        Ok(Room { used, quota })
+    }
+
     /// The input, then the metadata, then the job marker: the batch exists for readers once its
-    /// metadata does, and for every replica's job scan once its marker does.
+    /// metadata does, and for every replica's job scan once its marker does. An upload larger than
+    /// `room` stops there (507); one larger than `batches.max_bytes` is too large whatever the
+    /// quota (413).
     async fn store_upload<S, E>(
         &self,
         key: &BatchKey,
         stamp: Stamp,
         body: S,
         options: &BatchOptions,
+        room: Room,
     ) -> Result<BatchMeta, BatchError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
@@ -130,12 +156,23 @@ impl BatchService {
     {
         let shared = &self.shared;
         let mut writer = shared.blobs().writer(key, Area::Data, INPUT).await?;
-        let ingested = match ingest::ingest(body, &mut writer, shared.config.limits, options).await
-        {
+        let mut limits = shared.config.limits;
+        let left = room.quota.saturating_sub(room.used);
+        let quota_binds = left < limits.max_bytes;
+        limits.max_bytes = limits.max_bytes.min(left);
+        let ingested = match ingest::ingest(body, &mut writer, limits, options).await {
             Ok(ok) => ok,
             Err(e) => {
                 writer.abort().await;
-                return Err(e);
+                return Err(match e {
+                    BatchError::TooLarge(Limit::Bytes(_)) if quota_binds => {
+                        BatchError::QuotaExceeded {
+                            used: room.used,
+                            quota: room.quota,
+                        }
+                    }
+                    e => e,
+                });
             }
         };
         writer.finish().await?;
@@ -154,6 +191,7 @@ impl BatchService {
             lease_gen: 0,
             part_gens: Vec::new(),
             part_rows: shared.config.part_rows,
+            part_ends: Vec::new(),
             input_purged: Vec::new(),
             input: ingested.format,
             error: None,
@@ -277,39 +315,27 @@ impl BatchService {
         ));
         let bom = input.bom || input.encoding == Encoding::Windows1252;
         let head = renderer.head(bom);
-        let blobs = self.shared.blobs().clone();
-        let hasher = self.shared.hasher.clone();
-        let impersonal: Arc<[Arc<str>]> = self.shared.enricher.impersonal_sources().into();
-        let parts: Vec<_> = meta.parts().collect();
-        let parts = stream::iter(parts).then(move |part| {
-            let (blobs, key, renderer) = (blobs.clone(), key.clone(), renderer.clone());
-            let (hasher, impersonal) = (hasher.clone(), impersonal.clone());
-            async move {
-                let (mut rows, _) = stored::read_part(&blobs, &key, part).await?;
-                let index = match stored::read_index(&blobs, &key, part).await {
-                    Ok(index) => Some(index),
-                    Err(BatchError::NotFound) => None,
-                    Err(e) => return Err(e),
-                };
-                let screened = screen(&mut rows, index.as_ref(), hasher.as_ref(), &impersonal);
-                if screened > 0 {
-                    tracing::warn!(batch = %key.id, part = part.part, rows = screened, "Rows of opted-out people were still stored; served as misses (their purge is pending or was cut short).");
-                }
-                Ok(renderer.rows(&rows))
-            }
-        });
+        let source = download::Source {
+            blobs: self.shared.blobs().clone(),
+            key,
+            renderer,
+            hasher: self.shared.hasher.clone(),
+            impersonal: self.shared.enricher.impersonal_sources().into(),
+        };
+        let rows = download::rows(source, meta.parts().collect());
         Ok(stream::once(async move { Ok(head) })
-            .chain(parts)
+            .chain(rows)
             .filter(|chunk: &Result<Bytes, BatchError>| {
                 std::future::ready(chunk.as_ref().map_or(true, |b| !b.is_empty()))
             })
             .boxed())
     }
 
-    /// Starts the dispatcher that runs queued jobs (at most `concurrency.jobs` at once), and, given
-    /// the shared listing of a store other replicas use, a follower that queues every batch waiting for
-    /// a job there (a job whose lease another replica holds is only looked at). Aborting the returned
-    /// handle stops both and every job they run. Call once.
+    /// Starts the dispatcher that runs queued jobs (at most `concurrency.jobs` at once, at most
+    /// `concurrency.jobs_per_tenant` of one tenant, the next one taken fairly across tenants: see
+    /// `fair.rs`), and, given the shared listing of a store other replicas use, a follower that
+    /// queues every batch waiting for a job there (a job whose lease another replica holds is only
+    /// looked at). Aborting the returned handle stops both and every job they run. Call once.
     pub fn spawn_workers(&self, jobs: Option<Follower>) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
         let rx = lock(&shared.queue_rx).take();
@@ -324,19 +350,41 @@ impl BatchService {
                     follower,
                 )))
             });
-            let slots = Arc::new(Semaphore::new(shared.config.concurrency.jobs.max(1)));
+            let slots = shared.config.concurrency.jobs.max(1);
+            let per_tenant = shared.config.concurrency.jobs_per_tenant.max(1);
+            let mut queue: FairQueue<TenantKey, BatchKey> = FairQueue::default();
             let mut running = tokio::task::JoinSet::new();
-            while let Some(key) = rx.recv().await {
-                while running.try_join_next().is_some() {}
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let shared = shared.clone();
-                running.spawn(async move {
-                    job::run(&shared, &key).await;
-                    shared.dequeued(&key);
-                    drop(slot);
-                });
+            let mut started: HashMap<tokio::task::Id, BatchKey> = HashMap::new();
+            loop {
+                while running.len() < slots
+                    && let Some((_, key)) = queue.next(per_tenant)
+                {
+                    let job_shared = shared.clone();
+                    let job_key = key.clone();
+                    let handle = running.spawn(async move {
+                        job::run(&job_shared, &job_key).await;
+                    });
+                    started.insert(handle.id(), key);
+                }
+                tokio::select! {
+                    queued = rx.recv() => match queued {
+                        Some(key) => queue.push(key.tenant.clone(), key),
+                        None => return,
+                    },
+                    Some(ended) = running.join_next_with_id() => {
+                        let id = match &ended {
+                            Ok((id, ())) => *id,
+                            Err(e) => e.id(),
+                        };
+                        if let Err(e) = &ended {
+                            tracing::error!(error = %e, "A batch job stopped unexpectedly; it is taken up again at the next start.");
+                        }
+                        if let Some(key) = started.remove(&id) {
+                            shared.dequeued(&key);
+                            queue.finished(&key.tenant);
+                        }
+                    }
+                }
             }
         })
     }
@@ -449,28 +497,6 @@ impl BatchService {
     }
 }
 
-/// The read-time filter, a second line of defence behind the purge: a row holding an identifier on
-/// the exclusion list (given or found, as its part's index lists them) is served as a miss reads,
-/// the tenant's input and nothing added ([`StoredRow::as_miss`]). A part whose index is missing
-/// cannot be checked, so every enriched row of it is served that way. Returns how many rows changed.
-fn screen(
-    rows: &mut [StoredRow],
-    index: Option<&PartIndex>,
-    hasher: &dyn RowHasher,
-    impersonal: &[Arc<str>],
-) -> usize {
-    let excluded = index.map(|index| index.rows_where(|k| hasher.is_excluded(k)));
-    let mut changed = 0;
-    for row in rows {
-        let listed = excluded.as_ref().is_none_or(|rows| rows.contains(&row.row));
-        if listed && row.enrichment.is_some() {
-            row.as_miss(impersonal);
-            changed += 1;
-        }
-    }
-    changed
-}
-
 /// Queues every batch the shared listing marks as waiting for a job and this replica does not run.
 async fn follow_jobs(shared: Arc<Shared>, mut follower: Follower) {
     while let Some(listing) = watch::next(&mut follower).await {
@@ -499,8 +525,7 @@ pub(crate) async fn stored_rows(svc: &BatchService, tenant: &str, id: BatchId) -
         out.extend(
             stored::read_part(svc.shared.blobs(), &key, part)
                 .await
-                .expect("part")
-                .0,
+                .expect("part"),
         );
     }
     out

@@ -26,6 +26,8 @@ pub struct Concurrency {
     pub per_tenant: usize,
     /// Jobs running at once.
     pub jobs: usize,
+    /// Jobs of one tenant running at once.
+    pub jobs_per_tenant: usize,
 }
 
 impl Default for Concurrency {
@@ -41,10 +43,18 @@ pub struct BatchConfig {
     pub concurrency: Concurrency,
     /// Days a batch lives (`batch_results_days`); kept within 1..=30.
     pub results_days: u32,
-    /// Input rows per part object (the checkpoint granularity).
+    /// Input rows per part object (the checkpoint granularity), at most.
     pub part_rows: u32,
+    /// Bytes per part object, at most (one row larger than this is a part of its own): what bounds
+    /// the memory of writing a part and of a purge rewriting one.
+    pub part_bytes: u64,
     /// What each tenant (by its hash) may spend on paid providers in a calendar month.
     pub monthly_budgets: BTreeMap<crate::blob::TenantKey, f64>,
+    /// What a tenant's stored batches may take in the blob area, in bytes, unless
+    /// `storage_quotas` names it.
+    pub tenant_quota_bytes: u64,
+    /// Per-tenant storage quotas (by tenant hash) that replace `tenant_quota_bytes`.
+    pub storage_quotas: BTreeMap<crate::blob::TenantKey, u64>,
 }
 
 impl BatchConfig {
@@ -61,10 +71,14 @@ impl BatchConfig {
                 global: b.concurrency_global,
                 per_tenant: b.concurrency_per_tenant,
                 jobs: b.max_jobs,
+                jobs_per_tenant: b.max_jobs_per_tenant,
             },
             results_days,
             part_rows: b.part_rows,
+            part_bytes: b.part_bytes,
             monthly_budgets: BTreeMap::new(),
+            tenant_quota_bytes: b.tenant_quota_bytes,
+            storage_quotas: BTreeMap::new(),
         }
     }
 }
@@ -77,6 +91,23 @@ impl BatchConfig {
             .map(|(name, budget)| (crate::blob::TenantKey::of(name), *budget))
             .collect();
         self
+    }
+
+    /// Storage quotas by tenant name (`[tenants.storage_quota_bytes]`).
+    pub fn with_storage_quotas(mut self, by_name: &BTreeMap<String, u64>) -> Self {
+        self.storage_quotas = by_name
+            .iter()
+            .map(|(name, quota)| (crate::blob::TenantKey::of(name), *quota))
+            .collect();
+        self
+    }
+
+    /// What `tenant`'s stored batches may take, in bytes.
+    pub fn quota_of(&self, tenant: &crate::blob::TenantKey) -> u64 {
+        self.storage_quotas
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.tenant_quota_bytes)
     }
 }
 

@@ -231,6 +231,7 @@ impl Shared {
     ) -> Self {
         config.results_days = config.results_days.clamp(1, 30);
         config.part_rows = config.part_rows.max(1);
+        config.part_bytes = config.part_bytes.max(1);
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         let audit = AuditLog::new(store.objects().clone());
         Self {

@@ -21,7 +21,9 @@ mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use id::{Area, BatchId, BatchKey, TenantKey};
-pub use store::{BlobStore, BlobWriter, META, RewrapReport, Stamp, SweepReport, rfc3339};
+pub use store::{
+    BlobStore, BlobWriter, META, RewrapReport, SealedBuffer, Stamp, SweepReport, rfc3339,
+};
 
 use crate::seal::SealError;
 use crate::store::StoreError;

@@ -106,7 +106,7 @@ pub struct BlobStore {
 impl BlobStore {
     pub fn new(store: &Store, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
         Self {
-            objects: store.objects().clone(),
+            objects: store.blob_objects().clone(),
             keyring,
             clock,
             keys: moka::sync::Cache::builder()
@@ -282,6 +282,17 @@ impl BlobStore {
         etag: &str,
     ) -> Result<Option<String>, BlobError> {
         let bytes = self.sealed(key, area, name, plain).await?;
+        self.update_sealed(key, area, name, bytes, etag).await
+    }
+
+    async fn update_sealed(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+        bytes: Bytes,
+        etag: &str,
+    ) -> Result<Option<String>, BlobError> {
         match self
             .objects
             .update(&key.object(area, name), bytes, etag)
@@ -328,10 +339,20 @@ impl BlobStore {
         area: Area,
         name: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+        Ok(self.get_stream_versioned(key, area, name).await?.0)
+    }
+
+    /// [`BlobStore::get_stream`], with the version being streamed (for a conditional rewrite).
+    pub async fn get_stream_versioned(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+    ) -> Result<(BoxStream<'static, Result<Bytes, BlobError>>, Option<String>), BlobError> {
         let okey = self.object_key(key, area, name).await?;
-        let sealed = self
+        let (sealed, etag) = self
             .objects
-            .get_stream(&key.object(area, name))
+            .get_stream_versioned(&key.object(area, name))
             .await
             .map_err(|e| not_found_or(key, e))?;
         let id = key.id;
@@ -341,39 +362,93 @@ impl BlobStore {
         };
         let batch = key.clone();
         let state = (sealed, Some(Opener::new(&okey)));
-        Ok(
-            futures::stream::try_unfold(state, move |(mut sealed, mut opener)| {
-                let batch = batch.clone();
-                async move {
-                    loop {
-                        let Some(open) = opener.as_mut() else {
-                            return Ok(None);
-                        };
-                        match sealed.next().await {
-                            Some(chunk) => {
-                                let chunk = chunk.map_err(|e| store_err(&batch, e))?;
-                                let plain = open.push(&chunk).map_err(&unreadable)?;
-                                if !plain.is_empty() {
-                                    return Ok(Some((Bytes::from(plain), (sealed, opener))));
-                                }
+        let opened = futures::stream::try_unfold(state, move |(mut sealed, mut opener)| {
+            let batch = batch.clone();
+            async move {
+                loop {
+                    let Some(open) = opener.as_mut() else {
+                        return Ok(None);
+                    };
+                    match sealed.next().await {
+                        Some(chunk) => {
+                            let chunk = chunk.map_err(|e| store_err(&batch, e))?;
+                            let plain = open.push(&chunk).map_err(&unreadable)?;
+                            if !plain.is_empty() {
+                                return Ok(Some((Bytes::from(plain), (sealed, opener))));
                             }
-                            None => {
-                                let last = opener
-                                    .take()
-                                    .map(Opener::finish)
-                                    .transpose()
-                                    .map_err(&unreadable)?;
-                                return Ok(Some((
-                                    Bytes::from(last.unwrap_or_default()),
-                                    (sealed, None),
-                                )));
-                            }
+                        }
+                        None => {
+                            let last = opener
+                                .take()
+                                .map(Opener::finish)
+                                .transpose()
+                                .map_err(&unreadable)?;
+                            return Ok(Some((
+                                Bytes::from(last.unwrap_or_default()),
+                                (sealed, None),
+                            )));
                         }
                     }
                 }
-            })
-            .boxed(),
-        )
+            }
+        })
+        .boxed();
+        Ok((opened, etag))
+    }
+
+    /// Starts an object sealed into memory, to be written whole by [`BlobStore::put_buffer`] or
+    /// [`BlobStore::update_buffer`]: for an object rewritten under a version check (which a streamed
+    /// write cannot make), built without a plaintext copy beside the sealed one.
+    pub async fn buffer(
+        &self,
+        key: &BatchKey,
+        area: Area,
+        name: &str,
+    ) -> Result<SealedBuffer, BlobError> {
+        let okey = self.object_key(key, area, name).await?;
+        Ok(SealedBuffer {
+            key: key.clone(),
+            area,
+            name: name.to_string(),
+            sealer: Sealer::new(&okey),
+            sealed: Vec::new(),
+        })
+    }
+
+    /// Writes a sealed buffer whole, replacing any object there.
+    pub async fn put_buffer(&self, buffer: SealedBuffer) -> Result<Option<String>, BlobError> {
+        let (key, area, name) = (buffer.key.clone(), buffer.area, buffer.name.clone());
+        let bytes = buffer.finish()?;
+        self.objects
+            .put(&key.object(area, &name), bytes)
+            .await
+            .map_err(|e| store_err(&key, e))
+    }
+
+    /// Writes a sealed buffer only if the object is still at `etag` (see [`BlobStore::update`]).
+    pub async fn update_buffer(
+        &self,
+        buffer: SealedBuffer,
+        etag: &str,
+    ) -> Result<Option<String>, BlobError> {
+        let (key, area, name) = (buffer.key.clone(), buffer.area, buffer.name.clone());
+        let bytes = buffer.finish()?;
+        self.update_sealed(&key, area, &name, bytes, etag).await
+    }
+
+    /// The bytes stored for a tenant's batches (inputs, result parts, indexes and metadata, sealed),
+    /// as the store lists them now.
+    pub async fn tenant_usage(&self, tenant: &TenantKey) -> Result<u64, BlobError> {
+        let mut total = 0;
+        for area in [Area::Data, Area::Index] {
+            let prefix = Path::from_iter([area.dir(), tenant.as_str()]);
+            total += self
+                .objects
+                .size_under(&prefix)
+                .await
+                .map_err(listing_err)?;
+        }
+        Ok(total)
     }
 
     /// Starts a streamed, sealed write; the object appears only when [`BlobWriter::finish`] succeeds.
@@ -631,6 +706,42 @@ fn live_without_objects(
         .filter(|(key, created)| !seen.contains_key(*key) && **created + ORPHAN_GRACE <= now)
         .map(|(key, _)| key.clone())
         .collect()
+}
+
+/// An object being sealed into memory (see [`BlobStore::buffer`]).
+pub struct SealedBuffer {
+    key: BatchKey,
+    area: Area,
+    name: String,
+    sealer: Sealer,
+    sealed: Vec<u8>,
+}
+
+impl SealedBuffer {
+    /// Appends plaintext; only its sealed form is kept.
+    pub fn push(&mut self, plain: &[u8]) -> Result<(), BlobError> {
+        let sealed = self
+            .sealer
+            .push(plain)
+            .map_err(|source| BlobError::Unreadable {
+                batch: self.key.id.to_string(),
+                source,
+            })?;
+        self.sealed.extend_from_slice(&sealed);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Bytes, BlobError> {
+        let last = self
+            .sealer
+            .finish()
+            .map_err(|source| BlobError::Unreadable {
+                batch: self.key.id.to_string(),
+                source,
+            })?;
+        self.sealed.extend_from_slice(&last);
+        Ok(Bytes::from(self.sealed))
+    }
 }
 
 /// A streamed, sealed write in progress. Dropping it without [`BlobWriter::finish`] leaves no object.

@@ -122,6 +122,9 @@ pub struct TenantConfig {
     /// the operator's currency unit; kept in the store as `spend/<tenant-hash>/<YYYY-MM>`. Tenants
     /// not named have no monthly cap.
     pub monthly_budget: std::collections::BTreeMap<String, f64>,
+    /// Per named tenant, what its stored batches may take in the blob area, in bytes, instead of
+    /// `batches.tenant_quota_bytes`.
+    pub storage_quota_bytes: std::collections::BTreeMap<String, u64>,
 }
 
 /// `[exclusion]`: where the opt-out key lives and how the public opt-out behaves. The key itself never
@@ -171,8 +174,18 @@ pub struct BatchesConfig {
     pub concurrency_global: usize,
     /// Batches processed at once.
     pub max_jobs: usize,
+    /// Batches of one tenant processed at once; the next job is taken round-robin across tenants,
+    /// so a tenant with a long queue cannot hold back another's single batch.
+    pub max_jobs_per_tenant: usize,
+    /// What one tenant's stored batches (inputs, results, indexes) may take in the blob area, in
+    /// bytes, unless `[tenants.storage_quota_bytes]` names the tenant; an upload that would pass it
+    /// is answered 507.
+    pub tenant_quota_bytes: u64,
     /// Input rows per stored part: the checkpoint a restarted job resumes from.
     pub part_rows: u32,
+    /// Bytes per stored part: a part closes at `part_rows` rows or at this many bytes, whichever
+    /// comes first. It bounds the memory of writing a part and of an opt-out's purge rewriting one.
+    pub part_bytes: u64,
     /// Seconds between two sweeps of expired batches (one also runs at start).
     pub sweep_interval_seconds: u64,
     /// Timeout of one completion webhook delivery, in milliseconds.
@@ -195,7 +208,10 @@ impl Default for BatchesConfig {
             concurrency_per_tenant: 16,
             concurrency_global: 64,
             max_jobs: 4,
+            max_jobs_per_tenant: 2,
+            tenant_quota_bytes: 10 * 1024 * 1024 * 1024,
             part_rows: 1000,
+            part_bytes: 4 * 1024 * 1024,
             sweep_interval_seconds: 3600,
             webhook_timeout_ms: 5_000,
             webhook_trusted_hosts: Vec::new(),
@@ -213,6 +229,11 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// A file holding the storage (master) key as 64 hex characters.
     pub key_file: Option<PathBuf>,
+    /// With a local store: the directory of the blob area (batch inputs, results, their indexes and
+    /// keys), so that it can sit on another filesystem than the exclusion log and the store's state.
+    /// Tenants fill the blob area; a full one must never make an opt-out fail. Unset: under the data
+    /// directory with everything else.
+    pub blob_dir: Option<PathBuf>,
     /// How often each replica lists the store's shared state (keys, opt-outs, jobs, replicas).
     pub refresh_ms: u64,
     /// How long a job or sweep lease lives without renewal before another replica takes it over.
@@ -226,6 +247,7 @@ impl Default for StoreConfig {
         Self {
             url: None,
             key_file: None,
+            blob_dir: None,
             refresh_ms: 500,
             lease_ms: 5_000,
             heartbeat_ms: 2_000,
@@ -295,6 +317,7 @@ impl Default for TenantConfig {
             rate_per_minute: 600,
             burst: 60,
             monthly_budget: std::collections::BTreeMap::new(),
+            storage_quota_bytes: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -544,6 +567,41 @@ impl Config {
         if b.part_rows == 0 {
             return invalid("batches.part_rows", "must be above 0");
         }
+        if b.part_bytes == 0 {
+            return invalid("batches.part_bytes", "must be above 0");
+        }
+        if b.max_jobs_per_tenant == 0 {
+            return invalid("batches.max_jobs_per_tenant", "must be above 0");
+        }
+        if b.tenant_quota_bytes == 0 {
+            return invalid(
+                "batches.tenant_quota_bytes",
+                "must be above 0: it is what each tenant's stored batches may take",
+            );
+        }
+        if let Some((name, _)) = self
+            .tenants
+            .storage_quota_bytes
+            .iter()
+            .find(|(_, q)| **q == 0)
+        {
+            return invalid(
+                "tenants.storage_quota_bytes",
+                &format!("the quota of tenant '{name}' must be above 0"),
+            );
+        }
+        if self.store.blob_dir.is_some()
+            && self
+                .store
+                .url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("s3://"))
+        {
+            return invalid(
+                "store.blob_dir",
+                "applies to a local store only; with an s3:// store the blob area is in the bucket",
+            );
+        }
         if b.sweep_interval_seconds == 0 {
             return invalid("batches.sweep_interval_seconds", "must be above 0");
         }
@@ -729,6 +787,48 @@ mod tests {
         assert!(err.to_string().contains("batches.max_bytes"), "{err}");
         let err = Config::from_toml("[batches]\nmax_byte = 1\n", &[]).expect_err("typo");
         assert!(err.to_string().contains("max_byte"), "{err}");
+    }
+
+    #[test]
+    fn part_bytes_quotas_and_the_jobs_per_tenant_load_and_zeros_are_named() {
+        let loaded = Config::from_toml(
+            "[batches]\npart_bytes = 1024\ntenant_quota_bytes = 5000\nmax_jobs_per_tenant = 1\n\
+             [tenants.storage_quota_bytes]\nacme = 9000\n[store]\nblob_dir = \"/mnt/blobs\"\n",
+            &[],
+        )
+        .expect("valid");
+        let b = &loaded.config.batches;
+        assert_eq!(
+            (b.part_bytes, b.tenant_quota_bytes, b.max_jobs_per_tenant),
+            (1024, 5000, 1)
+        );
+        assert_eq!(loaded.config.tenants.storage_quota_bytes["acme"], 9000);
+        let defaults = BatchesConfig::default();
+        assert_eq!(defaults.part_bytes, 4 << 20);
+        assert_eq!(defaults.tenant_quota_bytes, 10 << 30);
+        assert_eq!(defaults.max_jobs_per_tenant, 2);
+        for (toml, key) in [
+            ("[batches]\npart_bytes = 0\n", "batches.part_bytes"),
+            (
+                "[batches]\ntenant_quota_bytes = 0\n",
+                "batches.tenant_quota_bytes",
+            ),
+            (
+                "[batches]\nmax_jobs_per_tenant = 0\n",
+                "batches.max_jobs_per_tenant",
+            ),
+            (
+                "[tenants.storage_quota_bytes]\nacme = 0\n",
+                "tenants.storage_quota_bytes",
+            ),
+            (
+                "[store]\nurl = \"s3://b/p\"\nblob_dir = \"/mnt/blobs\"\n",
+                "store.blob_dir",
+            ),
+        ] {
+            let err = Config::from_toml(toml, &[]).expect_err(key);
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

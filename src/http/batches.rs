@@ -141,6 +141,7 @@ impl From<BatchError> for ApiError {
             ErrorKind::NotFound => Self::NotFound("batch"),
             ErrorKind::Expired => Self::Gone("batch"),
             ErrorKind::TooLarge => Self::UploadTooLarge(e.to_string()),
+            ErrorKind::QuotaExceeded => Self::QuotaExceeded(e.to_string()),
             ErrorKind::Invalid => {
                 let field = match e {
                     BatchError::UnknownColumnHeader { .. }
@@ -217,6 +218,10 @@ fn nonblank(v: Option<String>) -> Option<String> {
         (status = 202, description = "Stored and queued.", body = BatchCreatedDoc,
          headers(("Location" = String))),
         (status = 400, description = "The body broke off or the multipart framing is malformed.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The tenant's stored batches would pass its storage quota \
+         (`batches.tenant_quota_bytes`, or `tenants.storage_quota_bytes`): the detail says how much \
+         is used of how much; delete batches no longer needed, or ask the operator.",
          body = Problem, content_type = "application/problem+json"),
         Invalid, BodyErrors, KeyErrors,
     )

@@ -24,6 +24,10 @@ pub enum ApiError {
     /// 413 with a precise reason (a byte or row limit of an upload).
     #[error("{0}")]
     UploadTooLarge(String),
+    /// 507: the tenant's stored batches would pass its storage quota; the message says how much is
+    /// used of how much, and what to do.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// 400: the request could not be read (a body that broke off, malformed multipart framing).
     #[error("{0}")]
     BadRequest(String),
@@ -87,6 +91,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Gone(_) => StatusCode::GONE,
             Self::TooLarge { .. } | Self::UploadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -107,6 +112,7 @@ impl ApiError {
             Self::NotFound(_) => "not-found",
             Self::Gone(_) => "expired",
             Self::TooLarge { .. } | Self::UploadTooLarge(_) => "too-large",
+            Self::QuotaExceeded(_) => "storage-quota",
             Self::BadRequest(_) => "bad-request",
             Self::Conflict(_) => "not-ready",
             Self::UnsupportedMediaType { .. } => "unsupported-media-type",

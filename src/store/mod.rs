@@ -26,6 +26,9 @@
 //!                                               object (created, never rewritten), no personal data
 //! ```
 //!
+//! With a local store, `store.blob_dir` moves the first three (the blob area) to a directory of
+//! their own: `<blob_dir>/blobs/batch-keys/...`.
+//!
 //! `state/` is small and listed by every replica twice a second ([`watch`]); everything personal is
 //! under `batches/` and `indexes/`, sealed ([`crate::seal`]) with keys under `batch-keys/`.
 
@@ -85,6 +88,10 @@ pub enum OpenError {
 #[derive(Clone)]
 pub struct Store {
     objects: Objects,
+    /// The blob area (`batch-keys/`, `batches/`, `indexes/`): the same objects, or a directory of
+    /// its own (`store.blob_dir`) on another filesystem, so that tenants filling it cannot fill the
+    /// one the exclusion log and the purge journal are written to.
+    blob_objects: Objects,
     url: Arc<StoreUrl>,
 }
 
@@ -100,20 +107,7 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<Self, OpenError> {
         let objects = match url {
-            StoreUrl::File(dir) => {
-                let root = dir.join("blobs");
-                std::fs::create_dir_all(&root).map_err(|source| OpenError::Dir {
-                    path: root.clone(),
-                    source,
-                })?;
-                let fs = LocalFileSystem::new_with_prefix(&root)
-                    .map_err(|e| OpenError::Dir {
-                        path: root.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    })?
-                    .with_automatic_cleanup(true);
-                Objects::new(Arc::new(fs), Some(dir.join("store.lock")), metrics)
-            }
+            StoreUrl::File(dir) => local_objects(dir, metrics)?,
             StoreUrl::S3 { bucket, prefix } => {
                 // Client options first: setting them replaces any client key (AWS_ALLOW_HTTP) set before.
                 let mut builder = AmazonS3Builder::new()
@@ -146,9 +140,18 @@ impl Store {
             }
         };
         Ok(Self {
+            blob_objects: objects.clone(),
             objects,
             url: Arc::new(url.clone()),
         })
+    }
+
+    /// Keeps the blob area in `dir` (objects under `<dir>/blobs`, with a lock file of their own)
+    /// instead of with the rest of a local store. Batches stored before are not moved: move
+    /// `blobs/batch-keys`, `blobs/batches` and `blobs/indexes` along while the service is stopped.
+    pub fn with_blob_dir(mut self, dir: &Path, metrics: Arc<Metrics>) -> Result<Self, OpenError> {
+        self.blob_objects = local_objects(dir, metrics)?;
+        Ok(self)
     }
 
     /// A local store under `dir` with its own metrics: for scratch work (a local batch) and tests.
@@ -162,6 +165,11 @@ impl Store {
 
     pub fn objects(&self) -> &Objects {
         &self.objects
+    }
+
+    /// The objects of the blob area (see [`Store::with_blob_dir`]).
+    pub fn blob_objects(&self) -> &Objects {
+        &self.blob_objects
     }
 
     pub fn url(&self) -> &StoreUrl {
@@ -214,6 +222,27 @@ impl Store {
         let _ = o.delete(&path).await;
         outcome
     }
+}
+
+/// Objects in a local directory: under `<dir>/blobs`, with `<dir>/store.lock` standing in for
+/// compare-and-swap.
+fn local_objects(dir: &Path, metrics: Arc<Metrics>) -> Result<Objects, OpenError> {
+    let root = dir.join("blobs");
+    std::fs::create_dir_all(&root).map_err(|source| OpenError::Dir {
+        path: root.clone(),
+        source,
+    })?;
+    let fs = LocalFileSystem::new_with_prefix(&root)
+        .map_err(|e| OpenError::Dir {
+            path: root.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .with_automatic_cleanup(true);
+    Ok(Objects::new(
+        Arc::new(fs),
+        Some(dir.join("store.lock")),
+        metrics,
+    ))
 }
 
 #[cfg(test)]

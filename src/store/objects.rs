@@ -188,17 +188,39 @@ impl Objects {
         &self,
         path: &Path,
     ) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
+        Ok(self.get_stream_versioned(path).await?.0)
+    }
+
+    /// Streams an object, with the version being streamed: what a conditional rewrite of an object
+    /// too large to hold twice starts from.
+    pub async fn get_stream_versioned(
+        &self,
+        path: &Path,
+    ) -> Result<
+        (
+            BoxStream<'static, Result<Bytes, StoreError>>,
+            Option<String>,
+        ),
+        StoreError,
+    > {
         self.count("get");
         let got = self
             .inner
             .get(path)
             .await
             .map_err(|e| StoreError::from_os(path, e))?;
+        let etag = got.meta.e_tag.clone();
         let path = path.clone();
-        Ok(got
+        let stream = got
             .into_stream()
             .map_err(move |e| StoreError::from_os(&path, e))
-            .boxed())
+            .boxed();
+        Ok((stream, etag))
+    }
+
+    /// The total size in bytes of every object under `prefix`.
+    pub async fn size_under(&self, prefix: &Path) -> Result<u64, StoreError> {
+        Ok(self.list(prefix).await?.iter().map(|m| m.size).sum())
     }
 
     /// Deletes an object; `false` when there was none.

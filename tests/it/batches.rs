@@ -22,7 +22,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Only the Gravatar fake is enabled; every other built-in source is off (see `loopback_only`). The
 /// tenant's rate allows polling a batch for as long as a job takeover takes.
-fn config(up: &Upstreams, batches: &str) -> String {
+pub(crate) fn config(up: &Upstreams, batches: &str) -> String {
     format!(
         "[sources.gravatar]\nbase_url = \"{}\"\ntimeout_ms = 1500\nrate_per_minute = 60000\n\
          [tenants]\nrate_per_minute = 60000\nburst = 1000\n[batches]\n{batches}\n",
@@ -32,7 +32,7 @@ fn config(up: &Upstreams, batches: &str) -> String {
 
 /// A server whose Gravatar fake knows Ada Lovelace (`ada@analytical.example`), with `[batches]` set
 /// as given.
-async fn knowing_ada(batches: &str) -> (Upstreams, Server) {
+pub(crate) async fn knowing_ada(batches: &str) -> (Upstreams, Server) {
     let up = Upstreams::start().await;
     up.gravatar_profile(
         "ada@analytical.example",
@@ -44,7 +44,11 @@ async fn knowing_ada(batches: &str) -> (Upstreams, Server) {
     (up, server)
 }
 
-async fn upload_csv(server: &Server, key: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+pub(crate) async fn upload_csv(
+    server: &Server,
+    key: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
     upload_csv_to(server, key, "/v1/batches", body).await
 }
 
@@ -68,7 +72,7 @@ async fn upload_csv_to(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn upload(server: &Server, body: &'static [u8]) -> String {
+pub(crate) async fn upload(server: &Server, body: &'static [u8]) -> String {
     let (status, json) = upload_csv(server, &server.key, body).await;
     assert_eq!(status, 202, "{json}");
     json["id"].as_str().expect("id").to_string()
@@ -94,7 +98,7 @@ async fn upload_form(server: &Server, form: reqwest::multipart::Form) -> String 
         .to_string()
 }
 
-async fn summary(server: &Server, id: &str) -> (u16, Value) {
+pub(crate) async fn summary(server: &Server, id: &str) -> (u16, Value) {
     let resp = server
         .get(&format!("/v1/batches/{id}"))
         .send()
@@ -104,14 +108,14 @@ async fn summary(server: &Server, id: &str) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn wait_done(server: &Server, id: &str) -> Value {
+pub(crate) async fn wait_done(server: &Server, id: &str) -> Value {
     let s = wait_finished(server, id).await;
     assert_eq!(s["status"], "done", "batch failed: {s}");
     s
 }
 
 /// Polls until the batch leaves `queued` and `running`; its summary.
-async fn wait_finished(server: &Server, id: &str) -> Value {
+pub(crate) async fn wait_finished(server: &Server, id: &str) -> Value {
     let start = Instant::now();
     loop {
         let (status, s) = summary(server, id).await;
@@ -127,7 +131,7 @@ async fn wait_finished(server: &Server, id: &str) -> Value {
     }
 }
 
-async fn result(server: &Server, id: &str, query: &str) -> (u16, String, String) {
+pub(crate) async fn result(server: &Server, id: &str, query: &str) -> (u16, String, String) {
     let resp = server
         .get(&format!("/v1/batches/{id}/result.csv{query}"))
         .send()
@@ -144,7 +148,7 @@ async fn result(server: &Server, id: &str, query: &str) -> (u16, String, String)
 }
 
 /// Parses a CSV result into rows of cells.
-fn rows(text: &str, delimiter: u8) -> Vec<Vec<String>> {
+pub(crate) fn rows(text: &str, delimiter: u8) -> Vec<Vec<String>> {
     let text = text.trim_start_matches('\u{feff}');
     csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -155,7 +159,7 @@ fn rows(text: &str, delimiter: u8) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn col(header: &[String], name: &str) -> usize {
+pub(crate) fn col(header: &[String], name: &str) -> usize {
     header
         .iter()
         .position(|h| h == name)
@@ -190,7 +194,7 @@ async fn blob_files(server: &Server) -> Vec<String> {
         .collect()
 }
 
-fn problem_detail(json: &Value) -> String {
+pub(crate) fn problem_detail(json: &Value) -> String {
     json["detail"].as_str().unwrap_or_default().to_string()
 }
 

@@ -5,6 +5,7 @@ mod abuse;
 mod architecture;
 mod batches;
 mod binary;
+mod bounds;
 mod browser;
 mod cdp;
 mod cli;
