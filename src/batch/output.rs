@@ -453,5 +453,32 @@ mod tests {
         let e = Enrichment::from_profile(&p);
         assert_eq!(e.emails, ["ada@x.com (valid)"]);
         assert_eq!(e.confidence, Some(0.8));
+        // A blank detail adds no empty brackets.
+        p.emails[0].detail = Some("  ".into());
+        assert_eq!(Enrichment::from_profile(&p).emails, ["ada@x.com"]);
+    }
+
+    #[test]
+    fn a_row_failed_when_its_sources_failed_or_nothing_in_it_was_valid() {
+        for (status, failed) in [
+            ("error", true),
+            ("invalid:phone", true),
+            ("invalid:email", true),
+            ("found", false),
+            ("not_found", false),
+            ("skipped", false),
+        ] {
+            let mut r = row(&["x"], None);
+            r.status = status.into();
+            assert_eq!(r.failed(), failed, "{status}");
+        }
+    }
+
+    #[test]
+    fn formats_are_named_as_the_download_asks_for_them() {
+        assert_eq!(
+            (Format::Csv.as_str(), Format::Ndjson.as_str()),
+            ("csv", "ndjson")
+        );
     }
 }
