@@ -282,6 +282,7 @@ mod tests {
             ("http://[::ffff:127.0.0.1]/", "loopback"),
             ("http://100.64.0.1/", "shared (CGNAT)"),
             ("http://0.0.0.0/", "unspecified"),
+            ("http://0.1.2.3/", "unspecified"),
             ("http://224.0.0.1/", "multicast or reserved"),
             ("http://localhost:8080/", "loopback"),
             // Numeric host spellings that browsers and resolvers read as 127.0.0.1.
@@ -303,6 +304,11 @@ mod tests {
             check_url("http://user:pw@example.com/"),
             Err(SsrfError::Credentials)
         );
+        assert_eq!(
+            check_url("http://user@example.com/"),
+            Err(SsrfError::Credentials),
+            "a user name alone"
+        );
         assert_eq!(check_url("not a url"), Err(SsrfError::Invalid));
     }
 
@@ -312,6 +318,10 @@ mod tests {
             "https://example.com/",
             "http://93.184.215.14/",
             "https://[2606:4700::1111]/",
+            // Next to the shared (CGNAT) block 100.64.0.0/10, and its second octet elsewhere.
+            "http://100.63.255.255/",
+            "http://100.128.0.1/",
+            "http://8.64.0.1/",
         ] {
             assert!(check_url(url).is_ok(), "{url}");
         }
