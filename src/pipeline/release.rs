@@ -143,3 +143,137 @@ fn fact_identifier(value: &Value) -> Option<Identifier> {
         .ok()
         .map(Identifier::Phone)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::profile::{Observation, Ranked};
+    use crate::sources::{Source, SourceError};
+
+    /// A source that is asked nothing here: only its name and whether it is about domains count.
+    struct Named(&'static str, bool);
+
+    impl Source for Named {
+        fn name(&self) -> &str {
+            self.0
+        }
+
+        fn accepts(&self, _: &Identifier) -> bool {
+            false
+        }
+
+        fn domain_only(&self) -> bool {
+            self.1
+        }
+
+        fn lookup<'a>(
+            &'a self,
+            _: &'a Identifier,
+        ) -> BoxFuture<'a, Result<Vec<Observation>, SourceError>> {
+            async { Ok(Vec::new()) }.boxed()
+        }
+    }
+
+    struct Listed(Vec<Identifier>);
+
+    impl ExclusionCheck for Listed {
+        fn is_excluded(&self, id: &Identifier) -> bool {
+            self.0.contains(id)
+        }
+
+        fn version(&self) -> Option<u64> {
+            Some(0)
+        }
+    }
+
+    fn fact(value: &str, source: &str) -> Sourced {
+        Sourced {
+            value: Value::from(value),
+            confidence: 0.5,
+            sources: Arc::from([Arc::from(source)]),
+            detail: None,
+            status: None,
+            evidence: None,
+        }
+    }
+
+    fn facts(entries: &[(&'static str, &str, &str)]) -> Facts {
+        entries
+            .iter()
+            .map(|&(name, value, source)| {
+                (
+                    name,
+                    Ranked {
+                        best: fact(value, source),
+                        alternatives: Vec::new(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn sources() -> Vec<Registered> {
+        vec![
+            Registered::free(Arc::new(Named("website", true)), 1_000, 0.5),
+            Registered::free(Arc::new(Named("social", false)), 1_000, 0.5),
+        ]
+    }
+
+    fn names(f: &Facts) -> Vec<&'static str> {
+        f.keys().copied().collect()
+    }
+
+    #[test]
+    fn a_listed_contact_a_site_publishes_is_dropped_and_the_rest_kept() {
+        let listed = Listed(vec![
+            Identifier::Email(Email::parse("ada@acme.example").expect("email")),
+            Identifier::Phone(PhoneE164::parse("+442079460958", None).expect("phone")),
+        ]);
+        let given = facts(&[
+            ("contact_email", "mailto:ada@acme.example", "website"),
+            ("contact_phone", "tel:+44 20 7946 0958", "website"),
+            ("site_name", "Acme", "website"),
+            ("support_email", "help@acme.example", "website"),
+        ]);
+
+        let kept = checked_facts(given, &listed, &sources(), true);
+
+        assert_eq!(names(&kept), ["site_name", "support_email"]);
+    }
+
+    #[test]
+    fn without_a_person_only_what_domain_only_sources_said_remains() {
+        let given = facts(&[
+            ("site_name", "Acme", "website"),
+            ("company_profile", "Acme on a network", "social"),
+        ]);
+
+        let missed = checked_facts(given.clone(), &Listed(Vec::new()), &sources(), false);
+        let found = checked_facts(given, &Listed(Vec::new()), &sources(), true);
+
+        assert_eq!(names(&missed), ["site_name"]);
+        assert_eq!(names(&found), ["company_profile", "site_name"]);
+    }
+
+    #[test]
+    fn a_fact_reads_as_the_identifier_it_spells() {
+        let email = Email::parse("ada@acme.example").expect("email");
+        assert_eq!(
+            fact_identifier(&Value::from(" mailto:ada@acme.example ")),
+            Some(Identifier::Email(email))
+        );
+        assert!(matches!(
+            fact_identifier(&Value::from("tel:+44 20 7946 0958")),
+            Some(Identifier::Phone(_))
+        ));
+        assert!(matches!(
+            fact_identifier(&Value::from("https://github.com/ada")),
+            Some(Identifier::Profile(_))
+        ));
+    }
+}
