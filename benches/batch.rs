@@ -17,6 +17,9 @@
 //! `eta_error_at_25|50|75` (the ETA at that point of the run against the time that was really left,
 //! relative, signed).
 
+mod common;
+use common::{mib, status_kib};
+
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,22 +35,6 @@ use enrichd::telemetry::Metrics;
 use futures::StreamExt;
 
 const TENANT: &str = "bench";
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
 
 /// The instant upstream: a Gravatar v3 profile for one hash in sixteen, a 404 for the rest; and the
 /// number of requests it received.

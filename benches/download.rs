@@ -13,6 +13,9 @@
 //! `BENCH_DOWNLOAD_ROWS=<n>` replaces the 200,000 rows; without `--bench` (under
 //! `cargo test --all-targets`) it runs 2,000 rows.
 
+mod common;
+use common::{mib, status_kib};
+
 use std::hash::{Hash, Hasher};
 use std::process::Command;
 use std::sync::Arc;
@@ -57,22 +60,6 @@ impl RowHasher for Nobody {
         key[8..].copy_from_slice(&half(2));
         Some(key)
     }
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }
 
 /// A batch service on `dir` with the given part caps, no workers started.

@@ -33,6 +33,13 @@ pub(crate) fn config(up: &Upstreams, batches: &str) -> String {
 /// A server whose Gravatar fake knows Ada Lovelace (`ada@analytical.example`), with `[batches]` set
 /// as given.
 pub(crate) async fn knowing_ada(batches: &str) -> (Upstreams, Server) {
+    let up = ada_upstream().await;
+    let server = Server::start(&config(&up, batches)).await;
+    (up, server)
+}
+
+/// Upstream fakes whose Gravatar knows Ada Lovelace (`ada@analytical.example`).
+pub(crate) async fn ada_upstream() -> Upstreams {
     let up = Upstreams::start().await;
     up.gravatar_profile(
         "ada@analytical.example",
@@ -40,8 +47,7 @@ pub(crate) async fn knowing_ada(batches: &str) -> (Upstreams, Server) {
         "Analytical Engines",
         None,
     );
-    let server = Server::start(&config(&up, batches)).await;
-    (up, server)
+    up
 }
 
 pub(crate) async fn upload_csv(

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::batches::{
-    config, knowing_ada, problem_detail, result, rows, summary, upload, upload_csv, wait_done,
+    ada_upstream, config, knowing_ada, problem_detail, result, rows, summary, upload, upload_csv,
+    wait_done,
 };
 use crate::both_stores;
 use crate::helpers::{
@@ -29,13 +30,7 @@ fn wide_csv(n: usize) -> String {
 both_stores! {
     #[tokio::test]
     async fn parts_close_at_part_bytes_and_downloads_and_purges_read_them_row_by_row(mode) {
-        let up = Upstreams::start().await;
-        up.gravatar_profile(
-            "ada@analytical.example",
-            "Ada Lovelace",
-            "Analytical Engines",
-            None,
-        );
+        let up = ada_upstream().await;
         let server = Server::start_in(mode, &config(&up, "part_rows = 1000\npart_bytes = 2048")).await;
         let (status, created) = upload_csv(&server, &server.key, wide_csv(40)).await;
         assert_eq!(status, 202, "{created}");
