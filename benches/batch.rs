@@ -128,14 +128,7 @@ async fn run(service: &BatchService, dir: &std::path::Path, rows: u64, run: &str
         .expect("upload");
     std::fs::remove_file(&csv).expect("remove csv");
     let id = BatchId::parse(&meta.id).expect("id");
-    let meta = loop {
-        let m = service.get(TENANT, id).await.expect("get");
-        match m.status {
-            BatchStatus::Done => break m,
-            BatchStatus::Failed => panic!("batch failed: {:?}", m.error),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let meta = common::wait_done(service, TENANT, id).await;
     let took = start.elapsed();
     let t = Instant::now();
     let mut stream = service

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use enrichd::batch::{
-    BatchConfig, BatchOptions, BatchService, BatchStatus, BatchStore, Enricher, Format, RowContext,
-    RowHasher, RowOutcome,
+    BatchConfig, BatchOptions, BatchService, BatchStore, Enricher, Format, RowContext, RowHasher,
+    RowOutcome,
 };
 use enrichd::blob::{BatchId, SystemClock};
 use enrichd::domain::{Identifier, Query};
@@ -112,14 +112,7 @@ async fn build(dir: &std::path::Path, rows: u64, part_rows: u32, part_bytes: u64
         .await
         .expect("upload");
     let id = BatchId::parse(&meta.id).expect("id");
-    let done = loop {
-        let m = service.get(TENANT, id).await.expect("get");
-        match m.status {
-            BatchStatus::Done => break m,
-            BatchStatus::Failed => panic!("batch failed: {:?}", m.error),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let done = common::wait_done(&service, TENANT, id).await;
     workers.abort();
     assert_eq!(done.rows_done, rows);
     println!(

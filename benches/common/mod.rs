@@ -17,3 +17,20 @@ pub fn status_kib(field: &str) -> u64 {
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
+
+/// Polls `id` until it is `done` (every 100 ms); panics if it fails.
+pub async fn wait_done(
+    service: &enrichd::batch::BatchService,
+    tenant: &str,
+    id: enrichd::blob::BatchId,
+) -> enrichd::batch::BatchMeta {
+    use enrichd::batch::BatchStatus;
+    loop {
+        let m = service.get(tenant, id).await.expect("get");
+        match m.status {
+            BatchStatus::Done => return m,
+            BatchStatus::Failed => panic!("batch failed: {:?}", m.error),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
