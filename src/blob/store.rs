@@ -720,28 +720,22 @@ pub struct SealedBuffer {
 impl SealedBuffer {
     /// Appends plaintext; only its sealed form is kept.
     pub fn push(&mut self, plain: &[u8]) -> Result<(), BlobError> {
-        let sealed = self
-            .sealer
-            .push(plain)
-            .map_err(|source| BlobError::Unreadable {
-                batch: self.key.id.to_string(),
-                source,
-            })?;
+        let sealed = self.sealer.push(plain).map_err(unreadable(&self.key))?;
         self.sealed.extend_from_slice(&sealed);
         Ok(())
     }
 
     fn finish(mut self) -> Result<Bytes, BlobError> {
-        let last = self
-            .sealer
-            .finish()
-            .map_err(|source| BlobError::Unreadable {
-                batch: self.key.id.to_string(),
-                source,
-            })?;
+        let last = self.sealer.finish().map_err(unreadable(&self.key))?;
         self.sealed.extend_from_slice(&last);
         Ok(Bytes::from(self.sealed))
     }
+}
+
+/// What a failed sealing step of one of `key`'s objects is reported as.
+fn unreadable(key: &BatchKey) -> impl FnOnce(SealError) -> BlobError + use<> {
+    let batch = key.id.to_string();
+    move |source| BlobError::Unreadable { batch, source }
 }
 
 /// A streamed, sealed write in progress. Dropping it without [`BlobWriter::finish`] leaves no object.
@@ -754,13 +748,7 @@ pub struct BlobWriter {
 impl BlobWriter {
     /// Appends bytes, waiting when too many parts are in flight (bounded memory).
     pub async fn write(&mut self, plain: &[u8]) -> Result<(), BlobError> {
-        let sealed = self
-            .sealer
-            .push(plain)
-            .map_err(|source| BlobError::Unreadable {
-                batch: self.key.id.to_string(),
-                source,
-            })?;
+        let sealed = self.sealer.push(plain).map_err(unreadable(&self.key))?;
         self.inner
             .write(&sealed)
             .await
