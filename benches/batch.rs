@@ -27,12 +27,11 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use enrichd::batch::{BatchOptions, BatchService, BatchStatus, BatchStore, Format};
+use enrichd::batch::{BatchOptions, BatchService, BatchStatus, BatchStore};
 use enrichd::blob::{BatchId, SystemClock};
 use enrichd::config::Config;
 use enrichd::store::replicas::ReplicaShare;
 use enrichd::telemetry::Metrics;
-use futures::StreamExt;
 
 const TENANT: &str = "bench";
 
@@ -131,14 +130,7 @@ async fn run(service: &BatchService, dir: &std::path::Path, rows: u64, run: &str
     let meta = common::wait_done(service, TENANT, id).await;
     let took = start.elapsed();
     let t = Instant::now();
-    let mut stream = service
-        .result(TENANT, id, Format::Csv)
-        .await
-        .expect("result");
-    let mut bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
-        bytes += chunk.expect("chunk").len() as u64;
-    }
+    let bytes = common::download_csv(service, TENANT, id).await;
     let download = t.elapsed();
     service.delete(TENANT, id).await.expect("delete");
     Outcome {

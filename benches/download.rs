@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use enrichd::batch::{
-    BatchConfig, BatchOptions, BatchService, BatchStore, Enricher, Format, RowContext, RowHasher,
+    BatchConfig, BatchOptions, BatchService, BatchStore, Enricher, RowContext, RowHasher,
     RowOutcome,
 };
 use enrichd::blob::{BatchId, SystemClock};
@@ -131,14 +131,7 @@ async fn download(dir: &std::path::Path, id: &str) {
     service.get(TENANT, id).await.expect("meta");
     let before = status_kib("VmRSS:");
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
-    let mut stream = service
-        .result(TENANT, id, Format::Csv)
-        .await
-        .expect("result");
-    let mut bytes = 0u64;
-    while let Some(piece) = stream.next().await {
-        bytes += piece.expect("piece").len() as u64;
-    }
+    let bytes = common::download_csv(&service, TENANT, id).await;
     let peak = status_kib("VmHWM:");
     println!(
         "download_rss_growth_mib={:.1} peak_rss_mib={:.1} result_mib={:.1}",

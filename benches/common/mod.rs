@@ -34,3 +34,21 @@ pub async fn wait_done(
         }
     }
 }
+
+/// Reads `id`'s CSV result to its end; how many bytes it was.
+pub async fn download_csv(
+    service: &enrichd::batch::BatchService,
+    tenant: &str,
+    id: enrichd::blob::BatchId,
+) -> u64 {
+    use futures::StreamExt;
+    let mut stream = service
+        .result(tenant, id, enrichd::batch::Format::Csv)
+        .await
+        .expect("result");
+    let mut bytes = 0u64;
+    while let Some(piece) = stream.next().await {
+        bytes += piece.expect("piece").len() as u64;
+    }
+    bytes
+}
