@@ -57,6 +57,14 @@ pub struct BatchConfig {
     pub storage_quotas: BTreeMap<crate::blob::TenantKey, u64>,
 }
 
+/// A per-tenant setting as the config names tenants, keyed as the blob area keys them.
+fn by_tenant<V: Copy>(by_name: &BTreeMap<String, V>) -> BTreeMap<crate::blob::TenantKey, V> {
+    by_name
+        .iter()
+        .map(|(name, v)| (crate::blob::TenantKey::of(name), *v))
+        .collect()
+}
+
 impl BatchConfig {
     /// The service's settings from `[batches]`, with how many days results live.
     pub fn from_settings(b: &crate::config::BatchesConfig, results_days: u32) -> Self {
@@ -86,19 +94,13 @@ impl BatchConfig {
 impl BatchConfig {
     /// Monthly budgets by tenant name (`[tenants.monthly_budget]`).
     pub fn with_monthly_budgets(mut self, by_name: &BTreeMap<String, f64>) -> Self {
-        self.monthly_budgets = by_name
-            .iter()
-            .map(|(name, budget)| (crate::blob::TenantKey::of(name), *budget))
-            .collect();
+        self.monthly_budgets = by_tenant(by_name);
         self
     }
 
     /// Storage quotas by tenant name (`[tenants.storage_quota_bytes]`).
     pub fn with_storage_quotas(mut self, by_name: &BTreeMap<String, u64>) -> Self {
-        self.storage_quotas = by_name
-            .iter()
-            .map(|(name, quota)| (crate::blob::TenantKey::of(name), *quota))
-            .collect();
+        self.storage_quotas = by_tenant(by_name);
         self
     }
 
