@@ -357,6 +357,40 @@ mod tests {
         );
     }
 
+    /// The client's own resolver lets only the operator's named hosts reach loopback: the same
+    /// server, under a trusted name and an untrusted one, answers the first and is refused the second.
+    #[tokio::test]
+    async fn the_guarded_client_resolves_only_trusted_names_to_loopback() {
+        let addr = crate::sources::fake::serve(
+            axum::Router::new().route("/", axum::routing::get(|| async { "ok" })),
+        )
+        .await;
+        let resolver = Arc::new(TableResolver(HashMap::from([
+            ("operator.example", addr.ip()),
+            ("rebind.example", addr.ip()),
+        ])));
+        let client = guarded_client(
+            resolver,
+            vec!["operator.example".into()],
+            Duration::from_secs(5),
+        )
+        .expect("client");
+        let trusted = client
+            .get(format!("http://operator.example:{}/", addr.port()))
+            .send()
+            .await
+            .expect("the operator's host is reached");
+        assert_eq!(trusted.status(), 200);
+        let refused = client
+            .get(format!("http://rebind.example:{}/", addr.port()))
+            .send()
+            .await;
+        assert!(
+            refused.is_err(),
+            "a user-supplied name resolving to loopback was connected to"
+        );
+    }
+
     #[test]
     fn template_host_tells_user_hosts_from_operator_hosts() {
         assert_eq!(template_host("https://{domain}/"), TemplateHost::User);
