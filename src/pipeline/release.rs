@@ -260,6 +260,48 @@ mod tests {
         assert_eq!(names(&found), ["company_profile", "site_name"]);
     }
 
+    /// The check before release may skip only what the fan-out met itself: an identifier the merge
+    /// brought in (here a second email) is checked even while the list is unchanged.
+    #[test]
+    fn an_identifier_the_lookup_never_met_is_checked_even_on_an_unchanged_list() {
+        let met = Identifier::Email(Email::parse("ada@acme.example").expect("email"));
+        let unseen = Identifier::Email(Email::parse("ada.private@mail.example").expect("email"));
+        let list = Listed(vec![unseen.clone()]);
+        let ids: super::super::fanout::Ids = [Arc::new(met.clone())].into_iter().collect();
+        let super::super::precheck::Precheck::Cleared(cleared) =
+            super::super::precheck::precheck(&list, ids.clone())
+        else {
+            panic!("the query's own email is not listed");
+        };
+        assert!(cleared.unchanged(&list), "the list did not move");
+        let answers = Answers {
+            runs: Vec::new(),
+            met: ids,
+            from_query: 1,
+            cost: 0.0,
+            capped: Default::default(),
+            withheld: false,
+        };
+        let profile = |emails: &[&Identifier]| {
+            Box::new(Profile {
+                emails: emails
+                    .iter()
+                    .map(|id| Sourced {
+                        value: Value::Id((*id).clone()),
+                        ..fact("", "social")
+                    })
+                    .collect(),
+                ..Profile::default()
+            })
+        };
+
+        let only_met = check(profile(&[&met]), &list, &cleared, &answers);
+        let with_unseen = check(profile(&[&met, &unseen]), &list, &cleared, &answers);
+
+        assert!(matches!(only_met, Verdict::Released(Some(_))));
+        assert!(matches!(with_unseen, Verdict::Withheld));
+    }
+
     #[test]
     fn a_fact_reads_as_the_identifier_it_spells() {
         let email = Email::parse("ada@acme.example").expect("email");
