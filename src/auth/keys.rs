@@ -470,6 +470,38 @@ mod tests {
         task.abort();
     }
 
+    /// A listing asked for before a key was made here does not hold it, and must not remove it; a
+    /// listing asked for after it was made, and still without it, means it was removed elsewhere.
+    #[tokio::test]
+    async fn a_key_made_while_a_listing_was_in_flight_stays_until_a_later_listing_lacks_it() {
+        use crate::store::watch::Listing;
+        let (_dir, store) = store().await;
+        let keys = KeyStore::open(&store, None).await.expect("open");
+        let state = crate::store::ObjectPath::from("state");
+        let asked = std::time::Instant::now();
+        let before = store.objects().list(&state).await.expect("listing");
+        let made = keys.create("acme", Role::Tenant).await.expect("create");
+        let after = std::time::Instant::now();
+
+        let follow_one = |listing: Listing| {
+            let (tx, rx) = tokio::sync::watch::channel(Some(listing));
+            drop(tx);
+            let mut rx = rx;
+            rx.mark_changed();
+            keys.follow(rx)
+        };
+        follow_one(Listing::at(before.clone(), asked)).await;
+        assert!(
+            keys.verify(&made.key).is_some(),
+            "a listing older than the key dropped it"
+        );
+        follow_one(Listing::at(before, after)).await;
+        assert!(
+            keys.verify(&made.key).is_none(),
+            "a listing newer than the key, without it, kept it"
+        );
+    }
+
     async fn wait_until(done: impl Fn() -> bool) {
         let start = std::time::Instant::now();
         while !done() {

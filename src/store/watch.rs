@@ -18,6 +18,12 @@ impl Listing {
         self.1
     }
 
+    /// A listing as if asked for at `started`, for tests that hold one back while writes go on.
+    #[cfg(test)]
+    pub(crate) fn at(objects: Vec<ObjectMeta>, started: Instant) -> Self {
+        Self(Arc::new(objects), started)
+    }
+
     /// The objects under `state/<sub>/`, with the name below it.
     pub fn under<'a>(
         &'a self,
