@@ -578,6 +578,80 @@ async fn a_purge_finds_parts_its_memory_has_not_loaded_yet() {
     assert!(!text.contains("ada@") && text.contains("bob@"), "{text}");
 }
 
+/// A subject access request counts, per stored batch, the person's rows (in committed parts of an
+/// ended batch, the last row included, or in the input of a waiting one, less the rows already
+/// blanked) and tells when each batch expires, soonest first; a batch without the person, or
+/// expired, is not named.
+#[tokio::test]
+async fn holding_counts_a_persons_rows_per_batch_soonest_expiry_first() {
+    use crate::blob::Clock as _;
+    let env = env();
+    let keys = [email_key("ada@example.com")];
+    let waiting = env
+        .upload(
+            "t2",
+            b"email\nbob@example.com\nada@example.com\nada@example.com\ncarol@example.com\n",
+        )
+        .await;
+    let waiting_expires = env.clock.now() + 30 * DAY;
+    env.clock.advance(DAY);
+    let ended = env
+        .upload(
+            "t1",
+            b"email\nada@example.com\nbob@example.com\ncarol@example.com\nada@example.com\n",
+        )
+        .await;
+    env.run("t1", ended).await;
+    let ended_expires = env.clock.now() + 30 * DAY;
+    let without = env.upload("t1", b"email\nbob@example.com\n").await;
+    env.run("t1", without).await;
+
+    let held = env.svc.holding(&keys).await.expect("holding");
+    assert_eq!(
+        held,
+        [
+            Held {
+                rows: 2,
+                expires_at: waiting_expires
+            },
+            Held {
+                rows: 2,
+                expires_at: ended_expires
+            },
+        ]
+    );
+
+    // One of the waiting batch's rows is blanked by a purge cut short before the results: it no
+    // longer counts.
+    let key = BatchKey::new(TenantKey::of("t2"), waiting);
+    super::stored::modify_meta(env.svc.shared.blobs(), &key, |m| {
+        m.input_purged = vec![2];
+        Ok(())
+    })
+    .await
+    .expect("mark row 2 blanked");
+    let held = env.svc.holding(&keys).await.expect("holding");
+    assert_eq!(held.iter().map(|h| h.rows).collect::<Vec<_>>(), [1, 2]);
+
+    env.clock.advance(29 * DAY + Duration::from_secs(1));
+    let held = env.svc.holding(&keys).await.expect("holding");
+    assert_eq!(
+        held,
+        [Held {
+            rows: 2,
+            expires_at: ended_expires
+        }],
+        "the expired batch is not named"
+    );
+    assert!(
+        env.svc
+            .holding(&[email_key("nobody@example.com")])
+            .await
+            .expect("holding")
+            .is_empty()
+    );
+}
+
 #[tokio::test]
 async fn column_override_and_bad_region_are_checked_at_upload() {
     let env = env();
