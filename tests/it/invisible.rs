@@ -361,6 +361,77 @@ async fn an_excluded_persons_streams_and_batch_rows_read_like_a_miss() {
     server.stop().await;
 }
 
+/// With following turned off (`max_hops = 0`) and a paid provider in the waterfall, an excluded
+/// person still reads like a miss: the guessed addresses a miss does not follow are not feigned
+/// either, and the provider a miss asks for the fields still wanted is feigned in the same place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_following_off_and_a_paid_waterfall_an_excluded_person_still_reads_like_a_miss() {
+    let world = World::start().await;
+    let provider = Fake::start().await;
+    provider
+        .otherwise(Reply::status(404, r#"{"error":"no match"}"#).after(Duration::from_millis(30)));
+    let config = format!(
+        "{}[lookup]\nmax_hops = 0\n{}",
+        world.config(),
+        crate::paced::paid(&provider.url)
+    );
+    let server = Server::start_with_env(&config, &[("DIALER_KEY", "k")]).await;
+    for shape in ["email", "name"] {
+        let q = query(shape, "gone", 1);
+        assert_eq!(server.optout(opt_out_of(shape, &q)).await.0, 200);
+    }
+    let status_of = |events: &[Value], source: &str| -> Option<String> {
+        let result = events.last().expect("a result frame");
+        result["sources"]
+            .as_array()
+            .expect("sources")
+            .iter()
+            .find(|s| s["name"] == source)
+            .map(|s| s["status"].as_str().expect("status").to_string())
+    };
+    for shape in ["email", "name"] {
+        // One miss first, so that each source's recent misses are known.
+        timed_lookup(&server, &query(shape, "seen", 9)).await;
+        let (_, seen) = stream(&server, "application/x-ndjson", &query(shape, "seen", 1)).await;
+        let (_, gone) = stream(&server, "application/x-ndjson", &query(shape, "gone", 1)).await;
+        assert_eq!(gone, seen, "{shape}");
+        let (gravatar, dialer) = (status_of(&seen, "gravatar"), status_of(&seen, "dialer"));
+        if shape == "email" {
+            assert_eq!(
+                dialer.as_deref(),
+                Some("miss"),
+                "a miss asks the provider: {seen:?}"
+            );
+        } else {
+            // The finder's guesses are not followed: no email source is asked.
+            assert_ne!(
+                gravatar.as_deref(),
+                Some("miss"),
+                "guesses followed: {seen:?}"
+            );
+            assert_ne!(
+                dialer.as_deref(),
+                Some("miss"),
+                "guesses followed: {seen:?}"
+            );
+        }
+    }
+    let asked = |email: &str| {
+        let q: String = url::form_urlencoded::byte_serialize(email.as_bytes()).collect();
+        provider.hits(&format!("/people?email={q}"))
+    };
+    assert!(
+        asked(&format!("seen.1@{DOMAIN}")) >= 1,
+        "the miss asked the provider"
+    );
+    assert_eq!(
+        asked(&format!("gone.1@{DOMAIN}")),
+        0,
+        "nobody asked about the excluded person"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_contact_address_a_site_publishes_is_withheld_once_its_person_opts_out() {
     let world = World::start().await;

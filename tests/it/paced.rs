@@ -213,7 +213,7 @@ async fn an_upstream_429_with_retry_after_is_waited_out_and_every_row_still_answ
 }
 
 /// A paid provider that finds everyone's phone, at 0.05 a hit.
-fn paid(url: &str) -> String {
+pub(crate) fn paid(url: &str) -> String {
     format!(
         r#"
 [[providers]]
