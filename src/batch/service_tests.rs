@@ -10,6 +10,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::service::stored_rows;
+use super::state::lock;
 use super::*;
 use crate::blob::{BatchId, BatchKey, ManualClock, TenantKey};
 use crate::domain::{Identifier, Query};
@@ -521,6 +522,68 @@ async fn delete_erases_every_object_now() {
     ));
 }
 
+/// A person whose key shares its first eight bytes (the in-memory index's prefix) with a stored
+/// row's key makes that part a candidate; the purge reads it, removes nothing, and touches no batch.
+#[tokio::test]
+async fn a_key_sharing_only_a_prefix_with_stored_rows_touches_nothing() {
+    let env = env();
+    let id = env.upload("t1", SAMPLE).await;
+    env.run("t1", id).await;
+    let mut near = email_key("ada@example.com");
+    near[15] ^= 1;
+    assert!(
+        !lock(&env.svc.shared.index).candidates(&[near]).is_empty(),
+        "the prefix makes the part a candidate"
+    );
+    let report = env.svc.purge(&[near]).await.expect("purge").expect("done");
+    assert_eq!(report, PurgeReport::default());
+    assert_eq!(stored_rows(&env.svc, "t1", id).await.len(), 4);
+}
+
+/// A purge cut short between its two writes leaves a part without the rows and an index still
+/// listing them. Taken up again, it brings the index up to date and does not rewrite the part.
+#[tokio::test]
+async fn a_purge_taken_up_after_the_part_was_rewritten_leaves_the_part_alone() {
+    let env = env();
+    let id = env.upload("t1", SAMPLE).await;
+    env.run("t1", id).await;
+    let keys = [email_key("ada@example.com")];
+    let blobs = env.svc.shared.blobs();
+    let candidates = lock(&env.svc.shared.index).candidates(&keys);
+    let [(key, part)] = candidates.as_slice() else {
+        panic!("one part holds Ada: {candidates:?}")
+    };
+    let (key, part) = (key.clone(), *part);
+    let before = super::stored::read_index(blobs, &key, part)
+        .await
+        .expect("index");
+    let report = env.svc.purge(&keys).await.expect("purge").expect("done");
+    assert_eq!(report.rows_removed, 1);
+    // The cut: the index as it was before the purge, stored and (as a restarted replica loads it)
+    // in memory.
+    super::stored::write_index(blobs, &key, part, &before)
+        .await
+        .expect("old index back");
+    lock(&env.svc.shared.index).insert_part(&key, part, &before);
+    let (_, etag) = super::stored::PartRows::open(blobs, &key, part)
+        .await
+        .expect("part");
+    let again = env.svc.purge(&keys).await.expect("purge").expect("done");
+    assert_eq!(again, PurgeReport::default());
+    let (_, etag_after) = super::stored::PartRows::open(blobs, &key, part)
+        .await
+        .expect("part");
+    assert_eq!(etag_after, etag, "the part was not written again");
+    assert!(
+        super::stored::read_index(blobs, &key, part)
+            .await
+            .expect("index")
+            .rows_holding(&keys)
+            .is_empty(),
+        "the index no longer lists Ada's row"
+    );
+}
+
 #[tokio::test]
 async fn purge_removes_exactly_the_persons_rows() {
     let env = env();
@@ -643,6 +706,18 @@ async fn holding_counts_a_persons_rows_per_batch_soonest_expiry_first() {
         }],
         "the expired batch is not named"
     );
+    // Rows of parts a job never committed are not the ended batch's.
+    super::stored::modify_meta(
+        env.svc.shared.blobs(),
+        &BatchKey::new(TenantKey::of("t1"), ended),
+        |m| {
+            m.parts_done = 0;
+            Ok(())
+        },
+    )
+    .await
+    .expect("uncommit the part");
+    assert!(env.svc.holding(&keys).await.expect("holding").is_empty());
     assert!(
         env.svc
             .holding(&[email_key("nobody@example.com")])
