@@ -181,6 +181,22 @@ both_stores! {
             2,
             "the GitHub and LinkedIn accounts Gravatar verified; not the contact details typed in"
         );
+        // The audit counts what the opt-out added: the email given and the two accounts found.
+        let audit = server
+            .admin(reqwest::Method::GET, "/v1/admin/audit")
+            .send()
+            .await
+            .expect("audit")
+            .text()
+            .await
+            .expect("audit text");
+        let received: Vec<Value> = audit
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object per line"))
+            .filter(|e| e["event"] == "opt_out_received")
+            .collect();
+        assert_eq!(received.len(), 1, "{audit}");
+        assert_eq!(received[0]["added"], 3, "{audit}");
         assert_eq!(
             metric(&metrics, r#"enrichd_lookups_total{outcome="found"}"#),
             0
