@@ -31,10 +31,6 @@ impl ManualClock {
         let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
         *now += by;
     }
-
-    pub fn set(&self, to: SystemTime) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = to;
-    }
 }
 
 impl Clock for ManualClock {

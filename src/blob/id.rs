@@ -208,4 +208,34 @@ mod tests {
         assert_eq!(BatchKey::parse_dotted("x.y"), None);
         assert_eq!(BatchKey::from_path(&Path::from("state/jobs/x")), None);
     }
+
+    #[test]
+    fn only_a_tenant_hash_is_a_tenant_segment() {
+        let k = TenantKey::of("t");
+        assert_eq!(TenantKey::from_segment(k.as_str()), Some(k.clone()));
+        for s in [
+            "",
+            "0123456789abcdef",
+            "0123456789abcdef0123456789abcdeg",
+            "0123456789abcdef0123456789abcdef0",
+            "batch-keys",
+        ] {
+            assert_eq!(TenantKey::from_segment(s), None, "{s}");
+        }
+    }
+
+    /// The name a batch's data key is bound to when wrapped: its tenant hash and id, so a wrapped key
+    /// copied under another batch does not unwrap there.
+    #[test]
+    fn a_batch_is_named_by_its_tenant_hash_and_id() {
+        let id = BatchId::random();
+        let key = BatchKey::new(TenantKey::of("t"), id);
+        assert_eq!(key.name(), format!("{}/{id}", TenantKey::of("t").as_str()));
+        assert_ne!(
+            key.name(),
+            BatchKey::new(TenantKey::of("u"), id).name(),
+            "the same id under another tenant is another batch"
+        );
+        assert_eq!(format!("{id:?}"), format!("BatchId({id})"));
+    }
 }

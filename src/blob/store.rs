@@ -908,7 +908,13 @@ mod tests {
             b.sweep_orphans(clock.now(), 30).await.expect("sweep"),
             SweepReport::default()
         );
-        clock.advance(ORPHAN_GRACE + Duration::from_secs(60));
+        // The grace is a day: an upload abandoned 23 hours ago may still be under way.
+        clock.advance(Duration::from_secs(23 * 3600));
+        assert_eq!(
+            b.sweep_orphans(clock.now(), 30).await.expect("sweep"),
+            SweepReport::default()
+        );
+        clock.advance(Duration::from_secs(3600 + 60));
         let report = b.sweep_orphans(clock.now(), 30).await.expect("sweep");
         assert_eq!(report.batches_removed, 2, "{report:?}");
         assert!(
@@ -923,5 +929,53 @@ mod tests {
         let report = b.sweep_orphans(clock.now(), 30).await.expect("sweep");
         assert_eq!(report.objects_removed, 1);
         assert!(!legacy.join("part-000001").exists());
+    }
+
+    #[tokio::test]
+    async fn a_keyring_that_unwraps_no_stored_batch_key_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let b = blobs(dir.path(), Arc::new(ManualClock::new(now)));
+        b.check_keyring()
+            .await
+            .expect("an empty store takes any key");
+        let key = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&key, Stamp::new(now, 30))
+            .await
+            .expect("key");
+        b.check_keyring()
+            .await
+            .expect("the key the batch was made with");
+        let store = Store::local(dir.path()).expect("store");
+        let wrong = BlobStore::new(
+            &store,
+            Arc::new(Keyring::new(MasterKey::from_bytes([4; 32]), Vec::new())),
+            Arc::new(ManualClock::new(now)),
+        );
+        assert!(matches!(
+            wrong.check_keyring().await,
+            Err(BlobError::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn only_a_store_that_failed_is_unavailable() {
+        let failed = BlobError::Store {
+            batch: "b".into(),
+            source: StoreError::Failed {
+                path: "p".into(),
+                source: object_store::Error::Generic {
+                    store: "test",
+                    source: "connection refused".into(),
+                },
+            },
+        };
+        assert!(failed.is_unavailable());
+        let missing = BlobError::Store {
+            batch: "b".into(),
+            source: StoreError::NotFound { path: "p".into() },
+        };
+        assert!(!missing.is_unavailable());
+        assert!(!BlobError::NotFound("b".into()).is_unavailable());
     }
 }
