@@ -958,6 +958,113 @@ mod tests {
         ));
     }
 
+    /// An object of many sealed blocks streams back whole, block after block.
+    #[tokio::test]
+    async fn a_large_object_streams_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let b = blobs(dir.path(), Arc::new(ManualClock::new(now)));
+        let key = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&key, Stamp::new(now, 30))
+            .await
+            .expect("key");
+        let plain: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = b.writer(&key, Area::Data, "input").await.expect("writer");
+        for chunk in plain.chunks(10_000) {
+            w.write(chunk).await.expect("write");
+        }
+        w.finish().await.expect("finish");
+        let (mut stream, etag) = b
+            .get_stream_versioned(&key, Area::Data, "input")
+            .await
+            .expect("stream");
+        assert!(etag.is_some());
+        let mut read = Vec::new();
+        let mut chunks = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.expect("chunk");
+            chunks += usize::from(!chunk.is_empty());
+            read.extend_from_slice(&chunk);
+        }
+        assert_eq!(read.len(), plain.len());
+        assert!(read == plain, "the same bytes in the same order");
+        assert!(chunks > 1, "streamed, not read whole: {chunks} chunk(s)");
+    }
+
+    /// A rewrite under a version check tells "someone changed it" (worth a retry) from "it is gone"
+    /// (a purge or a delete came first).
+    #[tokio::test]
+    async fn a_rewrite_of_an_object_deleted_meanwhile_is_not_found_not_a_conflict() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let b = blobs(dir.path(), Arc::new(ManualClock::new(now)));
+        let key = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&key, Stamp::new(now, 30))
+            .await
+            .expect("key");
+        let first = b
+            .put(&key, Area::Data, "part", b"one")
+            .await
+            .expect("put")
+            .expect("etag");
+        let second = b
+            .update(&key, Area::Data, "part", b"two", &first)
+            .await
+            .expect("update")
+            .expect("etag");
+        assert!(matches!(
+            b.update(&key, Area::Data, "part", b"three", &first).await,
+            Err(BlobError::Conflict(_))
+        ));
+        assert!(b.delete(&key, Area::Data, "part").await.expect("delete"));
+        assert!(matches!(
+            b.update(&key, Area::Data, "part", b"four", &second).await,
+            Err(BlobError::NotFound(_))
+        ));
+    }
+
+    /// What the storage quota counts: every sealed byte of the tenant's batches and indexes, and
+    /// nothing of another tenant's.
+    #[tokio::test]
+    async fn a_tenants_usage_is_the_sealed_bytes_of_its_batches_and_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let b = blobs(dir.path(), Arc::new(ManualClock::new(now)));
+        let (t, other) = (TenantKey::of("t"), TenantKey::of("u"));
+        let key = BatchKey::new(t.clone(), BatchId::random());
+        b.create_batch(&key, Stamp::new(now, 30))
+            .await
+            .expect("key");
+        assert_eq!(b.tenant_usage(&t).await.expect("usage"), 0);
+        b.put(&key, Area::Data, "input", &[7; 5000])
+            .await
+            .expect("input");
+        b.put(&key, Area::Index, "000001-g1", &[8; 3000])
+            .await
+            .expect("index");
+        let on_disk = |area: Area| -> u64 {
+            let root = dir.path().join("blobs").join(area.dir()).join(t.as_str());
+            walk(&root)
+        };
+        fn walk(p: &std::path::Path) -> u64 {
+            std::fs::read_dir(p)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| match e.file_type() {
+                            Ok(ft) if ft.is_dir() => walk(&e.path()),
+                            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        let (data, index) = (on_disk(Area::Data), on_disk(Area::Index));
+        assert!(data > 5000 && index > 3000, "{data} {index}");
+        assert_eq!(b.tenant_usage(&t).await.expect("usage"), data + index);
+        assert_eq!(b.tenant_usage(&other).await.expect("usage"), 0);
+    }
+
     #[test]
     fn only_a_store_that_failed_is_unavailable() {
         let failed = BlobError::Store {
