@@ -71,3 +71,45 @@ impl ExclusionCheck for NoExclusions {
         Some(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DomainName, Email};
+
+    /// A check that excludes what it was given, by canonical form; its version is the trait's.
+    struct Listed(Vec<String>);
+
+    impl ExclusionCheck for Listed {
+        fn is_excluded(&self, id: &Identifier) -> bool {
+            self.0.contains(&id.canonical())
+        }
+    }
+
+    fn email(s: &str) -> Identifier {
+        Identifier::Email(Email::parse(s).expect("email"))
+    }
+
+    #[test]
+    fn any_excluded_counts_a_persons_identifiers_and_never_a_company_domain() {
+        let domain = Identifier::Domain(DomainName::parse("acme.example").expect("domain"));
+        let ada = email("ada@acme.example");
+        let check = Listed(vec![domain.canonical(), ada.canonical()]);
+        assert!(check.is_excluded(&domain), "the domain is listed");
+        assert!(
+            !check.any_excluded(&mut std::iter::once(&domain)),
+            "a company domain alone is never a person"
+        );
+        let bob = email("bob@acme.example");
+        assert!(!check.any_excluded(&mut [&domain, &bob].into_iter()));
+        assert!(check.any_excluded(&mut [&bob, &ada].into_iter()));
+        assert!(!check.any_excluded(&mut std::iter::empty()));
+    }
+
+    #[test]
+    fn a_check_that_keeps_no_version_says_so_and_the_empty_list_never_changes() {
+        assert_eq!(Listed(Vec::new()).version(), None);
+        assert_eq!(NoExclusions.version(), Some(0));
+        assert!(!NoExclusions.is_excluded(&email("ada@acme.example")));
+    }
+}
