@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use super::service::stored_rows;
 use super::state::lock;
 use super::*;
-use crate::blob::{BatchId, BatchKey, ManualClock, TenantKey};
+use crate::blob::{Area, BatchId, BatchKey, ManualClock, TenantKey};
 use crate::domain::{Identifier, Query};
 use crate::profile::{Field, Observation, Profile, Ranked, Sourced};
 use crate::seal::{Keyring, MasterKey};
@@ -933,5 +933,17 @@ async fn a_job_taken_up_after_a_crash_checks_its_committed_parts_and_drops_uncom
         !names.iter().any(|(_, n)| n.contains("-g99")),
         "the uncommitted part is deleted: {names:?}"
     );
+    for (area, object) in [
+        (Area::Data, "meta"),
+        (Area::Data, "part-"),
+        (Area::Index, ""),
+    ] {
+        assert!(
+            names
+                .iter()
+                .any(|(a, n)| *a == area && n.starts_with(object)),
+            "the committed objects stay: {names:?}"
+        );
+    }
     drop(env1.enricher);
 }
