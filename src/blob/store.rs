@@ -844,7 +844,12 @@ mod tests {
         )
         .expect("sealed input");
 
-        b.delete_batch(&key).await.expect("delete");
+        assert_eq!(
+            b.delete_batch(&key).await.expect("delete"),
+            3,
+            "its key, the part and the input"
+        );
+        assert_eq!(b.delete_batch(&key).await.expect("again"), 0);
         // A copy put back (a backup restored) cannot be read: its key is gone.
         let restored = blobs(dir.path(), Arc::new(ManualClock::new(now)));
         std::fs::create_dir_all(
