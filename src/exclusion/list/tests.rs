@@ -609,3 +609,29 @@ mod shared_store {
         assert_eq!(writer.stats().await.entries, 6);
     }
 }
+
+#[test]
+fn the_list_reports_the_key_it_writes_with_and_its_retention() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let versioned = key().with_version(7);
+    let id = versioned.key_id_hex();
+    let (list, _) = ExclusionList::open(dir.path(), versioned, 30, at(T0)).expect("open list");
+    assert_eq!(id.len(), 16);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert_ne!(id, ExclusionKey::from_bytes([43; 32]).key_id_hex());
+    assert_eq!(list.key_id(), id);
+    assert_eq!(list.key_version(), 7);
+    assert_eq!(list.retention_days(), 30);
+    assert_eq!(key().version(), crate::exclusion::key::DEFAULT_KEY_VERSION);
+}
+
+#[test]
+fn only_a_held_log_is_locked_and_only_an_unreachable_store_is_unavailable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_list, _) = open(dir.path());
+    let locked =
+        ExclusionList::open(dir.path(), key(), DEFAULT_RETENTION_DAYS, at(T0)).expect_err("locked");
+    assert!(!locked.is_unavailable(), "{locked}");
+    let stopped = ExclusionError::Join("gone".into());
+    assert!(!stopped.is_locked() && !stopped.is_unavailable());
+}
