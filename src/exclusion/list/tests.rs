@@ -608,6 +608,48 @@ mod shared_store {
         assert!(reader.is_excluded(&email("late@example.com")));
         assert_eq!(writer.stats().await.entries, 6);
     }
+
+    /// Following applies what another replica added as the shared listing shows it, and leaves a
+    /// handful of segments alone (compacting is for when there are many).
+    #[tokio::test]
+    async fn a_follower_applies_another_replicas_opt_outs_from_a_listing() {
+        use crate::store::ObjectPath;
+        use crate::store::watch::Listing;
+        let store = bucket_store().await;
+        let writer = replica(&store).await;
+        let reader = replica(&store).await;
+        for i in 0..2 {
+            writer
+                .add(&[email(&format!("f{i}@example.com"))], Origin::Api)
+                .await
+                .expect("added");
+        }
+        let state = ObjectPath::from("state");
+        let listed = store.objects().list(&state).await.expect("listing");
+        let segments = |objects: &[crate::store::ObjectMeta]| {
+            objects
+                .iter()
+                .filter(|m| {
+                    m.location
+                        .filename()
+                        .is_some_and(|n| n.starts_with("segment-"))
+                })
+                .count()
+        };
+        assert_eq!(segments(&listed), 2);
+        assert!(!reader.is_excluded(&email("f0@example.com")));
+
+        let (tx, mut rx) =
+            tokio::sync::watch::channel(Some(Listing::at(listed, std::time::Instant::now())));
+        drop(tx);
+        rx.mark_changed();
+        reader.follow(rx).await;
+
+        assert!(reader.is_excluded(&email("f0@example.com")));
+        assert!(reader.is_excluded(&email("f1@example.com")));
+        let after = store.objects().list(&state).await.expect("listing");
+        assert_eq!(segments(&after), 2, "two segments are not compacted");
+    }
 }
 
 #[test]
