@@ -901,6 +901,11 @@ mod tests {
             .delete(&keyless.key_object())
             .await
             .expect("key gone");
+        // An upload that broke off before its input was stored: a key and nothing else.
+        let key_only = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        b.create_batch(&key_only, Stamp::new(start, 30))
+            .await
+            .expect("key");
         let legacy = dir
             .path()
             .join("blobs")
@@ -921,7 +926,18 @@ mod tests {
         );
         clock.advance(Duration::from_secs(3600 + 60));
         let report = b.sweep_orphans(clock.now(), 30).await.expect("sweep");
-        assert_eq!(report.batches_removed, 2, "{report:?}");
+        assert_eq!(
+            report,
+            SweepReport {
+                batches_removed: 3,
+                // The abandoned upload's key and input, the keyless index, the lone key.
+                objects_removed: 4,
+            }
+        );
+        assert!(matches!(
+            b.stamp(&key_only).await,
+            Err(BlobError::NotFound(_))
+        ));
         assert!(
             b.get(&live, Area::Data, META).await.is_ok(),
             "a complete batch stays"
@@ -1068,6 +1084,73 @@ mod tests {
         assert!(data > 5000 && index > 3000, "{data} {index}");
         assert_eq!(b.tenant_usage(&t).await.expect("usage"), data + index);
         assert_eq!(b.tenant_usage(&other).await.expect("usage"), 0);
+    }
+
+    /// Rotating the master key: batch keys under the old one are re-wrapped under the new one (the
+    /// objects stay readable without the old key afterwards), keys already current are left alone.
+    #[tokio::test]
+    async fn rewrap_moves_batch_keys_under_an_old_master_key_to_the_current_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let store = Store::local(dir.path()).expect("store");
+        let with = |current: u8, previous: &[u8]| {
+            let keyring = Keyring::new(
+                MasterKey::from_bytes([current; 32]),
+                previous
+                    .iter()
+                    .map(|&p| MasterKey::from_bytes([p; 32]))
+                    .collect(),
+            );
+            BlobStore::new(&store, Arc::new(keyring), Arc::new(ManualClock::new(now)))
+        };
+        let old = with(3, &[]);
+        let mut keys = Vec::new();
+        for content in [&b"first"[..], b"second"] {
+            let key = BatchKey::new(TenantKey::of("t"), BatchId::random());
+            old.create_batch(&key, Stamp::new(now, 30))
+                .await
+                .expect("key");
+            old.put(&key, Area::Data, "input", content)
+                .await
+                .expect("input");
+            keys.push((key, content));
+        }
+        let rotated = with(5, &[3]);
+        let current = rotated
+            .create_batch(
+                &BatchKey::new(TenantKey::of("t"), BatchId::random()),
+                Stamp::new(now, 30),
+            )
+            .await;
+        current.expect("a batch made under the new key");
+        assert_eq!(
+            rotated.rewrap().await.expect("rewrap"),
+            RewrapReport {
+                checked: 3,
+                rewrapped: 2,
+            }
+        );
+        assert_eq!(
+            rotated.rewrap().await.expect("rewrap again"),
+            RewrapReport {
+                checked: 3,
+                rewrapped: 0,
+            },
+            "nothing is left under the old key"
+        );
+        let new_only = with(5, &[]);
+        new_only
+            .check_keyring()
+            .await
+            .expect("every batch key opens with the new key alone");
+        for (key, content) in &keys {
+            let read = new_only.get(key, Area::Data, "input").await.expect("read");
+            assert_eq!(&read.0[..], *content);
+        }
+        assert!(matches!(
+            with(3, &[]).get(&keys[0].0, Area::Data, "input").await,
+            Err(BlobError::Unreadable { .. })
+        ));
     }
 
     #[test]

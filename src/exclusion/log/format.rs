@@ -186,4 +186,50 @@ mod tests {
         bad[17] ^= 1;
         assert_eq!(decode_header(&bad), Err(HeaderProblem::Checksum));
     }
+
+    /// A header whose checksum is right but whose format version or record size is not ours: written
+    /// by another enrichd, refused by name rather than misread.
+    #[test]
+    fn a_checksummed_header_of_another_version_or_record_size_is_refused_by_name() {
+        let resummed = |mut h: [u8; HEADER_LEN]| {
+            let sum = checksum(&h[..24]);
+            h[24..32].copy_from_slice(&sum);
+            h
+        };
+        let good = encode_header([7; 8]);
+        let mut newer = good;
+        newer[8..10].copy_from_slice(&2u16.to_le_bytes());
+        assert_eq!(
+            decode_header(&resummed(newer)),
+            Err(HeaderProblem::Version(2))
+        );
+        let mut wider = good;
+        wider[10..12].copy_from_slice(&64u16.to_le_bytes());
+        assert_eq!(
+            decode_header(&resummed(wider)),
+            Err(HeaderProblem::RecordSize(64))
+        );
+        assert_eq!(decode_header(&resummed(good)), Ok([7; 8]));
+    }
+
+    #[test]
+    fn a_record_names_the_kind_of_its_hash_and_unknown_codes_are_refused() {
+        let r = record();
+        assert_eq!(r.kind(), IdentifierKind::Phone);
+        let email = Record {
+            hashed: Hashed::full(IdentifierKind::Email, [9; 32]).expect("personal"),
+            ..r
+        };
+        assert_eq!(email.kind(), IdentifierKind::Email);
+        let mut unknown = encode_record(&r);
+        unknown[2] = 0xEE;
+        let sum = checksum(&unknown[..RECORD_BODY]);
+        unknown[RECORD_BODY..].copy_from_slice(&sum);
+        assert_eq!(decode_record(&unknown), Err(RecordProblem::UnknownCode));
+        let mut origin = encode_record(&r);
+        origin[3] = 0xEE;
+        let sum = checksum(&origin[..RECORD_BODY]);
+        origin[RECORD_BODY..].copy_from_slice(&sum);
+        assert_eq!(decode_record(&origin), Err(RecordProblem::UnknownCode));
+    }
 }
