@@ -301,7 +301,19 @@ mod tests {
         let path = dir.path().join("k");
         fs::write(&path, HEX).expect("write");
         let (_, source) = ExclusionKey::resolve_shared(None, Some(&path)).expect("file");
-        assert_eq!(source, KeySource::File(path));
+        assert_eq!(source, KeySource::File(path.clone()));
+        let (_, source) = ExclusionKey::resolve_shared(Some(" "), Some(&path)).expect("file");
+        assert_eq!(
+            source,
+            KeySource::File(path.clone()),
+            "a blank variable is unset"
+        );
+        let (key, source) = ExclusionKey::resolve_shared(Some(HEX), None).expect("env");
+        assert_eq!(source, KeySource::Env);
+        assert_eq!(
+            Some(key.key_id()),
+            ExclusionKey::from_hex(HEX).map(|k| k.key_id())
+        );
         assert!(
             fs::read_dir(dir.path()).expect("dir").count() == 1,
             "nothing generated"

@@ -20,7 +20,22 @@ fn at(secs: u64) -> SystemTime {
 }
 
 fn open(dir: &Path) -> (ExclusionList, OpenReport) {
-    ExclusionList::open(dir, key(), DEFAULT_RETENTION_DAYS, at(T0)).expect("open list")
+    reopen(dir, DEFAULT_RETENTION_DAYS, at(T0))
+}
+
+/// Opens the list, waiting out a lock held by nobody in this test: a child process that another test
+/// is spawning (moto) holds a copy of every descriptor, the log's lock among them, until its `exec`.
+fn reopen(dir: &Path, retention_days: u32, now: SystemTime) -> (ExclusionList, OpenReport) {
+    let mut tries = 0;
+    loop {
+        match ExclusionList::open(dir, key(), retention_days, now) {
+            Err(e) if e.is_locked() && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened => return opened.expect("open list"),
+        }
+    }
 }
 
 fn email(raw: &str) -> Identifier {
@@ -263,8 +278,7 @@ async fn compaction_drops_only_entries_past_retention_and_survives_reopen() {
         .await
         .expect("add after compaction");
     drop(list);
-    let (list, report) =
-        ExclusionList::open(dir.path(), key(), 30, at(T0 + 31 * 86_400)).expect("reopen");
+    let (list, report) = reopen(dir.path(), 30, at(T0 + 31 * 86_400));
     assert_eq!((report.records, report.entries, report.expired), (3, 3, 0));
     assert!(list.is_excluded(&email("later@example.com")));
     assert!(!list.is_excluded(&email("old@example.com")));
@@ -280,8 +294,7 @@ async fn expired_entries_are_not_loaded_at_open() {
             .await
             .expect("add");
     }
-    let (list, report) =
-        ExclusionList::open(dir.path(), key(), 10, at(T0 + 11 * 86_400)).expect("reopen");
+    let (list, report) = reopen(dir.path(), 10, at(T0 + 11 * 86_400));
     assert_eq!((report.records, report.expired, report.entries), (1, 1, 0));
     assert!(!list.is_excluded(&email("ada@example.com")));
 }
@@ -565,6 +578,92 @@ mod shared_store {
         }
     }
 
+    /// A replica on an empty bucket reports the list as new; one opened after an opt-out loads it,
+    /// and both know they must follow the shared listing.
+    #[tokio::test]
+    async fn a_replica_reports_a_new_list_only_on_an_empty_bucket() {
+        let store = bucket_store().await;
+        let (first, report) =
+            ExclusionList::open_store(&store, key(), DEFAULT_RETENTION_DAYS, SystemTime::now())
+                .await
+                .expect("open");
+        assert!(report.created, "{report:?}");
+        assert!(first.is_shared());
+        first
+            .add(&[email("ada@example.com")], Origin::Api)
+            .await
+            .expect("added");
+        let (second, report) =
+            ExclusionList::open_store(&store, key(), DEFAULT_RETENTION_DAYS, SystemTime::now())
+                .await
+                .expect("open");
+        assert!(!report.created, "{report:?}");
+        assert_eq!((report.records, report.entries), (1, 1));
+        assert!(second.is_excluded(&email("ada@example.com")));
+        let records: Vec<_> = second
+            .records()
+            .await
+            .expect("records")
+            .collect::<Result<_, _>>()
+            .expect("readable");
+        assert_eq!(records.len(), 1);
+    }
+
+    /// A follower leaves up to `COMPACT_AT` segments alone and compacts once there are more.
+    #[tokio::test]
+    async fn a_follower_compacts_only_past_the_segment_threshold() {
+        use crate::store::ObjectPath;
+        use crate::store::watch::Listing;
+        let store = bucket_store().await;
+        let writer = replica(&store).await;
+        let follower = replica(&store).await;
+        let state = ObjectPath::from("state");
+        let count = |objects: &[crate::store::ObjectMeta], prefix: &str| {
+            objects
+                .iter()
+                .filter(|m| m.location.filename().is_some_and(|n| n.starts_with(prefix)))
+                .count()
+        };
+        let follow_once = |listed: Vec<crate::store::ObjectMeta>| {
+            let (tx, mut rx) =
+                tokio::sync::watch::channel(Some(Listing::at(listed, std::time::Instant::now())));
+            drop(tx);
+            rx.mark_changed();
+            follower.follow(rx)
+        };
+        let hashes: Vec<Hashed> = (0..=COMPACT_AT)
+            .map(|i| {
+                writer
+                    .hash(&email(&format!("s{i}@example.com")))
+                    .expect("personal")
+            })
+            .collect();
+        for h in &hashes[..COMPACT_AT] {
+            writer
+                .add_hashes(std::slice::from_ref(h), Origin::Api)
+                .await
+                .expect("added");
+        }
+        let listed = store.objects().list(&state).await.expect("listing");
+        assert_eq!(count(&listed, "segment-"), COMPACT_AT);
+        follow_once(listed).await;
+        let listed = store.objects().list(&state).await.expect("listing");
+        assert_eq!(count(&listed, "segment-"), COMPACT_AT, "at the threshold");
+        assert_eq!(count(&listed, "snapshot-"), 0);
+
+        writer
+            .add_hashes(&hashes[COMPACT_AT..], Origin::Api)
+            .await
+            .expect("added");
+        let listed = store.objects().list(&state).await.expect("listing");
+        follow_once(listed).await;
+        let listed = store.objects().list(&state).await.expect("listing");
+        assert_eq!(count(&listed, "segment-"), 0, "past the threshold");
+        assert_eq!(count(&listed, "snapshot-"), 1);
+        assert!(follower.is_excluded(&email(&format!("s{COMPACT_AT}@example.com"))));
+        assert_eq!(follower.stats().await.entries, COMPACT_AT as u64 + 1);
+    }
+
     #[tokio::test]
     async fn a_stored_list_written_with_another_key_is_refused() {
         let store = bucket_store().await;
@@ -676,4 +775,106 @@ fn only_a_held_log_is_locked_and_only_an_unreachable_store_is_unavailable() {
     assert!(!locked.is_unavailable(), "{locked}");
     let stopped = ExclusionError::Join("gone".into());
     assert!(!stopped.is_locked() && !stopped.is_unavailable());
+}
+
+/// Retention counts whole days back from `now`, inclusive: a record exactly `retention_days` old is
+/// still enforced, by the server's list and by the read-only snapshot alike; a second older is not.
+#[tokio::test]
+async fn an_entry_exactly_at_the_end_of_retention_is_still_enforced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let (list, _) = open(dir.path());
+        let list = list.with_clock(|| at(T0));
+        list.add(&[email("edge@example.com")], Origin::Api)
+            .await
+            .expect("added");
+    }
+    let end = T0 + u64::from(DEFAULT_RETENTION_DAYS) * 86_400;
+    let (list, report) = reopen(dir.path(), DEFAULT_RETENTION_DAYS, at(end));
+    assert_eq!((report.entries, report.expired), (1, 0));
+    assert!(list.is_excluded(&email("edge@example.com")));
+    drop(list);
+    let (snapshot, report) =
+        ExclusionSnapshot::load(dir.path(), &key(), DEFAULT_RETENTION_DAYS, at(end)).expect("load");
+    assert_eq!((report.entries, report.expired), (1, 0));
+    assert!(snapshot.is_excluded(&email("edge@example.com")));
+    let (snapshot, report) =
+        ExclusionSnapshot::load(dir.path(), &key(), DEFAULT_RETENTION_DAYS, at(end + 1))
+            .expect("load");
+    assert_eq!((report.entries, report.expired), (0, 1));
+    assert!(!snapshot.is_excluded(&email("edge@example.com")));
+}
+
+/// The audit export reads every durable record, oldest first, and a read-only snapshot reports a
+/// version that never moves.
+#[tokio::test]
+async fn the_export_reads_every_record_oldest_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    let clock = Arc::new(AtomicU64::new(T0));
+    let ticking = clock.clone();
+    let list = list.with_clock(move || at(ticking.load(Ordering::SeqCst)));
+    list.add(&[email("one@example.com")], Origin::Api)
+        .await
+        .expect("added");
+    clock.store(T0 + 5, Ordering::SeqCst);
+    list.add(&[phone("+33612345678")], Origin::PublicForm)
+        .await
+        .expect("added");
+    let records = list.records().await.expect("records");
+    let read: Vec<(u64, IdentifierKind)> = tokio::task::spawn_blocking(move || {
+        records
+            .map(|r| r.map(|r| (r.timestamp, r.kind())))
+            .collect::<Result<_, _>>()
+    })
+    .await
+    .expect("reader")
+    .expect("readable");
+    assert_eq!(
+        read,
+        vec![(T0, IdentifierKind::Email), (T0 + 5, IdentifierKind::Phone)]
+    );
+    assert!(!list.is_shared(), "a local log is this process's alone");
+
+    let (snapshot, _) =
+        ExclusionSnapshot::load(dir.path(), &key(), DEFAULT_RETENTION_DAYS, at(T0)).expect("load");
+    let version = snapshot.version();
+    assert!(version.is_some(), "a snapshot is versioned");
+    assert_eq!(snapshot.version(), version);
+}
+
+/// The list's debug form names counts and settings, never an identifier or a hash.
+#[tokio::test]
+async fn the_debug_form_counts_entries_and_names_no_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (list, _) = open(dir.path());
+    list.add(&[email("quiet@example.com")], Origin::Api)
+        .await
+        .expect("added");
+    let shown = format!("{list:?}");
+    assert!(shown.contains("entries: 1"), "{shown}");
+    assert!(shown.contains("retention_days: 1095"), "{shown}");
+    let prefix = list.hash_prefix(&email("quiet@example.com"));
+    assert!(
+        !shown.contains("quiet") && !shown.contains(&prefix),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_store_that_cannot_be_reached_is_unavailable() {
+    let unreachable =
+        ExclusionError::Remote(RemoteError::Store(crate::store::StoreError::Failed {
+            path: "state/exclusion".into(),
+            source: object_store::Error::Generic {
+                store: "test",
+                source: "connection refused".into(),
+            },
+        }));
+    assert!(unreachable.is_unavailable());
+    assert!(!unreachable.is_locked());
+    let missing = ExclusionError::Remote(RemoteError::Store(crate::store::StoreError::NotFound {
+        path: "state/exclusion".into(),
+    }));
+    assert!(!missing.is_unavailable());
 }

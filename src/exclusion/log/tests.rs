@@ -14,10 +14,25 @@ fn record(n: u8, timestamp: u64) -> Record {
     }
 }
 
-fn open(dir: &Path) -> Result<(ExclusionLog, Opened, Vec<Record>), LogError> {
+fn try_open(dir: &Path) -> Result<(ExclusionLog, Opened, Vec<Record>), LogError> {
     let mut seen = Vec::new();
     let (log, opened) = ExclusionLog::open(dir, KEY_ID, |r| seen.push(r))?;
     Ok((log, opened, seen))
+}
+
+/// Opens the log, waiting out a lock held by nobody in this test: a child process that another test
+/// is spawning (moto) holds a copy of every descriptor, the lock's among them, until its `exec`.
+fn open(dir: &Path) -> Result<(ExclusionLog, Opened, Vec<Record>), LogError> {
+    let mut tries = 0;
+    loop {
+        match try_open(dir) {
+            Err(LogError::Locked { .. }) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
 }
 
 /// A log holding records 1..=n, then closed.
@@ -191,7 +206,7 @@ fn a_second_writer_is_refused_while_the_first_holds_the_log() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut first, _, _) = open(dir.path()).expect("create");
 
-    let err = open(dir.path()).expect_err("second writer");
+    let err = try_open(dir.path()).expect_err("second writer");
 
     assert!(matches!(err, LogError::Locked { .. }), "{err}");
     assert!(err.to_string().contains("another running enrichd process"));
@@ -210,7 +225,7 @@ fn the_writer_lock_survives_compaction() {
     log.append(&[record(1, 1), record(2, 5)]).expect("append");
     log.compact(|r| r.timestamp > 2, |_| {}).expect("compact");
 
-    assert!(matches!(open(dir.path()), Err(LogError::Locked { .. })));
+    assert!(matches!(try_open(dir.path()), Err(LogError::Locked { .. })));
 }
 
 #[test]
@@ -270,4 +285,22 @@ fn records_reads_back_what_was_written_up_to_now() {
     let read: Vec<Record> = reader.collect::<Result<_, _>>().expect("records");
 
     assert_eq!(read, vec![record(1, 10), record(2, 20)]);
+}
+
+/// Only a missing log reads as an empty list; a log that exists but cannot be opened is an error,
+/// never silently "nobody opted out".
+#[test]
+fn a_read_only_reader_refuses_a_log_it_cannot_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(LOG_FILE_NAME);
+    assert!(
+        ExclusionLog::read_only(dir.path(), KEY_ID, |_| {})
+            .expect("absent")
+            .is_none()
+    );
+    // A link to itself: opening it fails with ELOOP, which no permission bit can undo (tests run as
+    // root too).
+    std::os::unix::fs::symlink(&path, &path).expect("symlink");
+    let err = ExclusionLog::read_only(dir.path(), KEY_ID, |_| {}).expect_err("unopenable");
+    assert!(err.to_string().contains("exclusion.log"), "{err}");
 }
