@@ -31,7 +31,11 @@ use crate::store::{ObjectMeta, ObjectPath, Objects, StoreError};
 
 const DIR: &str = "state/exclusion";
 /// The covers of a snapshot are read with one ranged read of this many bytes (more if they are longer).
-const COVERS_READ: u64 = 64 * 1024;
+/// Tests read 64 bytes first, so that a snapshot including two segments already takes the second read.
+const COVERS_READ: u64 = if cfg!(test) { 64 } else { 64 * 1024 };
+/// Fresh segment names tried before an opt-out fails (one collision in 2^64 per millisecond is
+/// already unheard of).
+const CREATE_ATTEMPTS: u32 = 4;
 /// A follower compacts once this many segments are listed.
 pub(super) const COMPACT_AT: usize = 256;
 
@@ -315,8 +319,10 @@ impl Remote {
             return Ok(());
         }
         let bytes = Bytes::from(self.encode(records));
+        let mut attempts = 0;
         loop {
             let name = segment_name();
+            attempts += 1;
             match self.objects.create(&path(&name), bytes.clone()).await {
                 Ok(_) => {
                     let mut seen = self.seen.lock().await;
@@ -324,8 +330,9 @@ impl Remote {
                     seen.bytes += bytes.len() as u64;
                     return Ok(());
                 }
-                // 64 random bits collided within one millisecond: pick another name.
-                Err(StoreError::AlreadyExists { .. }) => continue,
+                // 64 random bits collided within one millisecond: pick another name. Again and again
+                // only from a store that refuses every create: fail rather than ask it forever.
+                Err(StoreError::AlreadyExists { .. }) if attempts < CREATE_ATTEMPTS => continue,
                 Err(e) => return Err(e.into()),
             }
         }

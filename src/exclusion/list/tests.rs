@@ -664,6 +664,152 @@ mod shared_store {
         assert_eq!(follower.stats().await.entries, COMPACT_AT as u64 + 1);
     }
 
+    /// What a replica's reads of `state/exclusion/` cost: the stored list read directly, counting the
+    /// objects each catch-up reads.
+    mod reads {
+        use super::*;
+        use crate::exclusion::remote::{Read, Remote};
+        use crate::store::{ObjectMeta, ObjectPath};
+
+        async fn catch_up(remote: &Remote, visited: &mut Vec<Record>) -> Read {
+            remote
+                .catch_up(&mut |r| visited.push(r))
+                .await
+                .expect("catch up")
+        }
+
+        async fn listed(store: &Store) -> Vec<ObjectMeta> {
+            store
+                .objects()
+                .list(&ObjectPath::from("state/exclusion"))
+                .await
+                .expect("listing")
+        }
+
+        fn name(meta: &ObjectMeta) -> &str {
+            meta.location.filename().unwrap_or_default()
+        }
+
+        /// A snapshot is read whole only when it holds records this replica never applied: the first
+        /// one it sees, or one that includes a segment it never read; the next generation of what it
+        /// already holds costs no read of records at all.
+        #[tokio::test]
+        async fn a_snapshot_is_read_only_when_it_holds_records_never_applied() {
+            let store = bucket_store().await;
+            let writer = replica(&store).await;
+            let remote = Remote::new(store.objects().clone(), key().key_id());
+            let mut visited = Vec::new();
+            let add = |n: usize| {
+                let writer = &writer;
+                async move {
+                    writer
+                        .add(&[email(&format!("r{n}@example.com"))], Origin::Api)
+                        .await
+                        .expect("added");
+                }
+            };
+
+            add(0).await;
+            writer.compact(SystemTime::now()).await.expect("compact");
+            let read = catch_up(&remote, &mut visited).await;
+            assert_eq!((read.records, read.objects), (1, 1), "the first snapshot");
+            let read = catch_up(&remote, &mut visited).await;
+            assert_eq!((read.records, read.objects), (0, 0), "nothing new");
+
+            add(1).await;
+            let read = catch_up(&remote, &mut visited).await;
+            assert_eq!((read.records, read.objects), (1, 1), "one new segment");
+            writer.compact(SystemTime::now()).await.expect("compact");
+            let read = catch_up(&remote, &mut visited).await;
+            assert_eq!(
+                (read.records, read.objects),
+                (0, 0),
+                "the next snapshot includes only the segment already applied"
+            );
+
+            add(2).await;
+            writer.compact(SystemTime::now()).await.expect("compact");
+            let read = catch_up(&remote, &mut visited).await;
+            assert_eq!(
+                (read.records, read.objects),
+                (3, 1),
+                "the next snapshot includes a segment never read"
+            );
+            assert_eq!(visited.len(), 5);
+            let listed = listed(&store).await;
+            let total: u64 = listed.iter().map(|m| m.size).sum();
+            assert_eq!(listed.len(), 1, "one snapshot left");
+            assert_eq!(remote.bytes().await, total);
+        }
+
+        /// A replica that applied every segment a snapshot includes, but never saw the generation
+        /// before it, still reads it: the skipped generation may hold records it never applied.
+        #[tokio::test]
+        async fn a_skipped_generation_is_read_even_when_its_covers_were_applied() {
+            let store = bucket_store().await;
+            let writer = replica(&store).await;
+            let remote = Remote::new(store.objects().clone(), key().key_id());
+            let mut visited = Vec::new();
+            writer
+                .add(&[email("early@example.com")], Origin::Api)
+                .await
+                .expect("added");
+            writer.compact(SystemTime::now()).await.expect("compact");
+            writer
+                .add(&[email("late@example.com")], Origin::Api)
+                .await
+                .expect("added");
+            // A listing that shows the new segment but not the snapshot (a paged listing may).
+            let all = listed(&store).await;
+            let segment: Vec<&ObjectMeta> = all
+                .iter()
+                .filter(|m| name(m).starts_with("segment-"))
+                .collect();
+            assert_eq!(segment.len(), 1);
+            let read = remote
+                .follow(segment.iter().map(|m| (name(m), *m)), &mut |r| {
+                    visited.push(r)
+                })
+                .await
+                .expect("follow");
+            assert_eq!((read.records, read.objects), (1, 1));
+            writer.compact(SystemTime::now()).await.expect("compact");
+
+            let read = catch_up(&remote, &mut visited).await;
+            assert_eq!(
+                (read.records, read.objects),
+                (2, 1),
+                "generation 2 read whole"
+            );
+            let early = writer.hash(&email("early@example.com")).expect("personal");
+            assert!(visited.iter().any(|r| r.hashed == early));
+        }
+
+        /// Covers longer than the first ranged read are read with a second one (tests read 64 bytes
+        /// first, so two segment names are already longer).
+        #[tokio::test]
+        async fn covers_longer_than_the_first_read_are_read_whole() {
+            let store = bucket_store().await;
+            let writer = replica(&store).await;
+            for i in 0..4 {
+                writer
+                    .add(&[email(&format!("long{i}@example.com"))], Origin::Api)
+                    .await
+                    .expect("added");
+            }
+            writer.compact(SystemTime::now()).await.expect("compact");
+            let remote = Remote::new(store.objects().clone(), key().key_id());
+            let mut visited = Vec::new();
+            let read = catch_up(&remote, &mut visited).await;
+            assert_eq!((read.records, read.objects), (4, 1));
+            // Its covers name the four segments: the next generation, including none of them,
+            // needs no read.
+            writer.compact(SystemTime::now()).await.expect("compact");
+            let read = catch_up(&remote, &mut visited).await;
+            assert_eq!((read.records, read.objects), (0, 0));
+        }
+    }
+
     #[tokio::test]
     async fn a_stored_list_written_with_another_key_is_refused() {
         let store = bucket_store().await;
