@@ -589,10 +589,16 @@ mod shared_store {
                 .expect("open");
         assert!(report.created, "{report:?}");
         assert!(first.is_shared());
+        assert_eq!(first.stats().await.log_bytes, 0);
         first
             .add(&[email("ada@example.com")], Origin::Api)
             .await
             .expect("added");
+        assert_eq!(
+            first.stats().await.log_bytes,
+            32 + 56,
+            "its own segment counts before any listing"
+        );
         let (second, report) =
             ExclusionList::open_store(&store, key(), DEFAULT_RETENTION_DAYS, SystemTime::now())
                 .await
