@@ -35,7 +35,7 @@ const DIR: &str = "state/exclusion";
 const COVERS_READ: u64 = if cfg!(test) { 64 } else { 64 * 1024 };
 /// Fresh segment names tried before an opt-out fails (one collision in 2^64 per millisecond is
 /// already unheard of).
-const CREATE_ATTEMPTS: u32 = 4;
+pub(super) const CREATE_ATTEMPTS: u32 = 4;
 /// A follower compacts once this many segments are listed.
 pub(super) const COMPACT_AT: usize = 256;
 
@@ -86,6 +86,8 @@ pub(super) struct Remote {
     objects: Objects,
     key_id: [u8; 8],
     seen: tokio::sync::Mutex<Seen>,
+    /// Where new segment names come from: [`segment_name`] (tests make names collide).
+    names: fn() -> String,
 }
 
 fn segment_name() -> String {
@@ -132,7 +134,15 @@ impl Remote {
             objects,
             key_id,
             seen: tokio::sync::Mutex::default(),
+            names: segment_name,
         }
+    }
+
+    /// A remote whose new segments are named by `names` (to make names collide).
+    #[cfg(test)]
+    pub(super) fn with_names(mut self, names: fn() -> String) -> Self {
+        self.names = names;
+        self
     }
 
     async fn list(&self) -> Result<Vec<ObjectMeta>, StoreError> {
@@ -321,7 +331,7 @@ impl Remote {
         let bytes = Bytes::from(self.encode(records));
         let mut attempts = 0;
         loop {
-            let name = segment_name();
+            let name = (self.names)();
             attempts += 1;
             match self.objects.create(&path(&name), bytes.clone()).await {
                 Ok(_) => {

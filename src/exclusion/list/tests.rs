@@ -674,7 +674,7 @@ mod shared_store {
     /// objects each catch-up reads.
     mod reads {
         use super::*;
-        use crate::exclusion::remote::{Read, Remote};
+        use crate::exclusion::remote::{CREATE_ATTEMPTS, Read, Remote};
         use crate::store::{ObjectMeta, ObjectPath};
 
         async fn catch_up(remote: &Remote, visited: &mut Vec<Record>) -> Read {
@@ -789,6 +789,53 @@ mod shared_store {
             );
             let early = writer.hash(&email("early@example.com")).expect("personal");
             assert!(visited.iter().any(|r| r.hashed == early));
+        }
+
+        /// A segment name that is taken is replaced by a fresh one, a few times; a store that refuses
+        /// every create fails the opt-out after `CREATE_ATTEMPTS` tries instead of being asked forever.
+        #[tokio::test]
+        async fn a_store_that_refuses_every_create_fails_the_write_after_a_few_names() {
+            let moto = crate::testkit::moto();
+            let url = crate::store::StoreUrl::parse(&format!("s3://{}/x", moto.bucket().await))
+                .expect("url");
+            let metrics = Arc::new(Metrics::new());
+            let store = Store::open(&url, &moto.secrets(), metrics.clone()).expect("store");
+            let remote = Remote::new(store.objects().clone(), key().key_id())
+                .with_names(|| "segment-00000000000000000001-0000000000000000".into());
+            let record = Record {
+                key_version: 1,
+                hashed: Hashed::full(IdentifierKind::Email, [1; 32]).expect("personal"),
+                origin: Origin::Api,
+                timestamp: T0,
+            };
+            let creates = || {
+                metrics
+                    .render()
+                    .lines()
+                    .find(|l| l.contains("put_create") && !l.starts_with('#'))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .unwrap_or(0)
+            };
+            let limit = Duration::from_secs(20);
+            tokio::time::timeout(limit, remote.append(&[record]))
+                .await
+                .expect("not stuck")
+                .expect("the first segment");
+            assert_eq!(creates(), 1);
+            let refused = tokio::time::timeout(limit, remote.append(&[record]))
+                .await
+                .expect("gives up rather than retrying forever");
+            assert!(
+                matches!(
+                    refused,
+                    Err(RemoteError::Store(
+                        crate::store::StoreError::AlreadyExists { .. }
+                    ))
+                ),
+                "{refused:?}"
+            );
+            assert_eq!(creates(), 1 + CREATE_ATTEMPTS);
         }
 
         /// Covers longer than the first ranged read are read with a second one (tests read 64 bytes
