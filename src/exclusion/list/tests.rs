@@ -863,6 +863,46 @@ mod shared_store {
         }
     }
 
+    /// Writing an entry again restarts its retention on a shared store too: compaction keeps an entry
+    /// by its newest record, and reports how many entries it dropped.
+    #[tokio::test]
+    async fn compaction_keeps_an_entry_by_its_newest_record() {
+        let store = bucket_store().await;
+        let now = Arc::new(AtomicU64::new(T0));
+        let clock = now.clone();
+        let list = replica(&store)
+            .await
+            .with_clock(move || at(clock.load(Ordering::SeqCst)));
+        list.add(
+            &[email("ada@example.com"), email("bob@example.com")],
+            Origin::Api,
+        )
+        .await
+        .expect("added");
+        now.store(T0 + 1000 * 86_400, Ordering::SeqCst);
+        let again = list
+            .add(&[email("ada@example.com")], Origin::Api)
+            .await
+            .expect("added again");
+        assert_eq!(again.already_present, 1);
+
+        let removed = list.compact(at(T0 + 1100 * 86_400)).await.expect("compact");
+        assert_eq!(removed, 1, "bob's only record is past retention");
+        assert!(list.is_excluded(&email("ada@example.com")));
+        assert!(!list.is_excluded(&email("bob@example.com")));
+        let fresh = ExclusionList::open_store(
+            &store,
+            key(),
+            DEFAULT_RETENTION_DAYS,
+            at(T0 + 1100 * 86_400),
+        )
+        .await
+        .expect("open")
+        .0;
+        assert!(fresh.is_excluded(&email("ada@example.com")));
+        assert_eq!(fresh.stats().await.entries, 1);
+    }
+
     #[tokio::test]
     async fn a_stored_list_written_with_another_key_is_refused() {
         let store = bucket_store().await;
