@@ -407,6 +407,18 @@ async fn upload_above_byte_limit_is_too_large_and_leaves_nothing() {
     assert!(svc.list("t1").await.expect("list").is_empty());
 }
 
+/// Waits until the job reaches the stalling row; a job that ends before it fails the test at once
+/// (rather than leaving it waiting for a row that will never come).
+async fn until_stalled(
+    stalled: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    job: &mut tokio::task::JoinHandle<()>,
+) {
+    tokio::select! {
+        reached = stalled.recv() => reached.expect("job reached the stalling row"),
+        ended = job => panic!("the job ended before it reached the stalling row: {ended:?}"),
+    }
+}
+
 #[tokio::test]
 async fn interrupted_job_resumes_at_the_next_part_without_losing_or_repeating_rows() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -422,8 +434,8 @@ async fn interrupted_job_resumes_at_the_next_part_without_losing_or_repeating_ro
     let id = env1.upload("t1", csv).await;
     let key = BatchKey::new(TenantKey::of("t1"), id);
     let shared = env1.svc.shared.clone();
-    let job = tokio::spawn(async move { super::job::run(&shared, &key).await });
-    rx.recv().await.expect("job reached the stalling row");
+    let mut job = tokio::spawn(async move { super::job::run(&shared, &key).await });
+    until_stalled(&mut rx, &mut job).await;
     job.abort();
     let _ = job.await;
     let before = env1.svc.get("t1", id).await.expect("meta");
@@ -879,11 +891,11 @@ async fn a_job_taken_up_after_a_crash_checks_its_committed_parts_and_drops_uncom
     let id = env1.upload("t1", csv).await;
     let key = BatchKey::new(TenantKey::of("t1"), id);
     let shared = env1.svc.shared.clone();
-    let job = tokio::spawn({
+    let mut job = tokio::spawn({
         let key = key.clone();
         async move { super::job::run(&shared, &key).await }
     });
-    rx.recv().await.expect("job reached the stalling row");
+    until_stalled(&mut rx, &mut job).await;
     job.abort();
     let _ = job.await;
     // A part the crashed job wrote but never committed.
