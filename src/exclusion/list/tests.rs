@@ -38,6 +38,13 @@ fn reopen(dir: &Path, retention_days: u32, now: SystemTime) -> (ExclusionList, O
     }
 }
 
+/// A list in `dir` with `raw` opted out at `T0`, then closed.
+async fn added_at_t0(dir: &Path, raw: &str) {
+    let (list, _) = open(dir);
+    let list = list.with_clock(|| at(T0));
+    list.add(&[email(raw)], Origin::Api).await.expect("added");
+}
+
 fn email(raw: &str) -> Identifier {
     Identifier::Email(Email::parse(raw).expect("valid email"))
 }
@@ -287,13 +294,7 @@ async fn compaction_drops_only_entries_past_retention_and_survives_reopen() {
 #[tokio::test]
 async fn expired_entries_are_not_loaded_at_open() {
     let dir = tempfile::tempdir().expect("temp dir");
-    {
-        let (list, _) = open(dir.path());
-        let list = list.with_clock(|| at(T0));
-        list.add(&[email("ada@example.com")], Origin::Api)
-            .await
-            .expect("add");
-    }
+    added_at_t0(dir.path(), "ada@example.com").await;
     let (list, report) = reopen(dir.path(), 10, at(T0 + 11 * 86_400));
     assert_eq!((report.records, report.expired, report.entries), (1, 1, 0));
     assert!(!list.is_excluded(&email("ada@example.com")));
@@ -506,6 +507,16 @@ mod shared_store {
         let moto = crate::testkit::moto();
         let url = StoreUrl::parse(&format!("s3://{}/x", moto.bucket().await)).expect("url");
         Store::open(&url, &moto.secrets(), Arc::new(Metrics::new())).expect("store")
+    }
+
+    /// Opts out `<prefix>0@example.com` .. `<prefix>{n-1}@example.com`, one opt-out (one segment)
+    /// each.
+    async fn add_each(list: &ExclusionList, prefix: &str, n: usize) {
+        for i in 0..n {
+            list.add(&[email(&format!("{prefix}{i}@example.com"))], Origin::Api)
+                .await
+                .expect("added");
+        }
     }
 
     async fn replica(store: &Store) -> ExclusionList {
@@ -844,12 +855,7 @@ mod shared_store {
         async fn covers_longer_than_the_first_read_are_read_whole() {
             let store = bucket_store().await;
             let writer = replica(&store).await;
-            for i in 0..4 {
-                writer
-                    .add(&[email(&format!("long{i}@example.com"))], Origin::Api)
-                    .await
-                    .expect("added");
-            }
+            add_each(&writer, "long", 4).await;
             writer.compact(SystemTime::now()).await.expect("compact");
             let remote = Remote::new(store.objects().clone(), key().key_id());
             let mut visited = Vec::new();
@@ -927,12 +933,7 @@ mod shared_store {
         let store = bucket_store().await;
         let writer = replica(&store).await;
         let reader = replica(&store).await;
-        for i in 0..5 {
-            writer
-                .add(&[email(&format!("c{i}@example.com"))], Origin::Api)
-                .await
-                .expect("added");
-        }
+        add_each(&writer, "c", 5).await;
         // The writer compacts twice before the reader looks: the segments are gone, and the newest
         // snapshot's covers do not name them all.
         writer.compact(SystemTime::now()).await.expect("compact");
@@ -956,12 +957,7 @@ mod shared_store {
         let store = bucket_store().await;
         let writer = replica(&store).await;
         let reader = replica(&store).await;
-        for i in 0..2 {
-            writer
-                .add(&[email(&format!("f{i}@example.com"))], Origin::Api)
-                .await
-                .expect("added");
-        }
+        add_each(&writer, "f", 2).await;
         let state = ObjectPath::from("state");
         let listed = store.objects().list(&state).await.expect("listing");
         let segments = |objects: &[crate::store::ObjectMeta]| {
@@ -1021,13 +1017,7 @@ fn only_a_held_log_is_locked_and_only_an_unreachable_store_is_unavailable() {
 #[tokio::test]
 async fn an_entry_exactly_at_the_end_of_retention_is_still_enforced() {
     let dir = tempfile::tempdir().expect("temp dir");
-    {
-        let (list, _) = open(dir.path());
-        let list = list.with_clock(|| at(T0));
-        list.add(&[email("edge@example.com")], Origin::Api)
-            .await
-            .expect("added");
-    }
+    added_at_t0(dir.path(), "edge@example.com").await;
     let end = T0 + u64::from(DEFAULT_RETENTION_DAYS) * 86_400;
     let (list, report) = reopen(dir.path(), DEFAULT_RETENTION_DAYS, at(end));
     assert_eq!((report.entries, report.expired), (1, 0));
