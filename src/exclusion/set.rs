@@ -265,6 +265,25 @@ mod tests {
         );
     }
 
+    /// `reserve` grows the table once for what is coming, and only when it has no room for it.
+    #[test]
+    fn reserve_grows_once_and_only_when_needed() {
+        let mut set = HashSet128::with_capacity(1000);
+        let sized = set.table_bytes();
+        set.reserve(900);
+        assert_eq!(set.table_bytes(), sized, "room for 900 already");
+        set.reserve(1100);
+        let grown = set.table_bytes();
+        assert!(grown > sized, "no room for 1100");
+        for h in hashes(7, 1100) {
+            set.insert(h);
+        }
+        assert_eq!(set.table_bytes(), grown, "one rehash for all 1100");
+        let mut empty = HashSet128::new();
+        empty.reserve(1000);
+        assert_eq!(empty.table_bytes(), sized);
+    }
+
     #[test]
     fn reserve_avoids_regrowth() {
         let mut set = HashSet128::with_capacity(1000);
