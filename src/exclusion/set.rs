@@ -248,6 +248,34 @@ mod tests {
         );
     }
 
+    /// Each of four 6-bit fields of the hash's high half names one bit of the filter word; fields
+    /// that coincide set that bit once.
+    #[test]
+    fn the_filter_sets_the_bit_each_of_four_fields_names() {
+        let with_fields = |fields: [u64; 4]| -> u128 {
+            let high = fields[0] | fields[1] << 6 | fields[2] << 12 | fields[3] << 18;
+            u128::from(high) << 64
+        };
+        let bits = |fields| filter_pos(with_fields(fields), 8).1;
+        assert_eq!(bits([1, 2, 3, 4]), 0b11110);
+        assert_eq!(bits([5, 5, 7, 9]), 1 << 5 | 1 << 7 | 1 << 9);
+        assert_eq!(bits([63, 9, 9, 0]), 1 << 63 | 1 << 9 | 1);
+        assert_eq!(bits([1, 2, 40, 40]), 1 << 1 | 1 << 2 | 1 << 40);
+    }
+
+    /// The home slot spreads the hash's low 64 bits evenly over the table, whatever its size.
+    #[test]
+    fn the_home_slot_scales_the_low_half_onto_the_table() {
+        assert_eq!(home(0, 1000), 0);
+        assert_eq!(home(1 << 63, 1000), 500);
+        assert_eq!(home(u128::from(u64::MAX), 1000), 999);
+        assert_eq!(
+            home(u128::MAX << 64, 1000),
+            0,
+            "the high half plays no part"
+        );
+    }
+
     #[test]
     fn the_filter_turns_away_most_misses() {
         let mut set = HashSet128::new();
