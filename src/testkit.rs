@@ -22,6 +22,22 @@ pub struct Moto {
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
 
+/// Runs `open` again while it fails with an error `locked` accepts, for up to 2 s: a child process
+/// another test is spawning (moto, say) holds a copy of every descriptor, a file lock's among them,
+/// until its `exec`, so a lock just released in this test can still look held for a moment.
+pub fn open_waiting_out_spawns<T, E>(
+    mut open: impl FnMut() -> Result<T, E>,
+    locked: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    for _ in 0..100 {
+        match open() {
+            Err(e) if locked(&e) => std::thread::sleep(Duration::from_millis(20)),
+            opened => return opened,
+        }
+    }
+    open()
+}
+
 /// The moto server of this process, started on first use. Panics with a clear message when
 /// `moto_server` is not installed.
 pub fn moto() -> &'static Moto {

@@ -483,13 +483,7 @@ mod tests {
         let made = keys.create("acme", Role::Tenant).await.expect("create");
         let after = std::time::Instant::now();
 
-        let follow_one = |listing: Listing| {
-            let (tx, rx) = tokio::sync::watch::channel(Some(listing));
-            drop(tx);
-            let mut rx = rx;
-            rx.mark_changed();
-            keys.follow(rx)
-        };
+        let follow_one = |listing: Listing| keys.follow(listing.once());
         follow_one(Listing::at(before.clone(), asked)).await;
         assert!(
             keys.verify(&made.key).is_some(),

@@ -1116,13 +1116,11 @@ mod tests {
             keys.push((key, content));
         }
         let rotated = with(5, &[3]);
-        let current = rotated
-            .create_batch(
-                &BatchKey::new(TenantKey::of("t"), BatchId::random()),
-                Stamp::new(now, 30),
-            )
-            .await;
-        current.expect("a batch made under the new key");
+        let current = BatchKey::new(TenantKey::of("t"), BatchId::random());
+        rotated
+            .create_batch(&current, Stamp::new(now, 30))
+            .await
+            .expect("a batch made under the new key");
         assert_eq!(
             rotated.rewrap().await.expect("rewrap"),
             RewrapReport {

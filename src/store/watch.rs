@@ -24,6 +24,15 @@ impl Listing {
         Self(Arc::new(objects), started)
     }
 
+    /// A follower that sees this one listing, then the end of the watch (tests drive one round).
+    #[cfg(test)]
+    pub(crate) fn once(self) -> Follower {
+        let (tx, mut rx) = watch::channel(Some(self));
+        drop(tx);
+        rx.mark_changed();
+        rx
+    }
+
     /// The objects under `state/<sub>/`, with the name below it.
     pub fn under<'a>(
         &'a self,

@@ -23,19 +23,14 @@ fn open(dir: &Path) -> (ExclusionList, OpenReport) {
     reopen(dir, DEFAULT_RETENTION_DAYS, at(T0))
 }
 
-/// Opens the list, waiting out a lock held by nobody in this test: a child process that another test
-/// is spawning (moto) holds a copy of every descriptor, the log's lock among them, until its `exec`.
+/// Opens the list, waiting out a lock held by nobody in this test (see
+/// [`crate::testkit::open_waiting_out_spawns`]).
 fn reopen(dir: &Path, retention_days: u32, now: SystemTime) -> (ExclusionList, OpenReport) {
-    let mut tries = 0;
-    loop {
-        match ExclusionList::open(dir, key(), retention_days, now) {
-            Err(e) if e.is_locked() && tries < 100 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            opened => return opened.expect("open list"),
-        }
-    }
+    crate::testkit::open_waiting_out_spawns(
+        || ExclusionList::open(dir, key(), retention_days, now),
+        ExclusionError::is_locked,
+    )
+    .expect("open list")
 }
 
 /// A list in `dir` with `raw` opted out at `T0`, then closed.
@@ -519,6 +514,14 @@ mod shared_store {
         }
     }
 
+    /// How many of `objects` have a name starting with `prefix`.
+    fn named(objects: &[crate::store::ObjectMeta], prefix: &str) -> usize {
+        objects
+            .iter()
+            .filter(|m| m.location.filename().is_some_and(|n| n.starts_with(prefix)))
+            .count()
+    }
+
     async fn replica(store: &Store) -> ExclusionList {
         ExclusionList::open_store(store, key(), DEFAULT_RETENTION_DAYS, SystemTime::now())
             .await
@@ -635,18 +638,8 @@ mod shared_store {
         let writer = replica(&store).await;
         let follower = replica(&store).await;
         let state = ObjectPath::from("state");
-        let count = |objects: &[crate::store::ObjectMeta], prefix: &str| {
-            objects
-                .iter()
-                .filter(|m| m.location.filename().is_some_and(|n| n.starts_with(prefix)))
-                .count()
-        };
         let follow_once = |listed: Vec<crate::store::ObjectMeta>| {
-            let (tx, mut rx) =
-                tokio::sync::watch::channel(Some(Listing::at(listed, std::time::Instant::now())));
-            drop(tx);
-            rx.mark_changed();
-            follower.follow(rx)
+            follower.follow(Listing::at(listed, std::time::Instant::now()).once())
         };
         let hashes: Vec<Hashed> = (0..=COMPACT_AT)
             .map(|i| {
@@ -662,11 +655,11 @@ mod shared_store {
                 .expect("added");
         }
         let listed = store.objects().list(&state).await.expect("listing");
-        assert_eq!(count(&listed, "segment-"), COMPACT_AT);
+        assert_eq!(named(&listed, "segment-"), COMPACT_AT);
         follow_once(listed).await;
         let listed = store.objects().list(&state).await.expect("listing");
-        assert_eq!(count(&listed, "segment-"), COMPACT_AT, "at the threshold");
-        assert_eq!(count(&listed, "snapshot-"), 0);
+        assert_eq!(named(&listed, "segment-"), COMPACT_AT, "at the threshold");
+        assert_eq!(named(&listed, "snapshot-"), 0);
 
         writer
             .add_hashes(&hashes[COMPACT_AT..], Origin::Api)
@@ -675,8 +668,8 @@ mod shared_store {
         let listed = store.objects().list(&state).await.expect("listing");
         follow_once(listed).await;
         let listed = store.objects().list(&state).await.expect("listing");
-        assert_eq!(count(&listed, "segment-"), 0, "past the threshold");
-        assert_eq!(count(&listed, "snapshot-"), 1);
+        assert_eq!(named(&listed, "segment-"), 0, "past the threshold");
+        assert_eq!(named(&listed, "snapshot-"), 1);
         assert!(follower.is_excluded(&email(&format!("s{COMPACT_AT}@example.com"))));
         assert_eq!(follower.stats().await.entries, COMPACT_AT as u64 + 1);
     }
@@ -960,29 +953,21 @@ mod shared_store {
         add_each(&writer, "f", 2).await;
         let state = ObjectPath::from("state");
         let listed = store.objects().list(&state).await.expect("listing");
-        let segments = |objects: &[crate::store::ObjectMeta]| {
-            objects
-                .iter()
-                .filter(|m| {
-                    m.location
-                        .filename()
-                        .is_some_and(|n| n.starts_with("segment-"))
-                })
-                .count()
-        };
-        assert_eq!(segments(&listed), 2);
+        assert_eq!(named(&listed, "segment-"), 2);
         assert!(!reader.is_excluded(&email("f0@example.com")));
 
-        let (tx, mut rx) =
-            tokio::sync::watch::channel(Some(Listing::at(listed, std::time::Instant::now())));
-        drop(tx);
-        rx.mark_changed();
-        reader.follow(rx).await;
+        reader
+            .follow(Listing::at(listed, std::time::Instant::now()).once())
+            .await;
 
         assert!(reader.is_excluded(&email("f0@example.com")));
         assert!(reader.is_excluded(&email("f1@example.com")));
         let after = store.objects().list(&state).await.expect("listing");
-        assert_eq!(segments(&after), 2, "two segments are not compacted");
+        assert_eq!(
+            named(&after, "segment-"),
+            2,
+            "two segments are not compacted"
+        );
     }
 }
 

@@ -221,15 +221,17 @@ mod tests {
             ..r
         };
         assert_eq!(email.kind(), IdentifierKind::Email);
-        let mut unknown = encode_record(&r);
-        unknown[2] = 0xEE;
-        let sum = checksum(&unknown[..RECORD_BODY]);
-        unknown[RECORD_BODY..].copy_from_slice(&sum);
-        assert_eq!(decode_record(&unknown), Err(RecordProblem::UnknownCode));
-        let mut origin = encode_record(&r);
-        origin[3] = 0xEE;
-        let sum = checksum(&origin[..RECORD_BODY]);
-        origin[RECORD_BODY..].copy_from_slice(&sum);
-        assert_eq!(decode_record(&origin), Err(RecordProblem::UnknownCode));
+        // The kind code (byte 2) or the origin code (byte 3) unknown, under a valid checksum.
+        for byte in [2, 3] {
+            let mut b = encode_record(&r);
+            b[byte] = 0xEE;
+            let sum = checksum(&b[..RECORD_BODY]);
+            b[RECORD_BODY..].copy_from_slice(&sum);
+            assert_eq!(
+                decode_record(&b),
+                Err(RecordProblem::UnknownCode),
+                "byte {byte}"
+            );
+        }
     }
 }

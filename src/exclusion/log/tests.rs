@@ -20,19 +20,13 @@ fn try_open(dir: &Path) -> Result<(ExclusionLog, Opened, Vec<Record>), LogError>
     Ok((log, opened, seen))
 }
 
-/// Opens the log, waiting out a lock held by nobody in this test: a child process that another test
-/// is spawning (moto) holds a copy of every descriptor, the lock's among them, until its `exec`.
+/// Opens the log, waiting out a lock held by nobody in this test (see
+/// [`crate::testkit::open_waiting_out_spawns`]).
 fn open(dir: &Path) -> Result<(ExclusionLog, Opened, Vec<Record>), LogError> {
-    let mut tries = 0;
-    loop {
-        match try_open(dir) {
-            Err(LogError::Locked { .. }) if tries < 100 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            opened => return opened,
-        }
-    }
+    crate::testkit::open_waiting_out_spawns(
+        || try_open(dir),
+        |e| matches!(e, LogError::Locked { .. }),
+    )
 }
 
 /// A log holding records 1..=n, then closed.
